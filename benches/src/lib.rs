@@ -1,0 +1,3 @@
+//! Benchmarks: criterion micro-benchmarks in `benches/benches/`, harness scripts beside them.
+
+#![forbid(unsafe_code)]

@@ -1,0 +1,79 @@
+//! Rate control: the trait the session drives, and the fixed-rate controller.
+//!
+//! The sender's shard calls `on_send` for every datagram it transmits and `on_feedback` for every
+//! authenticated feedback datagram; it paces by [`RateController::rate_bps`]. Controllers are
+//! sans-IO like the rest of the core: time is an argument.
+//!
+//! Rates are in bits per second of *IP-layer* traffic (docs/PROTOCOL.md §7): the session adds
+//! the IP and UDP header bytes to every datagram it reports, so a rate means the same thing on
+//! the simulator's link, the emulator's link and a real NIC.
+
+mod fixed;
+
+pub use fixed::FixedRate;
+
+use crate::time::{Duration, Instant};
+
+/// Transfer policy (DESIGN.md step 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum Policy {
+    /// Send at the target rate regardless of congestion (still bounded by the receiver window).
+    Fixed = 0,
+    /// About twice a fair flow's share.
+    High = 1,
+    /// One fair share of the bottleneck.
+    #[default]
+    Fair = 2,
+    /// Background: takes only what is idle.
+    Low = 3,
+}
+
+impl Policy {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Policy::Fixed => "fixed",
+            Policy::High => "high",
+            Policy::Fair => "fair",
+            Policy::Low => "low",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Policy> {
+        [Policy::Fixed, Policy::High, Policy::Fair, Policy::Low].into_iter().find(|p| p.name() == s)
+    }
+}
+
+/// Minimum and target (maximum) rate, bits per second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    pub min_bps: u64,
+    pub target_bps: u64,
+}
+
+/// One feedback sample, as the sender's shard distils it from a `Feedback` datagram.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FeedbackSample {
+    /// Round-trip time measured from the echoed timestamp.
+    pub rtt: Duration,
+    /// One-way delay minus the smallest one-way delay seen so far: the queuing delay estimate.
+    pub queuing_delay: Duration,
+    /// IP-layer bits per second the receiver accepted over the interval this sample covers.
+    pub recv_rate_bps: u64,
+    /// Fraction of datagrams sent in the interval that the receiver reported lost, 0.0–1.0.
+    pub loss_fraction: f64,
+}
+
+pub trait RateController: Send + core::fmt::Debug {
+    /// The pacing rate to use now, bits per second (IP layer). Always within the limits.
+    fn rate_bps(&self) -> u64;
+    /// A datagram of `ip_bytes` was just sent.
+    fn on_send(&mut self, now: Instant, ip_bytes: u64);
+    /// Feedback arrived.
+    fn on_feedback(&mut self, now: Instant, sample: &FeedbackSample);
+    /// No feedback for `silence` (a blackout); controllers back off.
+    fn on_silence(&mut self, now: Instant, silence: Duration);
+    /// New limits, effective immediately.
+    fn set_limits(&mut self, now: Instant, limits: RateLimits);
+    fn limits(&self) -> RateLimits;
+    fn policy(&self) -> Policy;
+}
