@@ -43,7 +43,8 @@ pub enum SuiteId {
 }
 
 impl SuiteId {
-    pub const ALL: [SuiteId; 3] = [SuiteId::Aes128CfbCmac, SuiteId::Aes128Gcm, SuiteId::IntegrityCmac];
+    pub const ALL: [SuiteId; 3] =
+        [SuiteId::Aes128CfbCmac, SuiteId::Aes128Gcm, SuiteId::IntegrityCmac];
 
     /// The name used on command lines, in URLs and in docs.
     pub const fn name(self) -> &'static str {
