@@ -268,7 +268,7 @@ mod tests {
         assert_eq!(l.skip_gap(0, 1024 + 476), 2048);
         assert_eq!(l.spot(0, 2048), None);
         assert_eq!(l.spot(0, u64::MAX), None);
-        assert_eq!(l.position_of(0, 1500), None);
+        assert_eq!(l.position_of(0, 2048), None);
         assert_eq!(l.position_of(7, 0), None);
         assert!(Layout::new(Arc::new(Manifest::new(vec![], 10).unwrap()), 0).is_err());
         assert!(Manifest::new(vec![], 9).is_err());
