@@ -480,12 +480,9 @@ impl SenderShard {
         };
         let slot = match self.slots.iter().position(|s| pick(s, false)) {
             Some(i) => i,
-            None => {
-                let i = self.slots.iter().position(|s| {
-                    pick(s, true) && s.cursor == self.next_new && s.cursor < self.limit
-                })?;
-                i
-            }
+            None => self.slots.iter().position(|s| {
+                pick(s, true) && s.cursor == self.next_new && s.cursor < self.limit
+            })?,
         };
         let s = &self.slots[slot];
         let block_start = self.layout.block_start(s.cursor);

@@ -237,10 +237,6 @@ impl Pacer {
         self.rate_bps = rate_bps.max(1);
     }
 
-    pub fn rate_bps(&self) -> u64 {
-        self.rate_bps
-    }
-
     /// Bucket depth: one pacing batch of traffic, at least a couple of datagrams.
     fn depth_bits(&self, datagram_bits: u64) -> u64 {
         let batch =

@@ -9,9 +9,11 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+/// (deliver_at, order, to_receiver, shard, bytes)
+type InFlight = Reverse<(Instant, u64, bool, u8, Vec<u8>)>;
+
 struct Net {
-    /// (deliver_at, order, to_receiver, shard, bytes)
-    q: BinaryHeap<Reverse<(Instant, u64, bool, u8, Vec<u8>)>>,
+    q: BinaryHeap<InFlight>,
     order: u64,
     delay: Duration,
     loss: f64,
