@@ -17,6 +17,7 @@
 //! the protocol itself: the unwritten range is simply missing, so it is NAKed and sent again.
 
 pub mod coordinator;
+pub mod fuzz;
 pub mod layout;
 pub mod receiver;
 pub mod sender;
