@@ -270,3 +270,76 @@ impl Pacer {
         self.last + Duration::from_nanos(ns.min(u128::from(u64::MAX)) as u64)
     }
 }
+
+/// A shard's life (docs/PROTOCOL.md §6.6). The transitions are the methods below; nothing else
+/// assigns a phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Moving data.
+    Active,
+    /// Send one `Complete`, then close (sender, after every file was acknowledged).
+    Completing,
+    /// Say `Complete` periodically until the peer answers or the linger ends (receiver shard 0).
+    Lingering {
+        since: Instant,
+        last: Instant,
+    },
+    /// Send one `Abort(reason)`, then close.
+    Aborting(AbortReason),
+    Closed,
+}
+
+impl Phase {
+    pub fn is_active(self) -> bool {
+        matches!(self, Phase::Active)
+    }
+
+    pub fn is_closed(self) -> bool {
+        matches!(self, Phase::Closed)
+    }
+
+    fn is_ending_badly(self) -> bool {
+        matches!(self, Phase::Closed | Phase::Aborting(_))
+    }
+
+    /// A local failure or an abort command. True if this is news (the caller reports it).
+    pub fn abort(&mut self, reason: AbortReason) -> bool {
+        if self.is_ending_badly() {
+            return false;
+        }
+        *self = Phase::Aborting(reason);
+        true
+    }
+
+    /// The peer aborted: nothing more to say. True if this is news.
+    pub fn peer_aborted(&mut self) -> bool {
+        if self.is_ending_badly() {
+            return false;
+        }
+        *self = Phase::Closed;
+        true
+    }
+
+    pub fn complete(&mut self) {
+        if self.is_active() {
+            *self = Phase::Completing;
+        }
+    }
+
+    pub fn linger(&mut self, now: Instant) {
+        if self.is_active() {
+            *self = Phase::Lingering { since: now, last: now };
+        }
+    }
+
+    /// The coordinator closes a shard that has nothing more to say.
+    pub fn close_if_active(&mut self) {
+        if self.is_active() {
+            *self = Phase::Closed;
+        }
+    }
+
+    pub fn close(&mut self) {
+        *self = Phase::Closed;
+    }
+}
