@@ -343,3 +343,53 @@ impl Phase {
         *self = Phase::Closed;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The transition table of §6.6: every (phase, input) pair and where it leads.
+    #[test]
+    fn phase_transition_table() {
+        let t0 = Instant::from_nanos(5);
+        let r = AbortReason::DiskFull;
+        let phases = [
+            Phase::Active,
+            Phase::Completing,
+            Phase::Lingering { since: t0, last: t0 },
+            Phase::Aborting(AbortReason::Cancelled),
+            Phase::Closed,
+        ];
+        // (abort, peer_aborted, complete, linger, close_if_active) from each phase.
+        let want: [[Phase; 5]; 5] = [
+            [Phase::Aborting(r), Phase::Closed, Phase::Completing, phases[2], Phase::Closed],
+            [Phase::Aborting(r), Phase::Closed, phases[1], phases[1], phases[1]],
+            [Phase::Aborting(r), Phase::Closed, phases[2], phases[2], phases[2]],
+            [phases[3], phases[3], phases[3], phases[3], phases[3]],
+            [Phase::Closed; 5],
+        ];
+        for (from, row) in phases.iter().zip(want) {
+            let ops: [fn(&mut Phase); 5] = [
+                |p| {
+                    p.abort(AbortReason::DiskFull);
+                },
+                |p| {
+                    p.peer_aborted();
+                },
+                Phase::complete,
+                |p| p.linger(Instant::from_nanos(5)),
+                Phase::close_if_active,
+            ];
+            for (op, to) in ops.iter().zip(row) {
+                let mut p = *from;
+                op(&mut p);
+                assert_eq!(p, to, "from {from:?}");
+            }
+        }
+        // An abort is news only once.
+        let mut p = Phase::Active;
+        assert!(p.abort(r));
+        assert!(!p.abort(r));
+        assert!(!p.peer_aborted());
+    }
+}
