@@ -98,42 +98,144 @@ pub fn feature_notes(states: &[FeatureState]) -> Vec<String> {
 }
 
 /// The features this binary was compiled with and this CPU's support for each.
+///
+/// Detection reads CPUID directly: `is_x86_feature_detected!` answers `true` at compile time
+/// for every feature the binary was compiled with, so it cannot tell us what the CPU lacks.
 #[cfg(target_arch = "x86_64")]
 pub fn feature_states() -> Vec<FeatureState> {
-    // Both macros need literal feature names, hence a macro rather than a loop over a table.
+    use cpuid::{Os, Reg::*};
+    let cpu = cpuid::Cpuid::read();
+    // `cfg!` needs a literal feature name, hence a macro rather than a loop over a table.
     macro_rules! states {
-        ($($name:tt),* $(,)?) => {
+        ($(($name:tt, $reg:expr, $bit:expr, $os:expr)),* $(,)?) => {
             vec![$(FeatureState {
                 name: $name,
                 is_compiled: cfg!(target_feature = $name),
-                is_detected: std::is_x86_feature_detected!($name),
+                is_detected: cpu.has($reg, $bit, $os),
             }),*]
         };
     }
+    // (name, CPUID register, bit, OS state needed): Intel SDM vol. 2A, CPUID, tables 3-8..3-11.
     states![
-        "sse2",
-        "ssse3",
-        "sse4.1",
-        "sse4.2",
-        "popcnt",
-        "aes",
-        "pclmulqdq",
-        "avx",
-        "avx2",
-        "bmi1",
-        "bmi2",
-        "fma",
-        "lzcnt",
-        "movbe",
-        "sha",
-        "vaes",
-        "vpclmulqdq",
-        "avx512f",
-        "avx512bw",
-        "avx512vl",
-        "avx512dq",
-        "gfni",
+        ("sse2", L1Edx, 26, Os::None),
+        ("ssse3", L1Ecx, 9, Os::None),
+        ("sse4.1", L1Ecx, 19, Os::None),
+        ("sse4.2", L1Ecx, 20, Os::None),
+        ("popcnt", L1Ecx, 23, Os::None),
+        ("aes", L1Ecx, 25, Os::None),
+        ("pclmulqdq", L1Ecx, 1, Os::None),
+        ("movbe", L1Ecx, 22, Os::None),
+        ("avx", L1Ecx, 28, Os::Avx),
+        ("fma", L1Ecx, 12, Os::Avx),
+        ("f16c", L1Ecx, 29, Os::Avx),
+        ("lzcnt", Ext1Ecx, 5, Os::None),
+        ("bmi1", L7Ebx, 3, Os::None),
+        ("bmi2", L7Ebx, 8, Os::None),
+        ("adx", L7Ebx, 19, Os::None),
+        ("sha", L7Ebx, 29, Os::None),
+        ("avx2", L7Ebx, 5, Os::Avx),
+        ("gfni", L7Ecx, 8, Os::None),
+        ("vaes", L7Ecx, 9, Os::Avx),
+        ("vpclmulqdq", L7Ecx, 10, Os::Avx),
+        ("avx512f", L7Ebx, 16, Os::Avx512),
+        ("avx512dq", L7Ebx, 17, Os::Avx512),
+        ("avx512bw", L7Ebx, 30, Os::Avx512),
+        ("avx512vl", L7Ebx, 31, Os::Avx512),
+        ("avx512vbmi", L7Ecx, 1, Os::Avx512),
+        ("avx512vbmi2", L7Ecx, 6, Os::Avx512),
+        ("avx512vnni", L7Ecx, 11, Os::Avx512),
+        ("avx512fp16", L7Edx, 23, Os::Avx512),
+        ("avxvnni", L7s1Eax, 4, Os::Avx),
+        ("sha512", L7s1Eax, 0, Os::Avx),
     ]
+}
+
+/// Raw CPUID and XCR0 decoding for [`feature_states`].
+#[cfg(target_arch = "x86_64")]
+mod cpuid {
+    use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
+
+    /// Which register of which CPUID leaf holds a feature bit.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) enum Reg {
+        L1Ecx,
+        L1Edx,
+        L7Ebx,
+        L7Ecx,
+        L7Edx,
+        L7s1Eax,
+        Ext1Ecx,
+    }
+
+    /// The register state the OS must save on context switch for a feature to be usable.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) enum Os {
+        None,
+        /// XMM and YMM state (XCR0 bits 1, 2).
+        Avx,
+        /// XMM, YMM, opmask and ZMM state (XCR0 bits 1, 2, 5, 6, 7).
+        Avx512,
+    }
+
+    const XCR0_AVX: u64 = 0b110;
+    const XCR0_AVX512: u64 = 0b1110_0110;
+    const OSXSAVE_BIT: u32 = 27;
+
+    /// The CPUID words we decode; leaves the CPU does not implement read as zero.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub(super) struct Cpuid {
+        l1_ecx: u32,
+        l1_edx: u32,
+        l7_ebx: u32,
+        l7_ecx: u32,
+        l7_edx: u32,
+        l7s1_eax: u32,
+        ext1_ecx: u32,
+        xcr0: u64,
+    }
+
+    impl Cpuid {
+        pub(super) fn read() -> Self {
+            let mut c = Cpuid::default();
+            let max_leaf = __cpuid(0).eax;
+            let l1 = __cpuid(1);
+            (c.l1_ecx, c.l1_edx) = (l1.ecx, l1.edx);
+            if max_leaf >= 7 {
+                let l7 = __cpuid_count(7, 0);
+                (c.l7_ebx, c.l7_ecx, c.l7_edx) = (l7.ebx, l7.ecx, l7.edx);
+                if l7.eax >= 1 {
+                    c.l7s1_eax = __cpuid_count(7, 1).eax;
+                }
+            }
+            if __cpuid(0x8000_0000).eax >= 0x8000_0001 {
+                c.ext1_ecx = __cpuid(0x8000_0001).ecx;
+            }
+            if c.l1_ecx & (1 << OSXSAVE_BIT) != 0 {
+                // SAFETY: CPUID.1:ECX.OSXSAVE is set, so the CPU implements XGETBV and the OS
+                // has enabled it (CR4.OSXSAVE); XCR0 (index 0) always exists then.
+                c.xcr0 = unsafe { _xgetbv(0) };
+            }
+            c
+        }
+
+        pub(super) fn has(&self, reg: Reg, bit: u32, os: Os) -> bool {
+            let word = match reg {
+                Reg::L1Ecx => self.l1_ecx,
+                Reg::L1Edx => self.l1_edx,
+                Reg::L7Ebx => self.l7_ebx,
+                Reg::L7Ecx => self.l7_ecx,
+                Reg::L7Edx => self.l7_edx,
+                Reg::L7s1Eax => self.l7s1_eax,
+                Reg::Ext1Ecx => self.ext1_ecx,
+            };
+            let is_os_ready = match os {
+                Os::None => true,
+                Os::Avx => self.xcr0 & XCR0_AVX == XCR0_AVX,
+                Os::Avx512 => self.xcr0 & XCR0_AVX512 == XCR0_AVX512,
+            };
+            word & (1 << bit) != 0 && is_os_ready
+        }
+    }
 }
 
 /// The features this binary was compiled with and this CPU's support for each.
@@ -213,6 +315,60 @@ mod tests {
     #[test]
     fn this_binary_passes_on_the_machine_that_built_it() {
         assert_eq!(check_cpu_features(), Ok(()));
+    }
+
+    /// For every feature not compiled in, std's runtime detection is a real CPUID query (for
+    /// compiled-in ones it answers `true` statically), so our decoding must agree with it.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn cpuid_decoding_agrees_with_std_detection() {
+        macro_rules! std_detect {
+            ($($name:tt),*) => { [$(($name, std::is_x86_feature_detected!($name))),*] };
+        }
+        let std_view = std_detect![
+            "sse2",
+            "ssse3",
+            "sse4.1",
+            "sse4.2",
+            "popcnt",
+            "aes",
+            "pclmulqdq",
+            "movbe",
+            "avx",
+            "fma",
+            "f16c",
+            "lzcnt",
+            "bmi1",
+            "bmi2",
+            "adx",
+            "sha",
+            "avx2",
+            "gfni",
+            "vaes",
+            "vpclmulqdq",
+            "avx512f",
+            "avx512dq",
+            "avx512bw",
+            "avx512vl",
+            "avx512vbmi",
+            "avx512vbmi2",
+            "avx512vnni",
+            "avx512fp16",
+            "avxvnni",
+            "sha512"
+        ];
+        let ours = feature_states();
+        assert_eq!(ours.len(), std_view.len(), "the two tables list different features");
+        for (name, std_detected) in std_view {
+            let state = ours.iter().find(|s| s.name == name).copied();
+            let Some(state) = state else { panic!("{name} missing from feature_states()") };
+            if state.is_compiled {
+                // Built on this machine: whatever was compiled in must be present.
+                assert!(state.is_detected, "{name}: compiled in but CPUID says absent");
+            } else {
+                assert_eq!(state.is_detected, std_detected, "{name}: CPUID decoding disagrees");
+            }
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
