@@ -62,6 +62,6 @@ haul_setup_env() {
     export RUSTFLAGS="-C target-cpu=native"
     local key
     key=$(haul_target_key "$(haul_cpu_flags)" "$(rustc -vV)" "$RUSTFLAGS")
-    export CARGO_TARGET_DIR="${HAUL_TARGET_ROOT:-$HOME/.cache/haul-target}/$key"
+    export CARGO_TARGET_DIR="${HAUL_TARGET_ROOT:-${HOME:?HOME is unset: set HAUL_TARGET_ROOT}/.cache/haul-target}/$key"
     mkdir -p "$CARGO_TARGET_DIR"
 }
