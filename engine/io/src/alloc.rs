@@ -18,8 +18,10 @@
 //! - The allocator never allocates and never panics: counters are atomics (Relaxed: they are
 //!   statistics, not synchronisation) and thread-local cells with `const` initialisers and no
 //!   destructor, which need no allocation and no registration to access.
-//! - Counts are exact on a single thread. Across threads, `bytes_peak` may miss a peak by the
-//!   size of concurrently racing allocations (the peak is updated after the add), never more.
+//! - `bytes_peak` is exact across threads: every allocation max-es the running total that its
+//!   own `fetch_add` returned into the peak, so the highest total ever reached is recorded.
+//!   Only a [`CountingAlloc::reset_peak`] racing with other threads' allocations can start the
+//!   new measurement from a slightly stale total.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
