@@ -14,6 +14,60 @@
 # between machines (a cache restored in CI, a home directory on NFS) could hand a binary built
 # for one CPU to another. The key covers /proc/cpuinfo's flags, `rustc -vV` and RUSTFLAGS.
 
+# The toolchain scripts install when cargo is missing (the workspace's rust-version).
+HAUL_RUST_VERSION=1.95
+
+haul_apt_updated=0
+# haul_apt_install PKG...: apt-get install, as root or through sudo; `apt-get update` once.
+haul_apt_install() {
+    local sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "haul: need root (or sudo) to install: $*" >&2
+            return 1
+        fi
+        sudo=(sudo)
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "haul: no apt-get on this system; install by hand: $*" >&2
+        return 1
+    fi
+    echo "haul: installing $*" >&2
+    if [[ $haul_apt_updated -eq 0 ]]; then
+        "${sudo[@]}" apt-get update -qq
+        haul_apt_updated=1
+    fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# need_pkg CMD PKG: install Debian package PKG when command CMD is missing.
+need_pkg() {
+    if ! command -v "$1" >/dev/null 2>&1; then
+        haul_apt_install "$2"
+    fi
+}
+
+# haul_need_rust: when cargo is missing, install Rust $HAUL_RUST_VERSION with rustup (the
+# documented installer; needs network access to rustup.rs and static.rust-lang.org).
+haul_need_rust() {
+    if command -v cargo >/dev/null 2>&1; then
+        return 0
+    fi
+    if [[ -x "${HOME:-}/.cargo/bin/cargo" ]]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+        return 0
+    fi
+    need_pkg curl curl
+    need_pkg cc gcc
+    haul_apt_install ca-certificates
+    echo "haul: installing Rust $HAUL_RUST_VERSION with rustup" >&2
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+        sh -s -- -y --profile minimal --default-toolchain "$HAUL_RUST_VERSION" \
+            -c rustfmt -c clippy
+    export PATH="$HOME/.cargo/bin:$PATH"
+}
+
 # The flags line of the first CPU ("flags" on x86, "Features" on arm64), or the machine name
 # where /proc/cpuinfo is absent.
 haul_cpu_flags() {
@@ -55,7 +109,7 @@ haul_env_self_check() {
 
 haul_setup_env() {
     if ! command -v cargo >/dev/null 2>&1; then
-        echo "cargo is not on PATH: install Rust 1.95 stable (https://rustup.rs)" >&2
+        echo "haul: cargo is not on PATH: install Rust $HAUL_RUST_VERSION (https://rustup.rs)" >&2
         return 1
     fi
     export CARGO_INCREMENTAL=0
