@@ -5,3 +5,6 @@
 //! with `unsafe`; every block says which invariant makes it sound (STYLE.md rule 8).
 
 #![allow(unsafe_code)]
+
+pub mod alloc;
+pub mod cpu;
