@@ -5,3 +5,7 @@
 //! with `unsafe`; every block says which invariant makes it sound (STYLE.md rule 8).
 
 #![allow(unsafe_code)]
+
+pub mod buf;
+pub mod error;
+pub mod udp;
