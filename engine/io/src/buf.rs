@@ -194,11 +194,6 @@ impl BufPool {
         Ok(&mut self.map[start..start + self.slot_bytes])
     }
 
-    /// Base address and length of the whole region, for registering it with the kernel.
-    pub(crate) fn region(&mut self) -> (*mut u8, usize) {
-        (self.map.as_mut_ptr(), self.map.len())
-    }
-
     /// Address of slot `index` (lent or not), for handing to the kernel; `None` if out of range.
     pub(crate) fn slot_addr(&mut self, index: u32) -> Option<*mut u8> {
         if index as usize >= self.slot_count {

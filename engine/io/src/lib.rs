@@ -6,6 +6,9 @@
 
 #![allow(unsafe_code)]
 
+pub mod backend;
 pub mod buf;
 pub mod error;
+pub mod fallback;
 pub mod udp;
+pub mod uring;

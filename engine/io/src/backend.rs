@@ -1,0 +1,213 @@
+//! Backend selection: one enum over the io_uring and portable network backends.
+//!
+//! Role: [`BackendBuilder`] opens the socket and picks the backend: io_uring unless it is
+//! disabled (`/proc/sys/kernel/io_uring_disabled` != 0), unavailable (setup fails with
+//! ENOSYS/EPERM, a missing opcode or buffer-ring support), or the portable backend is forced
+//! per process (`HAUL_IO_BACKEND=portable`, or [`BackendBuilder::force`]), so tests need no
+//! global sysctl. The choice and its reason are reported in [`BackendChoice`].
+//!
+//! Invariant: both backends expose the same batch contract: `send_batch` hands every datagram
+//! to the kernel (or errs) before returning; `recv_batch` calls back once per datagram with the
+//! exact bytes received and allocates nothing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::IoError;
+use crate::fallback::PortableBackend;
+use crate::udp::{UdpOptions, UdpSocket};
+use crate::uring::UringBackend;
+
+/// Environment variable that forces a backend: `portable`, `uring` or `auto`.
+pub const BACKEND_ENV: &str = "HAUL_IO_BACKEND";
+
+/// Which backend runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// io_uring with multishot receive and a provided buffer ring.
+    Uring,
+    /// sendmmsg/recvmmsg.
+    Portable,
+}
+
+impl BackendKind {
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Uring => "io_uring",
+            BackendKind::Portable => "portable",
+        }
+    }
+}
+
+/// The backend chosen and why.
+#[derive(Debug, Clone)]
+pub struct BackendChoice {
+    /// What runs.
+    pub kind: BackendKind,
+    /// Why it was chosen (forced, io_uring disabled, setup error, default).
+    pub reason: String,
+}
+
+/// What the operator asked for, from `HAUL_IO_BACKEND`.
+pub fn parse_backend_env(value: Option<&str>) -> Option<BackendKind> {
+    match value.map(str::trim) {
+        Some("portable") => Some(BackendKind::Portable),
+        Some("uring") | Some("io_uring") => Some(BackendKind::Uring),
+        _ => None,
+    }
+}
+
+/// Decides before trying io_uring: a forced choice wins, then the sysctl.
+pub fn preselect(forced: Option<BackendKind>, io_uring_disabled: Option<u32>) -> BackendChoice {
+    match (forced, io_uring_disabled) {
+        (Some(kind), _) => {
+            BackendChoice { kind, reason: "forced by flag or HAUL_IO_BACKEND".into() }
+        }
+        (None, Some(v)) if v != 0 => BackendChoice {
+            kind: BackendKind::Portable,
+            reason: format!("kernel.io_uring_disabled = {v}"),
+        },
+        _ => BackendChoice { kind: BackendKind::Uring, reason: "default".into() },
+    }
+}
+
+/// Builds a socket plus backend.
+#[derive(Debug, Clone)]
+pub struct BackendBuilder {
+    addr: SocketAddr,
+    udp: UdpOptions,
+    forced: Option<BackendKind>,
+}
+
+impl BackendBuilder {
+    /// A builder for a socket bound to `addr` (port 0 picks one) with default options; the
+    /// backend may be forced by `HAUL_IO_BACKEND`.
+    pub fn new(addr: SocketAddr) -> BackendBuilder {
+        let env = std::env::var(BACKEND_ENV).ok();
+        BackendBuilder {
+            addr,
+            udp: UdpOptions::default(),
+            forced: parse_backend_env(env.as_deref()),
+        }
+    }
+
+    /// Forces a backend for this socket (overrides the environment).
+    pub fn force(mut self, kind: BackendKind) -> BackendBuilder {
+        self.forced = Some(kind);
+        self
+    }
+
+    /// Socket options (buffer sizes, GRO); blocking mode is chosen per backend.
+    pub fn udp_options(mut self, udp: UdpOptions) -> BackendBuilder {
+        self.udp = udp;
+        self
+    }
+
+    /// Opens the socket and the backend, falling back to portable when io_uring fails
+    /// (unless io_uring was forced, then its error is returned).
+    pub fn build(self) -> Result<(Backend, BackendChoice), IoError> {
+        let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let mut choice = preselect(self.forced, disabled);
+        if choice.kind == BackendKind::Uring {
+            let mut udp = self.udp.clone();
+            // The ring polls the socket itself; a blocking socket makes it retry on a full
+            // buffer instead of failing the operation with EAGAIN.
+            udp.is_nonblocking = false;
+            let socket = UdpSocket::bind(self.addr, &udp)?;
+            match UringBackend::new(socket) {
+                Ok(b) => return Ok((Backend::Uring(Box::new(b)), choice)),
+                Err(e) if self.forced == Some(BackendKind::Uring) => return Err(e),
+                Err(e) => {
+                    choice = BackendChoice {
+                        kind: BackendKind::Portable,
+                        reason: format!("io_uring unavailable: {e}"),
+                    };
+                }
+            }
+        }
+        let mut udp = self.udp;
+        udp.is_nonblocking = true;
+        let socket = UdpSocket::bind(self.addr, &udp)?;
+        Ok((Backend::Portable(PortableBackend::new(socket)?), choice))
+    }
+}
+
+/// The network backend of one shard.
+#[derive(Debug)]
+pub enum Backend {
+    /// io_uring.
+    Uring(Box<UringBackend>),
+    /// sendmmsg/recvmmsg.
+    Portable(PortableBackend),
+}
+
+impl Backend {
+    /// Which backend this is.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Backend::Uring(_) => BackendKind::Uring,
+            Backend::Portable(_) => BackendKind::Portable,
+        }
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &UdpSocket {
+        match self {
+            Backend::Uring(b) => b.socket(),
+            Backend::Portable(b) => b.socket(),
+        }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.socket().local_addr()
+    }
+
+    /// Sends `datagrams` (each at most `segment_bytes`) to `dest` with GSO where available;
+    /// every datagram is with the kernel when this returns `Ok`.
+    pub fn send_batch(
+        &mut self,
+        dest: SocketAddr,
+        datagrams: &[&[u8]],
+        segment_bytes: usize,
+    ) -> Result<usize, IoError> {
+        match self {
+            Backend::Uring(b) => b.send_batch(dest, datagrams, segment_bytes),
+            Backend::Portable(b) => b.send_batch(dest, datagrams, segment_bytes),
+        }
+    }
+
+    /// Receives queued datagrams, waiting up to `timeout` for the first; calls
+    /// `on_datagram(from, bytes)` per datagram and returns how many it saw.
+    pub fn recv_batch<F>(&mut self, timeout: Duration, on_datagram: F) -> Result<usize, IoError>
+    where
+        F: FnMut(SocketAddr, &[u8]),
+    {
+        match self {
+            Backend::Uring(b) => b.recv_batch(timeout, on_datagram),
+            Backend::Portable(b) => b.recv_batch(timeout, on_datagram),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_and_sysctl_pick_the_backend() {
+        assert_eq!(parse_backend_env(Some("portable")), Some(BackendKind::Portable));
+        assert_eq!(parse_backend_env(Some("uring")), Some(BackendKind::Uring));
+        assert_eq!(parse_backend_env(Some("auto")), None);
+        assert_eq!(parse_backend_env(None), None);
+        assert_eq!(preselect(None, Some(0)).kind, BackendKind::Uring);
+        assert_eq!(preselect(None, Some(2)).kind, BackendKind::Portable);
+        assert_eq!(preselect(None, None).kind, BackendKind::Uring);
+        let forced = preselect(Some(BackendKind::Portable), Some(0));
+        assert_eq!(forced.kind, BackendKind::Portable);
+        assert!(forced.reason.contains("forced"));
+    }
+}
