@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod buf;
+pub mod checks;
 pub mod error;
 pub mod fallback;
 pub mod udp;
