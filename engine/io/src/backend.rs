@@ -135,6 +135,19 @@ impl BackendBuilder {
     }
 }
 
+/// Counters of one backend, for benchmarks (syscalls per 1,000 datagrams) and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// Syscalls made: io_uring_enter, or sendmmsg/recvmmsg/poll.
+    pub syscalls: u64,
+    /// Datagrams handed to the kernel.
+    pub datagrams_sent: u64,
+    /// Datagrams delivered to callbacks.
+    pub datagrams_received: u64,
+    /// Receive buffers filled by the kernel (fewer than datagrams when GRO coalesces).
+    pub recv_buffers: u64,
+}
+
 /// The network backend of one shard.
 #[derive(Debug)]
 pub enum Backend {
@@ -158,6 +171,14 @@ impl Backend {
         match self {
             Backend::Uring(b) => b.socket(),
             Backend::Portable(b) => b.socket(),
+        }
+    }
+
+    /// Counters since the backend was built.
+    pub fn stats(&self) -> IoStats {
+        match self {
+            Backend::Uring(b) => b.stats(),
+            Backend::Portable(b) => b.stats(),
         }
     }
 

@@ -15,6 +15,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::backend::IoStats;
 use crate::buf::{BufPool, SlotId};
 use crate::error::{IoError, last_os_error};
 use crate::udp::{
@@ -37,6 +38,7 @@ pub struct PortableBackend {
     socket: UdpSocket,
     plan: SendPlan,
     rx: RecvMsgs,
+    stats: IoStats,
 }
 
 /// Preallocated `recvmmsg` state.
@@ -78,12 +80,17 @@ impl PortableBackend {
             pool,
             slots: slots.into_boxed_slice(),
         };
-        Ok(PortableBackend { socket, plan: SendPlan::new(), rx })
+        Ok(PortableBackend { socket, plan: SendPlan::new(), rx, stats: IoStats::default() })
     }
 
     /// The socket this backend drives.
     pub fn socket(&self) -> &UdpSocket {
         &self.socket
+    }
+
+    /// Counters since construction.
+    pub fn stats(&self) -> IoStats {
+        self.stats
     }
 
     /// Sends `datagrams` to `dest`, GSO-batched by `segment_bytes` when the socket supports it.
@@ -99,6 +106,7 @@ impl PortableBackend {
         let (mut done, mut waits) = (0usize, 0usize);
         while done < calls {
             let rest = &mut self.plan.msgs[done..calls];
+            self.stats.syscalls += 1;
             // SAFETY: `rest` is a live slice of prepared mmsghdrs whose pointers target the
             // plan's boxed storage and the caller's `datagrams`, all borrowed for this call.
             let rc = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) };
@@ -114,8 +122,10 @@ impl PortableBackend {
             if waits > MAX_SEND_WAITS {
                 return Err(IoError::Transient { op: "sendmmsg", errno: libc::EAGAIN });
             }
+            self.stats.syscalls += 1;
             poll_fd(fd, libc::POLLOUT, SEND_WAIT_MS)?;
         }
+        self.stats.datagrams_sent += datagrams.len() as u64;
         Ok(datagrams.len())
     }
 
@@ -129,7 +139,11 @@ impl PortableBackend {
         let mut n = self.recvmmsg(fd)?;
         if n == 0 {
             let wait_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-            if wait_ms == 0 || !poll_fd(fd, libc::POLLIN, wait_ms)? {
+            if wait_ms == 0 {
+                return Ok(0);
+            }
+            self.stats.syscalls += 1;
+            if !poll_fd(fd, libc::POLLIN, wait_ms)? {
                 return Ok(0);
             }
             n = self.recvmmsg(fd)?;
@@ -143,16 +157,19 @@ impl PortableBackend {
             let seg = parse_gro_segment(&self.rx.controls[i].0[..control_len]);
             let len = (self.rx.msgs[i].msg_len as usize).min(crate::fallback::RECV_BUFFER_BYTES);
             let Ok(buf) = self.rx.pool.slot(self.rx.slots[i]) else { continue };
+            self.stats.recv_buffers += 1;
             for datagram in split_gro(&buf[..len], seg) {
                 on_datagram(from, datagram);
                 count += 1;
             }
         }
+        self.stats.datagrams_received += count as u64;
         Ok(count)
     }
 
     /// One nonblocking `recvmmsg` into the preallocated buffers; 0 when nothing is queued.
     fn recvmmsg(&mut self, fd: i32) -> Result<usize, IoError> {
+        self.stats.syscalls += 1;
         let rx = &mut self.rx;
         for i in 0..RECV_MSGS {
             let hdr = &mut rx.msgs[i].msg_hdr;

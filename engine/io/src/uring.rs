@@ -29,6 +29,7 @@ use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 use memmap2::MmapMut;
 
+use crate::backend::IoStats;
 use crate::buf::{BufPool, SlotId};
 use crate::error::{IoError, map_errno, map_io};
 use crate::udp::{
@@ -208,6 +209,7 @@ pub struct UringBackend {
     is_recv_armed: bool,
     recv_error: Option<IoError>,
     send_generation: u32,
+    stats: IoStats,
 }
 
 impl std::fmt::Debug for UringBackend {
@@ -270,6 +272,7 @@ impl UringBackend {
             is_recv_armed: false,
             recv_error: None,
             send_generation: 0,
+            stats: IoStats::default(),
         })
     }
 
@@ -281,6 +284,11 @@ impl UringBackend {
     /// The socket this backend drives.
     pub fn socket(&self) -> &UdpSocket {
         &self.socket
+    }
+
+    /// Counters since construction.
+    pub fn stats(&self) -> IoStats {
+        self.stats
     }
 
     /// Sends `datagrams` to `dest` as GSO `SendMsg`s with one submit, and returns once every
@@ -336,7 +344,10 @@ impl UringBackend {
         }
         match first_error {
             Some(e) => Err(e),
-            None => Ok(datagrams.len()),
+            None => {
+                self.stats.datagrams_sent += datagrams.len() as u64;
+                Ok(datagrams.len())
+            }
         }
     }
 
@@ -354,6 +365,7 @@ impl UringBackend {
     /// Pushes one SQE, flushing the SQ to the kernel first if it is full.
     fn push(&mut self, entry: &squeue::Entry) -> Result<(), IoError> {
         if self.ring.submission().is_full() {
+            self.stats.syscalls += 1;
             self.ring.submit().map_err(|e| map_io("io_uring_enter", &e))?;
         }
         // SAFETY: every SQE we build points only at memory this backend owns (plan msghdrs,
@@ -397,6 +409,7 @@ impl UringBackend {
         if returned {
             self.buf_ring.publish();
         }
+        self.stats.datagrams_received += count as u64;
         if !self.is_recv_armed {
             // Queued now, submitted by the next enter: datagrams wait in the socket meanwhile.
             self.arm_recv()?;
@@ -425,6 +438,7 @@ impl UringBackend {
         } else if let Some(slot) = bid.and_then(|b| self.recv_slots.get(b as usize).copied()) {
             if let Ok(buf) = self.pool.slot(slot) {
                 let len = (c.result as usize).min(buf.len());
+                self.stats.recv_buffers += 1;
                 if let Ok(out) = RecvMsgOut::parse(&buf[..len], &self.recv_hdr) {
                     let from = parse_sockaddr(out.name_data());
                     let seg = parse_gro_segment(out.control_data());
@@ -476,6 +490,7 @@ impl UringBackend {
 
     /// One `io_uring_enter`: submit queued SQEs and wait for `want` completions or `timeout`.
     fn enter(&mut self, want: usize, timeout: Option<Duration>) -> Result<(), IoError> {
+        self.stats.syscalls += 1;
         let result = match timeout {
             Some(t) if want > 0 => {
                 let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());

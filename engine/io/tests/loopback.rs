@@ -24,6 +24,8 @@ const RUN_DEADLINE: Duration = Duration::from_secs(60);
 const IDLE_AFTER_DONE: Duration = Duration::from_secs(3);
 
 struct Outcome {
+    stats: haul_io::backend::IoStats,
+    is_coalescing: bool,
     unique: u64,
     corrupt: u64,
     duplicate: u64,
@@ -39,7 +41,15 @@ fn receive(
 ) -> Outcome {
     let pat = pattern(size);
     let mut seen = vec![false; DATAGRAMS as usize];
-    let mut out = Outcome { unique: 0, corrupt: 0, duplicate: 0, foreign: 0 };
+    let is_coalescing = rx.socket().is_gro();
+    let mut out = Outcome {
+        stats: rx.stats(),
+        is_coalescing,
+        unique: 0,
+        corrupt: 0,
+        duplicate: 0,
+        foreign: 0,
+    };
     let start = Instant::now();
     let mut idle_since: Option<Instant> = None;
     while out.unique < DATAGRAMS && start.elapsed() < RUN_DEADLINE {
@@ -68,10 +78,11 @@ fn receive(
             break;
         }
     }
+    out.stats = rx.stats();
     out
 }
 
-fn send(mut tx: Backend, dest: SocketAddr, size: usize, progress: Arc<AtomicU64>) {
+fn send(mut tx: Backend, dest: SocketAddr, size: usize, progress: Arc<AtomicU64>) -> bool {
     let pat = pattern(size);
     let mut bufs = vec![vec![0u8; size]; BATCH];
     let window = (WINDOW_BYTES / size as u64).max(BATCH as u64);
@@ -92,6 +103,7 @@ fn send(mut tx: Backend, dest: SocketAddr, size: usize, progress: Arc<AtomicU64>
         tx.send_batch(dest, &slices, size).expect("send_batch");
         seq += n as u64;
     }
+    tx.socket().is_gso()
 }
 
 fn run(kind: BackendKind, v6: bool, size: usize) {
@@ -105,7 +117,7 @@ fn run(kind: BackendKind, v6: bool, size: usize) {
         let (progress, done) = (progress.clone(), done.clone());
         thread::spawn(move || receive(rx, size, from, progress, done))
     };
-    send(tx, dest, size, progress);
+    let is_gso = send(tx, dest, size, progress);
     done.store(true, Ordering::Release);
     let out = receiver.join().expect("receiver thread");
     let label = format!("{} v6={v6} size={size}", kind.name());
@@ -117,6 +129,15 @@ fn run(kind: BackendKind, v6: bool, size: usize) {
     assert_eq!(out.duplicate, 0, "{label}: duplicated datagrams");
     assert_eq!(out.foreign, 0, "{label}: datagrams from an unexpected address");
     assert!(out.unique * 100 >= DATAGRAMS * 95, "{label}: only {} arrived", out.unique);
+    println!("{label}: gso {is_gso} gro {} stats {:?}", out.is_coalescing, out.stats);
+    assert_eq!(
+        out.stats.datagrams_received,
+        out.unique + out.corrupt + out.duplicate + out.foreign
+    );
+    if is_gso && out.is_coalescing {
+        // GSO sends arrive as coalesced GRO buffers: far fewer buffers than datagrams.
+        assert!(out.stats.recv_buffers * 2 < out.stats.datagrams_received, "{label}: no GRO");
+    }
 }
 
 fn matrix(kind: BackendKind) {

@@ -75,7 +75,7 @@ const MEASURED_DATAGRAMS: u64 = 100_000;
 const MAX_RECV_CALLS_PER_BATCH: usize = 200;
 
 /// Sends and receives `total` datagrams in one thread; returns (received intact, corrupt).
-fn pump(kind: BackendKind, total: u64, counting: bool) -> (u64, u64, u64) {
+fn pump(kind: BackendKind, total: u64, counting: bool) -> (u64, u64, u64, u64) {
     let (mut rx, _) = BackendBuilder::new(loopback(false)).force(kind).build().expect("rx");
     let (mut tx, _) = BackendBuilder::new(loopback(false)).force(kind).build().expect("tx");
     let dest = rx.local_addr();
@@ -84,8 +84,10 @@ fn pump(kind: BackendKind, total: u64, counting: bool) -> (u64, u64, u64) {
     let (mut intact, mut corrupt, mut seq) = (0u64, 0u64, 0u64);
     let mut batches = 0u64;
     let mut measured_intact = 0u64;
+    let mut syscalls_before = 0;
     while measured_intact < total {
         if batches == WARMUP_BATCHES && counting {
+            syscalls_before = tx.stats().syscalls + rx.stats().syscalls;
             start_counting();
         }
         for (k, buf) in bufs.iter_mut().enumerate() {
@@ -113,15 +115,22 @@ fn pump(kind: BackendKind, total: u64, counting: bool) -> (u64, u64, u64) {
         assert!(batches < 10 * (total / BATCH as u64 + WARMUP_BATCHES), "no progress");
     }
     let allocations = stop_counting();
-    (intact, corrupt, allocations)
+    let syscalls = tx.stats().syscalls + rx.stats().syscalls - syscalls_before;
+    (intact, corrupt, allocations, syscalls * 1000 / measured_intact.max(1))
 }
 
 #[test]
 fn steady_state_allocates_nothing_on_either_backend() {
     for kind in [BackendKind::Uring, BackendKind::Portable] {
-        let (intact, corrupt, allocations) = pump(kind, MEASURED_DATAGRAMS, true);
-        println!("{}: {intact} datagrams intact, {allocations} allocations", kind.name());
+        let (intact, corrupt, allocations, per_k) = pump(kind, MEASURED_DATAGRAMS, true);
+        println!(
+            "{}: {intact} datagrams intact, {allocations} allocations, {per_k} syscalls per \
+             1,000 datagrams (send + receive)",
+            kind.name()
+        );
         assert_eq!(corrupt, 0);
+        // Batches of 64: a handful of syscalls per batch, never one per datagram.
+        assert!(per_k < 200, "{}: {per_k} syscalls per 1,000 datagrams", kind.name());
         assert_eq!(allocations, 0, "{}: steady state allocated", kind.name());
     }
 }
