@@ -131,7 +131,7 @@ impl BackendBuilder {
         let mut udp = self.udp;
         udp.is_nonblocking = true;
         let socket = UdpSocket::bind(self.addr, &udp)?;
-        Ok((Backend::Portable(PortableBackend::new(socket)?), choice))
+        Ok((Backend::Portable(Box::new(PortableBackend::new(socket)?)), choice))
     }
 }
 
@@ -154,7 +154,7 @@ pub enum Backend {
     /// io_uring.
     Uring(Box<UringBackend>),
     /// sendmmsg/recvmmsg.
-    Portable(PortableBackend),
+    Portable(Box<PortableBackend>),
 }
 
 impl Backend {
@@ -215,6 +215,7 @@ impl Backend {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

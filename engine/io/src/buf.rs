@@ -89,7 +89,7 @@ pub struct BufPool {
 /// Stride for `slot_bytes`: rounded up to a cache line, then made an odd multiple of 64.
 pub fn stride_for(slot_bytes: usize) -> usize {
     let lines = slot_bytes.div_ceil(CACHE_LINE_BYTES).max(1);
-    let odd_lines = if lines % 2 == 0 { lines + 1 } else { lines };
+    let odd_lines = if lines.is_multiple_of(2) { lines + 1 } else { lines };
     odd_lines * CACHE_LINE_BYTES
 }
 
@@ -217,11 +217,11 @@ impl BufPool {
 /// Maps `total` bytes: hugetlb if enough reserved pages are free, else THP-advised memory.
 fn map_region(total: usize, free_huge_pages: u64) -> Result<(MmapMut, Backing), BufError> {
     let needed = (total / HUGE_PAGE_BYTES) as u64;
-    if free_huge_pages >= needed {
-        if let Ok(map) = MmapOptions::new().len(total).huge(Some(HUGE_PAGE_SHIFT)).map_anon() {
-            return Ok((map, Backing::HugeTlb));
-        }
-        // Reserved pages raced away or the size is not supported: fall through to THP.
+    // If the reserved pages raced away or the size is unsupported, fall through to THP.
+    if free_huge_pages >= needed
+        && let Ok(map) = MmapOptions::new().len(total).huge(Some(HUGE_PAGE_SHIFT)).map_anon()
+    {
+        return Ok((map, Backing::HugeTlb));
     }
     let map = MmapOptions::new()
         .len(total)
@@ -235,6 +235,7 @@ fn map_region(total: usize, free_huge_pages: u64) -> Result<(MmapMut, Backing), 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -261,7 +262,7 @@ mod tests {
     #[test]
     fn slots_are_lent_once_and_stale_ids_rejected() {
         let mut pool = BufPool::new(4, 1500).unwrap();
-        assert_eq!(pool.stride_bytes() % 4096 != 0, true);
+        assert!(!pool.stride_bytes().is_multiple_of(4096));
         let a = pool.alloc().unwrap();
         let b = pool.alloc().unwrap();
         assert_ne!(a.index, b.index);

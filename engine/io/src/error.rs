@@ -104,6 +104,7 @@ pub(crate) fn last_os_error(op: &'static str) -> IoError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -413,6 +413,7 @@ fn check_batch(datagrams: &[&[u8]], segment_bytes: usize) -> Result<(), IoError>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -397,13 +397,10 @@ impl UringBackend {
         let mut count = 0;
         let mut returned = false;
         while let Some(c) = self.pending.pop() {
-            match decode_user_data(c.user_data) {
-                Some((OpKind::Recv, _, _)) => {
-                    count += self.handle_recv(c, &mut on_datagram);
-                    returned |= cqueue::buffer_select(c.flags).is_some();
-                }
-                // Stale sends, cancellations, unknown values: nothing refers to them any more.
-                _ => {}
+            // Stale sends, cancellations, unknown values: nothing refers to them any more.
+            if let Some((OpKind::Recv, _, _)) = decode_user_data(c.user_data) {
+                count += self.handle_recv(c, &mut on_datagram);
+                returned |= cqueue::buffer_select(c.flags).is_some();
             }
         }
         if returned {
@@ -428,34 +425,44 @@ impl UringBackend {
         if !cqueue::more(c.flags) {
             self.is_recv_armed = false;
         }
-        let bid = cqueue::buffer_select(c.flags);
-        let mut count = 0;
         if c.result < 0 {
             // ENOBUFS: the ring ran dry; ECANCELED: shutdown. Both just need a re-arm.
             if c.result != -libc::ENOBUFS && c.result != -libc::ECANCELED {
                 self.recv_error = Some(map_errno("io_uring RecvMsgMulti", -c.result));
             }
-        } else if let Some(slot) = bid.and_then(|b| self.recv_slots.get(b as usize).copied()) {
-            if let Ok(buf) = self.pool.slot(slot) {
-                let len = (c.result as usize).min(buf.len());
-                self.stats.recv_buffers += 1;
-                if let Ok(out) = RecvMsgOut::parse(&buf[..len], &self.recv_hdr) {
-                    let from = parse_sockaddr(out.name_data());
-                    let seg = parse_gro_segment(out.control_data());
-                    if let (Some(from), false) = (from, out.is_payload_truncated()) {
-                        for datagram in split_gro(out.payload_data(), seg) {
-                            on(from, datagram);
-                            count += 1;
-                        }
-                    }
-                }
-            }
         }
-        if let Some(b) = bid
-            && let Some(slot) = self.recv_slots.get(b as usize).copied()
-            && let Some(addr) = self.pool.slot_addr(slot.index)
-        {
-            self.buf_ring.add(addr, RECV_BUFFER_BYTES, b);
+        let Some(bid) = cqueue::buffer_select(c.flags) else { return 0 };
+        let Some(slot) = self.recv_slots.get(bid as usize).copied() else { return 0 };
+        let count = if c.result >= 0 { self.deliver(slot, c.result as usize, on) } else { 0 };
+        // The completion is reaped and its bytes handled: the buffer goes back to the kernel.
+        if let Some(addr) = self.pool.slot_addr(slot.index) {
+            self.buf_ring.add(addr, RECV_BUFFER_BYTES, bid);
+        }
+        count
+    }
+
+    /// Parses the recvmsg_out layout in `slot`'s first `len` bytes and calls `on` per datagram.
+    /// Truncated payloads (larger than a buffer) and unparsable names are dropped.
+    fn deliver<F: FnMut(SocketAddr, &[u8])>(
+        &mut self,
+        slot: SlotId,
+        len: usize,
+        on: &mut F,
+    ) -> usize {
+        let Ok(buf) = self.pool.slot(slot) else { return 0 };
+        self.stats.recv_buffers += 1;
+        let Ok(out) = RecvMsgOut::parse(&buf[..len.min(buf.len())], &self.recv_hdr) else {
+            return 0;
+        };
+        let Some(from) = parse_sockaddr(out.name_data()) else { return 0 };
+        if out.is_payload_truncated() {
+            return 0;
+        }
+        let seg = parse_gro_segment(out.control_data());
+        let mut count = 0;
+        for datagram in split_gro(out.payload_data(), seg) {
+            on(from, datagram);
+            count += 1;
         }
         count
     }
@@ -603,6 +610,7 @@ fn build_ring() -> Result<(IoUring, UringFeatures), IoError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

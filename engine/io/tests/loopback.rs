@@ -6,6 +6,8 @@
 //! duplicated or from elsewhere, and that at least 95% arrives. No assertion reads a clock;
 //! deadlines (60 s for a run that takes well under a second) only stop a hung test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::SocketAddr;

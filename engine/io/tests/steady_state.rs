@@ -5,6 +5,7 @@
 //! threads cannot disturb the figure. (The crate-wide `CountingAlloc` from `alloc.rs` had not
 //! landed when this was written; this minimal one lives inside the test file.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(unsafe_code)] // The test-only GlobalAlloc below; engine/io is the crate allowed unsafe.
 
 mod common;

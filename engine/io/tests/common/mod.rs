@@ -4,6 +4,7 @@
 //! window of a fixed pseudo-random pattern that starts at an offset derived from the sequence
 //! number, so any corruption, truncation or mix-up between datagrams is detected by one compare.
 
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
