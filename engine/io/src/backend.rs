@@ -146,6 +146,9 @@ pub struct IoStats {
     pub datagrams_received: u64,
     /// Receive buffers filled by the kernel (fewer than datagrams when GRO coalesces).
     pub recv_buffers: u64,
+    /// Times the multishot receive ended (buffer ring dry, or the kernel stopped it) and was
+    /// re-armed; always 0 on the portable backend.
+    pub recv_rearms: u64,
 }
 
 /// The network backend of one shard.

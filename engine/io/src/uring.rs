@@ -409,6 +409,7 @@ impl UringBackend {
         self.stats.datagrams_received += count as u64;
         if !self.is_recv_armed {
             // Queued now, submitted by the next enter: datagrams wait in the socket meanwhile.
+            self.stats.recv_rearms += 1;
             self.arm_recv()?;
         }
         match self.recv_error.take() {

@@ -172,3 +172,66 @@ fn oversized_datagram_is_rejected_as_our_bug() {
         assert!(matches!(err, haul_io::error::IoError::Invalid(_)), "{err}");
     }
 }
+
+#[test]
+fn multishot_receive_rearms_after_the_buffer_ring_runs_dry() {
+    const SIZE: usize = 1472;
+    const COUNT: u64 = 8000; // ~11.8 MB: far more than the ring's 64 buffers can hold at once
+    let big = haul_io::udp::UdpOptions { rcvbuf_bytes: 64 << 20, ..Default::default() };
+    let (mut rx, _) = BackendBuilder::new(loopback(false))
+        .force(BackendKind::Uring)
+        .udp_options(big)
+        .build()
+        .expect("rx");
+    let (mut tx, _) =
+        BackendBuilder::new(loopback(false)).force(BackendKind::Uring).build().expect("tx");
+    if rx.socket().rcvbuf_bytes() < (32 << 20) {
+        println!("note: socket buffer capped at {}; skipped", rx.socket().rcvbuf_bytes());
+        return;
+    }
+    let dest = rx.local_addr();
+    // Arm the multishot receive, then send everything without receiving.
+    rx.recv_batch(Duration::ZERO, |_, _| {}).expect("arm");
+    let pat = pattern(SIZE);
+    let mut bufs = vec![vec![0u8; SIZE]; BATCH];
+    let mut seq = 0;
+    while seq < COUNT {
+        for (k, buf) in bufs.iter_mut().enumerate() {
+            fill(buf, seq + k as u64, &pat);
+        }
+        let slices: Vec<&[u8]> = bufs.iter().map(|b| b.as_slice()).collect();
+        tx.send_batch(dest, &slices, SIZE).expect("send");
+        seq += BATCH as u64;
+    }
+    let mut seen = vec![false; seq as usize];
+    let (mut unique, mut bad) = (0u64, 0u64);
+    let start = Instant::now();
+    while unique < seq && start.elapsed() < RUN_DEADLINE {
+        rx.recv_batch(Duration::from_millis(100), |_, d| match check(d, SIZE, &pat) {
+            Some(s) if (s as usize) < seen.len() && !seen[s as usize] => {
+                seen[s as usize] = true;
+                unique += 1;
+            }
+            _ => bad += 1,
+        })
+        .expect("recv");
+    }
+    let stats = rx.stats();
+    println!("unique {unique} of {seq}, bad {bad}, {stats:?}");
+    assert_eq!(bad, 0);
+    assert_eq!(unique, seq, "nothing may be lost while the ring is dry: the socket holds it");
+    assert!(stats.recv_rearms >= 1, "the ring ran dry, so the receive must have been re-armed");
+}
+
+#[test]
+fn dropping_an_armed_backend_closes_its_socket() {
+    for kind in [BackendKind::Uring, BackendKind::Portable] {
+        let (mut rx, _) = BackendBuilder::new(loopback(false)).force(kind).build().expect("rx");
+        let addr = rx.local_addr();
+        rx.recv_batch(Duration::from_millis(1), |_, _| {}).expect("arm");
+        drop(rx);
+        // The receive was cancelled and reaped, then the socket closed: the port is free again.
+        let again = BackendBuilder::new(addr).force(kind).build();
+        assert!(again.is_ok(), "{}: port still bound after drop", kind.name());
+    }
+}
