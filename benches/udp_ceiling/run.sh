@@ -6,14 +6,14 @@
 # As root with unshare(1), the runs happen in a fresh network namespace whose lo has MTU 1500
 # (like the acceptance benchmark); otherwise on the host's loopback (MTU noted).
 #
-# Env: RUNS (5), BYTES (4G), SIZE (datagram bytes, 1472), BACKEND (uring|portable, default auto),
-#      FAMILY (4|6, default 4), MTU (1500).
+# Env: RUNS (5), BYTES (4G), SIZE (datagram payload bytes; default fills MTU 1500: 1472 on IPv4,
+#      1452 on IPv6), BACKEND (uring|portable, default auto), FAMILY (4|6, default 4), MTU (1500).
 set -euo pipefail
 RUNS=${RUNS:-5}
 BYTES=${BYTES:-4G}
-SIZE=${SIZE:-1472}
 BACKEND=${BACKEND:-}
 FAMILY=${FAMILY:-4}
+if [ "$FAMILY" = 6 ]; then SIZE=${SIZE:-1452}; else SIZE=${SIZE:-1472}; fi
 MTU=${MTU:-1500}
 PORT=9733
 
@@ -35,8 +35,8 @@ one_run() {
   local rp=$!
   for _ in $(seq 100); do grep -q listening "$OUT/recv.$i" 2>/dev/null && break; sleep 0.05; done
   "$BIN" --role send --addr "$ADDR" --bytes "$BYTES" --datagram-size "$SIZE" "${EXTRA[@]}" \
-    >"$OUT/send.$i" 2>"$OUT/send.$i.err"
-  wait "$rp"
+    >"$OUT/send.$i" 2>"$OUT/send.$i.err" || { cat "$OUT/send.$i.err" >&2; kill "$rp"; return 1; }
+  wait "$rp" || { cat "$OUT/recv.$i.err" >&2; return 1; }
 }
 
 steal_ticks() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }

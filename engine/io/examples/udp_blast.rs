@@ -91,14 +91,18 @@ fn open(addr: SocketAddr, kind: Option<BackendKind>) -> Result<Backend, Box<dyn 
     }
     let (backend, choice) = builder.build()?;
     eprintln!(
-        "backend {} ({}), gso {} gro {}, rcvbuf {} sndbuf {}",
+        "backend {} ({}), receive buffers {}, gso {} gro {}, rcvbuf {} sndbuf {}",
         choice.kind.name(),
         choice.reason,
+        backend.recv_pool_backing().name(),
         backend.socket().is_gso(),
         backend.socket().is_gro(),
         backend.socket().rcvbuf_bytes(),
         backend.socket().sndbuf_bytes()
     );
+    if let Backend::Uring(uring) = &backend {
+        eprintln!("io_uring features: {:?}", uring.features());
+    }
     Ok(backend)
 }
 

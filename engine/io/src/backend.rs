@@ -185,6 +185,14 @@ impl Backend {
         }
     }
 
+    /// Which memory backs the receive buffers (hugetlb, thp or normal).
+    pub fn recv_pool_backing(&self) -> crate::buf::Backing {
+        match self {
+            Backend::Uring(b) => b.recv_pool_backing(),
+            Backend::Portable(b) => b.recv_pool_backing(),
+        }
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.socket().local_addr()

@@ -36,6 +36,9 @@ pub enum IoError {
     /// Transient: try again later (EAGAIN, EINTR, ECANCELED during shutdown).
     #[error("{op}: transient condition, retry: errno {errno}")]
     Transient { op: &'static str, errno: i32 },
+    /// Building a buffer pool failed (see [`crate::buf::BufError`] for whose fault).
+    #[error("buffer pool: {0}")]
+    Buffers(#[from] crate::buf::BufError),
     /// Anything else the kernel reported; the errno is kept for the operator.
     #[error("{op}: unexpected errno {errno}")]
     Other { op: &'static str, errno: i32 },
@@ -50,7 +53,7 @@ impl IoError {
     /// The errno this error came from, if it came from one.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            IoError::Invalid(_) => None,
+            IoError::Invalid(_) | IoError::Buffers(_) => None,
             IoError::OurBug { errno, .. }
             | IoError::Unsupported { errno, .. }
             | IoError::NotPermitted { errno, .. }

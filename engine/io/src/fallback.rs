@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::backend::IoStats;
-use crate::buf::{BufPool, SlotId};
+use crate::buf::{Backing, BufPool, SlotId};
 use crate::error::{IoError, last_os_error};
 use crate::udp::{
     CONTROL_BYTES, ControlBuf, NAME_BYTES, NameBuf, SendPlan, UdpSocket, parse_gro_segment,
@@ -60,8 +60,7 @@ unsafe impl Send for PortableBackend {}
 impl PortableBackend {
     /// Wraps a bound socket (which must be nonblocking) and preallocates the batch state.
     pub fn new(socket: UdpSocket) -> Result<PortableBackend, IoError> {
-        let mut pool = BufPool::new(RECV_MSGS, RECV_BUFFER_BYTES)
-            .map_err(|_| IoError::HostResources { op: "mmap(receive pool)", errno: 0 })?;
+        let mut pool = BufPool::new(RECV_MSGS, RECV_BUFFER_BYTES)?;
         let mut slots = Vec::with_capacity(RECV_MSGS);
         let mut iovecs = Vec::with_capacity(RECV_MSGS);
         for _ in 0..RECV_MSGS {
@@ -86,6 +85,11 @@ impl PortableBackend {
     /// The socket this backend drives.
     pub fn socket(&self) -> &UdpSocket {
         &self.socket
+    }
+
+    /// Which memory backs the receive buffers.
+    pub fn recv_pool_backing(&self) -> Backing {
+        self.rx.pool.backing()
     }
 
     /// Counters since construction.

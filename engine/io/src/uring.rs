@@ -30,7 +30,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 use memmap2::MmapMut;
 
 use crate::backend::IoStats;
-use crate::buf::{BufPool, SlotId};
+use crate::buf::{Backing, BufPool, SlotId};
 use crate::error::{IoError, map_errno, map_io};
 use crate::udp::{
     CONTROL_BYTES, MAX_GSO_CALLS, NAME_BYTES, SendPlan, UdpSocket, parse_gro_segment,
@@ -232,8 +232,7 @@ impl UringBackend {
     /// polls internally, and a blocking socket makes it retry instead of failing with EAGAIN.
     pub fn new(socket: UdpSocket) -> Result<UringBackend, IoError> {
         let (ring, mut features) = build_ring()?;
-        let mut pool = BufPool::new(RECV_BUFFERS as usize, RECV_BUFFER_BYTES)
-            .map_err(|_| IoError::HostResources { op: "mmap(receive pool)", errno: 0 })?;
+        let mut pool = BufPool::new(RECV_BUFFERS as usize, RECV_BUFFER_BYTES)?;
         let mut buf_ring = BufRing::new()?;
         // SAFETY: the ring memory is a live, page-aligned mapping of RECV_BUFFERS entries that
         // this backend keeps until after the ring is dropped (field order).
@@ -284,6 +283,11 @@ impl UringBackend {
     /// The socket this backend drives.
     pub fn socket(&self) -> &UdpSocket {
         &self.socket
+    }
+
+    /// Which memory backs the receive buffers.
+    pub fn recv_pool_backing(&self) -> Backing {
+        self.pool.backing()
     }
 
     /// Counters since construction.
