@@ -282,6 +282,23 @@ mod tests {
     }
 
     #[test]
+    fn backing_follows_reserved_huge_pages() {
+        // 2 slots of 1 MiB: one 2 MiB huge page plus a bit, so two pages are needed.
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let free_before = parse_hugepages_free(&meminfo);
+        let mut pool = BufPool::new(2, 1 << 20).unwrap();
+        println!("huge pages free {free_before}: backing {}", pool.backing().name());
+        if free_before >= 2 {
+            assert_eq!(pool.backing(), Backing::HugeTlb);
+        } else {
+            assert_ne!(pool.backing(), Backing::HugeTlb);
+        }
+        let id = pool.alloc().unwrap();
+        pool.slot_mut(id).unwrap().fill(0xab);
+        assert!(pool.slot(id).unwrap().iter().all(|b| *b == 0xab));
+    }
+
+    #[test]
     fn geometry_limits_are_enforced() {
         assert!(BufPool::new(0, 100).is_err());
         assert!(BufPool::new(MAX_SLOTS + 1, 100).is_err());
