@@ -47,7 +47,9 @@ pub const RECV_BUFFERS: u16 = 64;
 pub const RECV_BUFFER_BYTES: usize = 16 + NAME_BYTES + CONTROL_BYTES + (1 << 16);
 /// Buffer group id of the receive ring.
 const BUF_GROUP: u16 = 7;
-/// Most timed waits for a batch's sends before they are cancelled.
+/// Most waits without any send completing before a batch's sends are cancelled.
+// A whole batch of sends plus the receive re-arm always fits the submission queue.
+const _: () = assert!(MAX_GSO_CALLS < SQ_ENTRIES as usize);
 pub const MAX_SEND_WAITS: usize = 100;
 /// One timed wait for send completions.
 const SEND_WAIT: Duration = Duration::from_millis(100);
@@ -305,46 +307,29 @@ impl UringBackend {
     ) -> Result<usize, IoError> {
         let calls = self.plan.prepare(dest, datagrams, segment_bytes, self.socket.is_gso())?;
         self.send_generation = self.send_generation.wrapping_add(1);
-        for i in 0..calls {
-            self.push_send(i)?;
+        // Make room first, while none of this batch is queued: pushes below cannot then force
+        // a flush, and a failure cannot leave half a batch unsubmitted.
+        let sq_free = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if sq_free < calls {
+            self.enter(0, None)?;
         }
-        let mut left = calls;
+        let mut pushed = 0;
         let mut first_error = None;
-        let mut retries = 0u32;
-        let mut waits = 0usize;
-        while left > 0 {
-            waits += 1;
-            if waits > MAX_SEND_WAITS {
-                self.cancel_sends_and_wait(left)?;
-                return Err(IoError::Transient { op: "io_uring SendMsg", errno: libc::ETIME });
-            }
-            self.enter(1, Some(SEND_WAIT))?;
-            self.harvest();
-            for _ in 0..self.pending.len {
-                let Some(c) = self.pending.pop() else { break };
-                match decode_user_data(c.user_data) {
-                    Some((OpKind::Send, i, g)) if g == self.send_generation => {
-                        if c.result == -libc::EAGAIN && retries < MAX_SEND_RETRIES {
-                            retries += 1;
-                            self.push_send(i as usize)?;
-                            continue;
-                        }
-                        left -= 1;
-                        if first_error.is_some() {
-                            continue;
-                        }
-                        if c.result < 0 {
-                            first_error = Some(map_errno("io_uring SendMsg", -c.result));
-                        } else if c.result as usize != self.plan.call_bytes(i as usize) {
-                            // UDP sends are all-or-nothing; a short count is the kernel's
-                            // contract broken or our plan wrong.
-                            first_error = Some(IoError::Invalid("short UDP send"));
-                        }
-                    }
-                    // Receives (and anything else) wait for the next recv_batch, in order.
-                    _ => self.pending.push(c),
+        for i in 0..calls {
+            match self.push_send(i) {
+                Ok(()) => pushed += 1,
+                Err(e) => {
+                    first_error = Some(e);
+                    break;
                 }
             }
+        }
+        // Whatever happened, every pushed send is reaped before the caller's slices are freed.
+        if let Err(e) = self.reap_sends(pushed) {
+            first_error.get_or_insert(e);
         }
         match first_error {
             Some(e) => Err(e),
@@ -352,6 +337,94 @@ impl UringBackend {
                 self.stats.datagrams_sent += datagrams.len() as u64;
                 Ok(datagrams.len())
             }
+        }
+    }
+
+    /// Waits until all `left` sends of the current batch have completed; returns the first
+    /// error among them. Never returns while one is still in flight: after MAX_SEND_WAITS
+    /// timed waits the sends are cancelled, and if even cancellation cannot be reaped the
+    /// process aborts, because returning would let the kernel read memory the caller frees.
+    fn reap_sends(&mut self, mut left: usize) -> Result<(), IoError> {
+        let mut first_error = None;
+        let (mut waits, mut retries, mut cancelled) = (0usize, 0u32, false);
+        let mut left_before = left;
+        while left > 0 {
+            // Only waits in which nothing completed count towards the bound.
+            if left == left_before {
+                waits += 1;
+            }
+            left_before = left;
+            if waits > MAX_SEND_WAITS && !cancelled {
+                cancelled = true;
+                first_error.get_or_insert(IoError::Transient {
+                    op: "io_uring SendMsg",
+                    errno: libc::ETIME,
+                });
+                self.push_cancels();
+            }
+            if waits > MAX_SEND_WAITS + MAX_DRAIN_WAITS {
+                eprintln!(
+                    "haul-io: {left} io_uring sends cannot be reaped; aborting to keep their buffers safe"
+                );
+                std::process::abort();
+            }
+            if let Err(e) = self.enter(1, Some(SEND_WAIT)) {
+                first_error.get_or_insert(e);
+            }
+            self.harvest();
+            for _ in 0..self.pending.len {
+                let Some(c) = self.pending.pop() else { break };
+                let (i, g) = match decode_user_data(c.user_data) {
+                    Some((OpKind::Send, i, g)) => (i as usize, g),
+                    Some((OpKind::Cancel, _, _)) => continue,
+                    // Receives wait for the next recv_batch, in order.
+                    _ => {
+                        self.pending.push(c);
+                        continue;
+                    }
+                };
+                if g != self.send_generation {
+                    continue;
+                }
+                if c.result == -libc::EAGAIN && retries < MAX_SEND_RETRIES && !cancelled {
+                    retries += 1;
+                    if self.push_send(i).is_ok() {
+                        continue;
+                    }
+                }
+                left -= 1;
+                if first_error.is_none() {
+                    first_error = self.send_outcome(i, c.result);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The error, if any, of call `i` completing with `result`.
+    fn send_outcome(&self, i: usize, result: i32) -> Option<IoError> {
+        if result < 0 {
+            Some(map_errno("io_uring SendMsg", -result))
+        } else if result as usize != self.plan.call_bytes(i) {
+            // UDP sends are all-or-nothing; a short count means our plan is wrong.
+            Some(IoError::Invalid("short UDP send"))
+        } else {
+            None
+        }
+    }
+
+    /// Queues a cancellation for every call of the current batch (already completed ones just
+    /// report ENOENT).
+    fn push_cancels(&mut self) {
+        for i in 0..MAX_GSO_CALLS.min(self.plan.calls()) {
+            let target = encode_user_data(OpKind::Send, i as u16, self.send_generation);
+            let entry = opcode::AsyncCancel::new(target).build().user_data(encode_user_data(
+                OpKind::Cancel,
+                i as u16,
+                0,
+            ));
+            // A full queue is flushed by push; a failed cancel leaves the wait bound to act.
+            let _ = self.push(&entry);
         }
     }
 
@@ -518,34 +591,6 @@ impl UringBackend {
                 _ => Err(map_io("io_uring_enter", &e)),
             },
         }
-    }
-
-    /// Cancels this batch's `left` outstanding sends and waits for all of them to complete,
-    /// so no kernel reference to the caller's slices survives the return.
-    fn cancel_sends_and_wait(&mut self, mut left: usize) -> Result<(), IoError> {
-        for i in 0..MAX_GSO_CALLS.min(self.plan.calls()) {
-            let ud = encode_user_data(OpKind::Send, i as u16, self.send_generation);
-            let entry = opcode::AsyncCancel::new(ud).build().user_data(encode_user_data(
-                OpKind::Cancel,
-                i as u16,
-                0,
-            ));
-            self.push(&entry)?;
-        }
-        // Cancellation always completes; this loop ends when the kernel has let go.
-        while left > 0 {
-            self.enter(1, None)?;
-            self.harvest();
-            for _ in 0..self.pending.len {
-                let Some(c) = self.pending.pop() else { break };
-                match decode_user_data(c.user_data) {
-                    Some((OpKind::Send, _, g)) if g == self.send_generation => left -= 1,
-                    Some((OpKind::Cancel, _, _)) => {}
-                    _ => self.pending.push(c),
-                }
-            }
-        }
-        Ok(())
     }
 }
 
