@@ -18,9 +18,11 @@
 //!   slices outlive the kernel's use of them.
 //! - Every errno in a CQE maps to a typed [`IoError`]. The multishot receive is re-armed when
 //!   it ends (ENOBUFS, or a CQE without IORING_CQE_F_MORE).
-//! - On drop the receive is cancelled and its completion awaited before the ring, the socket
-//!   and the buffers are released (field order encodes the release order).
+//! - On drop the receive is cancelled and its completion awaited, and the buffer ring is
+//!   unregistered, before the buffers are unmapped and the socket closed; buffers the kernel
+//!   might still hold are leaked rather than unmapped.
 
+use std::mem::ManuallyDrop;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
@@ -198,13 +200,14 @@ impl BufRing {
 
 /// The io_uring network backend of one shard.
 pub struct UringBackend {
-    // Release order matters: the ring (and with it every kernel reference) goes first.
+    // Fields drop in order: the ring (cancelling anything left) before the socket closes.
     ring: IoUring,
     socket: UdpSocket,
     plan: SendPlan,
     recv_hdr: Box<libc::msghdr>,
-    buf_ring: BufRing,
-    pool: BufPool,
+    // Dropped by hand in `Drop` only once the kernel has let go of them (else leaked).
+    buf_ring: ManuallyDrop<BufRing>,
+    pool: ManuallyDrop<BufPool>,
     recv_slots: Box<[SlotId]>,
     pending: CompletionQueue,
     features: UringFeatures,
@@ -265,8 +268,8 @@ impl UringBackend {
             socket,
             plan: SendPlan::new(),
             recv_hdr,
-            buf_ring,
-            pool,
+            buf_ring: ManuallyDrop::new(buf_ring),
+            pool: ManuallyDrop::new(pool),
             recv_slots: recv_slots.into_boxed_slice(),
             pending: CompletionQueue::new(),
             features,
@@ -594,22 +597,23 @@ impl UringBackend {
     }
 }
 
-impl Drop for UringBackend {
-    fn drop(&mut self) {
-        // Cancel the multishot receive and wait (bounded) until its last completion arrives,
-        // so the socket is closed and the buffers unmapped only after the kernel let go.
-        if !self.is_recv_armed {
-            return;
-        }
-        let ud = encode_user_data(OpKind::Recv, 0, 0);
-        let entry =
-            opcode::AsyncCancel::new(ud).build().user_data(encode_user_data(OpKind::Cancel, 0, 0));
-        if self.push(&entry).is_err() {
-            return;
+impl UringBackend {
+    /// Cancels the multishot receive and waits (bounded) for its last completion; true when
+    /// the kernel holds no reference to the receive buffers any more.
+    fn drain_recv(&mut self) -> bool {
+        if self.is_recv_armed {
+            let ud = encode_user_data(OpKind::Recv, 0, 0);
+            let cancel = encode_user_data(OpKind::Cancel, 0, 0);
+            if self.push(&opcode::AsyncCancel::new(ud).build().user_data(cancel)).is_err() {
+                return false;
+            }
         }
         for _ in 0..MAX_DRAIN_WAITS {
+            if !self.is_recv_armed {
+                break;
+            }
             if self.enter(1, Some(SEND_WAIT)).is_err() {
-                return;
+                return false;
             }
             self.harvest();
             while let Some(c) = self.pending.pop() {
@@ -619,9 +623,24 @@ impl Drop for UringBackend {
                     self.is_recv_armed = false;
                 }
             }
-            if !self.is_recv_armed {
-                let _ = self.ring.submitter().unregister_buf_ring(BUF_GROUP);
-                return;
+        }
+        !self.is_recv_armed && self.ring.submitter().unregister_buf_ring(BUF_GROUP).is_ok()
+    }
+}
+
+impl Drop for UringBackend {
+    fn drop(&mut self) {
+        // The socket is closed and the buffers unmapped only after the kernel let go of them.
+        // If it did not (it always does in practice), the buffers are leaked rather than
+        // unmapped under a kernel that may still write into them; closing the ring (the
+        // first field dropped after this) then cancels what is left.
+        if self.drain_recv() {
+            // SAFETY: the receive was reaped and the buffer ring unregistered, so no kernel
+            // reference to these mappings remains; they are dropped once, here, and never
+            // used again (the fields are ManuallyDrop and `self` is being dropped).
+            unsafe {
+                ManuallyDrop::drop(&mut self.buf_ring);
+                ManuallyDrop::drop(&mut self.pool);
             }
         }
     }
