@@ -183,7 +183,20 @@ fn send(args: &Args) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// Prints what on this host keeps the kernel path from full speed, with remedies.
+fn print_findings() {
+    let wants = haul_io::checks::Wants {
+        sockbuf_bytes: haul_io::udp::DEFAULT_SOCKET_BUFFER_BYTES as u64,
+        locked_bytes: 8 << 20,
+        hugepages: 4,
+    };
+    for finding in haul_io::checks::evaluate(&haul_io::checks::read_host_facts(), &wants) {
+        eprintln!("{finding}");
+    }
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
+    print_findings();
     if args.role == "recv" { receive(&args) } else { send(&args) }
 }
