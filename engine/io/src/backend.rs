@@ -72,6 +72,17 @@ pub fn preselect(forced: Option<BackendKind>, io_uring_disabled: Option<u32>) ->
     }
 }
 
+/// After io_uring failed with `err`: the portable choice, or the error when io_uring was forced.
+pub fn fall_back(forced: Option<BackendKind>, err: IoError) -> Result<BackendChoice, IoError> {
+    if forced == Some(BackendKind::Uring) {
+        return Err(err);
+    }
+    Ok(BackendChoice {
+        kind: BackendKind::Portable,
+        reason: format!("io_uring unavailable: {err}"),
+    })
+}
+
 /// Builds a socket plus backend.
 #[derive(Debug, Clone)]
 pub struct BackendBuilder {
@@ -119,13 +130,7 @@ impl BackendBuilder {
             let socket = UdpSocket::bind(self.addr, &udp)?;
             match UringBackend::new(socket) {
                 Ok(b) => return Ok((Backend::Uring(Box::new(b)), choice)),
-                Err(e) if self.forced == Some(BackendKind::Uring) => return Err(e),
-                Err(e) => {
-                    choice = BackendChoice {
-                        kind: BackendKind::Portable,
-                        reason: format!("io_uring unavailable: {e}"),
-                    };
-                }
+                Err(e) => choice = fall_back(self.forced, e)?,
             }
         }
         let mut udp = self.udp;
@@ -239,6 +244,11 @@ mod tests {
         assert_eq!(preselect(None, Some(0)).kind, BackendKind::Uring);
         assert_eq!(preselect(None, Some(2)).kind, BackendKind::Portable);
         assert_eq!(preselect(None, None).kind, BackendKind::Uring);
+        let enosys = || IoError::Unsupported { op: "io_uring_setup", errno: libc::ENOSYS };
+        let fallen = fall_back(None, enosys()).unwrap();
+        assert_eq!(fallen.kind, BackendKind::Portable);
+        assert!(fallen.reason.contains("io_uring_setup"), "{}", fallen.reason);
+        assert!(fall_back(Some(BackendKind::Uring), enosys()).is_err());
         let forced = preselect(Some(BackendKind::Portable), Some(0));
         assert_eq!(forced.kind, BackendKind::Portable);
         assert!(forced.reason.contains("forced"));

@@ -56,3 +56,19 @@ pub fn has_ipv6_loopback() -> bool {
 pub fn loopback(v6: bool) -> SocketAddr {
     if v6 { "[::1]:0".parse().unwrap() } else { "127.0.0.1:0".parse().unwrap() }
 }
+
+/// Whether `kind` can run on this host; prints a note when io_uring cannot (a container's
+/// seccomp profile or `kernel.io_uring_disabled`), so its cases are skipped, not failed.
+pub fn is_available(kind: haul_io::backend::BackendKind) -> bool {
+    use haul_io::backend::{BackendBuilder, BackendKind};
+    if kind == BackendKind::Portable {
+        return true;
+    }
+    match BackendBuilder::new(loopback(false)).force(kind).build() {
+        Ok(_) => true,
+        Err(e) => {
+            println!("note: io_uring is unavailable here ({e}); io_uring cases skipped");
+            false
+        }
+    }
+}
