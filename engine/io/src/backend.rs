@@ -8,7 +8,7 @@
 //!
 //! Invariant: both backends expose the same batch contract: `send_batch` hands every datagram
 //! to the kernel (or errs) before returning; `recv_batch` calls back once per datagram with the
-//! exact bytes received and allocates nothing.
+//! exact bytes received (`recv_segments` once per GRO buffer, writable) and allocates nothing.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -219,13 +219,28 @@ impl Backend {
 
     /// Receives queued datagrams, waiting up to `timeout` for the first; calls
     /// `on_datagram(from, bytes)` per datagram and returns how many it saw.
-    pub fn recv_batch<F>(&mut self, timeout: Duration, on_datagram: F) -> Result<usize, IoError>
+    pub fn recv_batch<F>(&mut self, timeout: Duration, mut on_datagram: F) -> Result<usize, IoError>
     where
         F: FnMut(SocketAddr, &[u8]),
     {
+        self.recv_segments(timeout, |from, payload, segment_bytes| {
+            for datagram in payload.chunks(segment_bytes) {
+                on_datagram(from, datagram);
+            }
+        })
+    }
+
+    /// Like [`Backend::recv_batch`], but calls `on_buffer(from, payload, segment_bytes)` once
+    /// per receive buffer, with every datagram of a GRO-coalesced buffer at once (each
+    /// `segment_bytes` long, the last possibly shorter) and writable: the shape batched
+    /// in-place verification and decryption wants. Returns the number of datagrams.
+    pub fn recv_segments<F>(&mut self, timeout: Duration, on_buffer: F) -> Result<usize, IoError>
+    where
+        F: FnMut(SocketAddr, &mut [u8], usize),
+    {
         match self {
-            Backend::Uring(b) => b.recv_batch(timeout, on_datagram),
-            Backend::Portable(b) => b.recv_batch(timeout, on_datagram),
+            Backend::Uring(b) => b.recv_segments(timeout, on_buffer),
+            Backend::Portable(b) => b.recv_segments(timeout, on_buffer),
         }
     }
 }

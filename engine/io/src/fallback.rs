@@ -19,8 +19,8 @@ use crate::backend::IoStats;
 use crate::buf::{Backing, BufPool, SlotId};
 use crate::error::{IoError, last_os_error};
 use crate::udp::{
-    CONTROL_BYTES, ControlBuf, NAME_BYTES, NameBuf, SendPlan, UdpSocket, parse_gro_segment,
-    parse_sockaddr, split_gro,
+    CONTROL_BYTES, ControlBuf, NAME_BYTES, NameBuf, SendPlan, UdpSocket, datagram_count,
+    parse_gro_segment, parse_sockaddr, segment_bytes_of,
 };
 
 /// Messages per `recvmmsg` call.
@@ -134,10 +134,16 @@ impl PortableBackend {
     }
 
     /// Receives what is queued, waiting up to `timeout` for the first datagram, and calls
-    /// `on_datagram(from, bytes)` for each datagram (GRO buffers are split). Returns the count.
-    pub fn recv_batch<F>(&mut self, timeout: Duration, mut on_datagram: F) -> Result<usize, IoError>
+    /// `on_buffer(from, payload, segment_bytes)` once per receive buffer: `payload` holds one
+    /// or more datagrams of `segment_bytes` each (the last may be shorter), writable so the
+    /// caller can verify and decrypt in place. Returns the number of datagrams.
+    pub fn recv_segments<F>(
+        &mut self,
+        timeout: Duration,
+        mut on_buffer: F,
+    ) -> Result<usize, IoError>
     where
-        F: FnMut(SocketAddr, &[u8]),
+        F: FnMut(SocketAddr, &mut [u8], usize),
     {
         let fd = self.socket.raw_fd();
         let mut n = self.recvmmsg(fd)?;
@@ -158,14 +164,13 @@ impl PortableBackend {
             let name_len = (hdr.msg_namelen as usize).min(NAME_BYTES);
             let control_len = hdr.msg_controllen.min(CONTROL_BYTES);
             let Some(from) = parse_sockaddr(&self.rx.names[i].0[..name_len]) else { continue };
-            let seg = parse_gro_segment(&self.rx.controls[i].0[..control_len]);
-            let len = (self.rx.msgs[i].msg_len as usize).min(crate::fallback::RECV_BUFFER_BYTES);
-            let Ok(buf) = self.rx.pool.slot(self.rx.slots[i]) else { continue };
+            let gro = parse_gro_segment(&self.rx.controls[i].0[..control_len]);
+            let len = (self.rx.msgs[i].msg_len as usize).min(RECV_BUFFER_BYTES);
+            let Ok(buf) = self.rx.pool.slot_mut(self.rx.slots[i]) else { continue };
             self.stats.recv_buffers += 1;
-            for datagram in split_gro(&buf[..len], seg) {
-                on_datagram(from, datagram);
-                count += 1;
-            }
+            let seg = segment_bytes_of(len, gro);
+            on_buffer(from, &mut buf[..len], seg);
+            count += datagram_count(len, seg);
         }
         self.stats.datagrams_received += count as u64;
         Ok(count)

@@ -274,10 +274,15 @@ pub fn parse_gro_segment(control: &[u8]) -> Option<usize> {
     None
 }
 
-/// Splits a (possibly GRO-coalesced) receive buffer into its datagrams.
-pub fn split_gro(payload: &[u8], segment_bytes: Option<usize>) -> std::slice::Chunks<'_, u8> {
-    let seg = segment_bytes.unwrap_or(payload.len()).max(1);
-    payload.chunks(seg)
+/// The segment size of a receive buffer of `len` bytes: the GRO size when the kernel
+/// coalesced it, otherwise the whole buffer is one datagram. Never 0.
+pub fn segment_bytes_of(len: usize, gro_segment: Option<usize>) -> usize {
+    gro_segment.unwrap_or(len).max(1)
+}
+
+/// Number of datagrams in a receive buffer of `len` bytes cut every `segment_bytes`.
+pub fn datagram_count(len: usize, segment_bytes: usize) -> usize {
+    len.div_ceil(segment_bytes.max(1))
 }
 
 /// How many datagrams from the front of `datagrams` go into the next GSO call: a run of

@@ -35,8 +35,8 @@ use crate::backend::IoStats;
 use crate::buf::{Backing, BufPool, SlotId};
 use crate::error::{IoError, map_errno, map_io};
 use crate::udp::{
-    CONTROL_BYTES, MAX_GSO_CALLS, NAME_BYTES, SendPlan, UdpSocket, parse_gro_segment,
-    parse_sockaddr, split_gro,
+    CONTROL_BYTES, MAX_GSO_CALLS, NAME_BYTES, SendPlan, UdpSocket, datagram_count,
+    parse_gro_segment, parse_sockaddr, segment_bytes_of,
 };
 
 /// Submission queue entries.
@@ -456,10 +456,16 @@ impl UringBackend {
     }
 
     /// Receives what is queued, waiting up to `timeout` for a completion, and calls
-    /// `on_datagram(from, bytes)` for every datagram (GRO buffers are split). Returns the count.
-    pub fn recv_batch<F>(&mut self, timeout: Duration, mut on_datagram: F) -> Result<usize, IoError>
+    /// `on_buffer(from, payload, segment_bytes)` once per receive buffer: `payload` holds one
+    /// or more datagrams of `segment_bytes` each (the last may be shorter), writable so the
+    /// caller can verify and decrypt in place. Returns the number of datagrams.
+    pub fn recv_segments<F>(
+        &mut self,
+        timeout: Duration,
+        mut on_buffer: F,
+    ) -> Result<usize, IoError>
     where
-        F: FnMut(SocketAddr, &[u8]),
+        F: FnMut(SocketAddr, &mut [u8], usize),
     {
         if let Some(err) = self.recv_error.take() {
             return Err(err);
@@ -479,7 +485,7 @@ impl UringBackend {
         while let Some(c) = self.pending.pop() {
             // Stale sends, cancellations, unknown values: nothing refers to them any more.
             if let Some((OpKind::Recv, _, _)) = decode_user_data(c.user_data) {
-                count += self.handle_recv(c, &mut on_datagram);
+                count += self.handle_recv(c, &mut on_buffer);
                 returned |= cqueue::buffer_select(c.flags).is_some();
             }
         }
@@ -502,7 +508,11 @@ impl UringBackend {
     }
 
     /// Handles one receive completion: deliver its datagrams, give its buffer back.
-    fn handle_recv<F: FnMut(SocketAddr, &[u8])>(&mut self, c: Completion, on: &mut F) -> usize {
+    fn handle_recv<F: FnMut(SocketAddr, &mut [u8], usize)>(
+        &mut self,
+        c: Completion,
+        on: &mut F,
+    ) -> usize {
         if !cqueue::more(c.flags) {
             self.is_recv_armed = false;
         }
@@ -522,30 +532,33 @@ impl UringBackend {
         count
     }
 
-    /// Parses the recvmsg_out layout in `slot`'s first `len` bytes and calls `on` per datagram.
-    /// Truncated payloads (larger than a buffer) and unparsable names are dropped.
-    fn deliver<F: FnMut(SocketAddr, &[u8])>(
+    /// Parses the recvmsg_out layout in `slot`'s first `len` bytes and hands its payload to
+    /// `on`. Truncated payloads (larger than a buffer) and unparsable names are dropped.
+    fn deliver<F: FnMut(SocketAddr, &mut [u8], usize)>(
         &mut self,
         slot: SlotId,
         len: usize,
         on: &mut F,
     ) -> usize {
-        let Ok(buf) = self.pool.slot(slot) else { return 0 };
-        self.stats.recv_buffers += 1;
-        let Ok(out) = RecvMsgOut::parse(&buf[..len.min(buf.len())], &self.recv_hdr) else {
-            return 0;
+        let (from, gro, start, payload_len) = {
+            let Ok(buf) = self.pool.slot(slot) else { return 0 };
+            let Ok(out) = RecvMsgOut::parse(&buf[..len.min(buf.len())], &self.recv_hdr) else {
+                return 0;
+            };
+            let Some(from) = parse_sockaddr(out.name_data()) else { return 0 };
+            if out.is_payload_truncated() {
+                return 0;
+            }
+            // The payload is a sub-slice of `buf`: its offset is the distance between them.
+            let start = out.payload_data().as_ptr() as usize - buf.as_ptr() as usize;
+            (from, parse_gro_segment(out.control_data()), start, out.payload_data().len())
         };
-        let Some(from) = parse_sockaddr(out.name_data()) else { return 0 };
-        if out.is_payload_truncated() {
-            return 0;
-        }
-        let seg = parse_gro_segment(out.control_data());
-        let mut count = 0;
-        for datagram in split_gro(out.payload_data(), seg) {
-            on(from, datagram);
-            count += 1;
-        }
-        count
+        self.stats.recv_buffers += 1;
+        let Ok(buf) = self.pool.slot_mut(slot) else { return 0 };
+        let Some(payload) = buf.get_mut(start..start + payload_len) else { return 0 };
+        let seg = segment_bytes_of(payload_len, gro);
+        on(from, payload, seg);
+        datagram_count(payload_len, seg)
     }
 
     /// Queues the multishot receive.
