@@ -65,7 +65,7 @@ for i in $(seq "$RUNS"); do
   echo "run $i: $(grep "^recv:" "$OUT/recv.$i")"
   echo "       $(grep "^send:" "$OUT/send.$i")"
 done
-head -n1 "$OUT/recv.1.err"
+grep -h "^backend\|^io_uring features\|^\[" "$OUT/recv.1.err" || true
 echo "median gbit_s (receiver): $(for i in $(seq "$RUNS"); do field "$OUT/recv.$i" gbit_s; done | median)"
 echo "median cpu_s_per_gib receiver: $(for i in $(seq "$RUNS"); do field "$OUT/recv.$i" cpu_s_per_gib; done | median)"
 echo "median cpu_s_per_gib sender: $(for i in $(seq "$RUNS"); do field "$OUT/send.$i" cpu_s_per_gib; done | median)"

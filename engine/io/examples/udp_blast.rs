@@ -114,10 +114,10 @@ fn receive(args: &Args) -> Result<(), Box<dyn Error>> {
     let cpu0 = cpu_seconds();
     let started = Instant::now();
     while bytes < args.bytes {
-        let n = rx.recv_batch(Duration::from_millis(200), |_, d| {
-            bytes += d.len() as u64;
-            datagrams += 1;
+        let n = rx.recv_segments(Duration::from_millis(200), |_, payload, _| {
+            bytes += payload.len() as u64;
         })?;
+        datagrams += n as u64;
         let now = Instant::now();
         if n > 0 {
             first.get_or_insert(now);
