@@ -239,8 +239,8 @@ impl UringBackend {
         let (ring, mut features) = build_ring()?;
         let mut pool = BufPool::new(RECV_BUFFERS as usize, RECV_BUFFER_BYTES)?;
         let mut buf_ring = BufRing::new()?;
-        // SAFETY: the ring memory is a live, page-aligned mapping of RECV_BUFFERS entries that
-        // this backend keeps until after the ring is dropped (field order).
+        // SAFETY: the ring memory is a live, page-aligned mapping of RECV_BUFFERS entries; the
+        // backend unmaps it only after unregistering it (see `Drop`), and leaks it otherwise.
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 buf_ring.addr(),
