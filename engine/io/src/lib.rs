@@ -17,5 +17,6 @@ pub mod checks;
 pub mod cpu;
 pub mod error;
 pub mod fallback;
+pub mod transfer;
 pub mod udp;
 pub mod uring;
