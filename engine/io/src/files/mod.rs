@@ -13,12 +13,17 @@
 //! - Nothing here panics on any input; errors are [`FileError`] and name the file, the
 //!   operation and the cause. No `unsafe`: the system calls go through rustix.
 
+pub mod checkpoint;
 pub mod dest;
 pub mod error;
 pub mod names;
 pub mod partial;
 pub mod space;
 
+pub use checkpoint::{
+    Checkpoint, CheckpointWriter, FileIdentity, FingerprintKind, Leftover, Loaded, ResumeLevel,
+    ResumePlan, StartOver, checkpoint_interval_bytes, fingerprint, load_leftover,
+};
 pub use dest::{DestRoot, ExistingFile, ParentDir};
 pub use error::{Fault, FileError, Op};
 pub use names::{NameError, SafeName};

@@ -145,6 +145,8 @@ impl PartialFile {
         let partial = partial_name(name.file_name());
         let mut flags = OFlags::RDWR | OFlags::CREATE;
         if options.fresh {
+            // The checkpoint goes first: it must never describe bytes we are about to discard.
+            remove_leaf(&parent, &format!("{partial}{CKPT_SUFFIX}"), name)?;
             flags |= OFlags::TRUNC;
         }
         let fd = open_beneath(parent.as_fd(), &partial, flags, PARTIAL_MODE)
@@ -233,16 +235,10 @@ impl PartialFile {
         self.file.sync_data().map_err(|e| FileError::io(self.name.as_str(), Op::Sync, e))
     }
 
-    /// Removes the partial file and its checkpoint (starting over or giving up).
+    /// Removes the checkpoint, then the partial file (starting over or giving up).
     pub fn discard(self) -> Result<(), FileError> {
-        let ckpt = format!("{}{CKPT_SUFFIX}", self.partial);
-        for leaf in [self.partial.as_str(), ckpt.as_str()] {
-            match rustix::fs::unlinkat(self.parent.as_fd(), leaf, AtFlags::empty()) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(e) => return Err(FileError::io(self.name.as_str(), Op::Unlink, e)),
-            }
-        }
-        Ok(())
+        remove_leaf(&self.parent, &format!("{}{CKPT_SUFFIX}", self.partial), &self.name)?;
+        remove_leaf(&self.parent, &self.partial, &self.name)
     }
 
     /// Sets attributes, makes everything durable and renames the partial into place
@@ -273,11 +269,7 @@ impl PartialFile {
         // One fsync makes the data and the attributes durable before the rename.
         self.file.sync_all().map_err(|e| FileError::io(file, Op::Sync, e))?;
         rename_into_place(&self.parent, &self.partial, &self.name, overwrite)?;
-        let ckpt = format!("{}{CKPT_SUFFIX}", self.partial);
-        match rustix::fs::unlinkat(self.parent.as_fd(), ckpt.as_str(), AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(FileError::io(file, Op::Unlink, e)),
-        }
+        remove_leaf(&self.parent, &format!("{}{CKPT_SUFFIX}", self.partial), &self.name)?;
         rustix::fs::fsync(self.parent.as_fd()).map_err(|e| FileError::io(file, Op::SyncDir, e))?;
         Ok(done)
     }
@@ -330,6 +322,14 @@ impl PartialFile {
             available,
             fs: self.dest_path.clone(),
         }
+    }
+}
+
+/// Unlinks `leaf` in `parent` if it exists.
+fn remove_leaf(parent: &ParentDir, leaf: &str, name: &SafeName) -> Result<(), FileError> {
+    match rustix::fs::unlinkat(parent.as_fd(), leaf, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(FileError::io(name.as_str(), Op::Unlink, e)),
     }
 }
 
