@@ -18,7 +18,9 @@ pub mod dest;
 pub mod error;
 pub mod names;
 pub mod partial;
+pub mod policy;
 pub mod space;
+pub mod walk;
 
 pub use checkpoint::{
     Checkpoint, CheckpointWriter, FileIdentity, FingerprintKind, Leftover, Loaded, ResumeLevel,
@@ -28,4 +30,8 @@ pub use dest::{DestRoot, ExistingFile, ParentDir};
 pub use error::{Fault, FileError, Op};
 pub use names::{NameError, SafeName};
 pub use partial::{FinalAttrs, Finalized, IoMode, PartialFile, PartialOptions, Prealloc};
+pub use policy::{
+    ChecksumCompare, Decision, Overwrite, SkipReason, SourceFile, decide, hash_existing,
+};
 pub use space::{FsSpace, check_space, free_space, human_bytes};
+pub use walk::{SourceEntry, Walk, WalkNote, walk, walk_with_limit};
