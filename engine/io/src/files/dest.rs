@@ -41,7 +41,9 @@ pub fn open_beneath(
     flags: OFlags,
     mode: u32,
 ) -> Result<OwnedFd, Errno> {
-    let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    // No O_NOFOLLOW: RESOLVE_NO_SYMLINKS already refuses a trailing symlink, with ELOOP even
+    // for O_DIRECTORY (O_NOFOLLOW would turn that into a less telling ENOTDIR).
+    let flags = flags | OFlags::CLOEXEC;
     let mut tries = 0;
     loop {
         match rustix::fs::openat2(dir, leaf, flags, Mode::from_raw_mode(mode), RESOLVE) {
