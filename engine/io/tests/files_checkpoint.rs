@@ -2,6 +2,9 @@
 //! only after a commit, which fdatasyncs first), corruption and foreign checkpoints mean start
 //! over, fingerprints agree between a sender's source and a receiver's partial.
 
+// Test helpers outside #[test] fns may unwrap too: a panic there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use haul_io::files::checkpoint::{CheckpointInvalid, FingerprintKind};
 use haul_io::files::{
     CheckpointWriter, DestRoot, FileIdentity, Leftover, Loaded, PartialFile, PartialOptions,
@@ -9,6 +12,7 @@ use haul_io::files::{
     load_leftover,
 };
 use std::fs;
+use std::ops::Range;
 use std::path::Path;
 
 const SIZE: u64 = 10 << 20;
@@ -84,7 +88,7 @@ fn checkpoint_round_trip_and_resume_at_attributes() {
     let mut back = vec![0; kept.end as usize];
     p.read_at(&mut back, 0).unwrap();
     assert_eq!(back, f.source[..kept.end as usize]);
-    let mut w = CheckpointWriter::new(&p, f.identity, &[kept.clone()]).unwrap();
+    let mut w = CheckpointWriter::new(&p, f.identity, std::slice::from_ref(&kept)).unwrap();
     p.write_at(&f.source[kept.end as usize..], kept.end).unwrap();
     w.record_written(kept.end..SIZE).unwrap();
     w.commit().unwrap();
@@ -230,7 +234,12 @@ fn fingerprints_agree_on_equal_bytes_and_catch_changes() {
     let short = f.tmp.path().join("short");
     fs::write(&short, b"abc").unwrap();
     assert!(
-        fingerprint(FingerprintKind::Full, &fs::File::open(&short).unwrap(), &[0..10]).is_err()
+        fingerprint(
+            FingerprintKind::Full,
+            &fs::File::open(&short).unwrap(),
+            &[Range { start: 0, end: 10 }]
+        )
+        .is_err()
     );
     assert_identity_head_is_first_mib(&f, Path::new("source.bin"));
 }

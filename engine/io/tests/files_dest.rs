@@ -3,6 +3,9 @@
 //! binary; each mount is undone by a guard even when an assertion fails, and the test is skipped
 //! with a printed reason where mounting is not permitted.
 
+// Test helpers outside #[test] fns may unwrap too: a panic there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use haul_io::files::{
     DestRoot, Fault, FileError, PartialFile, PartialOptions, SafeName, check_space,
 };
@@ -120,8 +123,12 @@ fn full_destination(path: &Path) {
     // The partial stays for resume.
     assert!(path.join(".big.bin.haul-partial").exists());
 
-    // A file that fits still works on the same filesystem.
+    // A file that fits still works on the same filesystem; O_DIRECT on tmpfs is either used
+    // or reported as refused.
     let small = SafeName::parse("small.bin").unwrap();
-    let partial = PartialFile::create(&dest, &small, 64 << 10, PartialOptions::default()).unwrap();
-    partial.write_at(&[7; 64 << 10], 0).unwrap();
+    let options = PartialOptions { direct_io: true, fresh: false };
+    let partial = PartialFile::create(&dest, &small, 64 << 10, options).unwrap();
+    println!("tmpfs io mode: {:?}", partial.io_mode());
+    partial.write_at(&vec![7; 64 << 10], 0).unwrap();
+    partial.sync_data().unwrap();
 }

@@ -3,6 +3,9 @@
 //! refusal. Each case drives the receiver's whole file path: validate, create the partial,
 //! write, finalize.
 
+// Test helpers outside #[test] fns may unwrap too: a panic there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use haul_io::files::{
     DestRoot, Fault, FileError, FinalAttrs, PartialFile, PartialOptions, SafeName,
 };

@@ -1,6 +1,9 @@
 //! The sender's walk: single files, lists, trees (sorted, relative to each argument's
 //! basename), symlinks and special files skipped with a note, the file cap, clear errors.
 
+// Test helpers outside #[test] fns may unwrap too: a panic there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use haul_io::files::{FileError, WalkNote, walk, walk_with_limit};
 use rustix::fs::{CWD, FileType, Mode};
 use std::fs;

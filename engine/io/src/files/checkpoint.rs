@@ -615,8 +615,9 @@ mod tests {
     #[test]
     fn bad_ranges_are_refused_even_with_a_valid_trailer() {
         for ranges in
-            [vec![5..5], vec![0..2, 1..3], vec![0..2, 2..3], vec![4..2], vec![0..(11 << 20)]]
+            [&[(5, 5)][..], &[(0, 2), (1, 3)], &[(0, 2), (2, 3)], &[(4, 2)], &[(0, 11 << 20)]]
         {
+            let ranges = ranges.iter().map(|&(start, end)| Range { start, end }).collect();
             let c = Checkpoint { ranges, ..sample() };
             assert_eq!(Checkpoint::decode(&c.encode()), Err(CheckpointInvalid::BadRanges));
         }

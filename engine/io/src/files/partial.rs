@@ -465,8 +465,8 @@ mod tests {
     #[test]
     fn timespec_handles_negative_times() {
         let t = timespec_of_ns(-1);
-        assert_eq!((t.tv_sec, t.tv_nsec as i64), (-1, 999_999_999));
+        assert_eq!((t.tv_sec, t.tv_nsec), (-1, 999_999_999));
         let t = timespec_of_ns(1_500_000_000);
-        assert_eq!((t.tv_sec, t.tv_nsec as i64), (1, 500_000_000));
+        assert_eq!((t.tv_sec, t.tv_nsec), (1, 500_000_000));
     }
 }
