@@ -376,7 +376,17 @@ fn open_direct(
         _ => Alignment { mem_bytes: DEFAULT_DIRECT_ALIGN, offset_bytes: DEFAULT_DIRECT_ALIGN },
     };
     match open_beneath(parent.as_fd(), partial, OFlags::RDWR | OFlags::DIRECT, 0) {
-        Ok(fd) => Ok((Some(File::from(fd)), IoMode::Direct(align))),
+        Ok(fd) => {
+            // The name was opened twice: both fds must be the same inode, or someone swapped
+            // the partial between the opens.
+            let (a, b) = (rustix::fs::fstat(file), rustix::fs::fstat(&fd));
+            match (a, b) {
+                (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) => {
+                    Ok((Some(File::from(fd)), IoMode::Direct(align)))
+                }
+                _ => Err(FileError::PartialNotRegular { file: name.to_string() }),
+            }
+        }
         Err(Errno::INVAL | Errno::OPNOTSUPP) => {
             Ok((None, IoMode::Buffered { direct_refused: true }))
         }
