@@ -194,3 +194,38 @@ fn assert_same_file(a: &Path, b: &Path) {
     assert_eq!(ma.permissions().mode() & 0o7777, mb.permissions().mode() & 0o7777);
     assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()));
 }
+
+#[test]
+fn batch_finalize_renames_all_and_reports_refusals_per_file() {
+    use haul_io::files::FinalizeBatch;
+    let (tmp, dest) = dest();
+    fs::create_dir(tmp.path().join("d")).unwrap();
+    fs::write(tmp.path().join("d/f07"), b"already here").unwrap();
+    let mut batch = FinalizeBatch::new();
+    for i in 0..40u32 {
+        let p = write_file(&dest, &format!("d/f{i:02}"), format!("file {i}").as_bytes());
+        let attrs =
+            FinalAttrs { mode: 0o4640, mtime_ns: MTIME_NS + i64::from(i), ..Default::default() };
+        batch.push(p, &attrs, false).unwrap();
+    }
+    assert_eq!(batch.len(), 40);
+    assert!(!batch.is_full());
+    let outcomes = batch.commit().unwrap();
+    assert_eq!(outcomes.len(), 40);
+    for (i, (name, outcome)) in outcomes.iter().enumerate() {
+        assert_eq!(name.as_str(), format!("d/f{i:02}"));
+        let path = tmp.path().join(name.as_str());
+        if i == 7 {
+            assert!(matches!(outcome, Err(FileError::Exists { .. })), "{outcome:?}");
+            assert_eq!(fs::read(&path).unwrap(), b"already here");
+            assert!(tmp.path().join("d/.f07.haul-partial").exists());
+            continue;
+        }
+        assert_eq!(outcome.as_ref().unwrap().mode, 0o640);
+        assert_eq!(fs::read(&path).unwrap(), format!("file {i}").as_bytes());
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+        let ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        assert_eq!(ns, MTIME_NS + i as i64);
+    }
+}

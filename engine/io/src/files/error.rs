@@ -140,6 +140,9 @@ pub enum FileError {
     /// A path given to send cannot be named in a manifest (e.g. "/").
     #[error("cannot send {path:?}: {why}")]
     Unsendable { path: PathBuf, why: String },
+    /// A finalize batch was full (caller's fault: commit it first).
+    #[error("{file:?}: the finalize batch already holds {max} files")]
+    BatchFull { file: String, max: usize },
     /// An OS call failed.
     #[error("{file}: {op} failed: {source}")]
     Io { file: String, op: Op, source: io::Error },
@@ -166,7 +169,7 @@ impl FileError {
             | FileError::DuplicateName { .. }
             | FileError::Unsendable { .. } => Fault::Operator,
             FileError::NoOpenat2 | FileError::Io { .. } => Fault::System,
-            FileError::OutOfRange { .. } => Fault::Caller,
+            FileError::OutOfRange { .. } | FileError::BatchFull { .. } => Fault::Caller,
         }
     }
 

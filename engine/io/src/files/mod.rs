@@ -13,6 +13,7 @@
 //! - Nothing here panics on any input; errors are [`FileError`] and name the file, the
 //!   operation and the cause. No `unsafe`: the system calls go through rustix.
 
+pub mod batch;
 pub mod checkpoint;
 pub mod dest;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod policy;
 pub mod space;
 pub mod walk;
 
+pub use batch::{BatchOutcome, FinalizeBatch, MAX_FINALIZE_BATCH};
 pub use checkpoint::{
     Checkpoint, CheckpointWriter, FileIdentity, FingerprintKind, Leftover, Loaded, ResumeLevel,
     ResumePlan, StartOver, checkpoint_interval_bytes, fingerprint, load_leftover,
