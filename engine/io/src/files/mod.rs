@@ -19,6 +19,7 @@ pub mod dest;
 pub mod error;
 pub mod names;
 pub mod partial;
+pub mod plan;
 pub mod policy;
 pub mod space;
 pub mod walk;
@@ -32,6 +33,7 @@ pub use dest::{DestRoot, ExistingFile, ParentDir};
 pub use error::{Fault, FileError, Op};
 pub use names::{NameError, SafeName};
 pub use partial::{FinalAttrs, Finalized, IoMode, PartialFile, PartialOptions, Prealloc};
+pub use plan::{Action, FilePlan, SourceHints, plan_file};
 pub use policy::{
     ChecksumCompare, Decision, Overwrite, SkipReason, SourceFile, decide, hash_existing,
 };
