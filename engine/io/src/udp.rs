@@ -54,6 +54,10 @@ pub struct UdpOptions {
     pub is_nonblocking: bool,
     /// Ask the kernel to coalesce received datagrams (UDP_GRO).
     pub is_gro_wanted: bool,
+    /// Set Don't Fragment and ignore the cached path MTU (IP_PMTUDISC_PROBE): a datagram too
+    /// big for the path is lost rather than fragmented, which is what path-MTU probing needs;
+    /// one too big for the local device still fails with EMSGSIZE ([`IoError::TooLarge`]).
+    pub is_df: bool,
 }
 
 impl Default for UdpOptions {
@@ -63,6 +67,7 @@ impl Default for UdpOptions {
             sndbuf_bytes: DEFAULT_SOCKET_BUFFER_BYTES,
             is_nonblocking: true,
             is_gro_wanted: true,
+            is_df: true,
         }
     }
 }
@@ -99,6 +104,16 @@ impl UdpSocket {
             .map_err(|e| map_io("getsockname", &e))?
             .as_socket()
             .ok_or(IoError::Invalid("bound socket has a non-IP address"))?;
+        if opts.is_df {
+            let (level, name, value) = if addr.is_ipv6() {
+                (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_PROBE)
+            } else {
+                (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_PROBE)
+            };
+            if !set_int_opt(fd, level, name, value) {
+                return Err(last_os_error("setsockopt(MTU_DISCOVER)"));
+            }
+        }
         let is_gso = probe_gso(fd);
         let is_gro = opts.is_gro_wanted && set_int_opt(fd, libc::SOL_UDP, libc::UDP_GRO, 1);
         Ok(UdpSocket { socket, local, is_gso, is_gro, rcvbuf_bytes, sndbuf_bytes })
@@ -500,5 +515,18 @@ mod tests {
         let sock = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), &UdpOptions::default()).unwrap();
         assert_ne!(sock.local_addr().port(), 0);
         assert!(sock.rcvbuf_bytes() > 0 && sock.sndbuf_bytes() > 0);
+        let mut value = 0i32;
+        let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are live locals of the sizes the call expects.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&raw mut value).cast(),
+                &raw mut len,
+            )
+        };
+        assert_eq!((rc, value), (0, libc::IP_PMTUDISC_PROBE), "DF must be set for probing");
     }
 }
