@@ -688,7 +688,30 @@ fn build_ring() -> Result<(IoUring, UringFeatures), IoError> {
     if !(features.has_send_msg && features.has_recv_msg && features.is_ext_arg) {
         return Err(IoError::Unsupported { op: "io_uring SendMsg/RecvMsg/EXT_ARG", errno: 0 });
     }
+    // Multishot RecvMsg has no opcode of its own to probe: it arrived in Linux 6.0.
+    if kernel_release().is_some_and(|r| r < MULTISHOT_RECVMSG_KERNEL) {
+        return Err(IoError::Unsupported {
+            op: "io_uring multishot RecvMsg (Linux 6.0)",
+            errno: 0,
+        });
+    }
     Ok((ring, features))
+}
+
+/// First kernel with multishot `IORING_OP_RECVMSG`.
+const MULTISHOT_RECVMSG_KERNEL: (u32, u32) = (6, 0);
+
+/// `(major, minor)` from a kernel release string such as `6.18.44-fc-v857`.
+pub fn parse_kernel_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The running kernel's `(major, minor)`, from `/proc/sys/kernel/osrelease`.
+fn kernel_release() -> Option<(u32, u32)> {
+    parse_kernel_release(std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?.trim())
 }
 
 #[cfg(test)]
@@ -707,6 +730,17 @@ mod tests {
         assert_eq!(decode_user_data(0), None);
         assert_eq!(decode_user_data(0xdead_beef_0000_0000), None);
         assert_eq!(decode_user_data(u64::MAX), None);
+    }
+
+    #[test]
+    fn kernel_release_parses() {
+        assert_eq!(parse_kernel_release("6.18.44-fc-v857"), Some((6, 18)));
+        assert_eq!(parse_kernel_release("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(parse_kernel_release("6.0"), Some((6, 0)));
+        assert_eq!(parse_kernel_release("garbage"), None);
+        assert_eq!(parse_kernel_release(""), None);
+        assert!(parse_kernel_release("5.19.1").unwrap() < MULTISHOT_RECVMSG_KERNEL);
+        assert!(parse_kernel_release("6.1.0").unwrap() >= MULTISHOT_RECVMSG_KERNEL);
     }
 
     #[test]
