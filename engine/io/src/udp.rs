@@ -129,6 +129,11 @@ impl UdpSocket {
         self.is_gso
     }
 
+    /// Stops using GSO on this socket (after the device refused a segmented send).
+    pub fn disable_gso(&mut self) {
+        self.is_gso = false;
+    }
+
     /// Whether receives are coalesced (UDP_GRO enabled).
     pub fn is_gro(&self) -> bool {
         self.is_gro
@@ -185,6 +190,26 @@ pub fn probe_gso(fd: RawFd) -> bool {
     // only sends that carry the cmsg are segmented.
     set_int_opt(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 1200)
         && set_int_opt(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 0)
+}
+
+/// Whether a send that failed with `errno` means the device cannot segment (EIO on a GSO send:
+/// e.g. no checksum offload on the egress device). The caller then disables GSO and retries;
+/// quinn-udp does the same.
+pub fn is_gso_failure(errno: Option<i32>, is_gso: bool) -> bool {
+    is_gso && errno == Some(libc::EIO)
+}
+
+/// Turns a send error into a transient one when GSO was disabled because of it, so the caller
+/// resends the batch (now unsegmented).
+pub(crate) fn on_send_error(socket: &mut UdpSocket, err: IoError) -> IoError {
+    if is_gso_failure(err.errno(), socket.is_gso()) {
+        socket.disable_gso();
+        return IoError::Transient {
+            op: "GSO send refused by the device; GSO now off",
+            errno: libc::EIO,
+        };
+    }
+    err
 }
 
 /// A `sockaddr_storage`-sized, 8-aligned byte buffer for names the kernel reads or writes.
@@ -508,6 +533,23 @@ mod tests {
         assert!(plan.prepare(dest, &batch, 1000, true).is_err());
         let empty: [u8; 0] = [];
         assert!(plan.prepare(dest, &[&empty], 1000, true).is_err());
+    }
+
+    #[test]
+    fn eio_on_a_gso_send_turns_gso_off_and_asks_for_a_retry() {
+        assert!(is_gso_failure(Some(libc::EIO), true));
+        assert!(!is_gso_failure(Some(libc::EIO), false));
+        assert!(!is_gso_failure(Some(libc::EMSGSIZE), true));
+        let mut sock =
+            UdpSocket::bind("127.0.0.1:0".parse().unwrap(), &UdpOptions::default()).unwrap();
+        if !sock.is_gso() {
+            return;
+        }
+        let err = on_send_error(&mut sock, IoError::Other { op: "sendmmsg", errno: libc::EIO });
+        assert!(err.is_transient());
+        assert!(!sock.is_gso());
+        let err = on_send_error(&mut sock, IoError::Other { op: "sendmmsg", errno: libc::EIO });
+        assert!(!err.is_transient(), "without GSO an EIO is just an error");
     }
 
     #[test]

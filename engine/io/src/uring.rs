@@ -35,7 +35,7 @@ use crate::backend::IoStats;
 use crate::buf::{Backing, BufPool, SlotId};
 use crate::error::{IoError, map_errno, map_io};
 use crate::udp::{
-    CONTROL_BYTES, MAX_GSO_CALLS, NAME_BYTES, SendPlan, UdpSocket, datagram_count,
+    CONTROL_BYTES, MAX_GSO_CALLS, NAME_BYTES, SendPlan, UdpSocket, datagram_count, on_send_error,
     parse_gro_segment, parse_sockaddr, segment_bytes_of,
 };
 
@@ -335,7 +335,7 @@ impl UringBackend {
             first_error.get_or_insert(e);
         }
         match first_error {
-            Some(e) => Err(e),
+            Some(e) => Err(on_send_error(&mut self.socket, e)),
             None => {
                 self.stats.datagrams_sent += datagrams.len() as u64;
                 Ok(datagrams.len())
