@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
-use memmap2::MmapMut;
+use memmap2::{MmapMut, MmapRaw};
 
 use crate::backend::IoStats;
 use crate::buf::{Backing, BufPool, SlotId};
@@ -154,42 +154,59 @@ impl CompletionQueue {
     }
 }
 
-/// The provided buffer ring: page-aligned entries the kernel picks receive buffers from.
+/// The provided buffer ring: page-aligned entries the kernel picks receive buffers from. Held
+/// raw (no slice references) because the kernel reads it concurrently.
 #[derive(Debug)]
 struct BufRing {
-    map: MmapMut,
+    map: MmapRaw,
     tail: u16,
 }
 
+/// One `struct io_uring_buf` of the provided buffer ring; in entry 0, `resv` is the ring tail.
+#[repr(C)]
+struct RawBufEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<RawBufEntry>() == 16
+        && std::mem::size_of::<RawBufEntry>() == std::mem::size_of::<BufRingEntry>()
+);
+
 impl BufRing {
     fn new() -> Result<BufRing, IoError> {
-        let bytes = (RECV_BUFFERS as usize * std::mem::size_of::<BufRingEntry>()).max(4096);
+        let bytes = (RECV_BUFFERS as usize * std::mem::size_of::<RawBufEntry>()).max(4096);
         let map = MmapMut::map_anon(bytes).map_err(|e| map_io("mmap(buffer ring)", &e))?;
-        Ok(BufRing { map, tail: 0 })
+        Ok(BufRing { map: MmapRaw::from(map), tail: 0 })
     }
 
     /// Writes one entry at the local tail; visible to the kernel after [`BufRing::publish`].
     fn add(&mut self, addr: *mut u8, len: usize, bid: u16) {
-        let mask = RECV_BUFFERS - 1;
-        let slot = (self.tail & mask) as usize;
-        let base = self.map.as_mut_ptr().cast::<BufRingEntry>();
-        // SAFETY: `slot < RECV_BUFFERS` and the mapping holds RECV_BUFFERS entries, 4096-byte
-        // aligned; the entry is not in the kernel's visible range (between head and the
-        // published tail) because each bid is added only after its completion was reaped.
-        let entry = unsafe { &mut *base.add(slot) };
-        entry.set_addr(addr as u64);
-        entry.set_len(len as u32);
-        entry.set_bid(bid);
+        let slot = (self.tail & (RECV_BUFFERS - 1)) as usize;
+        let base = self.map.as_mut_ptr().cast::<RawBufEntry>();
+        // SAFETY: `slot < RECV_BUFFERS` and the mapping holds RECV_BUFFERS entries, page
+        // aligned. The entry is outside the kernel's visible range (head..published tail)
+        // because each bid is added only after its completion was reaped. Fields are written
+        // through raw pointers, never a reference, so entry 0's `resv` (the tail, read by the
+        // kernel and stored atomically by `publish`) is not touched.
+        unsafe {
+            let entry = base.add(slot);
+            (&raw mut (*entry).addr).write(addr as u64);
+            (&raw mut (*entry).len).write(len as u32);
+            (&raw mut (*entry).bid).write(bid);
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
     /// Publishes the local tail to the kernel (release store).
     fn publish(&mut self) {
-        let base = self.map.as_mut_ptr().cast::<BufRingEntry>();
-        // SAFETY: `tail` points at entry 0's `resv` field inside our live mapping, 2-byte
-        // aligned; the kernel only reads it, with acquire semantics, and we never access it
-        // non-atomically.
-        let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(base).cast_mut()) };
+        let base = self.map.as_mut_ptr().cast::<RawBufEntry>();
+        // SAFETY: entry 0's `resv` is the ring tail: inside our live mapping, 2-byte aligned;
+        // the kernel only reads it (acquire) and we only ever access it atomically.
+        let tail = unsafe { AtomicU16::from_ptr(&raw mut (*base).resv) };
         tail.store(self.tail, Ordering::Release);
     }
 
