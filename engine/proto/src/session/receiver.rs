@@ -282,6 +282,7 @@ impl ReceiverShard {
         self.received.insert(data_end..(block_start + self.layout.block_size()));
         self.pending.insert(fresh.clone());
         self.pending_bytes += fresh_len;
+        self.ep.stats.data_bytes_received += fresh_len;
         self.note_highest(now, end);
         let skip = (fresh.start - pos) as usize;
         RxOutcome::Write {
