@@ -121,48 +121,60 @@ pub(crate) fn cfb_encrypt_lanes(cipher: &Aes128, ivs: &[Block], bodies: &mut [&m
 
 /// CFB128-decrypt every body in place, lane `i` under IV `ivs[i]`.
 ///
-/// Blocks are taken last to first within each lane, and each keystream input (the previous
-/// ciphertext block) is copied out before the chunk that overwrites it is flushed, so in-place
-/// decryption needs no carry between chunks.
+/// The keystream input of block `j` is `C_{j-1}` (the IV for `j = 0`), so a run of blocks
+/// `[lo, hi)` needs the ciphertext bytes of blocks `[lo - 1, hi - 1)`: one copy. Each lane is
+/// cut into runs from its end towards its start, and a run's inputs are copied out before the
+/// chunk holding it is flushed; the run below it, flushed later, never needs bytes that an
+/// earlier flush overwrote. So in-place decryption needs no carry between chunks.
 pub(crate) fn cfb_decrypt_lanes(cipher: &Aes128, ivs: &[Block], bodies: &mut [&mut [u8]]) {
     assert_eq!(ivs.len(), bodies.len(), "multibuf: one IV per lane");
     let mut keystream = [Block::default(); DECRYPT_CHUNK];
-    let mut at = [(0usize, 0usize); DECRYPT_CHUNK];
-    let mut filled = 0;
+    // (lane, first block, end block, position in `keystream`) of every run in the chunk.
+    let mut runs = [(0usize, 0usize, 0usize, 0usize); DECRYPT_CHUNK];
+    let (mut filled, mut nruns) = (0, 0);
     for lane in 0..bodies.len() {
-        let blocks = bodies[lane].len().div_ceil(BLOCK_LEN);
-        for j in (0..blocks).rev() {
-            keystream[filled] = if j == 0 {
-                ivs[lane]
-            } else {
-                let prev = &bodies[lane][(j - 1) * BLOCK_LEN..j * BLOCK_LEN];
-                let mut b = Block::default();
-                b.copy_from_slice(prev);
-                b
-            };
-            at[filled] = (lane, j);
-            filled += 1;
+        let mut hi = bodies[lane].len().div_ceil(BLOCK_LEN);
+        while hi > 0 {
             if filled == DECRYPT_CHUNK {
-                flush_keystream(cipher, &mut keystream, &at, bodies);
-                filled = 0;
+                flush_keystream(cipher, &mut keystream, &runs[..nruns], bodies);
+                (filled, nruns) = (0, 0);
             }
+            let lo = hi.saturating_sub(DECRYPT_CHUNK - filled);
+            let inputs = &mut keystream[filled..filled + (hi - lo)];
+            let copy_from = if lo == 0 {
+                inputs[0] = ivs[lane];
+                0
+            } else {
+                lo - 1
+            };
+            let dst = Block::slice_as_flattened_mut(&mut inputs[usize::from(lo == 0)..]);
+            dst.copy_from_slice(&bodies[lane][copy_from * BLOCK_LEN..(hi - 1) * BLOCK_LEN]);
+            runs[nruns] = (lane, lo, hi, filled);
+            nruns += 1;
+            filled += hi - lo;
+            hi = lo;
         }
     }
-    flush_keystream(cipher, &mut keystream[..filled], &at[..filled], bodies);
+    flush_keystream(cipher, &mut keystream[..filled], &runs[..nruns], bodies);
 }
 
-/// Encrypt the gathered keystream inputs and XOR each into its (lane, block).
+/// Encrypt the gathered keystream inputs and XOR each run into its lane.
 fn flush_keystream(
     cipher: &Aes128,
     keystream: &mut [Block],
-    at: &[(usize, usize)],
+    runs: &[(usize, usize, usize, usize)],
     bodies: &mut [&mut [u8]],
 ) {
     cipher.encrypt_blocks(keystream);
-    for (ks, &(lane, j)) in keystream.iter().zip(at) {
-        let body = &mut bodies[lane][j * BLOCK_LEN..];
-        let len = body.len().min(BLOCK_LEN);
-        xor_into(&mut body[..len], ks);
+    let keystream = Block::slice_as_flattened(keystream);
+    for &(lane, lo, hi, at) in runs {
+        let body = &mut *bodies[lane];
+        let end = (hi * BLOCK_LEN).min(body.len());
+        let run = &mut body[lo * BLOCK_LEN..end];
+        let ks = &keystream[at * BLOCK_LEN..at * BLOCK_LEN + run.len()];
+        for (d, k) in run.iter_mut().zip(ks) {
+            *d ^= k;
+        }
     }
 }
 
