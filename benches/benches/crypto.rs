@@ -45,7 +45,7 @@ enum Path {
 /// to a cache line, and never a multiple of 4 KiB.
 fn stride_for(len: usize) -> usize {
     let stride = (len + 64 + 16).div_ceil(64) * 64;
-    if stride % 4096 == 0 { stride + 64 } else { stride }
+    if stride.is_multiple_of(4096) { stride + 64 } else { stride }
 }
 
 /// One benchmark case: keyed suite and reference, the input arena and a work arena.
@@ -67,7 +67,7 @@ impl Case {
         let mut suite = new_suite(&keys);
         let reference = Reference::new(&keys);
         let stride = stride_for(len);
-        assert!(stride >= len + 64 && stride % 4096 != 0, "bad arena stride {stride}");
+        assert!(stride >= len + 64 && !stride.is_multiple_of(4096), "bad arena stride {stride}");
         let mut input = vec![0u8; stride * BATCH];
         for (i, b) in input.iter_mut().enumerate() {
             *b = (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1];
