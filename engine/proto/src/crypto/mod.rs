@@ -1,6 +1,8 @@
 //! Per-datagram cryptography: the key schedule and the pluggable suites.
 //!
-//! Every datagram of every type is sealed (docs/PROTOCOL.md §3): the header is authenticated,
+//! The spec is docs/protocol/03-crypto.md (§3 suites, §4 key schedule).
+//!
+//! Every datagram of every type is sealed (§3): the header is authenticated,
 //! the body is encrypted (except under the integrity-only suite), and a 16-byte tag follows.
 //! Receivers verify before they decrypt, and before any session state changes.
 //!
