@@ -217,6 +217,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let is_bench = args.iter().any(|a| a == "--bench");
     let quick = args.iter().any(|a| a == "--quick");
+    // Under a profiler (`--profile-time N`), only the selected benchmark runs.
+    let profiling = args.iter().any(|a| a == "--profile-time");
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
@@ -225,7 +227,7 @@ fn main() {
     criterion_groups(&mut c);
     c.final_summary();
     // `cargo test --benches` runs this binary without `--bench`: each case once, no summary.
-    if is_bench {
+    if is_bench && !profiling {
         summary(quick);
     }
 }
