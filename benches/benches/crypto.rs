@@ -109,7 +109,7 @@ impl Case {
     }
 
     fn run_serial(&mut self) -> Duration {
-        let (len, reference) = (self.len, &self.reference);
+        let (len, reference) = (self.len, &mut self.reference);
         let start = Instant::now();
         let mut all_ok = true;
         for (seq, d) in self.work.chunks_mut(self.stride).enumerate() {

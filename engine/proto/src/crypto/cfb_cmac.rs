@@ -8,12 +8,12 @@
 //!   decrypts and decrypts only what verified; a failed job's body is left untouched.
 //!
 //! Batches run through the multi-buffer paths in `multibuf.rs`: per chunk of [`MAX_BATCH`]
-//! jobs, one multi-block call derives all IVs; on seal, CFB encryption and CMAC interleave the
-//! jobs block by block in one pass; on open, the interleaved CMAC verifies all jobs, then CFB
+//! jobs, one multi-block call derives all IVs; on seal, CFB encryption interleaves the jobs
+//! block by block, then CMAC does; on open, the interleaved CMAC verifies all jobs, then CFB
 //! decryption streams the verified bodies through wide calls.
 
 use super::keys::Key128;
-use super::multibuf::{CmacKey, cfb_cmac_seal_lanes, cfb_decrypt_lanes, iv_input};
+use super::multibuf::{CmacKey, cfb_decrypt_lanes, cfb_encrypt_lanes, iv_input};
 use super::{Job, MAX_BATCH, Suite, SuiteId, integrity};
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use aes::{Aes128, Block};
@@ -58,22 +58,16 @@ impl CfbCmac {
             j.assert_sealable();
             true
         });
-        let starts: ArrayVec<usize, MAX_BATCH> = jobs.iter().map(|j| j.header_len).collect();
-        let mut tags = [Block::default(); MAX_BATCH];
-        let mut msgs: ArrayVec<&mut [u8], MAX_BATCH> = jobs
+        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> = jobs
             .iter_mut()
             .map(|j| {
                 let end = j.tag_at();
-                &mut j.buf[..end]
+                &mut j.buf[j.header_len..end]
             })
             .collect();
-        let n = msgs.len();
-        cfb_cmac_seal_lanes(&self.enc, &self.mac, &ivs, &mut msgs, &starts, &mut tags[..n]);
-        drop(msgs);
-        for (job, tag) in jobs.iter_mut().zip(&tags) {
-            let at = job.tag_at();
-            job.buf[at..].copy_from_slice(tag);
-        }
+        cfb_encrypt_lanes(&self.enc, &ivs, &mut bodies);
+        drop(bodies);
+        integrity::seal_tags(&self.mac, jobs);
     }
 
     fn open_chunk(&self, jobs: &mut [Job<'_>]) {

@@ -65,7 +65,7 @@ proptest! {
     ) {
         let keys = keys_for(suite_id, secret, session);
         let mut suite = new_suite(&keys);
-        let reference = Reference::new(&keys);
+        let mut reference = Reference::new(&keys);
         let plain = datagrams(&shapes, fill);
 
         let mut batch = plain.clone();
@@ -190,7 +190,7 @@ fn batches_larger_than_max_batch_are_chunked() {
     for suite_id in SuiteId::ALL {
         let keys = keys_for(suite_id, [8; 32], 4);
         let mut suite = new_suite(&keys);
-        let reference = Reference::new(&keys);
+        let mut reference = Reference::new(&keys);
         let shapes: Vec<Shape> =
             (0..MAX_BATCH * 2 + 3).map(|i| (24 + i % 17, (i * 37) % 300, i as u64)).collect();
         let plain = datagrams(&shapes, 11);
