@@ -4,15 +4,16 @@
 //! block `j - 1`. One datagram at a time, every AES call waits out the full AES latency. Here
 //! each datagram is a *lane*: at every 16-byte step the chaining block of every active lane is
 //! gathered into one array and encrypted with one multi-block call, so AES-NI/VAES pipelines
-//! stay full. Lanes are sorted once by descending block count, so the lanes still active at any
-//! step are a prefix of that order and drop out as they finish, with no gathering at all.
+//! stay full. Lanes are sorted once by descending block count (and their buffers put in that
+//! order), so the lanes still active at any step are a prefix, they drop out as they finish,
+//! and the chaining blocks stay in one contiguous array that is encrypted in place.
 //!
 //! CFB decryption is parallel within a message (the keystream is `E(IV), E(C_0), E(C_1), ...`),
 //! so [`cfb_decrypt_lanes`] streams the blocks of all lanes through large multi-block calls.
 //!
 //! Invariants: no heap allocation (stack arrays sized by [`MAX_BATCH`] and [`DECRYPT_CHUNK`]);
 //! output is byte-identical to SP 800-38A CFB128 and RFC 4493 CMAC (KATs below, and the
-//! property tests in `cfb_cmac.rs` against RustCrypto `cfb-mode` + `cmac`).
+//! property tests in `tests.rs` against RustCrypto `cfb-mode` + `cmac`).
 
 use super::MAX_BATCH;
 use super::keys::Key128;
@@ -208,10 +209,11 @@ impl Drop for CmacKey {
     }
 }
 
-/// Doubling in GF(2^128) with the CMAC polynomial (RFC 4493 §2.3).
+/// Doubling in GF(2^128) with the CMAC polynomial (RFC 4493 §2.3), without a branch on the
+/// (secret) top bit.
 fn dbl(b: &Block) -> Block {
     let x = u128::from_be_bytes(b.0);
-    let carry = if x >> 127 == 1 { 0x87 } else { 0 };
+    let carry = 0u128.wrapping_sub(x >> 127) & 0x87;
     Block::from(((x << 1) ^ carry).to_be_bytes())
 }
 
