@@ -173,8 +173,8 @@ pub fn new_suite(keys: &DirectionKeys) -> Box<dyn Suite> {
     }
 }
 
-/// The serial reference implementations the batch paths are checked against (tests and
-/// benches only), one datagram at a time.
+// The serial reference implementations the batch paths are checked against (tests and
+// benches only), one datagram at a time; documented in the module itself.
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
 
