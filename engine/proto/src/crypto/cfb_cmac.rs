@@ -54,17 +54,10 @@ impl CfbCmac {
     }
 
     fn seal_chunk(&self, jobs: &mut [Job<'_>]) {
-        let ivs = self.derive_ivs(jobs, |j| {
-            j.assert_sealable();
-            true
-        });
-        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> = jobs
-            .iter_mut()
-            .map(|j| {
-                let end = j.tag_at();
-                &mut j.buf[j.header_len..end]
-            })
-            .collect();
+        jobs.iter().for_each(Job::assert_sealable);
+        let ivs = self.derive_ivs(jobs, |_| true);
+        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> =
+            jobs.iter_mut().map(Job::body_mut).collect();
         cfb_encrypt_lanes(&self.enc, &ivs, &mut bodies);
         drop(bodies);
         integrity::seal_tags(&self.mac, jobs);
@@ -73,14 +66,8 @@ impl CfbCmac {
     fn open_chunk(&self, jobs: &mut [Job<'_>]) {
         integrity::verify_tags(&self.mac, jobs);
         let ivs = self.derive_ivs(jobs, |j| j.ok);
-        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> = jobs
-            .iter_mut()
-            .filter(|j| j.ok)
-            .map(|j| {
-                let end = j.tag_at();
-                &mut j.buf[j.header_len..end]
-            })
-            .collect();
+        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> =
+            jobs.iter_mut().filter(|j| j.ok).map(Job::body_mut).collect();
         cfb_decrypt_lanes(&self.enc, &ivs, &mut bodies);
     }
 }

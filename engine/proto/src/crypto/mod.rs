@@ -119,6 +119,12 @@ impl<'a> Job<'a> {
         self.buf.len() - TAG_LEN
     }
 
+    /// The body, between header and tag. Only for well-formed jobs.
+    pub(crate) fn body_mut(&mut self) -> &mut [u8] {
+        let end = self.tag_at();
+        &mut self.buf[self.header_len..end]
+    }
+
     /// Seal's precondition: a job that cannot hold its header and a tag is the caller's bug.
     pub(crate) fn assert_sealable(&self) {
         assert!(
