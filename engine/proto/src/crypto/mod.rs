@@ -119,10 +119,17 @@ impl<'a> Job<'a> {
         self.buf.len() - TAG_LEN
     }
 
+    /// `(header, body, tag)`. Only for well-formed jobs.
+    pub(crate) fn parts_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
+        let body_len = self.tag_at() - self.header_len;
+        let (header, rest) = self.buf.split_at_mut(self.header_len);
+        let (body, tag) = rest.split_at_mut(body_len);
+        (header, body, tag)
+    }
+
     /// The body, between header and tag. Only for well-formed jobs.
     pub(crate) fn body_mut(&mut self) -> &mut [u8] {
-        let end = self.tag_at();
-        &mut self.buf[self.header_len..end]
+        self.parts_mut().1
     }
 
     /// Seal's precondition: a job that cannot hold its header and a tag is the caller's bug.
