@@ -229,3 +229,22 @@ fn batch_finalize_renames_all_and_reports_refusals_per_file() {
         assert_eq!(ns, MTIME_NS + i as i64);
     }
 }
+
+#[test]
+fn longest_names_get_hashed_partials_and_still_checkpoint_and_finalize() {
+    use haul_io::files::{CheckpointWriter, FileIdentity};
+    let (tmp, dest) = dest();
+    let long = "n".repeat(255);
+    let name = SafeName::parse(&format!("d/{long}")).unwrap();
+    let p = PartialFile::create(&dest, &name, 4, PartialOptions::default()).unwrap();
+    assert!(p.partial_name().starts_with(".haul-") && p.partial_name().len() < 255);
+    p.write_at(b"data", 0).unwrap();
+    let id = FileIdentity { size: 4, mtime_ns: 0, head_hash: None };
+    let mut w = CheckpointWriter::new(&p, id, &[]).unwrap();
+    w.record_written(0..4).unwrap();
+    w.commit().unwrap();
+    assert!(tmp.path().join("d").join(format!("{}.ckpt", p.partial_name())).exists());
+    p.finalize(&FinalAttrs { mode: 0o644, ..Default::default() }, false).unwrap();
+    assert_eq!(fs::read(tmp.path().join("d").join(&long)).unwrap(), b"data");
+    assert_eq!(fs::read_dir(tmp.path().join("d")).unwrap().count(), 1, "partial and ckpt gone");
+}
