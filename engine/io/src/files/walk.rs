@@ -20,6 +20,9 @@ use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+/// Most notes a walk keeps; beyond it they are only counted ([`Walk::notes_omitted`]).
+pub const MAX_WALK_NOTES: usize = 10_000;
+
 /// One file to send: its manifest entry and where it is read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceEntry {
@@ -43,6 +46,18 @@ pub enum WalkNote {
 pub struct Walk {
     pub files: Vec<SourceEntry>,
     pub notes: Vec<WalkNote>,
+    /// Notes left out past [`MAX_WALK_NOTES`].
+    pub notes_omitted: u64,
+}
+
+impl Walk {
+    fn note(&mut self, note: WalkNote) {
+        if self.notes.len() < MAX_WALK_NOTES {
+            self.notes.push(note);
+        } else {
+            self.notes_omitted += 1;
+        }
+    }
 }
 
 /// Walks `paths` with the protocol's file limit.
@@ -65,7 +80,7 @@ pub fn walk_with_limit(paths: &[PathBuf], max_files: usize) -> Result<Walk, File
         } else if meta.is_file() {
             push_file(&mut walk, path, base, &meta, max_files)?;
         } else {
-            walk.notes.push(WalkNote::Special(path.clone()));
+            walk.note(WalkNote::Special(path.clone()));
         }
     }
     Ok(walk)
@@ -80,18 +95,18 @@ fn walk_tree(root: &Path, base: &str, walk: &mut Walk, max_files: usize) -> Resu
         let meta = fs::symlink_metadata(&path).map_err(|e| path_error(&path, Op::Stat, e))?;
         let kind = meta.file_type();
         if kind.is_symlink() && !first {
-            walk.notes.push(WalkNote::Symlink(path));
+            walk.note(WalkNote::Symlink(path));
         } else if kind.is_file() {
             push_file(walk, &path, name, &meta, max_files)?;
         } else if kind.is_dir() || first {
             if depth >= MAX_COMPONENTS {
                 let why = format!("more than {MAX_COMPONENTS} levels deep");
-                walk.notes.push(WalkNote::Unnameable { path, why });
+                walk.note(WalkNote::Unnameable { path, why });
                 continue;
             }
-            push_children(&path, &name, depth, &mut stack, walk)?;
+            push_children(&path, &name, depth, &mut stack, walk, max_files)?;
         } else {
-            walk.notes.push(WalkNote::Special(path));
+            walk.note(WalkNote::Special(path));
         }
         first = false;
     }
@@ -104,10 +119,15 @@ fn push_children(
     depth: usize,
     stack: &mut Vec<(PathBuf, String, usize)>,
     walk: &mut Walk,
+    max_files: usize,
 ) -> Result<(), FileError> {
     let mut children = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| path_error(dir, Op::ReadDir, e))? {
         let entry = entry.map_err(|e| path_error(dir, Op::ReadDir, e))?;
+        // A directory with more entries than a session may carry files cannot be sent whole.
+        if children.len() >= max_files {
+            return Err(FileError::TooManyFiles { max: max_files });
+        }
         children.push(entry.file_name());
     }
     children.sort();
@@ -115,7 +135,7 @@ fn push_children(
         let path = dir.join(&child);
         match child.to_str() {
             Some(c) => stack.push((path, format!("{name}/{c}"), depth + 1)),
-            None => walk.notes.push(WalkNote::Unnameable { path, why: "not UTF-8".into() }),
+            None => walk.note(WalkNote::Unnameable { path, why: "not UTF-8".into() }),
         }
     }
     Ok(())
@@ -129,7 +149,7 @@ fn push_file(
     max_files: usize,
 ) -> Result<(), FileError> {
     if let Err(why) = SafeName::parse(&name) {
-        walk.notes.push(WalkNote::Unnameable { path: path.to_owned(), why: why.to_string() });
+        walk.note(WalkNote::Unnameable { path: path.to_owned(), why: why.to_string() });
         return Ok(());
     }
     if walk.files.len() >= max_files {
