@@ -148,9 +148,8 @@ async fn serve(listen: SocketAddr, out: &Path, cert: &Path, cc: Congestion) -> R
     let stats = conn.stats();
     let _ = tokio::time::timeout(CLOSE_WAIT, conn.closed()).await;
     println!(
-        "stats: udp_rx {} datagrams in {} receive calls, rtt {} us, lost packets {}",
+        "stats: udp_rx {} datagrams, rtt {} us, lost packets {}",
         stats.udp_rx.datagrams,
-        stats.udp_rx.ios,
         stats.path.rtt.as_micros(),
         stats.path.lost_packets
     );

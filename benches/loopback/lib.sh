@@ -1,0 +1,195 @@
+# shellcheck shell=bash
+# Shared by benches/loopback/run.sh and benches/smallfiles/run.sh. Source it; do not run it.
+#
+# What it gives: the tools the benchmarks need (installed with apt-get when missing), the
+# release build of the binaries (copied out of the shared target directory, so another build
+# cannot swap them mid-run), a fresh network namespace whose lo has MTU 1500, a throwaway sshd
+# inside it, process timing (/usr/bin/time: wall, user, system, peak RSS), and one cleanup
+# that undoes all of it on exit.
+#
+# Invariants: every process a benchmark starts runs inside the namespace, so it can only reach
+# that namespace's loopback, and is ended (by its pid, listed by `ip netns pids`) before the
+# namespace is deleted; every step is bounded by `timeout "$BENCH_STEP_TIMEOUT"`.
+
+BENCH_STEP_TIMEOUT=${BENCH_STEP_TIMEOUT:-600}
+BENCH_TIME_FORMAT="TIME %e %U %S %M"
+BENCH_SSH_PORT=2222
+BENCH_NS=""
+BENCH_WORK=""
+BENCH_TMPFS=""
+BENCH_EXTRA_DIRS=()
+
+bench_die() {
+    echo "bench: $*" >&2
+    exit 1
+}
+
+# bench_need_tools: root, ip, and the measuring tools; installs the missing Debian packages.
+bench_need_tools() {
+    [[ $(id -u) -eq 0 ]] || bench_die "must run as root (network namespaces, tmpfs, sshd)"
+    command -v ip >/dev/null || haul_apt_install iproute2
+    [[ -x /usr/bin/time ]] || haul_apt_install time
+    need_pkg iperf3 iperf3
+    need_pkg jq jq
+    [[ -x /usr/sbin/sshd ]] || haul_apt_install openssh-server
+    need_pkg ssh openssh-client
+    need_pkg scp openssh-client
+}
+
+# bench_machine: the machine and its load, printed before any run.
+bench_machine() {
+    echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs)," \
+        "kernel $(uname -r), memory $(free -g | awk '/^Mem:/{print $2}') GiB"
+    echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# bench_build TOP BIN_DIR: release builds with scripts/env.sh's flags; binaries copied to BIN_DIR.
+bench_build() {
+    local top=$1 bin=$2
+    # shellcheck source=scripts/env.sh
+    source "$top/scripts/env.sh"
+    haul_setup_env
+    echo "building (release, RUSTFLAGS=$RUSTFLAGS, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
+    (cd "$top" && timeout 1800 cargo build --release -q -p haul -p quic-baseline)
+    (cd "$top" && timeout 1800 cargo build --release -q -p haul-io --example udp_blast)
+    mkdir -p "$bin"
+    cp "$CARGO_TARGET_DIR/release/haul" "$CARGO_TARGET_DIR/release/quic-baseline" \
+        "$CARGO_TARGET_DIR/release/examples/udp_blast" "$bin/"
+}
+
+# bench_haul_available BIN: true when this haul has the direct-transfer commands.
+bench_haul_available() {
+    "$1" send --help >/dev/null 2>&1 && "$1" recv --help >/dev/null 2>&1 &&
+        "$1" keygen --help >/dev/null 2>&1
+}
+
+# bench_setup WORK_PARENT TMPFS_BYTES: the namespace, and a tmpfs mounted at BENCH_WORK.
+bench_setup() {
+    BENCH_WORK=$(mktemp -d "$1/haulbench.XXXXXX")
+    mount -t tmpfs -o "size=$2,mode=0700" haulbench "$BENCH_WORK"
+    BENCH_TMPFS=$BENCH_WORK
+    BENCH_NS="haulbench-$$"
+    ip netns add "$BENCH_NS"
+    ip -n "$BENCH_NS" link set lo mtu 1500 up
+    echo "namespace $BENCH_NS: lo mtu $(ip netns exec "$BENCH_NS" cat /sys/class/net/lo/mtu);" \
+        "tmpfs $BENCH_WORK ($(numfmt --to=iec "$2"))"
+}
+
+# bench_ns_kill: end every process in our namespace (all started by this benchmark), by pid.
+bench_ns_kill() {
+    local pids
+    [[ -n "$BENCH_NS" ]] || return 0
+    pids=$(ip netns pids "$BENCH_NS" 2>/dev/null || true)
+    [[ -n "$pids" ]] || return 0
+    # shellcheck disable=SC2086 # one pid per word
+    kill $pids 2>/dev/null || true
+    sleep 0.5
+    pids=$(ip netns pids "$BENCH_NS" 2>/dev/null || true)
+    # shellcheck disable=SC2086
+    [[ -z "$pids" ]] || kill -9 $pids 2>/dev/null || true
+}
+
+# bench_cleanup: end what runs in the namespace, delete it, unmount the tmpfs. Idempotent.
+bench_cleanup() {
+    if [[ -n "$BENCH_NS" ]]; then
+        bench_ns_kill
+        ip netns del "$BENCH_NS" 2>/dev/null || true
+        BENCH_NS=""
+    fi
+    if [[ -n "$BENCH_TMPFS" ]]; then
+        umount "$BENCH_TMPFS" 2>/dev/null || umount -l "$BENCH_TMPFS" 2>/dev/null || true
+        rmdir "$BENCH_TMPFS" 2>/dev/null || true
+        BENCH_TMPFS=""
+    fi
+    local d
+    for d in "${BENCH_EXTRA_DIRS[@]}"; do rm -rf "$d"; done
+    BENCH_EXTRA_DIRS=()
+}
+
+# bench_in_ns PREFIX CMD...: run CMD in the namespace under /usr/bin/time and the step
+# timeout; stdout to PREFIX.out, stderr to PREFIX.err, timing to PREFIX.time.
+bench_in_ns() {
+    local p=$1
+    shift
+    ip netns exec "$BENCH_NS" /usr/bin/time -f "$BENCH_TIME_FORMAT" -o "$p.time" \
+        timeout "$BENCH_STEP_TIMEOUT" "$@" >"$p.out" 2>"$p.err"
+}
+
+# bench_wait_line FILE REGEX [SECONDS]: print the first line of FILE matching REGEX once it
+# appears; fail after SECONDS (default 30).
+bench_wait_line() {
+    local file=$1 re=$2 limit=${3:-30} i line
+    for ((i = 0; i < limit * 20; i++)); do
+        line=$(grep -m1 -E "$re" "$file" 2>/dev/null || true)
+        if [[ -n "$line" ]]; then
+            printf '%s\n' "$line"
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "bench: no line matching '$re' in $file after ${limit}s" >&2
+    return 1
+}
+
+# bench_time_field PREFIX FIELD: from PREFIX.time, wall|cpu (user+sys seconds)|rss_kib.
+bench_time_field() {
+    awk -v f="$2" '/^TIME / {
+        if (f == "wall") print $2; else if (f == "cpu") print $3 + $4; else print $5 }' \
+        "$1.time" 2>/dev/null || true
+}
+
+bench_now() { date +%s.%N; }
+
+# bench_steal_ticks: "steal total" jiffies from /proc/stat (whole machine).
+bench_steal_ticks() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+
+# bench_sshd_setup DIR: a throwaway host key, client key, authorized_keys, known_hosts pinning
+# the host key, and an sshd config that touches nothing of the system's. Sets BENCH_SSH_OPTS.
+bench_sshd_setup() {
+    local d=$1
+    mkdir -p "$d" /run/sshd # /run/sshd: sshd's privilege-separation directory (empty)
+    chmod 700 "$d"
+    ssh-keygen -q -t ed25519 -N '' -f "$d/host_key" -C haulbench-host
+    ssh-keygen -q -t ed25519 -N '' -f "$d/client_key" -C haulbench-client
+    cp "$d/client_key.pub" "$d/authorized_keys"
+    echo "[127.0.0.1]:$BENCH_SSH_PORT $(cat "$d/host_key.pub")" >"$d/known_hosts"
+    cat >"$d/sshd_config" <<EOF
+Port $BENCH_SSH_PORT
+ListenAddress 127.0.0.1
+HostKey $d/host_key
+AuthorizedKeysFile $d/authorized_keys
+PidFile none
+StrictModes no
+UsePAM no
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+X11Forwarding no
+AllowTcpForwarding no
+Compression no
+Ciphers aes128-gcm@openssh.com
+Subsystem sftp internal-sftp
+EOF
+    # shellcheck disable=SC2034 # used by the scripts that source this file
+    BENCH_SSH_OPTS=(-F /dev/null -i "$d/client_key" -o BatchMode=yes -o IdentitiesOnly=yes
+        -o StrictHostKeyChecking=yes -o "UserKnownHostsFile=$d/known_hosts"
+        -o Compression=no -c aes128-gcm@openssh.com)
+}
+
+# bench_sshd_start DIR PREFIX: start a one-connection sshd (-d: serves one connection, then
+# exits, so /usr/bin/time covers exactly that session's processes) in the background; sets
+# BENCH_SSHD_PID. Its debug log (stderr) says when it listens.
+bench_sshd_start() {
+    local d=$1 p=$2
+    bench_in_ns "$p" /usr/sbin/sshd -d -f "$d/sshd_config" &
+    # shellcheck disable=SC2034 # used by the scripts that source this file
+    BENCH_SSHD_PID=$!
+    bench_wait_line "$p.err" 'Server listening on' >/dev/null
+}
+
+# bench_median: the median of the numbers on stdin (lower middle for an even count).
+bench_median() {
+    sort -g | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "n/a"}'
+}
