@@ -45,17 +45,25 @@ bench_machine() {
 }
 
 # bench_build TOP BIN_DIR: release builds with scripts/env.sh's flags; binaries copied to BIN_DIR.
+# HAUL_BIN=/path/to/haul uses that release binary instead of building this tree's haul (to
+# measure another branch's build); the run prints which one it measured.
 bench_build() {
-    local top=$1 bin=$2
+    local top=$1 bin=$2 pkgs=(-p quic-baseline)
     # shellcheck source=scripts/env.sh
     source "$top/scripts/env.sh"
     haul_setup_env
+    [[ -n "${HAUL_BIN:-}" ]] || pkgs+=(-p haul)
     echo "building (release, RUSTFLAGS=$RUSTFLAGS, CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
-    (cd "$top" && timeout 1800 cargo build --release -q -p haul -p quic-baseline)
+    (cd "$top" && timeout 1800 cargo build --release -q "${pkgs[@]}")
     (cd "$top" && timeout 1800 cargo build --release -q -p haul-io --example udp_blast)
     mkdir -p "$bin"
-    cp "$CARGO_TARGET_DIR/release/haul" "$CARGO_TARGET_DIR/release/quic-baseline" \
-        "$CARGO_TARGET_DIR/release/examples/udp_blast" "$bin/"
+    cp "${HAUL_BIN:-$CARGO_TARGET_DIR/release/haul}" "$bin/haul"
+    cp "$CARGO_TARGET_DIR/release/quic-baseline" "$CARGO_TARGET_DIR/release/examples/udp_blast" \
+        "$bin/"
+    local which
+    which="the build of this tree (HEAD $(git -C "$top" rev-parse --short HEAD))"
+    [[ -z "${HAUL_BIN:-}" ]] || which="HAUL_BIN=$HAUL_BIN"
+    echo "haul measured: $which, $("$bin/haul" --version 2>/dev/null || echo no --version)"
 }
 
 # bench_haul_available BIN: true when this haul has the direct-transfer commands.
@@ -188,6 +196,9 @@ bench_sshd_start() {
     BENCH_SSHD_PID=$!
     bench_wait_line "$p.err" 'Server listening on' >/dev/null
 }
+
+# bench_usage SCRIPT: print SCRIPT's header comment (its usage).
+bench_usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$1"; }
 
 # bench_median: the median of the numbers on stdin (lower middle for an even count).
 bench_median() {

@@ -13,7 +13,7 @@
 #
 # Env: SIZE (4G), RUNS (5), TOOLS ("haul blast iperf3 scp quic"), MEMORY (1; 0 skips the
 #      memory item), MEMORY_DEST (/var/tmp: the memory item's 16 GiB lands on disk, not in RAM),
-#      BENCH_STEP_TIMEOUT (600 s per process).
+#      BENCH_STEP_TIMEOUT (600 s per process), HAUL_BIN (a prebuilt haul instead of this tree's).
 # Needs root. Installs iperf3, openssh-server/client, jq and time with apt-get when missing.
 # Gbit/s = file bytes x 8 / wall time from starting the sender until both ends have exited
 # (the received file is complete and closed), except the raw blaster, which has no file and
@@ -29,7 +29,7 @@ for arg in "$@"; do
     case "$arg" in
     --quick) quick=1 ;;
     -h | --help)
-        sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        bench_usage "${BASH_SOURCE[0]}"
         exit 0
         ;;
     *) bench_die "unknown argument '$arg' (try --quick or --help)" ;;
@@ -279,7 +279,8 @@ fi
 # verdict NAME VALUE OP LIMIT: one PASS/FAIL line (n/a when VALUE is missing).
 verdict() {
     awk -v n="$1" -v v="$2" -v op="$3" -v l="$4" 'BEGIN {
-        if (v == "" || v == "n/a" || l == "" || l == "n/a") { printf "  %-44s %10s  n/a\n", n, v; exit }
+        if (v == "" || v == "n/a" || l == "" || l == "n/a") {
+            printf "  %-44s %10s  n/a (a figure is missing)\n", n, v; exit }
         ok = (op == ">=") ? (v + 0 >= l + 0) : (v + 0 <= l + 0)
         printf "  %-44s %10s %s %-8s %s\n", n, v, op, l, ok ? "PASS" : "FAIL" }'
 }

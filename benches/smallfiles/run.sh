@@ -7,7 +7,8 @@
 #
 #   benches/smallfiles/run.sh
 #
-# Env: FILES (10000), SEED (3), RUNS (3), BENCH_STEP_TIMEOUT (600 s per process).
+# Env: FILES (10000), SEED (3), RUNS (3), BENCH_STEP_TIMEOUT (600 s per process), HAUL_BIN (a
+#      prebuilt haul instead of this tree's).
 # Needs root; shares benches/loopback/lib.sh (namespace, sshd, build, cleanup).
 # files/s = FILES / wall time from starting the sender until both ends have exited.
 set -euo pipefail
@@ -18,7 +19,7 @@ source "$top/benches/loopback/lib.sh"
 
 case "${1:-}" in
 -h | --help)
-    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    bench_usage "${BASH_SOURCE[0]}"
     exit 0
     ;;
 "") ;;
