@@ -77,7 +77,10 @@ impl Duration {
         Duration(self.0.saturating_sub(other.0))
     }
     pub const fn div(self, k: u64) -> Duration {
-        if k == 0 { Duration::MAX } else { Duration(self.0 / k) }
+        match self.0.checked_div(k) {
+            Some(v) => Duration(v),
+            None => Duration::MAX,
+        }
     }
     pub fn min(self, other: Duration) -> Duration {
         if self.0 <= other.0 { self } else { other }

@@ -1,9 +1,28 @@
-//! AES-128-CFB + CMAC. STUB (serial).
-use super::{DirectionKeys, Job, Suite, SuiteId, TAG_LEN};
-use cmac::{Cmac, KeyInit, Mac};
+//! `aes128-cfb-cmac`, the default suite (docs/protocol/03-crypto.md §3.1).
+//!
+//! - IV for datagram `seq` = AES-128(iv_key, seq as u64 LE ‖ 8 zero bytes): secret, and unique
+//!   per sequence number, which never repeats under one key.
+//! - Body = AES-128-CFB128(enc_key, IV), full-block feedback, partial last block.
+//! - Tag = AES-CMAC(mac_key, header ‖ ciphertext), i.e. over `buf[..len - 16]`, written at
+//!   `buf[len - 16..]`. Encrypt-then-MAC on seal; open verifies (constant time) before it
+//!   decrypts and decrypts only what verified; a failed job's body is left untouched.
+//!
+//! Batches run through the multi-buffer paths in `multibuf.rs`: per chunk of [`MAX_BATCH`]
+//! jobs, one multi-block call derives all IVs, CFB encryption and CMAC interleave the jobs
+//! block by block, CFB decryption streams all verified bodies through wide calls.
 
+use super::keys::Key128;
+use super::multibuf::{CmacKey, cfb_decrypt_lanes, cfb_encrypt_lanes, iv_input};
+use super::{Job, MAX_BATCH, Suite, SuiteId, integrity};
+use aes::cipher::{BlockCipherEncrypt, KeyInit};
+use aes::{Aes128, Block};
+use arrayvec::ArrayVec;
+
+/// The default suite, keyed for one direction of one shard.
 pub(crate) struct CfbCmac {
-    mac: Cmac<aes::Aes128>,
+    enc: Aes128,
+    iv: Aes128,
+    mac: CmacKey,
 }
 
 impl core::fmt::Debug for CfbCmac {
@@ -13,15 +32,55 @@ impl core::fmt::Debug for CfbCmac {
 }
 
 impl CfbCmac {
-    pub(crate) fn new(keys: &DirectionKeys) -> Self {
-        let k = keys.mac_key();
-        CfbCmac { mac: <Cmac<aes::Aes128> as KeyInit>::new(&k.into()) }
+    pub(crate) fn new(enc: &Key128, iv: &Key128, mac: &Key128) -> Self {
+        CfbCmac {
+            enc: Aes128::new(&enc.0.into()),
+            iv: Aes128::new(&iv.0.into()),
+            mac: CmacKey::new(mac),
+        }
     }
-    fn tag(&self, seq: u64, data: &[u8]) -> [u8; 16] {
-        let mut m = self.mac.clone();
-        m.update(&seq.to_le_bytes());
-        m.update(data);
-        m.finalize().into_bytes().into()
+
+    /// The secret IV of every job whose `select` is true, in job order, in one AES call.
+    fn derive_ivs(
+        &self,
+        jobs: &[Job<'_>],
+        select: impl Fn(&Job<'_>) -> bool,
+    ) -> ArrayVec<Block, MAX_BATCH> {
+        let mut ivs: ArrayVec<Block, MAX_BATCH> =
+            jobs.iter().filter(|j| select(j)).map(|j| iv_input(j.seq)).collect();
+        self.iv.encrypt_blocks(&mut ivs);
+        ivs
+    }
+
+    fn seal_chunk(&self, jobs: &mut [Job<'_>]) {
+        let ivs = self.derive_ivs(jobs, |j| {
+            j.assert_sealable();
+            true
+        });
+        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> = jobs
+            .iter_mut()
+            .map(|j| {
+                let end = j.tag_at();
+                &mut j.buf[j.header_len..end]
+            })
+            .collect();
+        cfb_encrypt_lanes(&self.enc, &ivs, &mut bodies);
+        drop(bodies);
+        integrity::seal_tags(&self.mac, jobs);
+    }
+
+    fn open_chunk(&self, jobs: &mut [Job<'_>]) {
+        integrity::verify_tags(&self.mac, jobs);
+        let ivs = self.derive_ivs(jobs, |j| j.ok);
+        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> = jobs
+            .iter_mut()
+            .filter(|j| j.ok)
+            .map(|j| {
+                let end = j.tag_at();
+                &mut j.buf[j.header_len..end]
+            })
+            .collect();
+        cfb_decrypt_lanes(&self.enc, &ivs, &mut bodies);
     }
 }
 
@@ -29,30 +88,16 @@ impl Suite for CfbCmac {
     fn id(&self) -> SuiteId {
         SuiteId::Aes128CfbCmac
     }
-    fn seal_batch(&mut self, jobs: &mut [Job<'_>]) {
-        for j in jobs {
-            let n = j.buf.len() - TAG_LEN;
-            let t = self.tag(j.seq, &j.buf[..n]);
-            j.buf[n..].copy_from_slice(&t);
-        }
-    }
-    fn open_batch(&mut self, jobs: &mut [Job<'_>]) {
-        for j in jobs {
-            j.ok = false;
-            if j.buf.len() < j.header_len + TAG_LEN || j.header_len > j.buf.len() {
-                continue;
-            }
-            let n = j.buf.len() - TAG_LEN;
-            let t = self.tag(j.seq, &j.buf[..n]);
-            j.ok = t == j.buf[n..];
-        }
-    }
-}
 
-#[cfg(any(test, feature = "reference"))]
-pub(crate) mod reference {
-    pub fn seal(_: &super::DirectionKeys, _: u64, _: usize, _: &mut [u8]) {}
-    pub fn open(_: &super::DirectionKeys, _: u64, _: usize, _: &mut [u8]) -> bool {
-        false
+    fn seal_batch(&mut self, jobs: &mut [Job<'_>]) {
+        for chunk in jobs.chunks_mut(MAX_BATCH) {
+            self.seal_chunk(chunk);
+        }
+    }
+
+    fn open_batch(&mut self, jobs: &mut [Job<'_>]) {
+        for chunk in jobs.chunks_mut(MAX_BATCH) {
+            self.open_chunk(chunk);
+        }
     }
 }

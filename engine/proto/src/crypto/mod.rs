@@ -18,9 +18,11 @@ mod cfb_cmac;
 mod gcm;
 mod integrity;
 mod keys;
+mod multibuf;
 
-pub use keys::{DirectionKeys, KeySchedule, SessionSecret};
+pub use keys::{DirectionKeys, KeyPurpose, KeySchedule, SessionSecret};
 
+use keys::SuiteKeys;
 use thiserror::Error;
 
 /// Length of the authentication tag every sealed datagram ends with.
@@ -103,6 +105,27 @@ impl<'a> Job<'a> {
     pub fn new(seq: u64, header_len: usize, buf: &'a mut [u8]) -> Self {
         Job { seq, header_len, buf, ok: false }
     }
+
+    /// Whether `buf` holds a header of `header_len` bytes and a tag. Bytes from a peer may
+    /// not: such a job is never `ok` and is never touched.
+    pub(crate) fn is_well_formed(&self) -> bool {
+        self.buf.len() >= TAG_LEN && self.header_len <= self.buf.len() - TAG_LEN
+    }
+
+    /// Where the tag starts (the end of the authenticated bytes). Only for well-formed jobs.
+    pub(crate) fn tag_at(&self) -> usize {
+        self.buf.len() - TAG_LEN
+    }
+
+    /// Seal's precondition: a job that cannot hold its header and a tag is the caller's bug.
+    pub(crate) fn assert_sealable(&self) {
+        assert!(
+            self.is_well_formed(),
+            "seal: buf of {} bytes cannot hold a {}-byte header and a tag",
+            self.buf.len(),
+            self.header_len
+        );
+    }
 }
 
 /// A suite keyed for one direction of one shard of one session.
@@ -139,18 +162,20 @@ pub enum CryptoError {
     KeyMismatch(SuiteId),
 }
 
-/// Build the suite for `keys` (which carry their suite id).
+/// Build the suite for `keys` (which carry their suite id and only that suite's keys).
 pub fn new_suite(keys: &DirectionKeys) -> Box<dyn Suite> {
-    match keys.suite() {
-        SuiteId::Aes128CfbCmac => Box::new(cfb_cmac::CfbCmac::new(keys)),
-        SuiteId::Aes128Gcm => Box::new(gcm::Gcm::new(keys)),
-        SuiteId::IntegrityCmac => Box::new(integrity::IntegrityCmac::new(keys)),
+    match keys.material() {
+        SuiteKeys::CfbCmac { enc, iv, mac } => Box::new(cfb_cmac::CfbCmac::new(enc, iv, mac)),
+        SuiteKeys::Gcm { key, salt } => Box::new(gcm::Gcm::new(key, salt)),
+        SuiteKeys::Integrity { mac } => Box::new(integrity::IntegrityCmac::new(mac)),
     }
 }
 
 /// The serial reference implementations the batch paths are checked against (tests and
-/// benches only): RustCrypto `cfb-mode` + `cmac`, one datagram at a time.
+/// benches only), one datagram at a time.
 #[cfg(any(test, feature = "reference"))]
-pub mod reference {
-    pub use super::cfb_cmac::reference::{open as cfb_cmac_open, seal as cfb_cmac_seal};
-}
+pub mod reference;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests;

@@ -1,76 +1,350 @@
-//! The coordinators. STUB: signatures are the contract.
-#![allow(clippy::todo, unused_variables)]
+//! The coordinators (docs/PROTOCOL.md §6.5): what spans shards.
+//!
+//! The sender's coordinator merges block hashes into file checksums and has shard 0 announce
+//! each finished file; it owns the rate controller and shares the rate among shards. The
+//! receiver's coordinator merges the hashes of blocks read back from disk, compares each file's
+//! checksum with the sender's, has the driver finalize verified files (fsync, attributes,
+//! rename), and acknowledges them. Each decides its side's [`Outcome`] once, and it never
+//! changes after.
 
 use super::*;
+use crate::checksum::{FileHasher, Hash};
+use crate::rate::{FixedRate, RateController};
 use crate::time::Instant;
+use std::collections::VecDeque;
 
-/// The sending side's coordinator: merges block hashes into file checksums, tells shard 0 to
-/// announce finished files, owns the rate controller and shares the rate among shards, and
-/// decides the session's outcome.
+/// Most commands queued for shards; more is our bug, reported as an abort.
+const MAX_COMMANDS: usize = 1 << 16;
+
+#[derive(Debug)]
+struct Common {
+    shards: u8,
+    commands: VecDeque<(u8, ShardCommand)>,
+    outcome: Option<Outcome>,
+}
+
+impl Common {
+    fn new(shards: u8) -> Self {
+        Common { shards, commands: VecDeque::new(), outcome: None }
+    }
+
+    fn send(&mut self, shard: u8, cmd: ShardCommand) {
+        if self.commands.len() < MAX_COMMANDS {
+            self.commands.push_back((shard, cmd));
+        } else if self.outcome.is_none() {
+            self.abort_all(AbortReason::ResourceLimit, None, None);
+        }
+    }
+
+    fn abort_all(&mut self, reason: AbortReason, disk: Option<DiskError>, file: Option<u32>) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.outcome = Some(Outcome::Aborted { reason, by_peer: false, disk, file });
+        for s in 0..self.shards {
+            self.commands.push_back((s, ShardCommand::Abort { reason }));
+        }
+    }
+
+    fn on_shard_abort(
+        &mut self,
+        reason: AbortReason,
+        by_peer: bool,
+        disk: Option<DiskError>,
+        file: Option<u32>,
+    ) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.outcome = Some(Outcome::Aborted { reason, by_peer, disk, file });
+        for s in 0..self.shards {
+            let cmd = if by_peer { ShardCommand::Close } else { ShardCommand::Abort { reason } };
+            self.commands.push_back((s, cmd));
+        }
+    }
+
+    fn complete(&mut self) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.outcome = Some(Outcome::Complete);
+        self.commands.push_back((0, ShardCommand::SendComplete));
+        for s in 1..self.shards {
+            self.commands.push_back((s, ShardCommand::Close));
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct SenderCoordinator {
-    _p: (),
+    c: Common,
+    layout: Layout,
+    hashers: Vec<FileHasher>,
+    acked: Vec<bool>,
+    acked_count: u32,
+    rate: Box<dyn RateController>,
+    shard_rate_bps: u64,
 }
 
 impl SenderCoordinator {
     pub fn new(params: &SessionParams, layout: Layout, now: Instant) -> Result<Self, SessionError> {
-        todo!()
+        params.check()?;
+        let m = layout.manifest();
+        let hashers = (0..m.file_count()).map(|f| FileHasher::new(m.blocks_in(f))).collect();
+        let mut me = SenderCoordinator {
+            c: Common::new(params.shards),
+            acked: vec![false; m.file_count() as usize],
+            acked_count: 0,
+            hashers,
+            rate: Box::new(FixedRate::new(params.rate)),
+            shard_rate_bps: 0,
+            layout,
+        };
+        me.share_rate(now);
+        for f in 0..me.layout.manifest().file_count() {
+            if let Some(hash) = me.hashers[f as usize].root() {
+                me.announce(f, hash);
+            }
+        }
+        if me.layout.manifest().file_count() == 0 {
+            me.c.complete();
+        }
+        Ok(me)
     }
-    pub fn handle_event(&mut self, now: Instant, shard: u8, event: ShardEvent) {
-        todo!()
+
+    fn announce(&mut self, file: u32, hash: Hash) {
+        let size = self.layout.manifest().file(file).map_or(0, |f| f.size);
+        self.c.send(0, ShardCommand::SendFileDone { file, size, hash });
     }
+
+    fn share_rate(&mut self, _now: Instant) {
+        let per_shard = (self.rate.rate_bps() / u64::from(self.c.shards)).max(1);
+        if per_shard != self.shard_rate_bps {
+            self.shard_rate_bps = per_shard;
+            for s in 0..self.c.shards {
+                self.c.send(s, ShardCommand::SetRate { bps: per_shard });
+            }
+        }
+    }
+
+    pub fn handle_event(&mut self, now: Instant, _shard: u8, event: ShardEvent) {
+        if self.c.outcome.is_some() {
+            return;
+        }
+        match event {
+            ShardEvent::BlockHashed { file, block_in_file, hash } => {
+                let Some(h) = self.hashers.get_mut(file as usize) else { return };
+                match h.add(block_in_file, hash) {
+                    Ok(Some(root)) => self.announce(file, root),
+                    Ok(None) => {}
+                    Err(_) => self.c.abort_all(AbortReason::ProtocolViolation, None, Some(file)),
+                }
+            }
+            ShardEvent::Feedback(sample) => {
+                self.rate.on_feedback(now, &sample);
+                self.share_rate(now);
+            }
+            ShardEvent::Sent { ip_bytes } => self.rate.on_send(now, ip_bytes),
+            ShardEvent::PeerFileAck { file, verified } => {
+                if !verified {
+                    self.c.abort_all(AbortReason::ChecksumMismatch, None, Some(file));
+                    return;
+                }
+                if let Some(a) = self.acked.get_mut(file as usize)
+                    && !*a
+                {
+                    *a = true;
+                    self.acked_count += 1;
+                }
+                if self.acked_count == self.layout.manifest().file_count() {
+                    self.c.complete();
+                }
+            }
+            ShardEvent::Aborted { reason, by_peer, disk, file } => {
+                self.c.on_shard_abort(reason, by_peer, disk, file);
+            }
+            ShardEvent::PeerComplete | ShardEvent::PeerFileDone { .. } => {}
+        }
+    }
+
     pub fn poll_command(&mut self) -> Option<(u8, ShardCommand)> {
-        todo!()
+        self.c.commands.pop_front()
     }
-    /// Change the rate limits during the transfer.
+
     pub fn set_limits(&mut self, now: Instant, limits: RateLimits) {
-        todo!()
+        self.rate.set_limits(now, limits);
+        self.share_rate(now);
     }
+
     pub fn rate_bps(&self) -> u64 {
-        todo!()
+        self.rate.rate_bps()
     }
-    /// Abort the session locally.
+
     pub fn abort(&mut self, reason: AbortReason) {
-        todo!()
+        self.c.abort_all(reason, None, None);
     }
-    /// The outcome, once known (then stays).
+
     pub fn outcome(&self) -> Option<Outcome> {
-        todo!()
+        self.c.outcome
+    }
+
+    pub fn files_acked(&self) -> u32 {
+        self.acked_count
     }
 }
 
-/// The receiving side's coordinator: merges block hashes, checks each file's checksum against
-/// the sender's, asks the driver to finalize verified files, acknowledges them, and decides the
-/// session's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileState {
+    Receiving,
+    Finalizing,
+    Done,
+}
+
+#[derive(Debug)]
+struct RxFile {
+    hasher: FileHasher,
+    peer: Option<Hash>,
+    state: FileState,
+}
+
 #[derive(Debug)]
 pub struct ReceiverCoordinator {
-    _p: (),
+    c: Common,
+    files: Vec<RxFile>,
+    ops: VecDeque<FileOp>,
+    done: u32,
 }
 
 impl ReceiverCoordinator {
-    pub fn new(params: &SessionParams, layout: Layout, now: Instant) -> Result<Self, SessionError> {
-        todo!()
+    pub fn new(
+        params: &SessionParams,
+        layout: Layout,
+        _now: Instant,
+    ) -> Result<Self, SessionError> {
+        params.check()?;
+        let m = layout.manifest();
+        let files = (0..m.file_count())
+            .map(|f| RxFile {
+                hasher: FileHasher::new(m.blocks_in(f)),
+                peer: None,
+                state: FileState::Receiving,
+            })
+            .collect();
+        let mut me = ReceiverCoordinator {
+            c: Common::new(params.shards),
+            files,
+            ops: VecDeque::new(),
+            done: 0,
+        };
+        if me.files.is_empty() {
+            me.c.complete();
+        }
+        Ok(me)
     }
-    pub fn handle_event(&mut self, now: Instant, shard: u8, event: ShardEvent) {
-        todo!()
+
+    pub fn handle_event(&mut self, _now: Instant, _shard: u8, event: ShardEvent) {
+        if self.c.outcome.is_some() {
+            // After the end, keep re-acknowledging files the sender still asks about.
+            if let ShardEvent::PeerFileDone { file, .. } = event
+                && self.files.get(file as usize).is_some_and(|f| f.state == FileState::Done)
+            {
+                self.c.send(0, ShardCommand::SendFileAck { file, verified: true });
+            }
+            return;
+        }
+        match event {
+            ShardEvent::BlockHashed { file, block_in_file, hash } => {
+                let Some(f) = self.files.get_mut(file as usize) else { return };
+                if f.hasher.add(block_in_file, hash).is_err() {
+                    self.c.abort_all(AbortReason::ProtocolViolation, None, Some(file));
+                    return;
+                }
+                self.check(file);
+            }
+            ShardEvent::PeerFileDone { file, hash, .. } => {
+                let Some(f) = self.files.get_mut(file as usize) else { return };
+                match f.state {
+                    FileState::Done => {
+                        self.c.send(0, ShardCommand::SendFileAck { file, verified: true });
+                    }
+                    FileState::Finalizing => {}
+                    FileState::Receiving => {
+                        f.peer = Some(hash);
+                        self.check(file);
+                    }
+                }
+            }
+            ShardEvent::Aborted { reason, by_peer, disk, file } => {
+                self.c.on_shard_abort(reason, by_peer, disk, file);
+            }
+            ShardEvent::PeerComplete
+            | ShardEvent::PeerFileAck { .. }
+            | ShardEvent::Feedback(_)
+            | ShardEvent::Sent { .. } => {}
+        }
     }
+
+    /// Compare a file's checksum with the sender's once both are known.
+    fn check(&mut self, file: u32) {
+        let Some(f) = self.files.get_mut(file as usize) else { return };
+        let (Some(ours), Some(theirs)) = (f.hasher.root(), f.peer) else { return };
+        if f.state != FileState::Receiving {
+            return;
+        }
+        if ours == theirs {
+            f.state = FileState::Finalizing;
+            self.ops.push_back(FileOp::Finalize { file });
+        } else {
+            self.c.send(0, ShardCommand::SendFileAck { file, verified: false });
+            self.c.abort_all(AbortReason::ChecksumMismatch, None, Some(file));
+        }
+    }
+
     pub fn poll_command(&mut self) -> Option<(u8, ShardCommand)> {
-        todo!()
+        self.c.commands.pop_front()
     }
+
     pub fn poll_file_op(&mut self) -> Option<FileOp> {
-        todo!()
+        self.ops.pop_front()
     }
-    pub fn handle_file_op_done(&mut self, now: Instant, op: FileOp, result: Result<(), DiskError>) {
-        todo!()
+
+    pub fn handle_file_op_done(
+        &mut self,
+        _now: Instant,
+        op: FileOp,
+        result: Result<(), DiskError>,
+    ) {
+        let FileOp::Finalize { file } = op;
+        let Some(f) = self.files.get_mut(file as usize) else { return };
+        if f.state != FileState::Finalizing {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                f.state = FileState::Done;
+                self.done += 1;
+                self.c.send(0, ShardCommand::SendFileAck { file, verified: true });
+                if self.done as usize == self.files.len() {
+                    self.c.complete();
+                }
+            }
+            Err(e) if e.is_transient() => self.ops.push_back(op),
+            Err(DiskError::NoSpace) => {
+                self.c.abort_all(AbortReason::DiskFull, Some(DiskError::NoSpace), Some(file));
+            }
+            Err(e) => self.c.abort_all(AbortReason::DiskWriteFailed, Some(e), Some(file)),
+        }
     }
+
     pub fn abort(&mut self, reason: AbortReason) {
-        todo!()
+        self.c.abort_all(reason, None, None);
     }
+
     pub fn outcome(&self) -> Option<Outcome> {
-        todo!()
+        self.c.outcome
     }
-    /// Files verified and finalized so far.
+
     pub fn files_done(&self) -> u32 {
-        todo!()
+        self.done
     }
 }

@@ -17,15 +17,18 @@
 //! the protocol itself: the unwritten range is simply missing, so it is NAKed and sent again.
 
 pub mod coordinator;
+pub mod fuzz;
 pub mod layout;
 pub mod receiver;
 pub mod sender;
 mod shared;
+#[cfg(test)]
+mod tests;
 
 pub use coordinator::{ReceiverCoordinator, SenderCoordinator};
 pub use layout::{FileEntry, Layout, LayoutError, Manifest};
 pub use receiver::ReceiverShard;
-pub use sender::SenderShard;
+pub use sender::{RxDatagram, SenderShard};
 
 use crate::crypto::{Direction, KeySchedule, SuiteId};
 use crate::rate::{FeedbackSample, Policy, RateLimits};
@@ -107,25 +110,22 @@ impl SessionParams {
     }
 }
 
-/// Keys for both directions of every shard, from the session's key schedule.
-pub fn shard_directions(role: Role, sending: bool) -> (Direction, Direction) {
-    let (c2s, s2c) = (Direction::ClientToServer, Direction::ServerToClient);
-    let tx = match (role, sending) {
-        (Role::Client, true) | (Role::Server, false) => c2s,
-        _ => s2c,
-    };
-    let rx = if tx == c2s { s2c } else { c2s };
-    (tx, rx)
+/// The (transmit, receive) key directions of this end: a client always transmits
+/// client-to-server, whichever way the file goes.
+pub fn shard_directions(role: Role) -> (Direction, Direction) {
+    match role {
+        Role::Client => (Direction::ClientToServer, Direction::ServerToClient),
+        Role::Server => (Direction::ServerToClient, Direction::ClientToServer),
+    }
 }
 
 /// Build one shard's (tx, rx) suites.
 pub fn shard_suites(
     keys: &KeySchedule,
     role: Role,
-    sending: bool,
     shard: u8,
 ) -> (Box<dyn crate::crypto::Suite>, Box<dyn crate::crypto::Suite>) {
-    let (tx, rx) = shard_directions(role, sending);
+    let (tx, rx) = shard_directions(role);
     let tx = crate::crypto::new_suite(&keys.direction_keys(tx, shard));
     let rx = crate::crypto::new_suite(&keys.direction_keys(rx, shard));
     (tx, rx)

@@ -1,15 +1,105 @@
-//! The receiver shard. STUB: signatures are the contract.
-#![allow(clippy::todo, unused_variables)]
+//! The receiver shard (docs/PROTOCOL.md §6.4): authenticates data, hands payload to the driver
+//! to write, tracks what is on disk, reports losses (NAK), delay and rate (Feedback) and its
+//! flow-control window (Window), and reads back each completed block to hash it.
+//!
+//! Invariants:
+//! - A position counts as received only once its write completed; a failed or short write
+//!   leaves it missing, so the protocol itself recovers (NAK and resend).
+//! - A hole is reported lost only after data beyond it has been waiting `reorder_delay`, so
+//!   reordering is not taken for loss.
+//! - Data beyond the advertised limit is refused: the sender cannot overrun us.
+//! - Memory grows with the number of holes, not the file size.
 
+use super::shared::{Checked, Endpoint, body_of};
 use super::*;
-use crate::crypto::Suite;
-use crate::time::Instant;
+use crate::checksum::hash_block;
+use crate::crypto::{MAX_BATCH, Suite};
+use crate::rangeset::RangeSet;
+use crate::time::{Duration, Instant};
+use crate::wire::{Body, FileStatus, MAX_NAK_RANGES, PacketType, encode_nak};
+use arrayvec::ArrayVec;
+use std::collections::VecDeque;
 
 pub use super::sender::RxDatagram;
 
+/// Most high-water checkpoints kept for the reorder test.
+const MAX_CHECKPOINTS: usize = 512;
+/// Most completed blocks waiting to be read back and hashed.
+const MAX_VERIFY_QUEUE: usize = 1 << 16;
+/// Most events queued for the coordinator.
+const MAX_EVENTS: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadState {
+    Free,
+    /// Needs (the rest of) its read issued.
+    Queued,
+    Reading,
+}
+
+#[derive(Debug)]
+struct VerifyRead {
+    state: ReadState,
+    block_start: u64,
+    file: u32,
+    block_in_file: u64,
+    file_offset: u64,
+    len: u32,
+    filled: u32,
+    buf: Vec<u8>,
+}
+
+/// A control datagram waiting to be sent.
+#[derive(Debug)]
+enum Ctl {
+    Body(Body<'static>),
+    /// A NAK of the ranges in `naks_buf`.
+    Nak,
+}
+
 #[derive(Debug)]
 pub struct ReceiverShard {
-    _p: (),
+    ep: Endpoint,
+    layout: Layout,
+    stream_end: u64,
+    window_bytes: u64,
+    received: RangeSet,
+    pending: RangeSet,
+    pending_bytes: u64,
+    cum_ack: u64,
+    limit: u64,
+    highest: u64,
+    /// (highest position, when first reached), oldest first.
+    checkpoints: VecDeque<(u64, Instant)>,
+    reorder_delay: Duration,
+    feedback_interval: Duration,
+    next_feedback: Instant,
+    /// Feedback accumulated over the current interval.
+    fb: crate::wire::Feedback,
+    fb_echo_at: Instant,
+    fb_dirty: bool,
+    verified: RangeSet,
+    verify_queue: VecDeque<u64>,
+    reads: Vec<VerifyRead>,
+    events: VecDeque<ShardEvent>,
+    control: VecDeque<Ctl>,
+    complete_every: Option<(Instant, Duration)>,
+    abort: Option<(AbortReason, bool)>,
+    abort_sent: bool,
+    closed: bool,
+    idle_timeout: Duration,
+    naks_buf: Vec<(u64, u64)>,
+}
+
+fn receiver_accepts(t: PacketType) -> bool {
+    matches!(
+        t,
+        PacketType::Data
+            | PacketType::FileDone
+            | PacketType::Complete
+            | PacketType::Abort
+            | PacketType::Keepalive
+    )
 }
 
 impl ReceiverShard {
@@ -21,57 +111,277 @@ impl ReceiverShard {
         rx: Box<dyn Suite>,
         now: Instant,
     ) -> Result<Self, SessionError> {
-        todo!()
+        params.check()?;
+        if shard >= layout.shards() || layout.shards() != params.shards {
+            return Err(SessionError::BadShard(shard));
+        }
+        let stream_end = layout.stream_end(shard);
+        let block = layout.block_size() as usize;
+        let reads = (0..2)
+            .map(|_| VerifyRead {
+                state: ReadState::Free,
+                block_start: 0,
+                file: 0,
+                block_in_file: 0,
+                file_offset: 0,
+                len: 0,
+                filled: 0,
+                buf: vec![0; block],
+            })
+            .collect();
+        let mut me = ReceiverShard {
+            ep: Endpoint::new(params.session_id, shard, tx, rx, now),
+            stream_end,
+            window_bytes: params.window_bytes,
+            received: RangeSet::new(),
+            pending: RangeSet::new(),
+            pending_bytes: 0,
+            cum_ack: 0,
+            limit: params.window_bytes.min(stream_end),
+            highest: 0,
+            checkpoints: VecDeque::new(),
+            reorder_delay: params.reorder_delay,
+            feedback_interval: params.feedback_interval,
+            next_feedback: now + params.feedback_interval,
+            fb: crate::wire::Feedback::default(),
+            fb_echo_at: now,
+            fb_dirty: true,
+            verified: RangeSet::new(),
+            verify_queue: VecDeque::new(),
+            reads,
+            events: VecDeque::new(),
+            control: VecDeque::new(),
+            complete_every: None,
+            abort: None,
+            abort_sent: false,
+            closed: false,
+            idle_timeout: params.idle_timeout,
+            naks_buf: Vec::with_capacity(MAX_NAK_RANGES),
+            layout,
+        };
+        me.advance_cum_ack();
+        Ok(me)
     }
-    /// Fill up to `lens.len()` datagrams (at most `crypto::MAX_BATCH`) into `out`, datagram i at
-    /// `out[i * stride..]`, sealed; `lens[i]` gets its length. Returns how many. Zero means
-    /// nothing to send until `poll_timeout` or new input.
-    pub fn poll_transmit(
-        &mut self,
-        now: Instant,
-        out: &mut [u8],
-        stride: usize,
-        lens: &mut [usize],
-    ) -> usize {
-        todo!()
-    }
-    /// Handle received datagrams (any bytes); sets each one's `outcome`.
-    pub fn handle_datagrams(&mut self, now: Instant, batch: &mut [RxDatagram<'_>]) {
-        todo!()
-    }
-    pub fn poll_disk(&mut self) -> Option<DiskRead> {
-        todo!()
-    }
-    /// The buffer for read slot `slot` (exactly the requested length).
-    pub fn disk_buffer_mut(&mut self, slot: u8) -> &mut [u8] {
-        todo!()
-    }
-    /// Read in slot `slot` finished: bytes read, or the error.
-    pub fn handle_disk(&mut self, now: Instant, slot: u8, result: Result<usize, DiskError>) {
-        todo!()
-    }
-    pub fn handle_timeout(&mut self, now: Instant) {
-        todo!()
-    }
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
-    }
-    pub fn poll_event(&mut self) -> Option<ShardEvent> {
-        todo!()
-    }
-    pub fn handle_command(&mut self, now: Instant, cmd: ShardCommand) {
-        todo!()
-    }
+
     pub fn stats(&self) -> &ShardStats {
-        todo!()
+        &self.ep.stats
     }
-    /// True once the shard has nothing more to do (closed or aborted).
+
     pub fn is_closed(&self) -> bool {
-        todo!()
+        self.closed
+    }
+
+    /// Every position of the slice is on disk.
+    pub fn is_slice_complete(&self) -> bool {
+        self.cum_ack >= self.stream_end
+    }
+
+    pub fn poll_event(&mut self) -> Option<ShardEvent> {
+        self.events.pop_front()
+    }
+
+    fn push_event(&mut self, ev: ShardEvent) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push_back(ev);
+        } else {
+            self.fail(AbortReason::ResourceLimit, None, None);
+        }
+    }
+
+    fn fail(&mut self, reason: AbortReason, disk: Option<DiskError>, file: Option<u32>) {
+        if self.abort.is_some() || self.closed {
+            return;
+        }
+        self.abort = Some((reason, false));
+        self.events.push_back(ShardEvent::Aborted { reason, by_peer: false, disk, file });
+    }
+
+    pub fn handle_command(&mut self, now: Instant, cmd: ShardCommand) {
+        match cmd {
+            ShardCommand::SendFileAck { file, verified } => {
+                let status =
+                    if verified { FileStatus::Verified } else { FileStatus::ChecksumMismatch };
+                self.control.push_back(Ctl::Body(Body::FileAck { file, status }));
+            }
+            ShardCommand::SendComplete => {
+                // Say Complete until the peer answers, for a bounded time (the linger).
+                let every = self.feedback_interval.max(Duration::from_millis(20));
+                self.complete_every = Some((now, every));
+                self.control.push_back(Ctl::Body(Body::Complete));
+            }
+            ShardCommand::Abort { reason } => {
+                if self.abort.is_none() && !self.closed {
+                    self.abort = Some((reason, false));
+                }
+            }
+            ShardCommand::Close => {
+                if self.complete_every.is_none() {
+                    self.closed = true;
+                }
+            }
+            ShardCommand::SetRate { .. } | ShardCommand::SendFileDone { .. } => {}
+        }
     }
 }
 
+// ---- receive ----
+
 impl ReceiverShard {
+    pub fn handle_datagrams(&mut self, now: Instant, batch: &mut [RxDatagram<'_>]) {
+        if self.closed {
+            for d in batch.iter_mut() {
+                d.outcome = RxOutcome::Rejected(Reject::WrongSession);
+            }
+            return;
+        }
+        for chunk in batch.chunks_mut(MAX_BATCH) {
+            let mut passed: ArrayVec<Checked, MAX_BATCH> = ArrayVec::new();
+            let bufs = chunk.iter_mut().map(|d| (&mut *d.buf, &mut d.outcome));
+            self.ep.authenticate(now, bufs, receiver_accepts, &mut passed);
+            for c in passed {
+                let d = &mut chunk[c.index];
+                let body_start = crate::wire::HEADER_LEN;
+                let outcome = match Body::decode(c.header.ptype, body_of(d.buf)) {
+                    Ok(Body::Data { file, offset, payload }) => {
+                        let len = payload.len() as u64;
+                        let skip = crate::wire::DATA_PREFIX_LEN + body_start;
+                        self.on_data(now, &c, file, offset, len, skip)
+                    }
+                    Ok(body) => self.on_control(body),
+                    Err(_) => RxOutcome::Rejected(Reject::BadBody),
+                };
+                if let RxOutcome::Rejected(r) = outcome {
+                    self.ep.stats.rejects.add(r);
+                }
+                d.outcome = outcome;
+            }
+        }
+    }
+
+    fn on_data(
+        &mut self,
+        now: Instant,
+        c: &Checked,
+        file: u32,
+        offset: u64,
+        len: u64,
+        payload_at: usize,
+    ) -> RxOutcome {
+        let Some((shard, pos)) = self.layout.position_of(file, offset) else {
+            return RxOutcome::Rejected(Reject::BadBody);
+        };
+        let Some(spot) = self.layout.spot(shard, pos) else {
+            return RxOutcome::Rejected(Reject::BadBody);
+        };
+        let end = pos + len;
+        let data_end = self.layout.block_start(pos) + spot.block_len;
+        if shard != self.ep.shard || end > data_end || end > self.limit {
+            return RxOutcome::Rejected(Reject::BadBody);
+        }
+        self.note_arrival(now, c.header.timestamp_us, len);
+        // The part not already on disk or on its way there.
+        let Some(fresh) = self.first_missing(pos..end) else {
+            self.ep.stats.data_bytes_duplicate += len;
+            self.fb_dirty = true;
+            return RxOutcome::Rejected(Reject::Duplicate);
+        };
+        let fresh_len = fresh.end - fresh.start;
+        if self.pending_bytes + fresh_len > MAX_PENDING_WRITE_BYTES {
+            return RxOutcome::Rejected(Reject::Busy);
+        }
+        // First data of a block: the short block's tail gap is known, mark it.
+        let block_start = self.layout.block_start(pos);
+        self.received.insert(data_end..(block_start + self.layout.block_size()));
+        self.pending.insert(fresh.clone());
+        self.pending_bytes += fresh_len;
+        self.note_highest(now, end);
+        let skip = (fresh.start - pos) as usize;
+        RxOutcome::Write {
+            file,
+            offset: offset + skip as u64,
+            payload: payload_at + skip..payload_at + skip + fresh_len as usize,
+        }
+    }
+
+    fn first_missing(&self, range: core::ops::Range<u64>) -> Option<core::ops::Range<u64>> {
+        let mut cursor = range.start;
+        while cursor < range.end {
+            let after_rx = self.received.run_end(cursor);
+            let after = self.pending.run_end(after_rx);
+            if after == cursor {
+                let mut end = range.end;
+                if let Some(next) = self.received.gaps(cursor..range.end).next() {
+                    end = end.min(next.end);
+                }
+                if let Some(next) = self.pending.gaps(cursor..end).next() {
+                    end = end.min(next.end);
+                }
+                return Some(cursor..end);
+            }
+            cursor = after;
+        }
+        None
+    }
+
+    fn note_arrival(&mut self, now: Instant, ts_us: u32, len: u64) {
+        let owd = now.as_wire_us().wrapping_sub(ts_us);
+        if self.fb.datagrams == 0 || (owd.wrapping_sub(self.fb.owd_us_min) as i32) < 0 {
+            self.fb.owd_us_min = owd;
+        }
+        self.fb.owd_us_last = owd;
+        self.fb.datagrams = self.fb.datagrams.saturating_add(1);
+        self.fb.recv_bytes = self.fb.recv_bytes.wrapping_add(len);
+        self.fb.ts_echo_us = ts_us;
+        self.fb_echo_at = now;
+        self.fb_dirty = true;
+    }
+
+    fn note_highest(&mut self, now: Instant, end: u64) {
+        if end <= self.highest {
+            return;
+        }
+        self.highest = end;
+        let spacing = self.reorder_delay.div(8);
+        match self.checkpoints.back_mut() {
+            Some((p, t)) if now.saturating_since(*t) < spacing => *p = end,
+            _ => {
+                if self.checkpoints.len() >= MAX_CHECKPOINTS {
+                    self.checkpoints.pop_front();
+                }
+                self.checkpoints.push_back((end, now));
+            }
+        }
+    }
+
+    fn on_control(&mut self, body: Body<'_>) -> RxOutcome {
+        match body {
+            Body::FileDone { file, size, hash } => {
+                if self.layout.manifest().file(file).is_none_or(|f| f.size != size) {
+                    return RxOutcome::Rejected(Reject::BadBody);
+                }
+                self.push_event(ShardEvent::PeerFileDone { file, size, hash });
+            }
+            Body::Complete => {
+                self.push_event(ShardEvent::PeerComplete);
+                if self.complete_every.take().is_some() {
+                    self.closed = true;
+                }
+            }
+            Body::Abort { reason } => {
+                let reason = AbortReason::from_u16(reason);
+                if self.abort.is_none() && !self.closed {
+                    self.abort = Some((reason, true));
+                    self.closed = true;
+                    let ev = ShardEvent::Aborted { reason, by_peer: true, disk: None, file: None };
+                    self.events.push_back(ev);
+                }
+            }
+            Body::Keepalive => {}
+            _ => return RxOutcome::Rejected(Reject::Reflected),
+        }
+        RxOutcome::Consumed
+    }
+
     /// A write from a `RxOutcome::Write` finished: `result` is bytes written or the error.
     /// A short or failed write leaves the rest missing; it is NAKed and sent again.
     pub fn handle_write_done(
@@ -82,6 +392,292 @@ impl ReceiverShard {
         len: u32,
         result: Result<usize, DiskError>,
     ) {
-        todo!()
+        let Some((shard, pos)) = self.layout.position_of(file, offset) else { return };
+        if shard != self.ep.shard {
+            return;
+        }
+        let range = pos..pos + u64::from(len);
+        let removed = self.pending.remove(range.clone());
+        self.pending_bytes = self.pending_bytes.saturating_sub(removed);
+        match result {
+            Ok(n) => {
+                let n = (n as u64).min(u64::from(len));
+                self.received.insert(pos..pos + n);
+                self.after_write(now, pos);
+            }
+            Err(e) if e.is_transient() => {}
+            Err(DiskError::NoSpace) => {
+                self.fail(AbortReason::DiskFull, Some(DiskError::NoSpace), Some(file))
+            }
+            Err(e) => self.fail(AbortReason::DiskWriteFailed, Some(e), Some(file)),
+        }
+    }
+
+    fn after_write(&mut self, _now: Instant, pos: u64) {
+        self.advance_cum_ack();
+        let start = self.layout.block_start(pos);
+        let Some(spot) = self.layout.spot(self.ep.shard, start) else { return };
+        if self.verified.contains(start)
+            || !self.received.contains_range(start..start + spot.block_len)
+        {
+            return;
+        }
+        if self.verify_queue.len() >= MAX_VERIFY_QUEUE {
+            self.fail(AbortReason::ResourceLimit, None, None);
+            return;
+        }
+        self.verified.insert(start..start + self.layout.block_size());
+        self.verify_queue.push_back(start);
+    }
+
+    fn advance_cum_ack(&mut self) {
+        loop {
+            let end = self.received.run_end(self.cum_ack);
+            let next = self.layout.skip_gap(self.ep.shard, end);
+            if next == self.cum_ack {
+                break;
+            }
+            self.cum_ack = next;
+        }
+        self.limit =
+            self.limit.max(self.cum_ack.saturating_add(self.window_bytes).min(self.stream_end));
+    }
+}
+
+// ---- verification reads ----
+
+impl ReceiverShard {
+    pub fn poll_disk(&mut self) -> Option<DiskRead> {
+        if self.closed || self.abort.is_some() {
+            return None;
+        }
+        let i = match self.reads.iter().position(|r| r.state == ReadState::Queued) {
+            Some(i) => i,
+            None => {
+                let i = self.reads.iter().position(|r| r.state == ReadState::Free)?;
+                let start = self.verify_queue.pop_front()?;
+                let spot = self.layout.spot(self.ep.shard, start)?;
+                let r = &mut self.reads[i];
+                r.block_start = start;
+                r.file = spot.file;
+                r.block_in_file = spot.block_in_file;
+                r.file_offset = spot.file_offset(self.layout.block_size());
+                r.len = spot.block_len as u32;
+                r.filled = 0;
+                i
+            }
+        };
+        let r = &mut self.reads[i];
+        r.state = ReadState::Reading;
+        Some(DiskRead {
+            slot: i as u8,
+            file: r.file,
+            offset: r.file_offset + u64::from(r.filled),
+            len: r.len - r.filled,
+        })
+    }
+
+    pub fn disk_buffer_mut(&mut self, slot: u8) -> &mut [u8] {
+        match self.reads.get_mut(usize::from(slot)) {
+            Some(r) if r.state == ReadState::Reading => {
+                &mut r.buf[r.filled as usize..r.len as usize]
+            }
+            _ => &mut [],
+        }
+    }
+
+    pub fn handle_disk(&mut self, _now: Instant, slot: u8, result: Result<usize, DiskError>) {
+        let Some(r) = self.reads.get_mut(usize::from(slot)) else { return };
+        if r.state != ReadState::Reading {
+            return;
+        }
+        let want = r.len - r.filled;
+        match result {
+            Ok(0) if want > 0 => {
+                let file = r.file;
+                self.fail(AbortReason::DiskReadFailed, Some(DiskError::Missing), Some(file));
+            }
+            Ok(n) => {
+                r.filled += (n as u32).min(want);
+                if r.filled < r.len {
+                    r.state = ReadState::Queued;
+                    return;
+                }
+                r.state = ReadState::Free;
+                let blocks = self.layout.manifest().blocks_in(r.file);
+                let data = &r.buf[..r.len as usize];
+                let hash = hash_block(data, r.block_in_file, self.layout.block_size(), blocks);
+                let (file, block_in_file) = (r.file, r.block_in_file);
+                self.push_event(ShardEvent::BlockHashed { file, block_in_file, hash });
+            }
+            Err(e) if e.is_transient() => r.state = ReadState::Queued,
+            Err(e) => {
+                let file = r.file;
+                self.fail(AbortReason::DiskReadFailed, Some(e), Some(file));
+            }
+        }
+    }
+}
+
+// ---- transmit and timers ----
+
+impl ReceiverShard {
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        out: &mut [u8],
+        stride: usize,
+        lens: &mut [usize],
+    ) -> usize {
+        if self.closed {
+            return 0;
+        }
+        if now >= self.next_feedback {
+            self.queue_feedback(now);
+        }
+        let max = lens.len().min(out.len() / stride.max(1)).min(MAX_BATCH);
+        let mut n = 0;
+        for chunk in out.chunks_mut(stride.max(1)).take(max) {
+            let Some(ctl) = self.next_control(now) else { break };
+            let sealed = match ctl {
+                Ctl::Body(body) => self.ep.seal_control(now, &body, chunk),
+                Ctl::Nak => {
+                    let ranges = &self.naks_buf;
+                    self.ep.seal_with(now, PacketType::Nak, chunk, |o| encode_nak(ranges, o))
+                }
+            };
+            match sealed {
+                Ok(len) if len > 0 => {
+                    lens[n] = len;
+                    n += 1;
+                }
+                Ok(_) => break,
+                Err(reason) => {
+                    self.fail(reason, None, None);
+                    break;
+                }
+            }
+            if self.closed {
+                break;
+            }
+        }
+        n
+    }
+
+    fn next_control(&mut self, now: Instant) -> Option<Ctl> {
+        if let Some((reason, by_peer)) = self.abort {
+            self.closed = true;
+            if !self.abort_sent && !by_peer {
+                self.abort_sent = true;
+                return Some(Ctl::Body(Body::Abort { reason: reason as u16 }));
+            }
+            return None;
+        }
+        if let Some(ctl) = self.control.pop_front() {
+            return Some(ctl);
+        }
+        if let Some((last, every)) = self.complete_every
+            && now.saturating_since(last) >= every
+        {
+            self.complete_every = Some((now, every));
+            return Some(Ctl::Body(Body::Complete));
+        }
+        if now.saturating_since(self.ep.last_sent) >= self.idle_timeout.div(4) {
+            return Some(Ctl::Body(Body::Keepalive));
+        }
+        None
+    }
+
+    /// Queue this interval's Window, Feedback and NAKs.
+    fn queue_feedback(&mut self, now: Instant) {
+        self.next_feedback = now + self.feedback_interval;
+        let active = self.fb_dirty || self.cum_ack < self.highest;
+        if !active {
+            return;
+        }
+        self.fb_dirty = false;
+        let w = crate::wire::Window { cum_ack: self.cum_ack, limit: self.limit };
+        self.control.push_back(Ctl::Body(Body::Window(w)));
+        let mut fb = self.fb;
+        fb.echo_delay_us =
+            now.saturating_since(self.fb_echo_at).as_micros().min(u64::from(u32::MAX)) as u32;
+        self.control.push_back(Ctl::Body(Body::Feedback(fb)));
+        self.fb.datagrams = 0;
+        self.queue_naks(now);
+    }
+
+    /// NAK the holes below the newest position that has waited `reorder_delay`.
+    fn queue_naks(&mut self, now: Instant) {
+        let Some(cutoff) = now.as_nanos().checked_sub(self.reorder_delay.as_nanos()) else {
+            return;
+        };
+        let eligible = self
+            .checkpoints
+            .iter()
+            .take_while(|(_, t)| t.as_nanos() <= cutoff)
+            .last()
+            .map_or(0, |(p, _)| *p);
+        if eligible <= self.cum_ack {
+            return;
+        }
+        self.naks_buf.clear();
+        for gap in self.received.gaps(self.cum_ack..eligible) {
+            for hole in self.pending.gaps(gap) {
+                self.naks_buf.push((hole.start, hole.end));
+                if self.naks_buf.len() == MAX_NAK_RANGES {
+                    break;
+                }
+            }
+            if self.naks_buf.len() == MAX_NAK_RANGES {
+                // Send what fits; later intervals cover the rest.
+                break;
+            }
+        }
+        if self.naks_buf.is_empty() {
+            return;
+        }
+        self.ep.stats.naks_sent += 1;
+        self.control.push_back(Ctl::Nak);
+    }
+}
+
+impl ReceiverShard {
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        if let Some((since, _)) = self.complete_every
+            && now.saturating_since(since) > self.linger()
+        {
+            // The peer never answered our Complete: we are done anyway.
+            self.complete_every = None;
+            self.closed = true;
+            return;
+        }
+        if let Some(reason) = self.ep.idle_check(now, self.idle_timeout) {
+            self.fail(reason, None, None);
+        }
+    }
+
+    fn linger(&self) -> Duration {
+        self.idle_timeout.div(8).max(Duration::from_millis(200))
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        if self.abort.is_some() || !self.control.is_empty() {
+            return Some(Instant::ZERO);
+        }
+        let mut t = self.ep.last_heard + self.idle_timeout;
+        t = t.min(self.ep.last_sent + self.idle_timeout.div(4));
+        if self.fb_dirty || self.cum_ack < self.highest {
+            t = t.min(self.next_feedback);
+        }
+        if let Some((last, every)) = self.complete_every {
+            t = t.min(last + every);
+        }
+        Some(t)
     }
 }

@@ -1,9 +1,24 @@
-//! The sender shard. STUB: signatures are the contract.
-#![allow(clippy::todo, unused_variables)]
+//! The sender shard (docs/PROTOCOL.md §6.3): reads its slice's blocks, hashes each block once,
+//! cuts blocks into data datagrams, seals them in batches, paces them, and resends exactly what
+//! the receiver NAKs.
+//!
+//! Invariants:
+//! - New data never goes past the receiver's advertised limit (receiver-driven flow control).
+//! - Every transmission, retransmissions included, takes a fresh sequence number.
+//! - A NAKed range is resent at most once per round trip (`recent`), so a NAK repeated while
+//!   the resend is in flight does not cause a redundant resend.
+//! - Memory grows with the number of holes and read slots, never with the file size.
 
+use super::shared::{Checked, DATA_OVERHEAD, Endpoint, Pacer, body_of};
 use super::*;
-use crate::crypto::Suite;
-use crate::time::Instant;
+use crate::checksum::hash_block;
+use crate::crypto::{Job, MAX_BATCH, Suite};
+use crate::rangeset::RangeSet;
+use crate::rate::FeedbackSample;
+use crate::time::{Duration, Instant};
+use crate::wire::{Body, HEADER_LEN, PacketType, encode_data_prefix};
+use arrayvec::ArrayVec;
+use std::collections::{BTreeMap, VecDeque};
 
 /// One datagram handed to a shard, and what the shard made of it.
 #[derive(Debug)]
@@ -12,9 +27,87 @@ pub struct RxDatagram<'a> {
     pub outcome: RxOutcome,
 }
 
+impl<'a> RxDatagram<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        RxDatagram { buf, outcome: RxOutcome::Pending }
+    }
+}
+
+/// Most bytes one retransmission read covers.
+const MAX_RESEND_READ: u64 = 256 << 10;
+/// Most files whose `FileDone` shard 0 keeps resending at once.
+const MAX_FILE_DONE_PENDING: usize = 4096;
+/// Most shard events queued for the coordinator.
+const MAX_EVENTS: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    /// Waiting to be handed to the driver by `poll_disk`.
+    Queued,
+    /// The driver is reading.
+    Reading,
+    /// Holds data for stream positions `[start, start + filled)`.
+    Ready,
+}
+
+#[derive(Debug)]
+struct ReadSlot {
+    state: SlotState,
+    /// First pass (hash it) or a resend.
+    first_pass: bool,
+    /// Stream position of the first byte.
+    start: u64,
+    file: u32,
+    file_offset: u64,
+    len: u32,
+    /// Bytes read so far (a short read continues from here).
+    filled: u32,
+    /// Next stream position to send from this slot.
+    cursor: u64,
+    buf: Vec<u8>,
+}
+
 #[derive(Debug)]
 pub struct SenderShard {
-    _p: (),
+    ep: Endpoint,
+    layout: Layout,
+    payload_max: u64,
+    datagram_size: usize,
+    ip_overhead: u64,
+    stream_end: u64,
+    /// End of the last data byte in the slice (for tail probes).
+    last_data: Option<(u64, u64)>,
+    /// Next stream position never yet read for the first pass.
+    next_read: u64,
+    /// Next stream position never yet sent.
+    next_new: u64,
+    cum_ack: u64,
+    limit: u64,
+    /// Ranges NAKed and waiting to be resent.
+    resend: RangeSet,
+    /// Ranges resent recently: start → (end, when).
+    recent: BTreeMap<u64, (u64, Instant)>,
+    slots: Vec<ReadSlot>,
+    pacer: Pacer,
+    srtt: Duration,
+    rtt_min: Duration,
+    base_owd_us: Option<u32>,
+    last_feedback: Option<(Instant, u64)>,
+    last_progress: Instant,
+    probe_backoff: u32,
+    sent_ip_bytes: u64,
+    events: VecDeque<ShardEvent>,
+    file_done: BTreeMap<u32, (u64, crate::checksum::Hash, Option<Instant>)>,
+    send_complete: Option<Instant>,
+    abort: Option<(AbortReason, bool)>,
+    abort_sent: bool,
+    closed: bool,
+    idle_timeout: Duration,
+}
+
+fn sender_accepts(t: PacketType) -> bool {
+    !matches!(t, PacketType::Data | PacketType::FileDone)
 }
 
 impl SenderShard {
@@ -26,11 +119,259 @@ impl SenderShard {
         rx: Box<dyn Suite>,
         now: Instant,
     ) -> Result<Self, SessionError> {
-        todo!()
+        params.check()?;
+        if shard >= layout.shards() || layout.shards() != params.shards {
+            return Err(SessionError::BadShard(shard));
+        }
+        let stream_end = layout.stream_end(shard);
+        let block = layout.block_size();
+        let slots = (0..MAX_DISK_READS)
+            .map(|_| ReadSlot {
+                state: SlotState::Free,
+                first_pass: false,
+                start: 0,
+                file: 0,
+                file_offset: 0,
+                len: 0,
+                filled: 0,
+                cursor: 0,
+                buf: vec![0; block as usize],
+            })
+            .collect();
+        let last_data = stream_end.checked_sub(block).and_then(|s| {
+            let spot = layout.spot(shard, s)?;
+            Some((s, s + spot.block_len))
+        });
+        let rate = params.rate.target_bps / u64::from(params.shards);
+        let mut me = SenderShard {
+            ep: Endpoint::new(params.session_id, shard, tx, rx, now),
+            payload_max: params.payload_per_datagram() as u64,
+            datagram_size: usize::from(params.datagram_size),
+            ip_overhead: u64::from(params.ip_overhead),
+            stream_end,
+            last_data,
+            next_read: 0,
+            next_new: 0,
+            cum_ack: 0,
+            limit: params.window_bytes.min(stream_end),
+            resend: RangeSet::new(),
+            recent: BTreeMap::new(),
+            slots,
+            pacer: Pacer::new(rate, now),
+            srtt: params.initial_rtt,
+            rtt_min: Duration::MAX,
+            base_owd_us: None,
+            last_feedback: None,
+            last_progress: now,
+            probe_backoff: 0,
+            sent_ip_bytes: 0,
+            events: VecDeque::new(),
+            file_done: BTreeMap::new(),
+            send_complete: None,
+            abort: None,
+            abort_sent: false,
+            closed: false,
+            idle_timeout: params.idle_timeout,
+            layout,
+        };
+        me.next_read = me.layout.skip_gap(shard, 0);
+        me.next_new = me.next_read;
+        Ok(me)
     }
-    /// Fill up to `lens.len()` datagrams (at most `crypto::MAX_BATCH`) into `out`, datagram i at
-    /// `out[i * stride..]`, sealed; `lens[i]` gets its length. Returns how many. Zero means
-    /// nothing to send until `poll_timeout` or new input.
+
+    pub fn stats(&self) -> &ShardStats {
+        &self.ep.stats
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    pub fn poll_event(&mut self) -> Option<ShardEvent> {
+        if self.sent_ip_bytes > 0 {
+            let ip_bytes = core::mem::take(&mut self.sent_ip_bytes);
+            return Some(ShardEvent::Sent { ip_bytes });
+        }
+        self.events.pop_front()
+    }
+
+    fn push_event(&mut self, ev: ShardEvent) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push_back(ev);
+        } else {
+            self.fail(AbortReason::ResourceLimit, None, None);
+        }
+    }
+
+    /// End the session locally; the reason is sent to the peer once.
+    fn fail(&mut self, reason: AbortReason, disk: Option<DiskError>, file: Option<u32>) {
+        if self.abort.is_some() || self.closed {
+            return;
+        }
+        self.abort = Some((reason, false));
+        self.events.push_back(ShardEvent::Aborted { reason, by_peer: false, disk, file });
+    }
+
+    pub fn handle_command(&mut self, now: Instant, cmd: ShardCommand) {
+        match cmd {
+            ShardCommand::SetRate { bps } => self.pacer.set_rate(bps),
+            ShardCommand::SendFileDone { file, size, hash } => {
+                if self.file_done.len() < MAX_FILE_DONE_PENDING {
+                    self.file_done.insert(file, (size, hash, None));
+                } else {
+                    self.fail(AbortReason::ResourceLimit, None, None);
+                }
+            }
+            ShardCommand::SendComplete => self.send_complete = Some(now),
+            ShardCommand::Abort { reason } => {
+                if self.abort.is_none() && !self.closed {
+                    self.abort = Some((reason, false));
+                }
+            }
+            ShardCommand::Close | ShardCommand::SendFileAck { .. } => {
+                if self.send_complete.is_none() {
+                    self.closed = true;
+                }
+            }
+        }
+    }
+
+    // ---- disk ----
+
+    pub fn poll_disk(&mut self) -> Option<DiskRead> {
+        if self.closed || self.abort.is_some() {
+            return None;
+        }
+        self.plan_reads();
+        let (i, slot) =
+            self.slots.iter_mut().enumerate().find(|(_, s)| s.state == SlotState::Queued)?;
+        slot.state = SlotState::Reading;
+        Some(DiskRead {
+            slot: i as u8,
+            file: slot.file,
+            offset: slot.file_offset + u64::from(slot.filled),
+            len: slot.len - slot.filled,
+        })
+    }
+
+    pub fn disk_buffer_mut(&mut self, slot: u8) -> &mut [u8] {
+        match self.slots.get_mut(usize::from(slot)) {
+            Some(s) => &mut s.buf[s.filled as usize..s.len as usize],
+            None => &mut [],
+        }
+    }
+
+    pub fn handle_disk(&mut self, _now: Instant, slot: u8, result: Result<usize, DiskError>) {
+        let Some(s) = self.slots.get_mut(usize::from(slot)) else { return };
+        if s.state != SlotState::Reading {
+            return;
+        }
+        let want = s.len - s.filled;
+        match result {
+            Ok(0) if want > 0 => {
+                let file = s.file;
+                self.fail(AbortReason::DiskReadFailed, Some(DiskError::Missing), Some(file));
+            }
+            Ok(n) => {
+                s.filled += (n as u32).min(want);
+                s.state = if s.filled < s.len { SlotState::Queued } else { SlotState::Ready };
+                if s.state == SlotState::Ready && s.first_pass {
+                    self.hash_slot(usize::from(slot));
+                }
+            }
+            Err(e) if e.is_transient() => s.state = SlotState::Queued,
+            Err(e) => {
+                let file = s.file;
+                self.fail(AbortReason::DiskReadFailed, Some(e), Some(file));
+            }
+        }
+    }
+
+    fn hash_slot(&mut self, i: usize) {
+        let s = &self.slots[i];
+        let Some(spot) = self.layout.spot(self.ep.shard, s.start) else { return };
+        let blocks = self.layout.manifest().blocks_in(spot.file);
+        let hash = hash_block(
+            &s.buf[..s.len as usize],
+            spot.block_in_file,
+            self.layout.block_size(),
+            blocks,
+        );
+        let ev =
+            ShardEvent::BlockHashed { file: spot.file, block_in_file: spot.block_in_file, hash };
+        self.push_event(ev);
+    }
+
+    /// Queue reads: resends first (they hold back the cumulative ack), then the next block.
+    fn plan_reads(&mut self) {
+        loop {
+            if !self.resend.is_empty()
+                && let Some(i) = self.free_slot(false)
+                && let Some(range) = self.next_resend_range()
+            {
+                self.queue_read(i, range, false);
+                continue;
+            }
+            let Some(i) = self.free_slot(true) else { return };
+            if self.next_read < self.stream_end && self.next_read < self.limit {
+                let start = self.next_read;
+                let Some(spot) = self.layout.spot(self.ep.shard, start) else { return };
+                self.next_read = self.layout.skip_gap(self.ep.shard, start + spot.block_len);
+                self.queue_read(i, start..start + spot.block_len, true);
+            } else {
+                return;
+            }
+        }
+    }
+
+    /// A free slot; first-pass reads leave one slot for resends, so a stalled first pass can
+    /// never block recovery.
+    fn free_slot(&self, first_pass: bool) -> Option<usize> {
+        let busy_first =
+            self.slots.iter().filter(|s| s.state != SlotState::Free && s.first_pass).count();
+        if first_pass && busy_first + 1 >= self.slots.len() {
+            return None;
+        }
+        self.slots.iter().position(|s| s.state == SlotState::Free)
+    }
+
+    /// The next NAKed range to read, clipped to one block's data and to `MAX_RESEND_READ`.
+    fn next_resend_range(&mut self) -> Option<core::ops::Range<u64>> {
+        loop {
+            let r = self.resend.first()?;
+            let Some(spot) = self.layout.spot(self.ep.shard, r.start) else {
+                self.resend.remove(r);
+                continue;
+            };
+            if spot.is_gap() {
+                let next = self.layout.skip_gap(self.ep.shard, r.start);
+                self.resend.remove(r.start..next.max(r.start + 1));
+                continue;
+            }
+            let data_end = self.layout.block_start(r.start) + spot.block_len;
+            let end = r.end.min(data_end).min(r.start + MAX_RESEND_READ);
+            self.resend.remove(r.start..end);
+            return Some(r.start..end);
+        }
+    }
+
+    fn queue_read(&mut self, i: usize, range: core::ops::Range<u64>, first_pass: bool) {
+        let Some(spot) = self.layout.spot(self.ep.shard, range.start) else { return };
+        let s = &mut self.slots[i];
+        s.state = SlotState::Queued;
+        s.first_pass = first_pass;
+        s.start = range.start;
+        s.cursor = range.start;
+        s.file = spot.file;
+        s.file_offset = spot.file_offset(self.layout.block_size());
+        s.len = (range.end - range.start) as u32;
+        s.filled = 0;
+    }
+}
+
+// ---- transmit ----
+
+impl SenderShard {
     pub fn poll_transmit(
         &mut self,
         now: Instant,
@@ -38,40 +379,352 @@ impl SenderShard {
         stride: usize,
         lens: &mut [usize],
     ) -> usize {
-        todo!()
+        if self.closed || stride < self.datagram_size {
+            return 0;
+        }
+        let max = lens.len().min(out.len() / stride).min(MAX_BATCH);
+        let mut chunks = out.chunks_mut(stride).take(max);
+        let mut n = 0;
+        // Control first: it is small, unpaced, and it unblocks the peer.
+        while n < max {
+            let Some(body) = self.next_control(now) else { break };
+            let Some(chunk) = chunks.next() else { break };
+            match self.ep.seal_control(now, &body, chunk) {
+                Ok(len) if len > 0 => {
+                    lens[n] = len;
+                    n += 1;
+                    self.sent_ip_bytes += len as u64 + self.ip_overhead;
+                }
+                Ok(_) => break,
+                Err(reason) => {
+                    self.fail(reason, None, None);
+                    break;
+                }
+            }
+            if self.closed {
+                return n;
+            }
+        }
+        if self.abort.is_some() {
+            return n;
+        }
+        let mut jobs: ArrayVec<Job<'_>, MAX_BATCH> = ArrayVec::new();
+        let dgram_bits = (self.datagram_size as u64 + self.ip_overhead) * 8;
+        self.pacer.refill(now, dgram_bits);
+        while n < max {
+            let Some((slot, pos, len)) = self.next_data() else { break };
+            let ip_bits = (len + DATA_OVERHEAD as u64 + self.ip_overhead) * 8;
+            if !self.pacer.try_take(ip_bits) {
+                break;
+            }
+            let Some(chunk) = chunks.next() else { break };
+            match self.build_data(now, slot, pos, len, chunk) {
+                Ok((seq, dlen)) => {
+                    lens[n] = dlen;
+                    n += 1;
+                    jobs.push(Job::new(seq, HEADER_LEN, &mut chunk[..dlen]));
+                }
+                Err(reason) => {
+                    self.fail(reason, None, None);
+                    break;
+                }
+            }
+        }
+        self.ep.seal_batch(&mut jobs);
+        n
     }
-    /// Handle received datagrams (any bytes); sets each one's `outcome`.
+
+    /// The next control body due, if any (and marks it sent).
+    fn next_control(&mut self, now: Instant) -> Option<Body<'static>> {
+        if let Some((reason, by_peer)) = self.abort {
+            if !self.abort_sent && !by_peer {
+                self.abort_sent = true;
+                self.closed = true;
+                return Some(Body::Abort { reason: reason as u16 });
+            }
+            self.closed = true;
+            return None;
+        }
+        if self.send_complete.is_some() {
+            self.send_complete = None;
+            self.closed = true;
+            return Some(Body::Complete);
+        }
+        let resend_after = self.control_resend_interval();
+        for (file, (size, hash, last)) in self.file_done.iter_mut() {
+            if last.is_none_or(|t| now.saturating_since(t) >= resend_after) {
+                *last = Some(now);
+                return Some(Body::FileDone { file: *file, size: *size, hash: *hash });
+            }
+        }
+        if now.saturating_since(self.ep.last_sent) >= self.keepalive_interval() {
+            return Some(Body::Keepalive);
+        }
+        None
+    }
+
+    fn control_resend_interval(&self) -> Duration {
+        self.srtt.saturating_mul(2).max(Duration::from_millis(10))
+    }
+
+    fn keepalive_interval(&self) -> Duration {
+        self.idle_timeout.div(4)
+    }
+
+    /// The next datagram's worth of data: (slot, stream position, length). Resends first.
+    fn next_data(&mut self) -> Option<(usize, u64, u64)> {
+        let pick = |s: &ReadSlot, first_pass: bool| {
+            s.state == SlotState::Ready
+                && s.first_pass == first_pass
+                && s.cursor < s.start + u64::from(s.len)
+        };
+        let slot = match self.slots.iter().position(|s| pick(s, false)) {
+            Some(i) => i,
+            None => self.slots.iter().position(|s| {
+                pick(s, true) && s.cursor == self.next_new && s.cursor < self.limit
+            })?,
+        };
+        let s = &self.slots[slot];
+        let block_start = self.layout.block_start(s.cursor);
+        // Cut at the original datagram boundaries so a resend never straddles received data.
+        let in_block = s.cursor - block_start;
+        let to_boundary = self.payload_max - in_block % self.payload_max;
+        let mut len = to_boundary.min(s.start + u64::from(s.len) - s.cursor);
+        if s.first_pass {
+            len = len.min(self.limit - s.cursor);
+        }
+        Some((slot, s.cursor, len))
+    }
+
+    fn build_data(
+        &mut self,
+        now: Instant,
+        slot: usize,
+        pos: u64,
+        len: u64,
+        chunk: &mut [u8],
+    ) -> Result<(u64, usize), AbortReason> {
+        let seq = self.ep.begin(now, PacketType::Data, chunk)?;
+        let s = &mut self.slots[slot];
+        let file_offset = s.file_offset + (pos - s.start);
+        encode_data_prefix(s.file, file_offset, &mut chunk[HEADER_LEN..]);
+        let from = (pos - s.start) as usize;
+        let body = HEADER_LEN + crate::wire::DATA_PREFIX_LEN;
+        chunk[body..body + len as usize].copy_from_slice(&s.buf[from..from + len as usize]);
+        s.cursor += len;
+        let first_pass = s.first_pass;
+        let done = s.cursor >= s.start + u64::from(s.len);
+        if done {
+            s.state = SlotState::Free;
+        }
+        if first_pass {
+            self.ep.stats.data_bytes_sent += len;
+            self.next_new =
+                if done { self.layout.skip_gap(self.ep.shard, pos + len) } else { pos + len };
+        } else {
+            self.ep.stats.data_bytes_resent += len;
+            self.recent.insert(pos, (pos + len, now));
+        }
+        let dlen = body + len as usize + crate::crypto::TAG_LEN;
+        self.ep.sent(now);
+        self.sent_ip_bytes += dlen as u64 + self.ip_overhead;
+        Ok((seq, dlen))
+    }
+}
+
+// ---- receive ----
+
+impl SenderShard {
     pub fn handle_datagrams(&mut self, now: Instant, batch: &mut [RxDatagram<'_>]) {
-        todo!()
+        for chunk in batch.chunks_mut(MAX_BATCH) {
+            let mut passed: ArrayVec<Checked, MAX_BATCH> = ArrayVec::new();
+            let bufs = chunk.iter_mut().map(|d| (&mut *d.buf, &mut d.outcome));
+            self.ep.authenticate(now, bufs, sender_accepts, &mut passed);
+            for c in passed {
+                let d = &mut chunk[c.index];
+                let verdict = match Body::decode(c.header.ptype, body_of(d.buf)) {
+                    Ok(body) => self.on_body(now, body),
+                    Err(_) => Err(Reject::BadBody),
+                };
+                d.outcome = match verdict {
+                    Ok(()) => RxOutcome::Consumed,
+                    Err(r) => {
+                        self.ep.stats.rejects.add(r);
+                        RxOutcome::Rejected(r)
+                    }
+                };
+            }
+        }
     }
-    pub fn poll_disk(&mut self) -> Option<DiskRead> {
-        todo!()
+
+    fn on_body(&mut self, now: Instant, body: Body<'_>) -> Result<(), Reject> {
+        match body {
+            Body::Nak { ranges } => {
+                self.ep.stats.naks_received += 1;
+                for (start, end) in ranges.iter() {
+                    self.on_nak(now, start..end);
+                }
+            }
+            Body::Window(w) => self.on_window(now, w)?,
+            Body::Feedback(fb) => self.on_feedback(now, fb),
+            Body::FileAck { file, status } => {
+                if self.file_done.remove(&file).is_some() {
+                    let verified = status == crate::wire::FileStatus::Verified;
+                    self.push_event(ShardEvent::PeerFileAck { file, verified });
+                }
+            }
+            Body::Complete => self.push_event(ShardEvent::PeerComplete),
+            Body::Abort { reason } => {
+                let reason = AbortReason::from_u16(reason);
+                if self.abort.is_none() && !self.closed {
+                    self.abort = Some((reason, true));
+                    self.closed = true;
+                    let ev = ShardEvent::Aborted { reason, by_peer: true, disk: None, file: None };
+                    self.events.push_back(ev);
+                }
+            }
+            Body::Keepalive => {}
+            Body::Data { .. } | Body::FileDone { .. } => return Err(Reject::Reflected),
+        }
+        Ok(())
     }
-    /// The buffer for read slot `slot` (exactly the requested length).
-    pub fn disk_buffer_mut(&mut self, slot: u8) -> &mut [u8] {
-        todo!()
+
+    fn on_nak(&mut self, now: Instant, range: core::ops::Range<u64>) {
+        let start = range.start.max(self.cum_ack);
+        let end = range.end.min(self.next_new);
+        if start >= end {
+            return;
+        }
+        let mut want = RangeSet::new();
+        want.insert(start..end);
+        let fresh = self.srtt.saturating_mul(5).div(4) + Duration::from_millis(4);
+        for (&s, &(e, t)) in self.recent.range(..end) {
+            if e > start && now.saturating_since(t) < fresh {
+                want.remove(s..e);
+            }
+        }
+        for r in want.iter() {
+            self.resend.insert(r);
+        }
     }
-    /// Read in slot `slot` finished: bytes read, or the error.
-    pub fn handle_disk(&mut self, now: Instant, slot: u8, result: Result<usize, DiskError>) {
-        todo!()
+
+    fn on_window(&mut self, now: Instant, w: crate::wire::Window) -> Result<(), Reject> {
+        if w.cum_ack > self.stream_end || w.cum_ack > self.next_new {
+            return Err(Reject::BadBody);
+        }
+        if w.cum_ack > self.cum_ack {
+            self.cum_ack = w.cum_ack;
+            self.last_progress = now;
+            self.probe_backoff = 0;
+            self.resend.remove(0..self.cum_ack);
+            while let Some((&s, &(e, _))) = self.recent.first_key_value() {
+                if e > self.cum_ack {
+                    break;
+                }
+                self.recent.remove(&s);
+            }
+        }
+        self.limit = self.limit.max(w.limit.min(self.stream_end));
+        Ok(())
     }
+
+    fn on_feedback(&mut self, now: Instant, fb: crate::wire::Feedback) {
+        let rtt_us = now.as_wire_us().wrapping_sub(fb.ts_echo_us).wrapping_sub(fb.echo_delay_us);
+        if rtt_us < (1 << 31) {
+            let rtt = Duration::from_micros(u64::from(rtt_us));
+            self.srtt = Duration::from_nanos((self.srtt.as_nanos() * 7 + rtt.as_nanos()) / 8);
+            self.rtt_min = self.rtt_min.min(rtt);
+        }
+        let base = match self.base_owd_us {
+            Some(b) if (fb.owd_us_min.wrapping_sub(b) as i32) >= 0 => b,
+            _ => fb.owd_us_min,
+        };
+        self.base_owd_us = Some(base);
+        let queuing_us = (fb.owd_us_min.wrapping_sub(base) as i32).max(0) as u64;
+        let recv_rate_bps = match self.last_feedback {
+            Some((t, bytes)) if now > t => {
+                let payload = fb.recv_bytes.saturating_sub(bytes);
+                let ip =
+                    payload + u64::from(fb.datagrams) * (DATA_OVERHEAD as u64 + self.ip_overhead);
+                (u128::from(ip) * 8 * 1_000_000_000
+                    / u128::from(now.saturating_since(t).as_nanos())) as u64
+            }
+            _ => 0,
+        };
+        self.last_feedback = Some((now, fb.recv_bytes));
+        let sample = FeedbackSample {
+            rtt: self.srtt,
+            queuing_delay: Duration::from_micros(queuing_us),
+            recv_rate_bps,
+            loss_fraction: 0.0,
+        };
+        self.push_event(ShardEvent::Feedback(sample));
+    }
+}
+
+// ---- timers ----
+
+impl SenderShard {
     pub fn handle_timeout(&mut self, now: Instant) {
-        todo!()
+        if self.closed {
+            return;
+        }
+        if let Some(reason) = self.ep.idle_check(now, self.idle_timeout) {
+            self.fail(reason, None, None);
+            return;
+        }
+        if self.tail_probe_due(now) {
+            if let Some((block_start, data_end)) = self.last_data {
+                let last = (data_end - block_start - 1) / self.payload_max * self.payload_max;
+                let start = (block_start + last).max(self.cum_ack);
+                self.resend.insert(start..data_end);
+            }
+            self.last_progress = now;
+            self.probe_backoff = (self.probe_backoff + 1).min(6);
+        }
     }
+
+    fn tail_probe_at(&self) -> Option<Instant> {
+        let waiting = self.next_new >= self.stream_end
+            && self.cum_ack < self.stream_end
+            && self.resend.is_empty();
+        let rto = (self.srtt.saturating_mul(2) + Duration::from_millis(10))
+            .saturating_mul(1 << self.probe_backoff);
+        waiting.then(|| self.last_progress + rto)
+    }
+
+    fn tail_probe_due(&self, now: Instant) -> bool {
+        self.tail_probe_at().is_some_and(|t| now >= t)
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        if self.closed {
+            return None;
+        }
+        let mut t = self.ep.last_heard + self.idle_timeout;
+        t = t.min(self.ep.last_sent + self.keepalive_interval());
+        if let Some(p) = self.tail_probe_at() {
+            t = t.min(p);
+        }
+        let resend_after = self.control_resend_interval();
+        if let Some(first) = self.file_done.values().map(|v| v.2).min() {
+            t = t.min(first.map_or(Instant::ZERO, |f| f + resend_after));
+        }
+        if self.abort.is_some() || self.send_complete.is_some() {
+            return Some(Instant::ZERO);
+        }
+        if self.has_data_ready() {
+            let bits = (self.datagram_size as u64 + self.ip_overhead) * 8;
+            t = t.min(self.pacer.next_batch_at(bits));
+        }
+        Some(t)
     }
-    pub fn poll_event(&mut self) -> Option<ShardEvent> {
-        todo!()
-    }
-    pub fn handle_command(&mut self, now: Instant, cmd: ShardCommand) {
-        todo!()
-    }
-    pub fn stats(&self) -> &ShardStats {
-        todo!()
-    }
-    /// True once the shard has nothing more to do (closed or aborted).
-    pub fn is_closed(&self) -> bool {
-        todo!()
+
+    fn has_data_ready(&self) -> bool {
+        self.slots.iter().any(|s| {
+            s.state == SlotState::Ready
+                && s.cursor < s.start + u64::from(s.len)
+                && (!s.first_pass || (s.cursor == self.next_new && s.cursor < self.limit))
+        })
     }
 }

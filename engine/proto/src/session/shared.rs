@@ -1,7 +1,272 @@
-//! Machinery both shard kinds share. (Filled in with the shards.)
+//! Machinery both shard kinds share: sequence numbers, sealing control datagrams, the
+//! pre-authentication checks and the authenticate-then-commit receive step.
+//!
+//! Invariant (docs/PROTOCOL.md §5): a datagram changes no state until (1) its header decoded,
+//! (2) its session id, shard and type fit, (3) the replay window has not seen its sequence
+//! number, (4) its tag verified. Only then does the replay window move, and only then is the
+//! body decoded and handled.
 
-use crate::crypto::TAG_LEN;
-use crate::wire::{DATA_PREFIX_LEN, HEADER_LEN};
+use super::{AbortReason, Reject, RxOutcome, ShardStats};
+use crate::crypto::{Job, MAX_BATCH, Suite, TAG_LEN};
+use crate::replay::{ReplayError, ReplayWindow};
+use crate::time::{Duration, Instant};
+use crate::wire::{Body, DATA_PREFIX_LEN, HEADER_LEN, Header, PacketType};
+use arrayvec::ArrayVec;
 
 /// Bytes of a data datagram that are not file payload.
 pub(crate) const DATA_OVERHEAD: usize = HEADER_LEN + DATA_PREFIX_LEN + TAG_LEN;
+/// Largest control body we ever build (a full NAK: 2 + 64 × 16).
+pub(crate) const MAX_CONTROL_BODY: usize = 2 + crate::wire::MAX_NAK_RANGES * 16;
+
+/// One end of one shard's datagram channel.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub session_id: u64,
+    pub shard: u8,
+    tx: Box<dyn Suite>,
+    rx: Box<dyn Suite>,
+    next_counter: u64,
+    replay: ReplayWindow,
+    pub stats: ShardStats,
+    /// Last time an authenticated datagram arrived from the peer.
+    pub last_heard: Instant,
+    /// Last time we sent anything.
+    pub last_sent: Instant,
+}
+
+/// A datagram that passed the pre-authentication checks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Checked {
+    pub index: usize,
+    pub header: Header,
+}
+
+impl Endpoint {
+    pub fn new(
+        session_id: u64,
+        shard: u8,
+        tx: Box<dyn Suite>,
+        rx: Box<dyn Suite>,
+        now: Instant,
+    ) -> Self {
+        Endpoint {
+            session_id,
+            shard,
+            tx,
+            rx,
+            next_counter: 0,
+            replay: ReplayWindow::new(),
+            stats: ShardStats::default(),
+            last_heard: now,
+            last_sent: now,
+        }
+    }
+
+    /// The next sequence number (§5: top 8 bits = shard), or `SequenceExhausted`.
+    pub fn next_seq(&mut self) -> Result<u64, AbortReason> {
+        if self.next_counter > super::SEQ_COUNTER_MAX {
+            return Err(AbortReason::SequenceExhausted);
+        }
+        let seq = (u64::from(self.shard) << 56) | self.next_counter;
+        self.next_counter += 1;
+        Ok(seq)
+    }
+
+    /// Write a header for a new datagram of `ptype` into `out`, returning its sequence number.
+    pub fn begin(
+        &mut self,
+        now: Instant,
+        ptype: PacketType,
+        out: &mut [u8],
+    ) -> Result<u64, AbortReason> {
+        let seq = self.next_seq()?;
+        let header = Header {
+            ptype,
+            shard: self.shard,
+            session_id: self.session_id,
+            seq,
+            timestamp_us: now.as_wire_us(),
+        };
+        header.encode(out);
+        Ok(seq)
+    }
+
+    /// Build and seal one control datagram with `body` into `out`; returns its length, or 0 if
+    /// `out` is too small (caller bug).
+    pub fn seal_control(
+        &mut self,
+        now: Instant,
+        body: &Body<'_>,
+        out: &mut [u8],
+    ) -> Result<usize, AbortReason> {
+        self.seal_with(now, body.packet_type(), out, |o| body.encode(o))
+    }
+
+    /// Build and seal one control datagram of `ptype` whose body `encode` writes.
+    pub fn seal_with(
+        &mut self,
+        now: Instant,
+        ptype: PacketType,
+        out: &mut [u8],
+        encode: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Result<usize, AbortReason> {
+        if out.len() < HEADER_LEN + MAX_CONTROL_BODY + TAG_LEN {
+            return Ok(0);
+        }
+        let seq = self.begin(now, ptype, out)?;
+        let end = out.len() - TAG_LEN;
+        let Some(body_len) = encode(&mut out[HEADER_LEN..end]) else {
+            return Ok(0);
+        };
+        let len = HEADER_LEN + body_len + TAG_LEN;
+        self.tx.seal(seq, HEADER_LEN, &mut out[..len]);
+        self.sent(now);
+        Ok(len)
+    }
+
+    pub fn seal_batch(&mut self, jobs: &mut [Job<'_>]) {
+        self.tx.seal_batch(jobs);
+    }
+
+    pub fn sent(&mut self, now: Instant) {
+        self.stats.datagrams_sent += 1;
+        self.last_sent = now;
+    }
+
+    /// The pre-authentication checks on one datagram.
+    pub fn precheck(&self, buf: &[u8], accepts: fn(PacketType) -> bool) -> Result<Header, Reject> {
+        let header = Header::decode(buf).map_err(|_| Reject::Malformed)?;
+        if header.session_id != self.session_id {
+            return Err(Reject::WrongSession);
+        }
+        if header.shard != self.shard || (header.seq >> 56) as u8 != self.shard {
+            return Err(Reject::WrongShard);
+        }
+        if !accepts(header.ptype) {
+            return Err(Reject::Reflected);
+        }
+        self.replay.check(header.seq).map_err(replay_reject)?;
+        Ok(header)
+    }
+
+    /// Authenticate a batch: precheck every datagram, open the survivors in one batch call,
+    /// then commit their sequence numbers. Rejected ones get their outcome set and counted.
+    /// Returns the datagrams that passed, in order, with their plaintext bodies in place.
+    pub fn authenticate<'b>(
+        &mut self,
+        now: Instant,
+        bufs: impl Iterator<Item = (&'b mut [u8], &'b mut RxOutcome)>,
+        accepts: fn(PacketType) -> bool,
+        passed: &mut ArrayVec<Checked, MAX_BATCH>,
+    ) {
+        let mut jobs: ArrayVec<Job<'_>, MAX_BATCH> = ArrayVec::new();
+        let mut outcomes: ArrayVec<&'b mut RxOutcome, MAX_BATCH> = ArrayVec::new();
+        let mut headers: ArrayVec<(usize, Header), MAX_BATCH> = ArrayVec::new();
+        for (index, (buf, outcome)) in bufs.enumerate().take(MAX_BATCH) {
+            self.stats.datagrams_received += 1;
+            match self.precheck(buf, accepts) {
+                Ok(header) => {
+                    headers.push((index, header));
+                    jobs.push(Job::new(header.seq, HEADER_LEN, buf));
+                }
+                Err(r) => {
+                    self.stats.rejects.add(r);
+                    *outcome = RxOutcome::Rejected(r);
+                }
+            }
+            outcomes.push(outcome);
+        }
+        self.rx.open_batch(&mut jobs);
+        for (job, (index, header)) in jobs.iter().zip(headers) {
+            let verdict = if !job.ok {
+                Err(Reject::BadTag)
+            } else {
+                self.replay.commit(header.seq).map_err(replay_reject)
+            };
+            match verdict {
+                Ok(()) => {
+                    self.last_heard = now;
+                    passed.push(Checked { index, header });
+                }
+                Err(r) => {
+                    self.stats.rejects.add(r);
+                    *outcomes[index] = RxOutcome::Rejected(r);
+                }
+            }
+        }
+    }
+
+    /// How long since the peer was last heard; `Some(reason)` once that exceeds `idle`.
+    pub fn idle_check(&self, now: Instant, idle: Duration) -> Option<AbortReason> {
+        (now.saturating_since(self.last_heard) > idle).then_some(AbortReason::IdleTimeout)
+    }
+}
+
+fn replay_reject(e: ReplayError) -> Reject {
+    match e {
+        ReplayError::Duplicate => Reject::Replayed,
+        ReplayError::Stale => Reject::Stale,
+    }
+}
+
+/// The body bytes of an authenticated datagram.
+pub(crate) fn body_of(buf: &[u8]) -> &[u8] {
+    buf.get(HEADER_LEN..buf.len().saturating_sub(TAG_LEN)).unwrap_or(&[])
+}
+
+/// A token bucket that paces in batches of about `PACE_BATCH` of traffic (DESIGN.md:
+/// "Pacing is by batch sized from the current rate, not a fixed burst").
+#[derive(Clone, Debug)]
+pub(crate) struct Pacer {
+    rate_bps: u64,
+    tokens_bits: u64,
+    last: Instant,
+}
+
+/// How much traffic one pacing batch is worth.
+pub(crate) const PACE_BATCH: Duration = Duration::from_micros(1_000);
+/// Smallest bucket, in datagram-sized units, so slow rates still send whole datagrams.
+const PACE_MIN_DATAGRAMS: u64 = 2;
+
+impl Pacer {
+    pub fn new(rate_bps: u64, now: Instant) -> Self {
+        Pacer { rate_bps: rate_bps.max(1), tokens_bits: 0, last: now }
+    }
+
+    pub fn set_rate(&mut self, rate_bps: u64) {
+        self.rate_bps = rate_bps.max(1);
+    }
+
+    /// Bucket depth: one pacing batch of traffic, at least a couple of datagrams.
+    fn depth_bits(&self, datagram_bits: u64) -> u64 {
+        let batch =
+            (u128::from(self.rate_bps) * u128::from(PACE_BATCH.as_nanos()) / 1_000_000_000) as u64;
+        batch.max(PACE_MIN_DATAGRAMS * datagram_bits)
+    }
+
+    pub fn refill(&mut self, now: Instant, datagram_bits: u64) {
+        let elapsed = now.saturating_since(self.last).as_nanos();
+        let add = (u128::from(self.rate_bps) * u128::from(elapsed) / 1_000_000_000) as u64;
+        // Only advance `last` by whole tokens' worth so slow rates accumulate.
+        if add > 0 {
+            self.last = now;
+        }
+        self.tokens_bits = self.tokens_bits.saturating_add(add).min(self.depth_bits(datagram_bits));
+    }
+
+    pub fn try_take(&mut self, bits: u64) -> bool {
+        if self.tokens_bits >= bits {
+            self.tokens_bits -= bits;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the bucket will hold a whole pacing batch again.
+    pub fn next_batch_at(&self, datagram_bits: u64) -> Instant {
+        let want = self.depth_bits(datagram_bits).saturating_sub(self.tokens_bits);
+        let ns = (u128::from(want) * 1_000_000_000).div_ceil(u128::from(self.rate_bps));
+        self.last + Duration::from_nanos(ns.min(u128::from(u64::MAX)) as u64)
+    }
+}

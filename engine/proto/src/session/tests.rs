@@ -1,0 +1,209 @@
+//! A minimal in-crate driver: both sides in one loop, a fixed-delay lossy network and an
+//! in-memory disk. The full fault model lives in `haul-sim`; these tests pin the session logic.
+
+use super::*;
+use crate::crypto::{KeySchedule, SessionSecret, SuiteId};
+use crate::rng::Rng;
+use crate::time::{Duration, Instant};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+/// (deliver_at, order, to_receiver, shard, bytes)
+type InFlight = Reverse<(Instant, u64, bool, u8, Vec<u8>)>;
+
+struct Net {
+    q: BinaryHeap<InFlight>,
+    order: u64,
+    delay: Duration,
+    loss: f64,
+    rng: Rng,
+}
+
+struct Run {
+    sent_data: Vec<Vec<u8>>,
+    recv_data: Vec<Vec<u8>>,
+    sender: Option<Outcome>,
+    receiver: Option<Outcome>,
+    resent: u64,
+    now: Instant,
+}
+
+fn run(sizes: &[u64], shards: u8, loss: f64, seed: u64, suite: SuiteId) -> Run {
+    let mut rng = Rng::new(seed);
+    let files: Vec<FileEntry> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| FileEntry { name: format!("f{i}"), size, mode: 0o644, mtime_ns: 0 })
+        .collect();
+    let sent_data: Vec<Vec<u8>> = sizes
+        .iter()
+        .map(|&s| {
+            let mut v = vec![0u8; s as usize];
+            rng.fill_bytes(&mut v);
+            v
+        })
+        .collect();
+    let mut recv_data: Vec<Vec<u8>> = sizes.iter().map(|&s| vec![0u8; s as usize]).collect();
+    let manifest = Arc::new(Manifest::new(files, 14).unwrap());
+    let layout = Layout::new(manifest, shards).unwrap();
+    let mut params = SessionParams::new(7, suite);
+    params.shards = shards;
+    params.window_bytes = 256 << 10;
+    params.rate = crate::rate::RateLimits { min_bps: 0, target_bps: 200_000_000 };
+    params.idle_timeout = Duration::from_secs(5);
+    let secret = SessionSecret([3; 32]);
+    let keys = KeySchedule::new(&secret, &[1; 32], &[2; 32], suite, 7);
+    let now0 = Instant::from_nanos(1_000_000_000);
+    let mut ss = Vec::new();
+    let mut rs = Vec::new();
+    for s in 0..shards {
+        let (tx, rx) = shard_suites(&keys, Role::Client, s);
+        ss.push(SenderShard::new(&params, layout.clone(), s, tx, rx, now0).unwrap());
+        let (tx, rx) = shard_suites(&keys, Role::Server, s);
+        rs.push(ReceiverShard::new(&params, layout.clone(), s, tx, rx, now0).unwrap());
+    }
+    let mut sc = SenderCoordinator::new(&params, layout.clone(), now0).unwrap();
+    let mut rc = ReceiverCoordinator::new(&params, layout.clone(), now0).unwrap();
+    let mut net =
+        Net { q: BinaryHeap::new(), order: 0, delay: Duration::from_millis(10), loss, rng };
+    let mut now = now0;
+    let mut out = vec![0u8; 64 * 2048];
+    let mut lens = [0usize; 64];
+    for _step in 0..2_000_000 {
+        // Pump everything at `now` until quiet.
+        for _ in 0..10_000 {
+            let mut busy = false;
+            for s in 0..shards as usize {
+                while let Some(r) = ss[s].poll_disk() {
+                    let data = &sent_data[r.file as usize][r.offset as usize..][..r.len as usize];
+                    ss[s].disk_buffer_mut(r.slot).copy_from_slice(data);
+                    ss[s].handle_disk(now, r.slot, Ok(r.len as usize));
+                    busy = true;
+                }
+                while let Some(r) = rs[s].poll_disk() {
+                    let data = &recv_data[r.file as usize][r.offset as usize..][..r.len as usize];
+                    rs[s].disk_buffer_mut(r.slot).copy_from_slice(data);
+                    rs[s].handle_disk(now, r.slot, Ok(r.len as usize));
+                    busy = true;
+                }
+                for (to_rx, n) in
+                    [(true, ss[s].poll_transmit(now, &mut out, 2048, &mut lens)), (false, 0)]
+                {
+                    let _ = to_rx;
+                    for i in 0..n {
+                        busy = true;
+                        if !net.rng.chance(net.loss) {
+                            net.order += 1;
+                            let d = out[i * 2048..i * 2048 + lens[i]].to_vec();
+                            net.q.push(Reverse((now + net.delay, net.order, true, s as u8, d)));
+                        }
+                    }
+                }
+                let n = rs[s].poll_transmit(now, &mut out, 2048, &mut lens);
+                for i in 0..n {
+                    busy = true;
+                    if !net.rng.chance(net.loss) {
+                        net.order += 1;
+                        let d = out[i * 2048..i * 2048 + lens[i]].to_vec();
+                        net.q.push(Reverse((now + net.delay, net.order, false, s as u8, d)));
+                    }
+                }
+                while let Some(ev) = ss[s].poll_event() {
+                    sc.handle_event(now, s as u8, ev);
+                    busy = true;
+                }
+                while let Some(ev) = rs[s].poll_event() {
+                    rc.handle_event(now, s as u8, ev);
+                    busy = true;
+                }
+            }
+            while let Some((s, cmd)) = sc.poll_command() {
+                ss[s as usize].handle_command(now, cmd);
+                busy = true;
+            }
+            while let Some((s, cmd)) = rc.poll_command() {
+                rs[s as usize].handle_command(now, cmd);
+                busy = true;
+            }
+            while let Some(op) = rc.poll_file_op() {
+                rc.handle_file_op_done(now, op, Ok(()));
+                busy = true;
+            }
+            if !busy {
+                break;
+            }
+        }
+        let done = ss.iter().all(|s| s.is_closed()) && rs.iter().all(|s| s.is_closed());
+        if done && sc.outcome().is_some() && rc.outcome().is_some() {
+            break;
+        }
+        // Next event.
+        let mut next = Instant::FAR_FUTURE;
+        for s in 0..shards as usize {
+            next = next.min(ss[s].poll_timeout().unwrap_or(Instant::FAR_FUTURE));
+            next = next.min(rs[s].poll_timeout().unwrap_or(Instant::FAR_FUTURE));
+        }
+        if let Some(Reverse((t, ..))) = net.q.peek() {
+            next = next.min(*t);
+        }
+        if next == Instant::FAR_FUTURE {
+            break;
+        }
+        now = now.max(next);
+        while let Some(Reverse((t, ..))) = net.q.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(Reverse((_, _, to_rx, s, mut d))) = net.q.pop() else { break };
+            let mut batch = [RxDatagram::new(&mut d)];
+            if to_rx {
+                rs[s as usize].handle_datagrams(now, &mut batch);
+                if let RxOutcome::Write { file, offset, payload } = batch[0].outcome.clone() {
+                    let len = payload.len();
+                    recv_data[file as usize][offset as usize..][..len].copy_from_slice(&d[payload]);
+                    rs[s as usize].handle_write_done(now, file, offset, len as u32, Ok(len));
+                }
+            } else {
+                ss[s as usize].handle_datagrams(now, &mut batch);
+            }
+        }
+        for s in 0..shards as usize {
+            ss[s].handle_timeout(now);
+            rs[s].handle_timeout(now);
+        }
+    }
+    if std::env::var("SESSION_DEBUG").is_ok() {
+        for s in 0..shards as usize {
+            eprintln!("sender {s}: {:?}", ss[s].stats());
+            eprintln!("receiver {s}: {:?} complete={}", rs[s].stats(), rs[s].is_slice_complete());
+        }
+        eprintln!("acked {} done {} now {:?}", sc.files_acked(), rc.files_done(), now);
+    }
+    let resent = ss.iter().map(|s| s.stats().data_bytes_resent).sum();
+    Run { sent_data, recv_data, sender: sc.outcome(), receiver: rc.outcome(), resent, now }
+}
+
+#[test]
+fn lossless_transfer_is_byte_identical() {
+    for shards in 1..=3 {
+        let r = run(&[0, 1, 16383, 16384, 16385, 300_000], shards, 0.0, 1, SuiteId::Aes128CfbCmac);
+        assert_eq!(r.sender, Some(Outcome::Complete), "shards {shards}");
+        assert_eq!(r.receiver, Some(Outcome::Complete));
+        assert_eq!(r.sent_data, r.recv_data);
+        assert_eq!(r.resent, 0);
+    }
+}
+
+#[test]
+fn lossy_transfer_recovers() {
+    for (seed, suite) in
+        [(2, SuiteId::Aes128CfbCmac), (3, SuiteId::Aes128Gcm), (4, SuiteId::IntegrityCmac)]
+    {
+        let r = run(&[1_000_000, 5000], 2, 0.1, seed, suite);
+        assert_eq!(r.sender, Some(Outcome::Complete), "seed {seed} at {:?}", r.now);
+        assert_eq!(r.receiver, Some(Outcome::Complete));
+        assert_eq!(r.sent_data, r.recv_data);
+        assert!(r.resent > 0);
+    }
+}
