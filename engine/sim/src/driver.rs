@@ -432,17 +432,19 @@ impl Sim {
             .iter_mut()
             .map(|d| RxDatagram { buf: &mut d.bytes, outcome: RxOutcome::Pending })
             .collect();
+        let closed = sh.is_closed();
         with_side(to, || sh.handle_datagrams(now, &mut batch));
         let outcomes: Vec<RxOutcome> = batch.into_iter().map(|b| b.outcome).collect();
         for ((d, outcome), original) in dgrams.iter().zip(outcomes).zip(originals) {
-            self.judge(to, shard, d, outcome, original);
+            self.judge(to, shard, d, outcome, original, closed);
             if !self.report.failures.is_empty() {
                 return;
             }
         }
     }
 
-    /// Check one legit datagram's outcome; start the write it asks for.
+    /// Check one legit datagram's outcome; start the write it asks for. A shard that was
+    /// already `closed` may reject anything: its session is gone.
     fn judge(
         &mut self,
         to: Side,
@@ -450,6 +452,7 @@ impl Sim {
         d: &InFlight,
         outcome: RxOutcome,
         original: Option<Vec<u8>>,
+        closed: bool,
     ) {
         let side = to.name();
         match outcome {
@@ -463,7 +466,7 @@ impl Sim {
                 | Reject::Reflected
                 | Reject::Replayed
                 | Reject::BadTag),
-            ) => self.fail(Failure::LegitRejected { side, shard, reason }),
+            ) if !closed => self.fail(Failure::LegitRejected { side, shard, reason }),
             RxOutcome::Rejected(_) => {}
             accepted if d.corrupt => {
                 self.fail(Failure::AcceptedCorrupt {
@@ -649,7 +652,7 @@ fn build_endpoint(
         };
         let mut shards = Vec::with_capacity(usize::from(sc.shards));
         for i in 0..sc.shards {
-            let (tx, rx) = shard_suites(&ks, role, sending, i);
+            let (tx, rx) = shard_suites(&ks, role, i);
             let shard = if sending {
                 AnyShard::Sender(
                     SenderShard::new(params, layout.clone(), i, tx, rx, now).map_err(setup)?,
