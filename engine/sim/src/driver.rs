@@ -47,6 +47,9 @@ pub const MAX_TRANSMIT_CALLS: u32 = 64;
 pub const MAX_IN_FLIGHT: usize = 1 << 20;
 /// Most shard events or commands moved per pump round per side.
 pub const MAX_MESSAGES: u32 = 1 << 16;
+/// Most consecutive steps at one instant before the run counts as a livelock: a deadline that
+/// `handle_timeout` does not move.
+pub const MAX_STEPS_AT_ONE_INSTANT: u32 = 10_000;
 
 /// A datagram on its way.
 #[derive(Debug)]
@@ -161,6 +164,7 @@ impl Sim {
 
     /// Run to the end and check the result.
     pub fn run(mut self) -> RunReport {
+        let mut same_instant = 0u32;
         loop {
             self.steps += 1;
             if self.steps > self.sc.max_steps {
@@ -182,10 +186,34 @@ impl Sim {
                 self.fail(Failure::TimeBound(self.sc.max_time));
                 break;
             }
+            same_instant = if next <= self.now { same_instant + 1 } else { 0 };
+            if same_instant > MAX_STEPS_AT_ONE_INSTANT {
+                self.fail(self.livelock());
+                break;
+            }
             self.now = self.now.max(next);
             self.fire_due();
         }
         self.finish()
+    }
+
+    /// Name the deadline that keeps the clock from moving.
+    fn livelock(&self) -> Failure {
+        let now = self.now;
+        for e in &self.ends {
+            for (i, s) in e.shards.iter().enumerate() {
+                if s.poll_timeout().is_some_and(|t| t <= now) {
+                    return Failure::Livelock {
+                        what: format!(
+                            "{} shard {i} deadline {:?} stays due after handle_timeout",
+                            e.side.name(),
+                            s.poll_timeout()
+                        ),
+                    };
+                }
+            }
+        }
+        Failure::Livelock { what: "an event stays due without effect".into() }
     }
 
     fn is_over(&self) -> bool {
@@ -578,7 +606,54 @@ impl Sim {
             let failures = checks::end_of_run(&self.ends, self.report.fatal);
             self.report.failures.extend(failures);
         }
+        if !self.report.failures.is_empty() {
+            self.report.diagnostics = self.diagnostics();
+        }
         self.report
+    }
+
+    /// The state of both sides, for a failed run's report.
+    fn diagnostics(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "now={:?} steps={} in_flight={}",
+            self.now,
+            self.steps,
+            self.arrivals.len()
+        )];
+        for e in &self.ends {
+            out.push(format!(
+                "{}: outcome={} closed={} next_timeout={:?} disk={:?} disk_idle={}",
+                e.side.name(),
+                crate::report::outcome_name(e.coord.outcome()),
+                e.is_closed(),
+                e.next_timeout(),
+                e.disk.stats(),
+                e.disk.is_idle(),
+            ));
+            for (i, s) in e.shards.iter().enumerate() {
+                out.push(format!(
+                    "  shard {i}: closed={} timeout={:?} {:?}",
+                    s.is_closed(),
+                    s.poll_timeout(),
+                    s.stats()
+                ));
+            }
+            if e.side == Side::Receiver {
+                for (i, f) in e.disk.files().iter().enumerate() {
+                    let holes: Vec<_> = f.written().iter().take(4).collect();
+                    out.push(format!(
+                        "  file {i}: {} of {} bytes written, first ranges {holes:?}",
+                        f.written().covered(),
+                        f.size()
+                    ));
+                }
+                out.push(format!("  finalized: {:?}", e.disk.finalized()));
+            }
+        }
+        for (i, l) in self.links.iter().enumerate() {
+            out.push(format!("link {i}: {:?}", l.stats()));
+        }
+        out
     }
 }
 

@@ -24,6 +24,8 @@ pub enum Failure {
     TimeBound(Duration),
     #[error("stalled: nothing scheduled and the session is not over")]
     Stalled,
+    #[error("livelock at one instant: {what}")]
+    Livelock { what: String },
     #[error("accepted junk: {kind} datagram to {side} shard {shard} got {outcome}")]
     AcceptedJunk { kind: &'static str, side: &'static str, shard: u8, outcome: String },
     #[error("accepted a corrupted datagram: {side} shard {shard} got {outcome}")]
@@ -75,6 +77,8 @@ pub struct RunReport {
     /// The run reached `stop_at` (a fixed-span measurement, not a failure).
     pub stopped: bool,
     pub failures: Vec<Failure>,
+    /// For a failed run: the state of both sides when it ended (`haul-sim run --verbose`).
+    pub diagnostics: Vec<String>,
 }
 
 impl RunReport {

@@ -30,7 +30,7 @@ enum Cmd {
     Run {
         #[arg(long)]
         seed: u64,
-        /// Also print the scenario the seed stands for.
+        /// Also print the scenario the seed stands for and, on failure, the end state.
         #[arg(long)]
         verbose: bool,
     },
@@ -65,6 +65,11 @@ fn cmd_run(seed: u64, verbose: bool) -> ExitCode {
     }
     let r = run_seed(seed);
     println!("{}", r.line());
+    if verbose {
+        for d in &r.diagnostics {
+            println!("{d}");
+        }
+    }
     match r.failures.first() {
         None => ExitCode::SUCCESS,
         Some(f) => {
