@@ -87,7 +87,7 @@ impl ReplayWindow {
             Some(highest) if seq > highest => {
                 // The numbers highest+1 ..= seq enter the window; their bits may hold numbers
                 // that just left it, so clear them (all of them if the jump is that large).
-                self.clear_bits(highest.wrapping_add(1), (seq - highest).min(REPLAY_WINDOW));
+                self.clear_bits(highest + 1, seq - highest);
                 self.highest = Some(seq);
             }
             Some(_) => {}
@@ -98,8 +98,8 @@ impl ReplayWindow {
         Ok(())
     }
 
-    /// Clear `count` (≤ `REPLAY_WINDOW`) consecutive ring bits starting at `from`'s bit, a word
-    /// at a time: at most `WORDS + 1` iterations.
+    /// Clear the ring bits of the `count` numbers from `from` on (all bits if `count` is the
+    /// window or more), a word at a time: at most `WORDS + 1` iterations.
     fn clear_bits(&mut self, from: u64, count: u64) {
         let mut bit = from % REPLAY_WINDOW;
         let mut left = count.min(REPLAY_WINDOW);

@@ -10,7 +10,7 @@
 //! - Data beyond the advertised limit is refused: the sender cannot overrun us.
 //! - Memory grows with the number of holes, not the file size.
 
-use super::shared::{Checked, Endpoint, body_of};
+use super::shared::{Checked, Endpoint, Phase, body_of};
 use super::*;
 use crate::checksum::hash_block;
 use crate::crypto::{MAX_BATCH, Suite};
@@ -80,13 +80,12 @@ pub struct ReceiverShard {
     fb_dirty: bool,
     verified: RangeSet,
     verify_queue: VecDeque<u64>,
+    /// Blocks kept from an interrupted transfer, still to be read back and hashed.
+    resumed: RangeSet,
     reads: Vec<VerifyRead>,
     events: VecDeque<ShardEvent>,
     control: VecDeque<Ctl>,
-    complete_every: Option<(Instant, Duration)>,
-    abort: Option<(AbortReason, bool)>,
-    abort_sent: bool,
-    closed: bool,
+    phase: Phase,
     idle_timeout: Duration,
     naks_buf: Vec<(u64, u64)>,
 }
@@ -148,13 +147,11 @@ impl ReceiverShard {
             fb_dirty: true,
             verified: RangeSet::new(),
             verify_queue: VecDeque::new(),
+            resumed: RangeSet::new(),
             reads,
             events: VecDeque::new(),
             control: VecDeque::new(),
-            complete_every: None,
-            abort: None,
-            abort_sent: false,
-            closed: false,
+            phase: Phase::Active,
             idle_timeout: params.idle_timeout,
             naks_buf: Vec::with_capacity(MAX_NAK_RANGES),
             layout,
@@ -168,7 +165,7 @@ impl ReceiverShard {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed
+        self.phase.is_closed()
     }
 
     /// Every position of the slice is on disk.
@@ -189,11 +186,9 @@ impl ReceiverShard {
     }
 
     fn fail(&mut self, reason: AbortReason, disk: Option<DiskError>, file: Option<u32>) {
-        if self.abort.is_some() || self.closed {
-            return;
+        if self.phase.abort(reason) {
+            self.events.push_back(ShardEvent::Aborted { reason, by_peer: false, disk, file });
         }
-        self.abort = Some((reason, false));
-        self.events.push_back(ShardEvent::Aborted { reason, by_peer: false, disk, file });
     }
 
     pub fn handle_command(&mut self, now: Instant, cmd: ShardCommand) {
@@ -205,20 +200,13 @@ impl ReceiverShard {
             }
             ShardCommand::SendComplete => {
                 // Say Complete until the peer answers, for a bounded time (the linger).
-                let every = self.feedback_interval.max(Duration::from_millis(20));
-                self.complete_every = Some((now, every));
+                self.phase.linger(now);
                 self.control.push_back(Ctl::Body(Body::Complete));
             }
             ShardCommand::Abort { reason } => {
-                if self.abort.is_none() && !self.closed {
-                    self.abort = Some((reason, false));
-                }
+                self.phase.abort(reason);
             }
-            ShardCommand::Close => {
-                if self.complete_every.is_none() {
-                    self.closed = true;
-                }
-            }
+            ShardCommand::Close => self.phase.close_if_active(),
             ShardCommand::SetRate { .. } | ShardCommand::SendFileDone { .. } => {}
         }
     }
@@ -228,7 +216,7 @@ impl ReceiverShard {
 
 impl ReceiverShard {
     pub fn handle_datagrams(&mut self, now: Instant, batch: &mut [RxDatagram<'_>]) {
-        if self.closed {
+        if self.phase.is_closed() {
             for d in batch.iter_mut() {
                 d.outcome = RxOutcome::Rejected(Reject::WrongSession);
             }
@@ -294,6 +282,7 @@ impl ReceiverShard {
         self.received.insert(data_end..(block_start + self.layout.block_size()));
         self.pending.insert(fresh.clone());
         self.pending_bytes += fresh_len;
+        self.ep.stats.data_bytes_received += fresh_len;
         self.note_highest(now, end);
         let skip = (fresh.start - pos) as usize;
         RxOutcome::Write {
@@ -363,15 +352,13 @@ impl ReceiverShard {
             }
             Body::Complete => {
                 self.push_event(ShardEvent::PeerComplete);
-                if self.complete_every.take().is_some() {
-                    self.closed = true;
+                if matches!(self.phase, Phase::Lingering { .. }) {
+                    self.phase.close();
                 }
             }
             Body::Abort { reason } => {
                 let reason = AbortReason::from_u16(reason);
-                if self.abort.is_none() && !self.closed {
-                    self.abort = Some((reason, true));
-                    self.closed = true;
+                if self.phase.peer_aborted() {
                     let ev = ShardEvent::Aborted { reason, by_peer: true, disk: None, file: None };
                     self.events.push_back(ev);
                 }
@@ -430,6 +417,18 @@ impl ReceiverShard {
         self.verify_queue.push_back(start);
     }
 
+    /// Mark the prefixes kept from an interrupted transfer as received (call before any
+    /// datagram). They are still read back and hashed like every other block.
+    pub fn with_resume(&mut self, prefixes: &[u64]) {
+        let ranges: Vec<_> = self.layout.resumed_ranges(self.ep.shard, prefixes).collect();
+        for r in ranges {
+            self.received.insert(r.clone());
+            self.verified.insert(r.clone());
+            self.resumed.insert(r);
+        }
+        self.advance_cum_ack();
+    }
+
     fn advance_cum_ack(&mut self) {
         loop {
             let end = self.received.run_end(self.cum_ack);
@@ -448,14 +447,17 @@ impl ReceiverShard {
 
 impl ReceiverShard {
     pub fn poll_disk(&mut self) -> Option<DiskRead> {
-        if self.closed || self.abort.is_some() {
+        if !self.phase.is_active() {
             return None;
         }
         let i = match self.reads.iter().position(|r| r.state == ReadState::Queued) {
             Some(i) => i,
             None => {
                 let i = self.reads.iter().position(|r| r.state == ReadState::Free)?;
-                let start = self.verify_queue.pop_front()?;
+                let start = match self.verify_queue.pop_front() {
+                    Some(start) => start,
+                    None => self.resumed.pop_front(self.layout.block_size())?.start,
+                };
                 let spot = self.layout.spot(self.ep.shard, start)?;
                 let r = &mut self.reads[i];
                 r.block_start = start;
@@ -529,7 +531,7 @@ impl ReceiverShard {
         stride: usize,
         lens: &mut [usize],
     ) -> usize {
-        if self.closed {
+        if self.phase.is_closed() {
             return 0;
         }
         if now >= self.next_feedback {
@@ -557,7 +559,7 @@ impl ReceiverShard {
                     break;
                 }
             }
-            if self.closed {
+            if self.phase.is_closed() {
                 break;
             }
         }
@@ -565,21 +567,21 @@ impl ReceiverShard {
     }
 
     fn next_control(&mut self, now: Instant) -> Option<Ctl> {
-        if let Some((reason, by_peer)) = self.abort {
-            self.closed = true;
-            if !self.abort_sent && !by_peer {
-                self.abort_sent = true;
+        match self.phase {
+            Phase::Aborting(reason) => {
+                self.phase.close();
                 return Some(Ctl::Body(Body::Abort { reason: reason as u16 }));
             }
-            return None;
+            Phase::Closed => return None,
+            Phase::Active | Phase::Completing | Phase::Lingering { .. } => {}
         }
         if let Some(ctl) = self.control.pop_front() {
             return Some(ctl);
         }
-        if let Some((last, every)) = self.complete_every
-            && now.saturating_since(last) >= every
+        if let Phase::Lingering { since, last } = self.phase
+            && now.saturating_since(last) >= self.complete_every()
         {
-            self.complete_every = Some((now, every));
+            self.phase = Phase::Lingering { since, last: now };
             return Some(Ctl::Body(Body::Complete));
         }
         if now.saturating_since(self.ep.last_sent) >= self.idle_timeout.div(4) {
@@ -643,20 +645,24 @@ impl ReceiverShard {
 
 impl ReceiverShard {
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.closed {
-            return;
-        }
-        if let Some((since, _)) = self.complete_every
-            && now.saturating_since(since) > self.linger()
-        {
-            // The peer never answered our Complete: we are done anyway.
-            self.complete_every = None;
-            self.closed = true;
-            return;
+        match self.phase {
+            Phase::Closed | Phase::Aborting(_) | Phase::Completing => return,
+            Phase::Lingering { since, .. } => {
+                if now.saturating_since(since) > self.linger() {
+                    // The peer never answered our Complete: we are done anyway.
+                    self.phase.close();
+                }
+                return;
+            }
+            Phase::Active => {}
         }
         if let Some(reason) = self.ep.idle_check(now, self.idle_timeout) {
             self.fail(reason, None, None);
         }
+    }
+
+    fn complete_every(&self) -> Duration {
+        self.feedback_interval.max(Duration::from_millis(20))
     }
 
     fn linger(&self) -> Duration {
@@ -664,19 +670,21 @@ impl ReceiverShard {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.closed {
-            return None;
+        match self.phase {
+            Phase::Closed => return None,
+            Phase::Aborting(_) => return Some(Instant::ZERO),
+            Phase::Lingering { since, last } => {
+                return Some((last + self.complete_every()).min(since + self.linger()));
+            }
+            Phase::Active | Phase::Completing => {}
         }
-        if self.abort.is_some() || !self.control.is_empty() {
+        if !self.control.is_empty() {
             return Some(Instant::ZERO);
         }
         let mut t = self.ep.last_heard + self.idle_timeout;
         t = t.min(self.ep.last_sent + self.idle_timeout.div(4));
         if self.fb_dirty || self.cum_ack < self.highest {
             t = t.min(self.next_feedback);
-        }
-        if let Some((last, every)) = self.complete_every {
-            t = t.min(last + every);
         }
         Some(t)
     }

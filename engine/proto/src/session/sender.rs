@@ -9,7 +9,7 @@
 //!   the resend is in flight does not cause a redundant resend.
 //! - Memory grows with the number of holes and read slots, never with the file size.
 
-use super::shared::{Checked, DATA_OVERHEAD, Endpoint, Pacer, body_of};
+use super::shared::{Checked, DATA_OVERHEAD, Endpoint, Pacer, Phase, body_of};
 use super::*;
 use crate::checksum::hash_block;
 use crate::crypto::{Job, MAX_BATCH, Suite};
@@ -84,6 +84,8 @@ pub struct SenderShard {
     next_new: u64,
     cum_ack: u64,
     limit: u64,
+    /// Blocks the receiver kept from an interrupted transfer: read and hashed, never sent.
+    skip: RangeSet,
     /// Ranges NAKed and waiting to be resent.
     resend: RangeSet,
     /// Ranges resent recently: start → (end, when).
@@ -99,11 +101,9 @@ pub struct SenderShard {
     sent_ip_bytes: u64,
     events: VecDeque<ShardEvent>,
     file_done: BTreeMap<u32, (u64, crate::checksum::Hash, Option<Instant>)>,
-    send_complete: Option<Instant>,
-    abort: Option<(AbortReason, bool)>,
-    abort_sent: bool,
-    closed: bool,
+    phase: Phase,
     idle_timeout: Duration,
+    window_bytes: u64,
 }
 
 fn sender_accepts(t: PacketType) -> bool {
@@ -154,6 +154,7 @@ impl SenderShard {
             next_new: 0,
             cum_ack: 0,
             limit: params.window_bytes.min(stream_end),
+            skip: RangeSet::new(),
             resend: RangeSet::new(),
             recent: BTreeMap::new(),
             slots,
@@ -167,11 +168,9 @@ impl SenderShard {
             sent_ip_bytes: 0,
             events: VecDeque::new(),
             file_done: BTreeMap::new(),
-            send_complete: None,
-            abort: None,
-            abort_sent: false,
-            closed: false,
+            phase: Phase::Active,
             idle_timeout: params.idle_timeout,
+            window_bytes: params.window_bytes,
             layout,
         };
         me.next_read = me.layout.skip_gap(shard, 0);
@@ -179,12 +178,32 @@ impl SenderShard {
         Ok(me)
     }
 
+    /// The receiver kept these prefixes (per file) from an interrupted transfer: read and hash
+    /// them, but do not send them. Call before anything else; the receiver must be given the
+    /// same prefixes.
+    pub fn with_resume(&mut self, prefixes: &[u64]) {
+        let ranges: Vec<_> = self.layout.resumed_ranges(self.ep.shard, prefixes).collect();
+        for r in ranges {
+            self.skip.insert(r);
+        }
+        let mut cum = 0;
+        loop {
+            let next = self.layout.skip_gap(self.ep.shard, self.skip.run_end(cum));
+            if next == cum {
+                break;
+            }
+            cum = next;
+        }
+        self.cum_ack = cum;
+        self.limit = self.limit.max(cum.saturating_add(self.window_bytes).min(self.stream_end));
+    }
+
     pub fn stats(&self) -> &ShardStats {
         &self.ep.stats
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed
+        self.phase.is_closed()
     }
 
     pub fn poll_event(&mut self) -> Option<ShardEvent> {
@@ -205,14 +224,12 @@ impl SenderShard {
 
     /// End the session locally; the reason is sent to the peer once.
     fn fail(&mut self, reason: AbortReason, disk: Option<DiskError>, file: Option<u32>) {
-        if self.abort.is_some() || self.closed {
-            return;
+        if self.phase.abort(reason) {
+            self.events.push_back(ShardEvent::Aborted { reason, by_peer: false, disk, file });
         }
-        self.abort = Some((reason, false));
-        self.events.push_back(ShardEvent::Aborted { reason, by_peer: false, disk, file });
     }
 
-    pub fn handle_command(&mut self, now: Instant, cmd: ShardCommand) {
+    pub fn handle_command(&mut self, _now: Instant, cmd: ShardCommand) {
         match cmd {
             ShardCommand::SetRate { bps } => self.pacer.set_rate(bps),
             ShardCommand::SendFileDone { file, size, hash } => {
@@ -222,24 +239,19 @@ impl SenderShard {
                     self.fail(AbortReason::ResourceLimit, None, None);
                 }
             }
-            ShardCommand::SendComplete => self.send_complete = Some(now),
+            ShardCommand::SendComplete => self.phase.complete(),
             ShardCommand::Abort { reason } => {
-                if self.abort.is_none() && !self.closed {
-                    self.abort = Some((reason, false));
-                }
+                self.phase.abort(reason);
             }
-            ShardCommand::Close | ShardCommand::SendFileAck { .. } => {
-                if self.send_complete.is_none() {
-                    self.closed = true;
-                }
-            }
+            ShardCommand::Close => self.phase.close_if_active(),
+            ShardCommand::SendFileAck { .. } => {}
         }
     }
 
     // ---- disk ----
 
     pub fn poll_disk(&mut self) -> Option<DiskRead> {
-        if self.closed || self.abort.is_some() {
+        if !self.phase.is_active() {
             return None;
         }
         self.plan_reads();
@@ -379,7 +391,7 @@ impl SenderShard {
         stride: usize,
         lens: &mut [usize],
     ) -> usize {
-        if self.closed || stride < self.datagram_size {
+        if self.phase.is_closed() || stride < self.datagram_size {
             return 0;
         }
         let max = lens.len().min(out.len() / stride).min(MAX_BATCH);
@@ -401,11 +413,11 @@ impl SenderShard {
                     break;
                 }
             }
-            if self.closed {
+            if self.phase.is_closed() {
                 return n;
             }
         }
-        if self.abort.is_some() {
+        if !self.phase.is_active() {
             return n;
         }
         let mut jobs: ArrayVec<Job<'_>, MAX_BATCH> = ArrayVec::new();
@@ -436,19 +448,17 @@ impl SenderShard {
 
     /// The next control body due, if any (and marks it sent).
     fn next_control(&mut self, now: Instant) -> Option<Body<'static>> {
-        if let Some((reason, by_peer)) = self.abort {
-            if !self.abort_sent && !by_peer {
-                self.abort_sent = true;
-                self.closed = true;
+        match self.phase {
+            Phase::Aborting(reason) => {
+                self.phase.close();
                 return Some(Body::Abort { reason: reason as u16 });
             }
-            self.closed = true;
-            return None;
-        }
-        if self.send_complete.is_some() {
-            self.send_complete = None;
-            self.closed = true;
-            return Some(Body::Complete);
+            Phase::Completing => {
+                self.phase.close();
+                return Some(Body::Complete);
+            }
+            Phase::Closed | Phase::Lingering { .. } => return None,
+            Phase::Active => {}
         }
         let resend_after = self.control_resend_interval();
         for (file, (size, hash, last)) in self.file_done.iter_mut() {
@@ -473,6 +483,7 @@ impl SenderShard {
 
     /// The next datagram's worth of data: (slot, stream position, length). Resends first.
     fn next_data(&mut self) -> Option<(usize, u64, u64)> {
+        self.pass_over_kept_blocks();
         let pick = |s: &ReadSlot, first_pass: bool| {
             s.state == SlotState::Ready
                 && s.first_pass == first_pass
@@ -494,6 +505,23 @@ impl SenderShard {
             len = len.min(self.limit - s.cursor);
         }
         Some((slot, s.cursor, len))
+    }
+
+    /// First-pass blocks the receiver kept: their read (and hash) is done, so move on.
+    fn pass_over_kept_blocks(&mut self) {
+        while let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.state == SlotState::Ready && s.first_pass && s.cursor == self.next_new)
+        {
+            let s = &mut self.slots[i];
+            let end = s.start + u64::from(s.len);
+            if !self.skip.contains_range(s.cursor..end) {
+                return;
+            }
+            s.state = SlotState::Free;
+            self.next_new = self.layout.skip_gap(self.ep.shard, end);
+        }
     }
 
     fn build_data(
@@ -576,9 +604,7 @@ impl SenderShard {
             Body::Complete => self.push_event(ShardEvent::PeerComplete),
             Body::Abort { reason } => {
                 let reason = AbortReason::from_u16(reason);
-                if self.abort.is_none() && !self.closed {
-                    self.abort = Some((reason, true));
-                    self.closed = true;
+                if self.phase.peer_aborted() {
                     let ev = ShardEvent::Aborted { reason, by_peer: true, disk: None, file: None };
                     self.events.push_back(ev);
                 }
@@ -666,7 +692,7 @@ impl SenderShard {
 
 impl SenderShard {
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.closed {
+        if !self.phase.is_active() {
             return;
         }
         if let Some(reason) = self.ep.idle_check(now, self.idle_timeout) {
@@ -698,8 +724,10 @@ impl SenderShard {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.closed {
-            return None;
+        match self.phase {
+            Phase::Closed | Phase::Lingering { .. } => return None,
+            Phase::Aborting(_) | Phase::Completing => return Some(Instant::ZERO),
+            Phase::Active => {}
         }
         let mut t = self.ep.last_heard + self.idle_timeout;
         t = t.min(self.ep.last_sent + self.keepalive_interval());
@@ -709,9 +737,6 @@ impl SenderShard {
         let resend_after = self.control_resend_interval();
         if let Some(first) = self.file_done.values().map(|v| v.2).min() {
             t = t.min(first.map_or(Instant::ZERO, |f| f + resend_after));
-        }
-        if self.abort.is_some() || self.send_complete.is_some() {
-            return Some(Instant::ZERO);
         }
         if self.has_data_ready() {
             let bits = (self.datagram_size as u64 + self.ip_overhead) * 8;

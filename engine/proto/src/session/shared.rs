@@ -270,3 +270,126 @@ impl Pacer {
         self.last + Duration::from_nanos(ns.min(u128::from(u64::MAX)) as u64)
     }
 }
+
+/// A shard's life (docs/PROTOCOL.md §6.6). The transitions are the methods below; nothing else
+/// assigns a phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Moving data.
+    Active,
+    /// Send one `Complete`, then close (sender, after every file was acknowledged).
+    Completing,
+    /// Say `Complete` periodically until the peer answers or the linger ends (receiver shard 0).
+    Lingering {
+        since: Instant,
+        last: Instant,
+    },
+    /// Send one `Abort(reason)`, then close.
+    Aborting(AbortReason),
+    Closed,
+}
+
+impl Phase {
+    pub fn is_active(self) -> bool {
+        matches!(self, Phase::Active)
+    }
+
+    pub fn is_closed(self) -> bool {
+        matches!(self, Phase::Closed)
+    }
+
+    fn is_ending_badly(self) -> bool {
+        matches!(self, Phase::Closed | Phase::Aborting(_))
+    }
+
+    /// A local failure or an abort command. True if this is news (the caller reports it).
+    pub fn abort(&mut self, reason: AbortReason) -> bool {
+        if self.is_ending_badly() {
+            return false;
+        }
+        *self = Phase::Aborting(reason);
+        true
+    }
+
+    /// The peer aborted: nothing more to say. True if this is news.
+    pub fn peer_aborted(&mut self) -> bool {
+        if self.is_ending_badly() {
+            return false;
+        }
+        *self = Phase::Closed;
+        true
+    }
+
+    pub fn complete(&mut self) {
+        if self.is_active() {
+            *self = Phase::Completing;
+        }
+    }
+
+    pub fn linger(&mut self, now: Instant) {
+        if self.is_active() {
+            *self = Phase::Lingering { since: now, last: now };
+        }
+    }
+
+    /// The coordinator closes a shard that has nothing more to say.
+    pub fn close_if_active(&mut self) {
+        if self.is_active() {
+            *self = Phase::Closed;
+        }
+    }
+
+    pub fn close(&mut self) {
+        *self = Phase::Closed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The transition table of §6.6: every (phase, input) pair and where it leads.
+    #[test]
+    fn phase_transition_table() {
+        let t0 = Instant::from_nanos(5);
+        let r = AbortReason::DiskFull;
+        let phases = [
+            Phase::Active,
+            Phase::Completing,
+            Phase::Lingering { since: t0, last: t0 },
+            Phase::Aborting(AbortReason::Cancelled),
+            Phase::Closed,
+        ];
+        // (abort, peer_aborted, complete, linger, close_if_active) from each phase.
+        let want: [[Phase; 5]; 5] = [
+            [Phase::Aborting(r), Phase::Closed, Phase::Completing, phases[2], Phase::Closed],
+            [Phase::Aborting(r), Phase::Closed, phases[1], phases[1], phases[1]],
+            [Phase::Aborting(r), Phase::Closed, phases[2], phases[2], phases[2]],
+            [phases[3], phases[3], phases[3], phases[3], phases[3]],
+            [Phase::Closed; 5],
+        ];
+        for (from, row) in phases.iter().zip(want) {
+            let ops: [fn(&mut Phase); 5] = [
+                |p| {
+                    p.abort(AbortReason::DiskFull);
+                },
+                |p| {
+                    p.peer_aborted();
+                },
+                Phase::complete,
+                |p| p.linger(Instant::from_nanos(5)),
+                Phase::close_if_active,
+            ];
+            for (op, to) in ops.iter().zip(row) {
+                let mut p = *from;
+                op(&mut p);
+                assert_eq!(p, to, "from {from:?}");
+            }
+        }
+        // An abort is news only once.
+        let mut p = Phase::Active;
+        assert!(p.abort(r));
+        assert!(!p.abort(r));
+        assert!(!p.peer_aborted());
+    }
+}

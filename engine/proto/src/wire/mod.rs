@@ -1,4 +1,5 @@
-//! The wire format (docs/PROTOCOL.md §2): a fixed, versioned header, a typed body, a tag.
+//! The wire format (docs/protocol/02-wire.md, docs/PROTOCOL.md §2): a fixed, versioned header, a
+//! typed body, a tag.
 //!
 //! ```text
 //! datagram = header (HEADER_LEN) ‖ body (sealed) ‖ tag (crypto::TAG_LEN)

@@ -1,0 +1,569 @@
+//! The transfer runtime: per-core shard threads and a coordinator thread driving `haul-proto`
+//! sessions over real sockets and files (docs/DATAPLANE.md, "Shards").
+//!
+//! A side of a transfer is one coordinator thread plus N shard threads. A shard thread owns one
+//! [`Backend`] (its UDP socket and ring), one proto shard (`SenderShard` or `ReceiverShard`),
+//! its read buffers and its write staging buffer; it shares nothing on the data path. Shards
+//! and the coordinator talk over bounded crossbeam channels carrying the proto's
+//! `ShardEvent`/`ShardCommand`.
+//!
+//! This module is the seam between set-up (key file today, SSH gate later) and data: callers
+//! agree on [`SessionParams`], keys and the manifest however they like, bind the shard sockets
+//! with [`bind_shards`] (so the ports can be told to the peer), then call [`run_sender`] or
+//! [`run_receiver`].
+
+mod rx;
+mod shard;
+mod store;
+
+use crate::backend::{Backend, BackendBuilder, BackendChoice, BackendKind, IoStats};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use haul_proto::crypto::KeySchedule;
+use haul_proto::crypto::SessionSecret;
+use haul_proto::session::{
+    FileOp, Layout, ReceiverCoordinator, ReceiverShard, SenderCoordinator, SenderShard,
+    ShardCommand, ShardEvent, shard_suites,
+};
+use haul_proto::session::{Manifest, Outcome, RejectCounts, Role, SessionParams};
+use shard::{Clock, Counters, ShardEnd, Wiring};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use thiserror::Error;
+
+/// The bound sockets of one side's shards, one per shard, in shard order.
+#[derive(Debug)]
+pub struct ShardSockets {
+    pub(crate) backends: Vec<Backend>,
+    pub(crate) choice: BackendChoice,
+}
+
+/// Key material agreed on the set-up channel.
+#[derive(Debug)]
+pub struct Keys {
+    pub secret: SessionSecret,
+    pub client_random: [u8; 32],
+    pub server_random: [u8; 32],
+    /// Which end of the set-up channel this process is.
+    pub role: Role,
+}
+
+/// What the receiver does when a file's final name already exists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Refuse (the default).
+    #[default]
+    Never,
+    Always,
+    /// Replace if size or mtime differ.
+    IfDifferent,
+    /// Replace if the existing file is older than the source.
+    IfOlder,
+}
+
+/// How much of an interrupted transfer to trust.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResumeLevel {
+    /// Start every file over.
+    None,
+    /// Trust a checkpoint whose size and mtime match the source.
+    #[default]
+    Attributes,
+    /// Also compare a BLAKE3 of sampled ranges.
+    SparseChecksum,
+    /// Also compare a BLAKE3 of the whole kept prefix.
+    FullChecksum,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RecvOptions {
+    pub overwrite: Overwrite,
+    pub resume: ResumeLevel,
+    /// Preserve owner and group (only when permitted).
+    pub preserve_owner: bool,
+    /// Keep setuid/setgid bits (only honoured for root).
+    pub keep_setid: bool,
+}
+
+/// The sending side of one transfer.
+#[derive(Debug)]
+pub struct SendJob {
+    pub params: SessionParams,
+    pub keys: Keys,
+    pub manifest: Arc<Manifest>,
+    /// The source path of every manifest file, in manifest order.
+    pub sources: Vec<PathBuf>,
+    pub sockets: ShardSockets,
+    /// The receiver's shard addresses, in shard order.
+    pub peers: Vec<SocketAddr>,
+    /// Per file: bytes of its prefix the receiver already has (a multiple of the block size).
+    pub resume: Vec<u64>,
+    /// Pin shard threads to cores.
+    pub pin_cores: bool,
+}
+
+/// The receiving side of one transfer.
+#[derive(Debug)]
+pub struct RecvJob {
+    pub params: SessionParams,
+    pub keys: Keys,
+    pub manifest: Arc<Manifest>,
+    /// The destination directory; every file is created beneath it.
+    pub dest: PathBuf,
+    pub options: RecvOptions,
+    pub sockets: ShardSockets,
+    /// From [`prepare_receive`]: per file, the prefix already on disk and kept.
+    pub resume: Vec<u64>,
+    pub pin_cores: bool,
+}
+
+/// A snapshot for progress displays.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Progress {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub rate_bps: u64,
+    pub resent_bytes: u64,
+    pub elapsed: std::time::Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSummary {
+    pub name: String,
+    pub size: u64,
+    /// BLAKE3 of the file as verified by the receiver.
+    pub blake3: [u8; 32],
+}
+
+/// What one side saw of a transfer.
+#[derive(Clone, Debug)]
+pub struct TransferReport {
+    pub outcome: Outcome,
+    pub files: Vec<FileSummary>,
+    /// File bytes moved in this session (not counting a resumed prefix).
+    pub bytes: u64,
+    pub elapsed: std::time::Duration,
+    pub resent_bytes: u64,
+    pub rejects: RejectCounts,
+    pub io: IoStats,
+    pub backend: BackendKind,
+    /// User + system CPU seconds of this process during the transfer.
+    pub cpu_seconds: f64,
+}
+
+#[derive(Debug, Error)]
+pub enum TransferError {
+    #[error("network: {0}")]
+    Io(#[from] crate::error::IoError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("session: {0}")]
+    Session(#[from] haul_proto::session::SessionError),
+    #[error("{file}: {message}")]
+    File { file: String, message: String },
+    #[error("a shard thread failed: {0}")]
+    Thread(String),
+}
+
+/// Capacity of each shard's command channel and of the shared event channel.
+const CHANNEL_CAPACITY: usize = 4096;
+/// How often the coordinator reports progress.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a side may keep going after its outcome is known before its shards are stopped
+/// (the receiver's shard 0 lingers to say Complete).
+const WIND_DOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Bind one UDP socket per shard on `ip` (port 0: the kernel picks), with the chosen backend.
+pub fn bind_shards(
+    ip: IpAddr,
+    shards: u8,
+    force: Option<BackendKind>,
+) -> Result<ShardSockets, TransferError> {
+    if shards == 0 || shards > haul_proto::session::layout::MAX_SHARDS {
+        return Err(TransferError::Setup(format!("shard count {shards} is outside 1..=64")));
+    }
+    let mut backends = Vec::with_capacity(usize::from(shards));
+    let mut choice = None;
+    for _ in 0..shards {
+        let mut b = BackendBuilder::new(SocketAddr::new(ip, 0));
+        if let Some(kind) = force {
+            b = b.force(kind);
+        }
+        let (backend, c) = b.build()?;
+        choice.get_or_insert(c);
+        backends.push(backend);
+    }
+    let choice = choice.ok_or_else(|| TransferError::Setup("no shard sockets".into()))?;
+    Ok(ShardSockets { backends, choice })
+}
+
+impl ShardSockets {
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.backends.iter().map(Backend::local_addr).collect()
+    }
+    pub fn choice(&self) -> &BackendChoice {
+        &self.choice
+    }
+}
+
+/// Check the destination and decide, per file, what an earlier interrupted transfer left that
+/// can be kept (per the options' resume level and overwrite policy). Errors name the file.
+pub fn prepare_receive(
+    dest: &std::path::Path,
+    manifest: &Manifest,
+    options: &RecvOptions,
+) -> Result<Vec<u64>, TransferError> {
+    rx::prepare(dest, manifest, options)
+}
+
+fn check_counts(
+    params: &SessionParams,
+    sockets: &ShardSockets,
+    n_files: usize,
+    n_paths: usize,
+) -> Result<(), TransferError> {
+    params.check()?;
+    if sockets.backends.len() != usize::from(params.shards) {
+        return Err(TransferError::Setup(format!(
+            "{} shard sockets for {} shards",
+            sockets.backends.len(),
+            params.shards
+        )));
+    }
+    if n_paths != n_files {
+        return Err(TransferError::Setup(format!("{n_paths} paths for {n_files} files")));
+    }
+    Ok(())
+}
+
+/// Everything the coordinator loop needs from the shard threads.
+struct Threads {
+    handles: Vec<std::thread::JoinHandle<ShardEnd>>,
+    commands: Vec<Sender<ShardCommand>>,
+    events: Receiver<(u8, ShardEvent)>,
+    counters: Vec<Arc<Counters>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Threads {
+    fn command(&self, shard: u8, cmd: ShardCommand) {
+        if let Some(tx) = self.commands.get(usize::from(shard)) {
+            // A shard that already ended has nothing to do with it.
+            let _ = tx.send(cmd);
+        }
+    }
+
+    fn progress(&self, total: u64, started: std::time::Instant) -> Progress {
+        let load = |f: fn(&Counters) -> &std::sync::atomic::AtomicU64| {
+            self.counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum::<u64>()
+        };
+        let bytes_done = load(|c| &c.bytes);
+        let elapsed = started.elapsed();
+        let rate_bps = (bytes_done as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9)) as u64;
+        Progress {
+            bytes_done,
+            bytes_total: total,
+            rate_bps,
+            resent_bytes: load(|c| &c.resent),
+            elapsed,
+        }
+    }
+
+    fn all_finished(&self) -> bool {
+        self.handles.iter().all(|h| h.is_finished())
+    }
+
+    fn join(self) -> Result<Vec<ShardEnd>, TransferError> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| TransferError::Thread("a shard thread panicked".into())))
+            .collect()
+    }
+}
+
+/// Spawn one thread per shard; `make` builds each shard's proto state and runs its loop.
+fn spawn_shards<F>(
+    sockets: ShardSockets,
+    peers: &[Option<SocketAddr>],
+    datagram_size: usize,
+    paths: &Arc<Vec<PathBuf>>,
+    writable: bool,
+    pin_cores: bool,
+    make: F,
+) -> Result<Threads, TransferError>
+where
+    F: Fn(Wiring) -> Box<dyn FnOnce() -> ShardEnd + Send>,
+{
+    let (ev_tx, ev_rx) = bounded(CHANNEL_CAPACITY);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clock = Clock::new();
+    let cores = if pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { vec![] };
+    let mut t =
+        Threads { handles: vec![], commands: vec![], events: ev_rx, counters: vec![], stop };
+    for (i, backend) in sockets.backends.into_iter().enumerate() {
+        let (cmd_tx, cmd_rx) = bounded(CHANNEL_CAPACITY);
+        let counters = Arc::new(Counters::default());
+        let wiring = Wiring {
+            index: i as u8,
+            backend,
+            peer: peers.get(i).copied().flatten(),
+            datagram_size,
+            commands: cmd_rx,
+            events: ev_tx.clone(),
+            clock,
+            counters: counters.clone(),
+            files: store::OpenFiles::new(paths.clone(), writable),
+            stop: t.stop.clone(),
+        };
+        let run = make(wiring);
+        let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        let handle = std::thread::Builder::new()
+            .name(format!("haul-shard-{i}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                run()
+            })
+            .map_err(|e| TransferError::Thread(e.to_string()))?;
+        t.handles.push(handle);
+        t.commands.push(cmd_tx);
+        t.counters.push(counters);
+    }
+    Ok(t)
+}
+
+fn cpu_seconds() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a rusage into the pointer we own; RUSAGE_SELF is always valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    if rc != 0 {
+        return 0.0;
+    }
+    // SAFETY: getrusage returned 0, so it initialized the struct.
+    let ru = unsafe { ru.assume_init() };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+fn sum_ends(ends: &[ShardEnd]) -> (haul_proto::session::ShardStats, IoStats) {
+    let mut st = haul_proto::session::ShardStats::default();
+    let mut io = IoStats::default();
+    for e in ends {
+        st.datagrams_sent += e.stats.datagrams_sent;
+        st.datagrams_received += e.stats.datagrams_received;
+        st.data_bytes_sent += e.stats.data_bytes_sent;
+        st.data_bytes_resent += e.stats.data_bytes_resent;
+        st.data_bytes_received += e.stats.data_bytes_received;
+        st.data_bytes_duplicate += e.stats.data_bytes_duplicate;
+        st.rejects.merge(&e.stats.rejects);
+        io.syscalls += e.io.syscalls;
+        io.datagrams_sent += e.io.datagrams_sent;
+        io.datagrams_received += e.io.datagrams_received;
+        io.recv_buffers += e.io.recv_buffers;
+        io.recv_rearms += e.io.recv_rearms;
+    }
+    (st, io)
+}
+
+fn key_schedule(params: &SessionParams, keys: &Keys) -> KeySchedule {
+    KeySchedule::new(
+        &keys.secret,
+        &keys.client_random,
+        &keys.server_random,
+        params.suite,
+        params.session_id,
+    )
+}
+
+/// Run the sending side to its end.
+pub fn run_sender(
+    job: SendJob,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+) -> Result<TransferReport, TransferError> {
+    let SendJob { params, keys, manifest, sources, sockets, peers, resume, pin_cores } = job;
+    check_counts(&params, &sockets, manifest.files().len(), sources.len())?;
+    let layout = Layout::new(manifest.clone(), params.shards)
+        .map_err(haul_proto::session::SessionError::from)?;
+    let ks = key_schedule(&params, &keys);
+    let clock_start = std::time::Instant::now();
+    let cpu0 = cpu_seconds();
+    let backend = sockets.choice.kind;
+    let mut coord = SenderCoordinator::new(&params, layout.clone(), Clock::new().now())?;
+    let mut shards = Vec::new();
+    for s in 0..params.shards {
+        let (tx, rx) = shard_suites(&ks, keys.role, s);
+        let mut shard = SenderShard::new(&params, layout.clone(), s, tx, rx, Clock::new().now())?;
+        shard.with_resume(&resume);
+        shards.push(Some(shard));
+    }
+    let shards = std::sync::Mutex::new(shards);
+    let peers: Vec<Option<SocketAddr>> = peers.into_iter().map(Some).collect();
+    let paths = Arc::new(sources);
+    let threads = spawn_shards(
+        sockets,
+        &peers,
+        usize::from(params.datagram_size),
+        &paths,
+        false,
+        pin_cores,
+        |w| {
+            let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());
+            Box::new(move || match shard {
+                Some(s) => shard::run_sender_shard(w, s),
+                None => ShardEnd::default(),
+            })
+        },
+    )?;
+    let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
+    let clock = Clock::new();
+    let mut last_progress = std::time::Instant::now();
+    let mut ended_at = None;
+    loop {
+        if let Ok((s, ev)) = threads.events.recv_timeout(PROGRESS_EVERY) {
+            coord.handle_event(clock.now(), s, ev);
+            while let Ok((s, ev)) = threads.events.try_recv() {
+                coord.handle_event(clock.now(), s, ev);
+            }
+        }
+        while let Some((s, cmd)) = coord.poll_command() {
+            threads.command(s, cmd);
+        }
+        if let (Some(p), true) = (progress, last_progress.elapsed() >= PROGRESS_EVERY) {
+            p(&threads.progress(total, clock_start));
+            last_progress = std::time::Instant::now();
+        }
+        if coord.outcome().is_some() {
+            let t = *ended_at.get_or_insert_with(std::time::Instant::now);
+            if threads.all_finished() || t.elapsed() > WIND_DOWN {
+                break;
+            }
+        } else if threads.all_finished() {
+            coord.abort(haul_proto::session::AbortReason::Cancelled);
+        }
+    }
+    let ends = threads.join()?;
+    let (st, io) = sum_ends(&ends);
+    let files = (0..manifest.file_count())
+        .map(|f| FileSummary {
+            name: manifest.file(f).map(|e| e.name.clone()).unwrap_or_default(),
+            size: manifest.file(f).map_or(0, |e| e.size),
+            blake3: coord.file_hash(f).unwrap_or([0; 32]),
+        })
+        .collect();
+    Ok(TransferReport {
+        outcome: coord.outcome().unwrap_or(haul_proto::session::Outcome::Aborted {
+            reason: haul_proto::session::AbortReason::Cancelled,
+            by_peer: false,
+            disk: None,
+            file: None,
+        }),
+        files,
+        bytes: st.data_bytes_sent,
+        elapsed: clock_start.elapsed(),
+        resent_bytes: st.data_bytes_resent,
+        rejects: st.rejects,
+        io,
+        backend,
+        cpu_seconds: cpu_seconds() - cpu0,
+    })
+}
+
+/// Run the receiving side to its end.
+pub fn run_receiver(
+    job: RecvJob,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+) -> Result<TransferReport, TransferError> {
+    let RecvJob { params, keys, manifest, dest, options, sockets, resume, pin_cores } = job;
+    check_counts(&params, &sockets, manifest.files().len(), manifest.files().len())?;
+    let layout = Layout::new(manifest.clone(), params.shards)
+        .map_err(haul_proto::session::SessionError::from)?;
+    let rxpaths = rx::create_partials(&dest, &manifest, &resume)?;
+    let ks = key_schedule(&params, &keys);
+    let clock_start = std::time::Instant::now();
+    let cpu0 = cpu_seconds();
+    let backend = sockets.choice.kind;
+    let mut coord = ReceiverCoordinator::new(&params, layout.clone(), Clock::new().now())?;
+    let mut shards = Vec::new();
+    for s in 0..params.shards {
+        let (tx, rx) = shard_suites(&ks, keys.role, s);
+        let mut shard = ReceiverShard::new(&params, layout.clone(), s, tx, rx, Clock::new().now())?;
+        shard.with_resume(&resume);
+        shards.push(Some(shard));
+    }
+    let shards = std::sync::Mutex::new(shards);
+    let threads = spawn_shards(
+        sockets,
+        &[],
+        usize::from(params.datagram_size),
+        &rxpaths.partials,
+        true,
+        pin_cores,
+        |w| {
+            let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());
+            Box::new(move || match shard {
+                Some(s) => shard::run_receiver_shard(w, s),
+                None => ShardEnd::default(),
+            })
+        },
+    )?;
+    let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
+    let clock = Clock::new();
+    let mut last_progress = std::time::Instant::now();
+    let mut ended_at = None;
+    loop {
+        if let Ok((s, ev)) = threads.events.recv_timeout(PROGRESS_EVERY) {
+            coord.handle_event(clock.now(), s, ev);
+            while let Ok((s, ev)) = threads.events.try_recv() {
+                coord.handle_event(clock.now(), s, ev);
+            }
+        }
+        while let Some(op) = coord.poll_file_op() {
+            let FileOp::Finalize { file } = op;
+            let res = rx::finalize(&rxpaths, &manifest, file, &options);
+            coord.handle_file_op_done(clock.now(), op, res);
+        }
+        while let Some((s, cmd)) = coord.poll_command() {
+            threads.command(s, cmd);
+        }
+        if let (Some(p), true) = (progress, last_progress.elapsed() >= PROGRESS_EVERY) {
+            p(&threads.progress(total, clock_start));
+            last_progress = std::time::Instant::now();
+        }
+        if coord.outcome().is_some() {
+            let t = *ended_at.get_or_insert_with(std::time::Instant::now);
+            if threads.all_finished() || t.elapsed() > WIND_DOWN {
+                break;
+            }
+        } else if threads.all_finished() {
+            coord.abort(haul_proto::session::AbortReason::Cancelled);
+        }
+    }
+    let ends = threads.join()?;
+    let (st, io) = sum_ends(&ends);
+    let files = (0..manifest.file_count())
+        .map(|f| FileSummary {
+            name: manifest.file(f).map(|e| e.name.clone()).unwrap_or_default(),
+            size: manifest.file(f).map_or(0, |e| e.size),
+            blake3: coord.file_hash(f).unwrap_or([0; 32]),
+        })
+        .collect();
+    Ok(TransferReport {
+        outcome: coord.outcome().unwrap_or(haul_proto::session::Outcome::Aborted {
+            reason: haul_proto::session::AbortReason::Cancelled,
+            by_peer: false,
+            disk: None,
+            file: None,
+        }),
+        files,
+        bytes: st.data_bytes_received,
+        elapsed: clock_start.elapsed(),
+        resent_bytes: st.data_bytes_duplicate,
+        rejects: st.rejects,
+        io,
+        backend,
+        cpu_seconds: cpu_seconds() - cpu0,
+    })
+}
