@@ -365,6 +365,7 @@ impl Sim {
         if hs != shard || seq >> 56 != u64::from(shard) {
             self.fail(Failure::SeqWrongShard { side: side.name(), shard, seq });
         }
+        self.report.transmitted += 1;
         let seqs = &mut self.ends[side.index()].sent_seqs[usize::from(shard)];
         if seqs.insert(seq..seq + 1) == 0 {
             self.fail(Failure::SeqReused { side: side.name(), shard, seq });

@@ -63,6 +63,9 @@ pub struct RunReport {
     pub steps: u64,
     /// File bytes the sender sent again.
     pub resent_bytes: u64,
+    /// Datagrams transmitted by both sides, each with a sequence number checked to be unique
+    /// per (direction, shard): no (key, IV/nonce) pair repeated.
+    pub transmitted: u64,
     /// Rejected datagrams by reason, both sides, all shards.
     pub rejects: RejectCounts,
     pub attacks: AttackStats,

@@ -142,6 +142,21 @@ fn virtual_file_is_verified_without_being_stored() {
     assert!(both_complete(&run_ok(&s)));
 }
 
+/// The memory test's set-up: a 1 TiB virtual file, run for a fixed span of simulated time.
+#[test]
+fn one_tib_virtual_file_runs_for_a_fixed_span() {
+    let mut s = Scenario::clean(21);
+    s.shards = 2;
+    s.block_size_log2 = 20;
+    s.window_bytes = 4 << 20;
+    s.files = vec![FileSpec { size: 1 << 40, kind: FileKind::Virtual }];
+    s.forward.loss = 0.05;
+    s.stop_at = Some(Duration::from_millis(300));
+    let r = run_ok(&s);
+    assert!(r.stopped && r.outcomes == [None, None], "{}", r.line());
+    assert!(r.sim_time >= Duration::from_millis(300));
+}
+
 #[test]
 fn a_handful_of_seeds_pass() {
     for seed in 1..=11 {
@@ -156,8 +171,8 @@ fn same_seed_prints_the_same_line() {
         assert_eq!(run_seed(seed).line(), run_seed(seed).line());
     }
     let bin = env!("CARGO_BIN_EXE_haul-sim");
-    let once = || std::process::Command::new(bin).args(["run", "--seed", "4"]).output().unwrap();
-    let (a, b) = (once(), once());
+    let once = |args: &[&str]| std::process::Command::new(bin).args(args).output().unwrap();
+    let (a, b) = (once(&["run", "--seed", "4"]), once(&["--seed", "4"]));
     assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stdout));
     assert_eq!(a.stdout, b.stdout);
     assert!(String::from_utf8_lossy(&a.stdout).starts_with("seed=4 shards="));

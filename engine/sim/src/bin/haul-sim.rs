@@ -1,6 +1,7 @@
 //! `haul-sim`: run one simulated transfer from a seed, sweep many seeds, or show a demo.
 //!
-//! `haul-sim run --seed N` prints one result line and exits 1 if the run failed;
+//! `haul-sim run --seed N` (or `haul-sim --seed N`) prints one result line and exits 1 if the
+//! run failed;
 //! `haul-sim sweep --seeds 500 [--start S] [--jobs 2]` runs seeds in parallel and exits 1 on any
 //! failure, printing each failing seed with the command that replays it; `haul-sim demo` runs
 //! one medium transfer and explains what happened. The result line never contains wall-clock
@@ -21,7 +22,10 @@ use std::process::ExitCode;
 #[command(name = "haul-sim", about = "Deterministic simulator for Haul's transfer protocol")]
 struct Cli {
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
+    /// Shorthand for `run --seed N`.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -52,10 +56,15 @@ enum Cmd {
 
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
-    Ok(match cli.cmd {
-        Cmd::Run { seed, verbose } => cmd_run(seed, verbose),
-        Cmd::Sweep { seeds, start, jobs } => cmd_sweep(start, seeds, jobs),
-        Cmd::Demo { seed } => cmd_demo(seed),
+    Ok(match (cli.cmd, cli.seed) {
+        (Some(Cmd::Run { seed, verbose }), _) => cmd_run(seed, verbose),
+        (Some(Cmd::Sweep { seeds, start, jobs }), _) => cmd_sweep(start, seeds, jobs),
+        (Some(Cmd::Demo { seed }), _) => cmd_demo(seed),
+        (None, Some(seed)) => cmd_run(seed, false),
+        (None, None) => {
+            eprintln!("usage: haul-sim run --seed N | sweep --seeds N | demo (see --help)");
+            ExitCode::from(2)
+        }
     })
 }
 
@@ -102,6 +111,7 @@ fn cmd_sweep(start: u64, count: u64, jobs: usize) -> ExitCode {
         t.attacks_rejected
     );
     println!("corrupted datagrams rejected: {}", t.corrupted_rejected);
+    println!("datagrams transmitted with unique (direction, shard, seq): {}", t.transmitted);
     println!("accepted junk: {}", t.accepted_junk);
     println!(
         "runs: {} complete, {} aborted on an injected disk error as expected, {} failed",
@@ -124,6 +134,7 @@ struct Totals {
     attacks: AttackStats,
     attacks_rejected: u64,
     corrupted_rejected: u64,
+    transmitted: u64,
     accepted_junk: u64,
     complete: u64,
     aborted: u64,
@@ -138,6 +149,7 @@ impl Totals {
             t.attacks.merge(&r.attacks);
             t.attacks_rejected += r.attacks_rejected;
             t.corrupted_rejected += r.corrupted_rejected;
+            t.transmitted += r.transmitted;
             t.accepted_junk += r
                 .failures
                 .iter()
