@@ -164,6 +164,21 @@ impl ReceiverShard {
         &self.ep.stats
     }
 
+    /// The shard's internal state in one line, for failure reports (never on the data path).
+    pub fn debug_state(&self) -> String {
+        format!(
+            "phase={:?} cum_ack={} limit={} highest={} end={} received={:?} pending={:?} verify_q={}",
+            self.phase,
+            self.cum_ack,
+            self.limit,
+            self.highest,
+            self.stream_end,
+            self.received.iter().take(8).collect::<Vec<_>>(),
+            self.pending.iter().take(8).collect::<Vec<_>>(),
+            self.verify_queue.len()
+        )
+    }
+
     pub fn is_closed(&self) -> bool {
         self.phase.is_closed()
     }
