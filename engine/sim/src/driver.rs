@@ -633,10 +633,11 @@ impl Sim {
             ));
             for (i, s) in e.shards.iter().enumerate() {
                 out.push(format!(
-                    "  shard {i}: closed={} timeout={:?} {:?}",
+                    "  shard {i}: closed={} timeout={:?} {:?}\n    {}",
                     s.is_closed(),
                     s.poll_timeout(),
-                    s.stats()
+                    s.stats(),
+                    s.debug_state()
                 ));
             }
             if e.side == Side::Receiver {

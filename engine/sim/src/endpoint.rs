@@ -70,6 +70,14 @@ impl AnyShard {
     pub fn stats(&self) -> &ShardStats {
         each!(self, s => s.stats())
     }
+    /// The shard's internal state, for failure reports.
+    pub fn debug_state(&self) -> String {
+        match self {
+            AnyShard::Sender(s) => s.debug_state(),
+            AnyShard::Receiver(r) => r.debug_state(),
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         each!(self, s => s.is_closed())
     }

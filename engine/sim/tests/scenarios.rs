@@ -188,18 +188,21 @@ fn a_failing_run_exits_1_and_names_its_seed() {
     assert!(r.line().contains("FAIL: step bound reached"), "{}", r.line());
 }
 
-/// Regression (seed 12): a write completion that advances `cum_ack` opens the window, but the
-/// receiver only sends `Window` while `fb_dirty || cum_ack < highest`, so when the last write
-/// lands after the last feedback the sender stays at its old limit forever.
+/// Regression (seeds 12, 50): a write completion that advances `cum_ack` opens the window, but
+/// the receiver only sends `Window` while `fb_dirty || cum_ack < highest`, so when the update
+/// that carried the new limit is lost, or the last write lands after the last feedback, the
+/// sender stays at its old limit and the transfer stalls until the time bound.
 #[test]
-fn window_opened_by_a_late_write_is_announced_seed_12() {
-    let r = run_seed(12);
-    assert!(r.is_ok(), "{}\n{}", r.line(), r.diagnostics.join("\n"));
+fn window_opened_by_a_late_write_is_announced_seeds_12_50() {
+    for seed in [12, 50] {
+        let r = run_seed(seed);
+        assert!(r.is_ok(), "{}\n{}", r.line(), r.diagnostics.join("\n"));
+    }
 }
 
-/// Regression (seeds 16, 29): `poll_timeout` returns `last_heard + idle_timeout` but the idle
-/// check fires only when `now - last_heard > idle_timeout`, so at exactly the deadline
-/// `handle_timeout` does nothing and the deadline stays due.
+/// Regression (seeds 16, 29): at exactly `last_heard + idle_timeout` (the deadline
+/// `poll_timeout` gave) the idle check used `>`, so `handle_timeout` did nothing and the clock
+/// could not move (fixed in proto 8483663). Both seeds then stalled on the window bug above.
 #[test]
 fn idle_deadline_fires_when_reached_seeds_16_29() {
     for seed in [16, 29] {
