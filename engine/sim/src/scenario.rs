@@ -127,8 +127,31 @@ impl Scenario {
             s.attacker =
                 Some(AttackerConfig { rate_per_sec: 200 + r.below(2000), max_datagrams: 3000 });
         }
+        if r.chance(LONG_RUN_CHANCE) {
+            make_long(&mut r, &mut s);
+        }
         s
     }
+}
+
+/// Share of seeds that are long runs (see [`make_long`]).
+pub const LONG_RUN_CHANCE: f64 = 0.03;
+
+/// A long run: one shard sends more datagrams than the replay window is wide, so the window
+/// really slides and the attacker's late replays meet `Stale`, not only `Replayed`. The bulk is
+/// a virtual file (nothing stored) on a fast link, with the attacker on.
+fn make_long(r: &mut Rng, s: &mut Scenario) {
+    s.shards = 1;
+    s.fatal = None;
+    s.files.push(FileSpec { size: (28 << 20) + r.below(4 << 20), kind: FileKind::Virtual });
+    let rate = 200_000_000 + r.below(200) * 1_000_000;
+    for l in [&mut s.forward, &mut s.reverse] {
+        l.rate_bps = rate;
+        l.queue_bytes = l.queue_bytes.max(1 << 20);
+    }
+    s.rate_bps = rate / 100 * 90;
+    s.window_bytes = 256 << 10;
+    s.attacker = Some(AttackerConfig { rate_per_sec: 100 + r.below(200), max_datagrams: 3000 });
 }
 
 /// One to five files from the sizes that matter: 0, 1, block ± 1, several windows, random.
@@ -263,9 +286,12 @@ mod tests {
         assert!(any(&|s| matches!(s.fatal, Some(f) if f.fault.error == DiskError::NoSpace)));
         assert!(any(&|s| matches!(s.fatal, Some(f) if f.side == Side::Sender)));
         assert!(any(&|s| s.attacker.is_some()));
+        // Long runs: more datagrams on one shard than the replay window holds.
+        let long = |s: &Scenario| s.shards == 1 && s.total_bytes() > 1472 * 16_384;
+        assert!(all.iter().filter(|s| long(s)).count() >= 5);
         for s in &all {
             assert!(s.forward.loss <= 0.2 && s.reverse.loss <= 0.2);
-            assert!(s.total_bytes() < 16 << 20, "seed {} is too big", s.seed);
+            assert!(s.total_bytes() < 40 << 20, "seed {} is too big", s.seed);
             assert!(s.files.len() <= MAX_SCENARIO_FILES);
         }
     }
