@@ -167,9 +167,7 @@ fn a_handful_of_seeds_pass() {
 
 #[test]
 fn same_seed_prints_the_same_line() {
-    for seed in [3, 17] {
-        assert_eq!(run_seed(seed).line(), run_seed(seed).line());
-    }
+    assert_eq!(run_seed(3).line(), run_seed(3).line());
     let bin = env!("CARGO_BIN_EXE_haul-sim");
     let once = |args: &[&str]| std::process::Command::new(bin).args(args).output().unwrap();
     let (a, b) = (once(&["run", "--seed", "4"]), once(&["--seed", "4"]));
