@@ -23,7 +23,7 @@ use crate::checks;
 use crate::disk::{Disk, DiskOp, SimFile, stored_content};
 use crate::endpoint::{AnyCoord, AnyShard, Endpoint};
 use crate::intervals::IntervalSet;
-use crate::net::{Fate, Link, MTU};
+use crate::net::{Arrival, Fate, Link};
 use crate::report::{Failure, RunReport};
 use crate::scenario::{FileKind, Scenario};
 use crate::side::{Side, with_side};
@@ -125,12 +125,10 @@ impl Sim {
         rng.fill_bytes(&mut client_random);
         rng.fill_bytes(&mut server_random);
         let keys = (SessionSecret(secret), client_random, server_random);
-        let mut ends = Vec::with_capacity(2);
-        for side in Side::BOTH {
-            let disk = build_disk(sc, side, rng.next_u64());
-            ends.push(build_endpoint(sc, &params, &layout, &keys, side, disk)?);
-        }
-        let [sender, receiver]: [Endpoint; 2] = ends.try_into().map_err(|_| Failure::Stalled)?;
+        let disk = build_disk(sc, Side::Sender, rng.next_u64());
+        let sender = build_endpoint(sc, &params, &layout, &keys, Side::Sender, disk)?;
+        let disk = build_disk(sc, Side::Receiver, rng.next_u64());
+        let receiver = build_endpoint(sc, &params, &layout, &keys, Side::Receiver, disk)?;
         let links = [
             Link::new(sc.forward.clone(), rng.next_u64()),
             Link::new(sc.reverse.clone(), rng.next_u64()),
@@ -376,36 +374,32 @@ impl Sim {
         let fate =
             self.links[side.index()].send(self.now, d.len(), usize::from(self.params.ip_overhead));
         let Fate::Delivered { first, second } = fate else {
-            if fate == Fate::Dropped(crate::net::Drop::Oversize)
-                || d.len() + usize::from(self.params.ip_overhead) > MTU
-            {
+            if fate == Fate::Dropped(crate::net::Drop::Oversize) {
                 self.fail(Failure::Oversize { side: side.name(), len: d.len() });
             }
             return;
         };
         if self.arrivals.len() >= MAX_IN_FLIGHT {
-            self.fail(Failure::BadRequest {
-                side: side.name(),
-                what: "too many datagrams in flight".into(),
-            });
+            let what = "too many datagrams in flight".into();
+            self.fail(Failure::BadRequest { side: side.name(), what });
             return;
         }
         let twin = second.is_some();
-        for (arrival, bytes) in [(Some(first), Some(d.clone())), (second, Some(d))] {
-            let (Some(a), Some(mut bytes)) = (arrival, bytes) else { continue };
-            if a.corrupt {
-                self.links[side.index()].corrupt(&mut bytes);
-            }
-            self.order += 1;
-            let dgram = InFlight { bytes, corrupt: a.corrupt, twin };
-            self.arrivals.push(Arrive {
-                at: a.at,
-                order: self.order,
-                to: side.peer(),
-                shard,
-                dgram,
-            });
+        let copy = second.map(|a| (a, d.clone()));
+        self.schedule(side, shard, first, d, twin);
+        if let Some((a, bytes)) = copy {
+            self.schedule(side, shard, a, bytes, twin);
         }
+    }
+
+    /// Put one copy of a datagram `side` sent on its way to the peer's shard `shard`.
+    fn schedule(&mut self, side: Side, shard: u8, a: Arrival, mut bytes: Vec<u8>, twin: bool) {
+        if a.corrupt {
+            self.links[side.index()].corrupt(&mut bytes);
+        }
+        self.order += 1;
+        let dgram = InFlight { bytes, corrupt: a.corrupt, twin };
+        self.arrivals.push(Arrive { at: a.at, order: self.order, to: side.peer(), shard, dgram });
     }
 
     /// Everything due at `now`: arrivals, disk completions, an injection, shard deadlines.
