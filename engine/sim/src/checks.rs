@@ -7,10 +7,11 @@
 //! `Aborted` with `disk` naming that error, and its peer ends `Aborted` too.
 
 use crate::disk::{Disk, SimFile};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{AnyShard, Endpoint};
 use crate::report::{Failure, outcome_name};
 use crate::side::Side;
 use haul_proto::session::{DiskError, Outcome, ShardStats};
+use haul_proto::time::Instant;
 
 /// The counters a rejected datagram must not move.
 pub fn traffic_fingerprint(s: &ShardStats) -> [u64; 6] {
@@ -22,6 +23,13 @@ pub fn traffic_fingerprint(s: &ShardStats) -> [u64; 6] {
         s.naks_sent,
         s.naks_received,
     ]
+}
+
+/// Everything a rejected datagram must leave as it was: the shard's own account of its state
+/// (`debug_state`: stream positions, window, holes, slots), its next deadline, and its traffic
+/// counters. Reject counters are left out: counting the reject is the one change allowed.
+pub fn state_fingerprint(shard: &AnyShard) -> (String, Option<Instant>, [u64; 6]) {
+    (shard.debug_state(), shard.poll_timeout(), traffic_fingerprint(shard.stats()))
 }
 
 /// A file may be finalized once, and only when every byte of it is on disk.
@@ -130,7 +138,6 @@ mod tests {
     use super::*;
     use crate::disk::{DiskConfig, DiskOp};
     use crate::intervals::IntervalSet;
-    use haul_proto::time::Instant;
 
     fn disk(files: Vec<Vec<u8>>) -> Disk {
         let files = files

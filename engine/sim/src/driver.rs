@@ -11,7 +11,7 @@
 //!   top 8 bits name its shard;
 //! - no datagram exceeds the MTU;
 //! - every attacker datagram, handed to its shard alone, is `Rejected` and leaves the shard's
-//!   traffic counters unchanged; every corrupted datagram is `Rejected`; no intact legit
+//!   state, deadline and traffic counters unchanged; every corrupted datagram is `Rejected`; no intact legit
 //!   datagram is rejected as forged, malformed or replayed (unless the link duplicated it);
 //! - the step and simulated-time bounds are never reached.
 //!
@@ -557,17 +557,17 @@ impl Sim {
     }
 
     /// Hand one attacker datagram to its target shard, alone; it must be rejected and must not
-    /// change the shard's traffic counters.
+    /// change the shard's state (its own account of it, its deadline, its traffic counters).
     fn inject(&mut self, inj: Injection) {
         let now = self.now;
         let e = &mut self.ends[inj.target.index()];
         let Some(sh) = e.shards.get_mut(usize::from(inj.shard)) else { return };
-        let before = checks::traffic_fingerprint(sh.stats());
+        let before = checks::state_fingerprint(sh);
         let mut buf = inj.bytes;
         let mut one = [RxDatagram { buf: &mut buf, outcome: RxOutcome::Pending }];
         with_side(inj.target, || sh.handle_datagrams(now, &mut one));
         let outcome = std::mem::take(&mut one[0].outcome);
-        let after = checks::traffic_fingerprint(sh.stats());
+        let after = checks::state_fingerprint(sh);
         let (kind, side, shard) = (inj.kind.name(), inj.target.name(), inj.shard);
         if !matches!(outcome, RxOutcome::Rejected(_)) {
             self.fail(Failure::AcceptedJunk { kind, side, shard, outcome: format!("{outcome:?}") });
