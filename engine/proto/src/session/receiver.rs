@@ -140,7 +140,7 @@ impl ReceiverShard {
             cum_ack: 0,
             limit: params.window_bytes.min(stream_end),
             highest: 0,
-            checkpoints: VecDeque::new(),
+            checkpoints: VecDeque::with_capacity(MAX_CHECKPOINTS),
             reorder_delay: params.reorder_delay,
             feedback_interval: params.feedback_interval,
             next_feedback: now + params.feedback_interval,
