@@ -159,7 +159,8 @@ fn one_tib_virtual_file_runs_for_a_fixed_span() {
 
 #[test]
 fn a_handful_of_seeds_pass() {
-    for seed in 1..=11 {
+    // The sweep covers hundreds more in the `sim` profile; these are the debug-build smoke set.
+    for seed in 1..=8 {
         let r = run_seed(seed);
         assert!(r.is_ok(), "{}\nreplay: haul-sim run --seed {seed}", r.line());
     }
@@ -167,13 +168,15 @@ fn a_handful_of_seeds_pass() {
 
 #[test]
 fn same_seed_prints_the_same_line() {
-    assert_eq!(run_seed(3).line(), run_seed(3).line());
+    // Seed 6: four shards, the attacker, several fault knobs: plenty of randomness to diverge.
+    let line = run_seed(6).line();
+    assert!(line.contains("attacks=") && !line.contains("attacks=0 "), "{line}");
     let bin = env!("CARGO_BIN_EXE_haul-sim");
     let once = |args: &[&str]| std::process::Command::new(bin).args(args).output().unwrap();
-    let (a, b) = (once(&["run", "--seed", "4"]), once(&["--seed", "4"]));
+    let (a, b) = (once(&["run", "--seed", "6"]), once(&["--seed", "6"]));
     assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stdout));
     assert_eq!(a.stdout, b.stdout);
-    assert!(String::from_utf8_lossy(&a.stdout).starts_with("seed=4 shards="));
+    assert_eq!(String::from_utf8_lossy(&a.stdout).trim_end(), line);
 }
 
 #[test]
