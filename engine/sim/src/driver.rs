@@ -374,7 +374,7 @@ impl Sim {
         let fate =
             self.links[side.index()].send(self.now, d.len(), usize::from(self.params.ip_overhead));
         let Fate::Delivered { first, second } = fate else {
-            if fate == Fate::Dropped(crate::net::Drop::Oversize) {
+            if fate == Fate::Dropped(crate::net::DropReason::Oversize) {
                 self.fail(Failure::Oversize { side: side.name(), len: d.len() });
             }
             return;

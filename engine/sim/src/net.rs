@@ -81,7 +81,7 @@ impl LinkConfig {
 
 /// Why a link dropped a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Drop {
+pub enum DropReason {
     Oversize,
     QueueFull,
     Random,
@@ -99,7 +99,7 @@ pub struct Arrival {
 /// What became of one datagram offered to the link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fate {
-    Dropped(Drop),
+    Dropped(DropReason),
     /// Delivered once, or twice when `second` is set.
     Delivered {
         first: Arrival,
@@ -168,12 +168,12 @@ impl Link {
         let ip_len = len + ip_overhead;
         if ip_len > MTU {
             self.stats.oversize += 1;
-            return Fate::Dropped(Drop::Oversize);
+            return Fate::Dropped(DropReason::Oversize);
         }
         let ip_len = ip_len as u64;
         if self.queued_bytes(now) + ip_len > self.cfg.queue_bytes {
             self.stats.queue_drops += 1;
-            return Fate::Dropped(Drop::QueueFull);
+            return Fate::Dropped(DropReason::QueueFull);
         }
         self.stats.ip_bytes += ip_len;
         let start = self.busy_until.max(now);
@@ -191,7 +191,7 @@ impl Link {
     }
 
     /// Step the burst chain and draw the random loss.
-    fn wire_loss(&mut self) -> Option<Drop> {
+    fn wire_loss(&mut self) -> Option<DropReason> {
         if let Some(ge) = self.cfg.burst {
             let flip = if self.in_bad_state { ge.p_bad_to_good } else { ge.p_good_to_bad };
             if self.rng.chance(flip) {
@@ -199,12 +199,12 @@ impl Link {
             }
             if self.in_bad_state && self.rng.chance(ge.loss_in_bad) {
                 self.stats.burst_losses += 1;
-                return Some(Drop::Burst);
+                return Some(DropReason::Burst);
             }
         }
         if self.rng.chance(self.cfg.loss) {
             self.stats.random_losses += 1;
-            return Some(Drop::Random);
+            return Some(DropReason::Random);
         }
         None
     }
@@ -279,7 +279,7 @@ mod tests {
         for _ in 0..3 {
             assert!(matches!(l.send(t, 1472, 28), Fate::Delivered { .. }));
         }
-        assert_eq!(l.send(t, 1472, 28), Fate::Dropped(Drop::QueueFull));
+        assert_eq!(l.send(t, 1472, 28), Fate::Dropped(DropReason::QueueFull));
         // After one serialization time, one slot is free again.
         assert!(matches!(l.send(t + MS, 1472, 28), Fate::Delivered { .. }));
         assert_eq!(l.stats().queue_drops, 1);
@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn oversize_datagrams_are_dropped() {
         let mut l = Link::new(LinkConfig::clean(1_000_000_000, MS), 1);
-        assert_eq!(l.send(Instant::ZERO, 1473, 28), Fate::Dropped(Drop::Oversize));
+        assert_eq!(l.send(Instant::ZERO, 1473, 28), Fate::Dropped(DropReason::Oversize));
     }
 
     #[test]
@@ -303,7 +303,7 @@ mod tests {
         };
         let a = run(3);
         assert_eq!(a, run(3), "same seed, same fates");
-        let lost = a.iter().filter(|f| matches!(f, Fate::Dropped(Drop::Random))).count();
+        let lost = a.iter().filter(|f| matches!(f, Fate::Dropped(DropReason::Random))).count();
         assert!((1_700..2_300).contains(&lost), "lost {lost} of 20000 at 10%");
     }
 
