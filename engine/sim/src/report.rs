@@ -80,6 +80,8 @@ pub struct RunReport {
     /// The run reached `stop_at` (a fixed-span measurement, not a failure).
     pub stopped: bool,
     pub failures: Vec<Failure>,
+    /// What the scenario exercised ([`Scenario::coverage_tags`](crate::Scenario::coverage_tags)).
+    pub coverage: Vec<String>,
     /// For a failed run: the state of both sides when it ended (`haul-sim run --verbose`).
     pub diagnostics: Vec<String>,
 }

@@ -52,13 +52,15 @@ pub fn run_scenario(sc: &Scenario) -> RunReport {
         }
     }));
     let message = CAPTURED.with(|c| c.borrow_mut().take()).unwrap_or_default();
-    result.unwrap_or_else(|_| {
+    let mut report = result.unwrap_or_else(|_| {
         let mut r = RunReport::new(sc.seed, sc.suite, sc.shards, sc.sender_role);
         r.files = sc.files.len();
         r.bytes = sc.total_bytes();
         r.failures.push(Failure::Panic(message.replace('\n', " ")));
         r
-    })
+    });
+    report.coverage = sc.coverage_tags();
+    report
 }
 
 /// Run the scenario of `seed`.

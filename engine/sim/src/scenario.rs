@@ -104,6 +104,45 @@ impl Scenario {
         self.files.iter().map(|f| f.size).sum()
     }
 
+    /// What this scenario exercises, as tags a sweep counts (its coverage report).
+    pub fn coverage_tags(&self) -> Vec<String> {
+        let mut t = vec![
+            format!("shards={}", self.shards),
+            format!("suite={}", self.suite.name()),
+            format!(
+                "sender={}",
+                if self.sender_role == Role::Client { "client" } else { "server" }
+            ),
+        ];
+        let links = [&self.forward, &self.reverse];
+        let mut tag = |on: bool, name: &str| {
+            if on {
+                t.push(name.to_string());
+            }
+        };
+        tag(links.iter().any(|l| l.loss > 0.0), "loss");
+        tag(links.iter().any(|l| l.loss >= 0.1), "loss>=10%");
+        tag(links.iter().any(|l| l.burst.is_some()), "burst_loss");
+        tag(links.iter().any(|l| l.reorder > 0.0), "reordering");
+        tag(links.iter().any(|l| l.duplicate > 0.0), "duplication");
+        tag(links.iter().any(|l| l.corrupt > 0.0), "corruption");
+        tag(links.iter().any(|l| l.jitter > Duration::ZERO), "jitter");
+        tag(self.disks.iter().any(|d| d.p_interrupted > 0.0 || d.p_short > 0.0), "transient_disk");
+        tag(self.fatal.is_some(), "fatal_disk_planned");
+        tag(self.attacker.is_some(), "attacker");
+        let block = 1u64 << self.block_size_log2;
+        let has = |f: &dyn Fn(u64) -> bool| self.files.iter().any(|x| f(x.size));
+        tag(has(&|n| n == 0), "size=0");
+        tag(has(&|n| n == 1), "size=1");
+        tag(has(&|n| n == block - 1), "size=block-1");
+        tag(has(&|n| n == block), "size=block");
+        tag(has(&|n| n == block + 1), "size=block+1");
+        tag(has(&|n| n >= 4 * self.window_bytes), "size>=4*window");
+        tag(self.files.len() > 1, "several_files");
+        tag(self.files.iter().any(|f| f.kind == FileKind::Virtual), "virtual_file");
+        t
+    }
+
     /// The scenario seed `seed` stands for.
     pub fn from_seed(seed: u64) -> Scenario {
         let mut r = Rng::new(seed);

@@ -117,6 +117,8 @@ fn cmd_sweep(start: u64, count: u64, jobs: usize) -> ExitCode {
         "runs: {} complete, {} aborted on an injected disk error as expected, {} failed",
         t.complete, t.aborted, t.failed
     );
+    let coverage: Vec<String> = t.coverage.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+    println!("coverage (seeds per tag): {}", coverage.join(" "));
     println!("wall time: {:.1}s", wall.elapsed().as_secs_f64());
     if t.failed == 0 {
         println!("sweep passed");
@@ -139,6 +141,7 @@ struct Totals {
     complete: u64,
     aborted: u64,
     failed: u64,
+    coverage: std::collections::BTreeMap<String, u64>,
 }
 
 impl Totals {
@@ -157,6 +160,9 @@ impl Totals {
                     matches!(f, Failure::AcceptedJunk { .. } | Failure::AcceptedCorrupt { .. })
                 })
                 .count() as u64;
+            for tag in &r.coverage {
+                *t.coverage.entry(tag.clone()).or_default() += 1;
+            }
             match (r.is_ok(), r.fatal) {
                 (false, _) => t.failed += 1,
                 (true, None) => t.complete += 1,
