@@ -8,3 +8,5 @@
 
 pub mod alloc;
 pub mod cpu;
+pub mod tun;
+pub mod wan;
