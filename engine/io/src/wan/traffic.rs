@@ -11,6 +11,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// IPv4 (20) + UDP (8) header bytes per datagram.
@@ -21,6 +22,9 @@ pub const TICK_NS: u64 = 1_000_000;
 pub const BURST_PACKETS_MAX: u64 = 1024;
 /// Largest payload the blaster sends (fills a 1500-byte MTU).
 pub const PAYLOAD_MAX: usize = 1472;
+/// The sink's receive buffer: 16 MiB, about 0.25 s at 500 Mbit/s, so a sink that loses the
+/// CPU for a moment does not drop what the emulator delivered.
+pub const SINK_RCVBUF_BYTES: libc::c_int = 16 << 20;
 
 /// What the blaster sent.
 #[derive(Clone, Copy, Debug, Default)]
@@ -105,6 +109,7 @@ pub fn blast(
 /// Counts datagrams on `socket` until `idle` passes without one (after the first) or
 /// `deadline` passes from the call, whichever is first.
 pub fn sink(socket: &UdpSocket, idle: Duration, deadline: Duration) -> io::Result<SinkReport> {
+    set_recv_buffer(socket, SINK_RCVBUF_BYTES);
     socket.set_read_timeout(Some(Duration::from_millis(20)))?;
     let mut buf = vec![0u8; 65536];
     let mut report = SinkReport::default();
@@ -136,4 +141,27 @@ pub fn sink(socket: &UdpSocket, idle: Duration, deadline: Duration) -> io::Resul
     }
     report.first_to_last = first.map_or(Duration::ZERO, |f| last - f);
     Ok(report)
+}
+
+/// Asks for a receive buffer of `bytes`: SO_RCVBUFFORCE (root may exceed net.core.rmem_max),
+/// else SO_RCVBUF (capped by rmem_max). Best effort: a smaller buffer only risks drops that
+/// the sink's counts then show.
+pub fn set_recv_buffer(socket: &UdpSocket, bytes: libc::c_int) {
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: the descriptor is open (borrowed from `socket`); the option value is a live
+        // c_int and `len` is its size, as both options expect.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&bytes as *const libc::c_int).cast(),
+                len,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
 }
