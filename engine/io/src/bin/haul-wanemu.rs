@@ -213,7 +213,10 @@ fn wait_for_exit(set: &libc::sigset_t, emulator: &Emulator) -> Result<()> {
             return Ok(());
         }
         if !emulator.is_healthy() {
-            bail!("a forwarder thread died (a bug in haul-wanemu); stopping");
+            bail!(
+                "a namespace was deleted from outside, or a forwarder thread died (a bug in \
+                 haul-wanemu); stopping"
+            );
         }
     }
 }

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::link::{Link, Verdict};
 use super::stats::{DirectionStats, DropCause};
@@ -36,6 +36,9 @@ pub const POOL_PACKETS_MAX: usize = 65_536;
 pub const SPIN_NS: u64 = 20_000;
 /// The longest sleep, so that a stop request is seen promptly.
 pub const SLEEP_NS_MAX: u64 = 20_000_000;
+/// Pause after a failed read (the interface went away under us), so that a descriptor that
+/// polls as always-ready can never turn this real-time thread into a busy loop.
+pub const READ_ERROR_BACKOFF_NS: u64 = 10_000_000;
 /// SCHED_FIFO priority: above normal tasks, below the kernel's own threaded IRQs (50).
 pub const FIFO_PRIORITY: libc::c_int = 10;
 
@@ -108,9 +111,10 @@ impl Forwarder {
         };
         while !run.fwd.stop.load(Ordering::Relaxed) {
             run.release_due();
-            let read = run.read_batch();
-            if read < READ_BATCH_MAX {
-                run.wait();
+            match run.read_batch() {
+                Ok(read) if read == READ_BATCH_MAX => {}
+                Ok(_) => run.wait(),
+                Err(()) => std::thread::sleep(Duration::from_nanos(READ_ERROR_BACKOFF_NS)),
             }
         }
         run.stats.flushed_at_exit = run.line.len() as u64;
@@ -149,8 +153,9 @@ impl Running {
         }
     }
 
-    /// Reads up to a batch of packets; returns how many were read.
-    fn read_batch(&mut self) -> usize {
+    /// Reads up to a batch of packets; returns how many were read, or `Err` after a read
+    /// error (counted in the stats).
+    fn read_batch(&mut self) -> Result<usize, ()> {
         let mut read = 0;
         while read < READ_BATCH_MAX {
             let slot = self.pool.take();
@@ -158,21 +163,27 @@ impl Running {
                 Some(s) => &mut self.pool.buffers[s as usize][..],
                 None => &mut self.scratch[..],
             };
-            let len = match self.fwd.src.read_packet(buf) {
-                Ok(Some(len)) if len > 0 => len,
-                // Nothing queued, an empty read, or an error (the interface went away while
-                // stopping): put the slot back and let the caller wait.
-                _ => {
-                    if let Some(s) = slot {
-                        self.pool.give_back(s);
-                    }
-                    break;
+            let outcome = self.fwd.src.read_packet(buf);
+            let len = match outcome {
+                Ok(Some(len)) if len > 0 => Some(len),
+                _ => None,
+            };
+            let Some(len) = len else {
+                // Nothing queued, an empty read, or an error (the interface went away): put
+                // the slot back and let the caller wait or back off.
+                if let Some(s) = slot {
+                    self.pool.give_back(s);
                 }
+                if outcome.is_err() {
+                    self.stats.read_errors += 1;
+                    return Err(());
+                }
+                break;
             };
             read += 1;
             self.on_packet(slot, len);
         }
-        read
+        Ok(read)
     }
 
     fn on_packet(&mut self, slot: Option<u32>, len: usize) {

@@ -243,9 +243,13 @@ impl Emulator {
         &self.endpoints
     }
 
-    /// False once a forwarder thread has ended on its own (it panicked: our bug).
+    /// False once a forwarder thread has ended on its own (it panicked: our bug) or a
+    /// namespace was deleted from outside (the link is then gone for good).
     pub fn is_healthy(&self) -> bool {
+        let dir = std::path::Path::new(netns::NETNS_DIR);
         self.threads.iter().all(|t| !t.is_finished())
+            && dir.join(&self.endpoints.netns_a).exists()
+            && dir.join(&self.endpoints.netns_b).exists()
     }
 
     /// Stops both forwarders, deletes the namespaces, and returns what each direction saw.

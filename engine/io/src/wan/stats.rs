@@ -130,6 +130,8 @@ pub struct DirectionStats {
     pub drops_pool: u64,
     /// Writes the far TUN refused.
     pub write_errors: u64,
+    /// Reads from the source TUN that failed (the interface went away).
+    pub read_errors: u64,
     /// Packets still in the delay line when the emulator stopped (discarded).
     pub flushed_at_exit: u64,
     /// Lateness of each release against the model, ns.
@@ -156,7 +158,7 @@ impl fmt::Display for DirectionStats {
         write!(
             f,
             "packets_in={} bytes_in={} delivered={} delivered_bytes={} drops_queue={} \
-             drops_loss={} drops_pool={} write_errors={} flushed_at_exit={} \
+             drops_loss={} drops_pool={} write_errors={} read_errors={} flushed_at_exit={} \
              error_us_p50={:.1} error_us_p99={:.1} error_us_max={:.1} \
              sojourn_minus_delay_us_p50={:.1} sojourn_minus_delay_us_p99={:.1}",
             self.packets_in,
@@ -167,6 +169,7 @@ impl fmt::Display for DirectionStats {
             self.drops_loss,
             self.drops_pool,
             self.write_errors,
+            self.read_errors,
             self.flushed_at_exit,
             us(self.error_ns.quantile(0.5)),
             us(self.error_ns.quantile(0.99)),
