@@ -4,7 +4,8 @@
 # 1. For each rate in RATES (default 200M and 500M): haul-wanemu at that rate, one-way DELAY
 #    (default 10 ms, so 20 ms RTT), 0% loss; a fixed-rate UDP blaster (haul-wanemu blast,
 #    1500-byte IP packets) on side A at the same rate; a sink on side B. Prints Mbit/s
-#    delivered at the IP layer and the emulator's own counters and timing error.
+#    delivered at the IP layer and the emulator's own counters and timing error. Then the
+#    same blaster through the emulator without a rate limit (its forwarding capacity).
 # 2. If iperf3 is present (installed with apt-get when missing and we are root): iperf3 TCP
 #    with -C cubic and -C bbr through the emulator at 200 Mbit/s / 20 ms RTT, socket buffers
 #    raised (restored on exit), goodput printed.
@@ -41,6 +42,15 @@ for rate in $RATES; do
     line=$(wan_udp_ceiling "$rate" "$SECS" | grep '^sink:')
     mbit=$(sed -n 's/.* mbit_s=\([0-9.]*\).*/\1/p' <<<"$line")
     echo "ceiling rate=$rate delivered_mbit_s=$mbit   ($line)"
+    wan_down
+    # The same blaster through an emulator with no rate limit: what the forwarder itself
+    # moves. At the link rate the queue is critically loaded (offered = capacity), so every
+    # stall of the blaster or the emulator leaves a backlog that never drains; this row tells
+    # such stalls apart from a forwarder that cannot keep up.
+    wan_up --rate 0 --delay "$DELAY"
+    line=$(wan_udp_ceiling "$rate" "$SECS" | grep '^sink:')
+    mbit=$(sed -n 's/.* mbit_s=\([0-9.]*\).*/\1/p' <<<"$line")
+    echo "forwarding blaster=$rate rate_limit=none delivered_mbit_s=$mbit   ($line)"
     wan_down
 done
 
