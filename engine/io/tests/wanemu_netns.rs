@@ -161,11 +161,12 @@ fn wanemu_b_blast_at_twice_the_rate_delivers_at_most_the_rate() {
     let gone = s.drops_queue + s.drops_loss + s.drops_pool + s.write_errors + s.flushed_at_exit;
     assert_eq!(s.packets_in, s.delivered_packets + gone);
     assert_eq!(s.drops_loss + s.drops_pool + s.write_errors, 0);
-    // The excess the sender offered is what the queue dropped (allowing 1% lost elsewhere,
-    // e.g. in the TUN's own queue before the emulator read it).
-    let excess = blast.packets - got.packets;
-    assert!(s.drops_queue <= excess, "queue drops {} > excess {excess}", s.drops_queue);
-    assert!(s.drops_queue as f64 >= 0.99 * excess as f64 - 5.0, "queue drops {}", s.drops_queue);
+    // The excess the sender offered is what the queue dropped: the receiver saw exactly what
+    // the emulator delivered, and at most 1% was lost before the emulator read it (the TUN's
+    // own 500-packet ring, should the forwarder lose the CPU for 150 ms).
+    assert_eq!(got.packets, s.delivered_packets);
+    let lost_before = blast.packets - s.packets_in;
+    assert!(lost_before as f64 <= 0.01 * blast.packets as f64 + 5.0, "{lost_before} lost before");
     assert!(s.drops_queue as f64 >= 0.3 * blast.packets as f64, "2x offered, too few drops");
 }
 
@@ -175,6 +176,8 @@ fn wanemu_c_random_loss_of_ten_percent() {
     let emu = Emulator::start(&config("loss", direction(0, 1, 0.10))).unwrap();
     let ends = emu.endpoints().clone();
     let rx = socket_in(&ends.netns_b, ADDR_B, 9001);
+    // Room for all 20,000 datagrams, so a receiver that loses the CPU drops none.
+    traffic::set_recv_buffer(&rx, traffic::SINK_RCVBUF_BYTES);
     rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let tx = socket_in(&ends.netns_a, ADDR_A, 0);
     let counter = std::thread::spawn(move || {
