@@ -66,7 +66,7 @@ wan_down() {
     kill -TERM "$WAN_PID" 2>/dev/null || true
     wait "$WAN_PID" 2>/dev/null || true
     WAN_PID=""
-    grep -E '^(a->b|b->a): packets_in' "$WAN_LOG" | sed 's/^/    emulator /'
+    grep -E '^(a->b|b->a): .*packets_in=' "$WAN_LOG" | sed 's/^/    emulator /'
 }
 
 # in_a CMD... / in_b CMD...: run a command on side A / side B.

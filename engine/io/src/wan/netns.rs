@@ -53,6 +53,28 @@ pub fn run_ip(args: &[&str]) -> Result<(), WanError> {
     Ok(())
 }
 
+/// The `tx_dropped` counter of interface `dev` in namespace `netns`, from
+/// `ip -s -o link show` (one line; statistics blocks separated by backslashes).
+pub fn tx_dropped(netns: &str, dev: &str) -> Result<u64, WanError> {
+    let args = ["-n", netns, "-s", "-o", "link", "show", "dev", dev];
+    let fail = |detail: String| WanError::Ip { args: args.join(" "), detail };
+    let out = Command::new("ip").args(args).output().map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    parse_tx_dropped(&String::from_utf8_lossy(&out.stdout))
+        .ok_or_else(|| fail("no TX dropped counter in the output".into()))
+}
+
+/// Finds "TX: bytes packets errors dropped ..." and returns the value under "dropped".
+fn parse_tx_dropped(text: &str) -> Option<u64> {
+    let mut parts = text.split('\\').map(str::trim);
+    let header = parts.find(|p| p.starts_with("TX:"))?;
+    let column = header.split_whitespace().skip(1).position(|w| w == "dropped")?;
+    let values = parts.next()?;
+    values.split_whitespace().nth(column)?.parse().ok()
+}
+
 /// The guard over one instance's two namespaces and its pid file.
 #[derive(Debug)]
 pub struct NetnsPair {
@@ -174,6 +196,16 @@ pub fn cleanup_stale(is_all: bool) -> Result<Vec<String>, WanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tx_dropped_is_parsed_from_one_line_output() {
+        let line = "5: wan0: <POINTOPOINT,UP> mtu 1500 qdisc pfifo_fast state UNKNOWN \\    \
+                    link/none \\    RX:  bytes packets errors dropped  missed   mcast \\    \
+                    0 0 0 0 0 0 \\    TX:  bytes packets errors dropped carrier collsns \\    \
+                    301990500  201327      0    6969       0       0\n";
+        assert_eq!(parse_tx_dropped(line), Some(6969));
+        assert_eq!(parse_tx_dropped("garbage"), None);
+    }
 
     #[test]
     fn names_are_checked_and_derived() {

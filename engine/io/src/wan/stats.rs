@@ -114,6 +114,10 @@ pub enum DropCause {
 /// What one direction saw, from its start to its stop.
 #[derive(Clone, Debug, Default)]
 pub struct DirectionStats {
+    /// Packets the sending side's kernel dropped because the source TUN's ring was full (the
+    /// forwarder did not read for a while): lost before the emulator saw them, and not in
+    /// `packets_in`. Read from the interface's `tx_dropped` at stop.
+    pub drops_tun_ring: u64,
     /// Packets read from the source TUN.
     pub packets_in: u64,
     /// Their IP bytes.
@@ -157,10 +161,11 @@ impl fmt::Display for DirectionStats {
         let us = |ns: u64| ns as f64 / 1000.0;
         write!(
             f,
-            "packets_in={} bytes_in={} delivered={} delivered_bytes={} drops_queue={} \
+            "drops_tun_ring={} packets_in={} bytes_in={} delivered={} delivered_bytes={} drops_queue={} \
              drops_loss={} drops_pool={} write_errors={} read_errors={} flushed_at_exit={} \
              error_us_p50={:.1} error_us_p99={:.1} error_us_max={:.1} \
              sojourn_minus_delay_us_p50={:.1} sojourn_minus_delay_us_p99={:.1}",
+            self.drops_tun_ring,
             self.packets_in,
             self.bytes_in,
             self.delivered_packets,
