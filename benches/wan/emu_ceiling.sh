@@ -11,7 +11,8 @@
 #    raised (restored on exit), goodput printed.
 #
 # Usage: benches/wan/emu_ceiling.sh          (root; about 1 minute)
-# Knobs (environment): RATES="200M 500M" DELAY=10ms SECS=5 TCP_SECS=10 HAUL_WANEMU=path
+# Knobs (environment): RATES="200M 500M" DELAY=10ms SECS=5 TCP_SECS=10 (0: skip TCP)
+#                       HAUL_WANEMU=path
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -54,7 +55,9 @@ for rate in $RATES; do
     wan_down
 done
 
-if haul_need_iperf3; then
+if [[ $TCP_SECS -eq 0 ]]; then
+    echo "== TCP: SKIPPED (TCP_SECS=0)"
+elif haul_need_iperf3; then
     echo "== TCP through the emulator: 200 Mbit/s, 20 ms RTT, 0% loss, ${TCP_SECS}s, buffers raised"
     wan_up --rate 200M --delay 10ms
     wan_tcp_buffers
