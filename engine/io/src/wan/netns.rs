@@ -40,8 +40,8 @@ pub fn netns_names(name: &str) -> (String, String) {
     (format!("{NETNS_PREFIX}{name}-a"), format!("{NETNS_PREFIX}{name}-b"))
 }
 
-/// Runs `ip ARGS...`; a failure carries what `ip` printed.
-pub fn run_ip(args: &[&str]) -> Result<(), WanError> {
+/// Runs `ip ARGS...` and returns its standard output; a failure carries what `ip` printed.
+pub fn run_ip(args: &[&str]) -> Result<String, WanError> {
     let out = Command::new("ip").args(args).output().map_err(|e| WanError::Ip {
         args: args.join(" "),
         detail: format!("cannot run ip: {e}"),
@@ -50,20 +50,17 @@ pub fn run_ip(args: &[&str]) -> Result<(), WanError> {
         let detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
         return Err(WanError::Ip { args: args.join(" "), detail });
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The `tx_dropped` counter of interface `dev` in namespace `netns`, from
 /// `ip -s -o link show` (one line; statistics blocks separated by backslashes).
 pub fn tx_dropped(netns: &str, dev: &str) -> Result<u64, WanError> {
     let args = ["-n", netns, "-s", "-o", "link", "show", "dev", dev];
-    let fail = |detail: String| WanError::Ip { args: args.join(" "), detail };
-    let out = Command::new("ip").args(args).output().map_err(|e| fail(e.to_string()))?;
-    if !out.status.success() {
-        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-    }
-    parse_tx_dropped(&String::from_utf8_lossy(&out.stdout))
-        .ok_or_else(|| fail("no TX dropped counter in the output".into()))
+    parse_tx_dropped(&run_ip(&args)?).ok_or_else(|| WanError::Ip {
+        args: args.join(" "),
+        detail: "no TX dropped counter in the output".into(),
+    })
 }
 
 /// Finds "TX: bytes packets errors dropped ..." and returns the value under "dropped".
