@@ -58,7 +58,8 @@ wan_up() {
 }
 
 # wan_down: stops the emulator (SIGTERM: it prints its counters and deletes its namespaces)
-# and prints its per-direction report, indented.
+# and prints its per-direction report, indented. Call it from the shell that ran wan_up, not
+# in a pipeline or $(...): a subshell cannot wait for the emulator.
 wan_down() {
     if [[ -z "$WAN_PID" ]]; then
         return 0
@@ -66,7 +67,7 @@ wan_down() {
     kill -TERM "$WAN_PID" 2>/dev/null || true
     wait "$WAN_PID" 2>/dev/null || true
     WAN_PID=""
-    grep -E '^(a->b|b->a): .*packets_in=' "$WAN_LOG" | sed 's/^/    emulator /'
+    grep -E '^(a->b|b->a): .*packets_in=' "$WAN_LOG" | sed 's/^/    emulator /' || true
 }
 
 # in_a CMD... / in_b CMD...: run a command on side A / side B.
