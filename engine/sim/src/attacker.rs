@@ -363,6 +363,19 @@ mod tests {
     }
 
     #[test]
+    fn hand_built_headers_match_the_codec() {
+        use haul_proto::wire::{Header, PacketType};
+        let mut d = header_bytes(4, 3, 0x1122, (3 << 56) | 9, 77).to_vec();
+        d.extend_from_slice(&[0; TAG_LEN]);
+        let h = Header::decode(&d).unwrap();
+        assert_eq!((h.ptype, h.shard, h.session_id), (PacketType::Window, 3, 0x1122));
+        assert_eq!((h.seq, h.timestamp_us), ((3 << 56) | 9, 77));
+        let mut out = [0u8; HEADER_LEN];
+        h.encode(&mut out);
+        assert_eq!(out[..], d[..HEADER_LEN]);
+    }
+
+    #[test]
     fn header_layout_round_trips() {
         let h = header_bytes(4, 3, 0x1122, (3 << 56) | 9, 1);
         assert_eq!(header_shard_seq(&h), Some((3, (3 << 56) | 9)));

@@ -137,12 +137,12 @@ pub fn check_files(sender: &Disk, receiver: &Disk) -> Vec<Failure> {
 mod tests {
     use super::*;
     use crate::disk::{DiskConfig, DiskOp};
-    use crate::intervals::IntervalSet;
+    use haul_proto::rangeset::RangeSet;
 
     fn disk(files: Vec<Vec<u8>>) -> Disk {
         let files = files
             .into_iter()
-            .map(|data| SimFile::Stored { data, written: IntervalSet::new() })
+            .map(|data| SimFile::Stored { data, written: RangeSet::new() })
             .collect();
         Disk::new(DiskConfig::fast(), files, None, 1)
     }

@@ -14,7 +14,7 @@
 //! changes the file when it completes, and only the bytes it reports; the queue of waiting
 //! operations is bounded by [`MAX_QUEUED_OPS`] (more is a driver bug, reported as an error).
 
-use crate::intervals::IntervalSet;
+use haul_proto::rangeset::RangeSet;
 use haul_proto::rng::Rng;
 use haul_proto::session::DiskError;
 use haul_proto::time::{Duration, Instant};
@@ -59,9 +59,9 @@ pub fn stored_content(seed: u64, size: u64) -> Vec<u8> {
 #[derive(Debug)]
 pub enum SimFile {
     /// Bytes in memory; `written` records which ranges a receiver wrote.
-    Stored { data: Vec<u8>, written: IntervalSet },
+    Stored { data: Vec<u8>, written: RangeSet },
     /// Bytes from [`virtual_fill`]; a receiver's writes are compared, not kept.
-    Virtual { seed: u64, size: u64, written: IntervalSet, mismatched_bytes: u64 },
+    Virtual { seed: u64, size: u64, written: RangeSet, mismatched_bytes: u64 },
 }
 
 impl SimFile {
@@ -71,7 +71,7 @@ impl SimFile {
             SimFile::Virtual { size, .. } => *size,
         }
     }
-    pub fn written(&self) -> &IntervalSet {
+    pub fn written(&self) -> &RangeSet {
         match self {
             SimFile::Stored { written, .. } | SimFile::Virtual { written, .. } => written,
         }
@@ -360,7 +360,7 @@ mod tests {
     use super::*;
 
     fn stored(size: u64) -> SimFile {
-        SimFile::Stored { data: vec![0; size as usize], written: IntervalSet::new() }
+        SimFile::Stored { data: vec![0; size as usize], written: RangeSet::new() }
     }
 
     fn drain(d: &mut Disk, now: Instant) -> Vec<Completion> {
@@ -413,7 +413,7 @@ mod tests {
             SimFile::Virtual {
                 seed: 3,
                 size: 1 << 40,
-                written: IntervalSet::new(),
+                written: RangeSet::new(),
                 mismatched_bytes: 0,
             },
         ];

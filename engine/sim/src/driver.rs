@@ -22,12 +22,12 @@ use crate::attacker::{Attacker, Injection, header_shard_seq};
 use crate::checks;
 use crate::disk::{Disk, DiskOp, SimFile, stored_content};
 use crate::endpoint::{AnyCoord, AnyShard, Endpoint};
-use crate::intervals::IntervalSet;
 use crate::net::{Arrival, Fate, Link};
 use crate::report::{Failure, RunReport};
 use crate::scenario::{FileKind, Scenario};
 use crate::side::{Side, with_side};
 use haul_proto::crypto::{KeySchedule, MAX_BATCH, SessionSecret};
+use haul_proto::rangeset::RangeSet;
 use haul_proto::rate::{Policy, RateLimits};
 use haul_proto::rng::Rng;
 use haul_proto::session::sender::RxDatagram;
@@ -679,15 +679,15 @@ fn build_disk(sc: &Scenario, side: Side, seed: u64) -> Disk {
             (FileKind::Virtual, _) => SimFile::Virtual {
                 seed: file_seed(sc.seed, i),
                 size: f.size,
-                written: IntervalSet::new(),
+                written: RangeSet::new(),
                 mismatched_bytes: 0,
             },
             (FileKind::Stored, Side::Sender) => SimFile::Stored {
                 data: stored_content(file_seed(sc.seed, i), f.size),
-                written: IntervalSet::new(),
+                written: RangeSet::new(),
             },
             (FileKind::Stored, Side::Receiver) => {
-                SimFile::Stored { data: vec![0; f.size as usize], written: IntervalSet::new() }
+                SimFile::Stored { data: vec![0; f.size as usize], written: RangeSet::new() }
             }
         })
         .collect();
@@ -735,7 +735,7 @@ fn build_endpoint(
             };
             shards.push(shard);
         }
-        let sent_seqs = vec![IntervalSet::new(); usize::from(sc.shards)];
+        let sent_seqs = vec![RangeSet::new(); usize::from(sc.shards)];
         Ok(Endpoint { side, coord, shards, disk, sent_seqs })
     })
 }

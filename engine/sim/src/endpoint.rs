@@ -9,8 +9,8 @@
 //! so heap used by the protocol objects is charged to the right side.
 
 use crate::disk::Disk;
-use crate::intervals::IntervalSet;
 use crate::side::Side;
+use haul_proto::rangeset::RangeSet;
 use haul_proto::session::sender::RxDatagram;
 use haul_proto::session::{
     DiskError, DiskRead, FileOp, Outcome, ReceiverCoordinator, ReceiverShard, SenderCoordinator,
@@ -124,7 +124,7 @@ pub struct Endpoint {
     pub shards: Vec<AnyShard>,
     pub disk: Disk,
     /// Sequence numbers transmitted, per shard (they rise, so this stays a handful of ranges).
-    pub sent_seqs: Vec<IntervalSet>,
+    pub sent_seqs: Vec<RangeSet>,
 }
 
 impl Endpoint {

@@ -24,7 +24,6 @@ pub mod checks;
 pub mod disk;
 pub mod driver;
 pub mod endpoint;
-pub mod intervals;
 pub mod net;
 pub mod report;
 pub mod run;

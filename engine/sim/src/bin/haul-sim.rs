@@ -120,6 +120,11 @@ fn cmd_sweep(start: u64, count: u64, jobs: usize) -> ExitCode {
     let coverage: Vec<String> = t.coverage.iter().map(|(k, n)| format!("{k}:{n}")).collect();
     println!("coverage (seeds per tag): {}", coverage.join(" "));
     println!("wall time: {:.1}s", wall.elapsed().as_secs_f64());
+    let lost = count - reports.len() as u64;
+    if lost > 0 {
+        println!("sweep FAILED: {lost} runs did not report (a worker thread died)");
+        return ExitCode::FAILURE;
+    }
     if t.failed == 0 {
         println!("sweep passed");
         ExitCode::SUCCESS
