@@ -73,10 +73,12 @@ pub struct Offer {
     pub files: Vec<FileEntry>,
 }
 
-/// The server's yes: the session id, one UDP port per shard, and per file the prefix it keeps.
+/// The server's yes: the session id, the target rate it agrees to (at most the offered one:
+/// a receiver may cap it), one UDP port per shard, and per file the prefix it keeps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Accept {
     pub session_id: u64,
+    pub target_rate_bps: u64,
     pub ports: Vec<u16>,
     pub resume: Vec<u64>,
 }
@@ -160,6 +162,7 @@ impl Message {
             Message::Accept(a) => {
                 w.push(kind::ACCEPT);
                 w.extend_from_slice(&a.session_id.to_le_bytes());
+                w.extend_from_slice(&a.target_rate_bps.to_le_bytes());
                 put_list(&mut w, &a.ports, |w, p| w.extend_from_slice(&p.to_le_bytes()));
                 put_list(&mut w, &a.resume, |w, r| w.extend_from_slice(&r.to_le_bytes()));
             }
@@ -189,6 +192,7 @@ impl Message {
             kind::OFFER => Message::Offer(decode_offer(&mut r)?),
             kind::ACCEPT => Message::Accept(Accept {
                 session_id: r.u64()?,
+                target_rate_bps: r.u64()?,
                 ports: r.list(2, Reader::u16)?,
                 resume: r.list(8, Reader::u64)?,
             }),
