@@ -44,7 +44,6 @@ steal_ticks() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 read -r s0 t0 < <(steal_ticks)
 if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && unshare -n true 2>/dev/null; then
   WHERE="fresh netns, lo mtu $MTU"
-  export -f one_run
   export BIN ADDR BYTES SIZE OUT
   for i in $(seq "$RUNS"); do
     EXTRA_STR="${EXTRA[*]:-}" unshare -n bash -c "ip link set lo mtu $MTU up; \

@@ -25,7 +25,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// A global allocator that counts what passes through it, then delegates to [`System`].
 #[derive(Debug)]
@@ -88,9 +88,54 @@ pub fn measure_thread<R>(f: impl FnOnce() -> R) -> (R, ThreadAllocStats) {
     (out, THREAD_STATS.with(Cell::get))
 }
 
+/// How many accounts [`with_account`] can charge (account 0 means "none").
+pub const ACCOUNTS: usize = 4;
+
+thread_local! {
+    static ACCOUNT: Cell<usize> = const { Cell::new(0) };
+}
+
+static ACCOUNT_CURRENT: [AtomicI64; ACCOUNTS] = [const { AtomicI64::new(0) }; ACCOUNTS];
+static ACCOUNT_PEAK: [AtomicI64; ACCOUNTS] = [const { AtomicI64::new(0) }; ACCOUNTS];
+
+/// Runs `f` with this thread's allocations and frees charged to `account` (1..ACCOUNTS), so a
+/// simulator that runs both ends of a transfer on one thread can tell their heaps apart. A
+/// block freed under another account than it was allocated under moves between them; callers
+/// keep each side's objects inside that side's calls.
+pub fn with_account<R>(account: usize, f: impl FnOnce() -> R) -> R {
+    let before = ACCOUNT.with(|a| a.replace(account.min(ACCOUNTS - 1)));
+    let out = f();
+    ACCOUNT.with(|a| a.set(before));
+    out
+}
+
+/// (current, peak) bytes charged to `account` since the last [`reset_account_peaks`].
+pub fn account_bytes(account: usize) -> (i64, i64) {
+    let i = account.min(ACCOUNTS - 1);
+    (ACCOUNT_CURRENT[i].load(Relaxed), ACCOUNT_PEAK[i].load(Relaxed))
+}
+
+/// Start new peak measurements for every account from their current bytes.
+pub fn reset_account_peaks() {
+    for i in 0..ACCOUNTS {
+        ACCOUNT_PEAK[i].store(ACCOUNT_CURRENT[i].load(Relaxed), Relaxed);
+    }
+}
+
+fn record_account(allocated: usize, freed: usize) {
+    let account = ACCOUNT.try_with(Cell::get).unwrap_or(0);
+    if account == 0 {
+        return;
+    }
+    let delta = allocated as i64 - freed as i64;
+    let now = ACCOUNT_CURRENT[account].fetch_add(delta, Relaxed) + delta;
+    ACCOUNT_PEAK[account].fetch_max(now, Relaxed);
+}
+
 /// Records one event in this thread's stats if [`measure_thread`] is active here.
 /// `try_with` so that an allocation during thread teardown is simply not counted.
 fn record_thread(allocated: usize, freed: usize) {
+    record_account(allocated, freed);
     let active = THREAD_ACTIVE.try_with(Cell::get).unwrap_or(false);
     if !active {
         return;

@@ -14,8 +14,12 @@
 //!   so a stale `SlotId` is rejected instead of touching a reused buffer.
 //! - The mapping never moves or shrinks while the pool lives, so addresses handed to the
 //!   kernel (registered buffers, provided buffer rings) stay valid for the pool's lifetime.
+//! - The mapping is held raw (`MmapRaw`): Rust references are only ever made to one lent slot
+//!   at a time, never to the whole region, because the kernel may be writing other slots
+//!   concurrently. Whoever lends a slot to the kernel must not touch it through [`BufPool::slot`]
+//!   or [`BufPool::slot_mut`] until the kernel's completion for it has been reaped.
 
-use memmap2::{Advice, MmapMut, MmapOptions};
+use memmap2::{Advice, MmapMut, MmapOptions, MmapRaw};
 
 /// Cache line size the stride is padded to.
 const CACHE_LINE_BYTES: usize = 64;
@@ -76,7 +80,7 @@ pub struct SlotId {
 /// The pool: one mapping, fixed slots, a free list with a fixed capacity.
 #[derive(Debug)]
 pub struct BufPool {
-    map: MmapMut,
+    map: MmapRaw,
     backing: Backing,
     slot_bytes: usize,
     stride_bytes: usize,
@@ -183,24 +187,35 @@ impl BufPool {
     /// The bytes of a lent slot.
     pub fn slot(&self, id: SlotId) -> Result<&[u8], BufError> {
         self.check(id)?;
-        let start = id.index as usize * self.stride_bytes;
-        Ok(&self.map[start..start + self.slot_bytes])
+        let ptr = self.start_ptr(id.index);
+        // SAFETY: `check` proved the index in range, so `slot_bytes` from `ptr` lie inside the
+        // live mapping (stride >= slot_bytes); the slot is lent to our caller, who (module
+        // invariant) does not read it while the kernel owns it; `&self` keeps the mapping alive
+        // and forbids `slot_mut` for the borrow's duration.
+        Ok(unsafe { std::slice::from_raw_parts(ptr, self.slot_bytes) })
     }
 
     /// The bytes of a lent slot, writable.
     pub fn slot_mut(&mut self, id: SlotId) -> Result<&mut [u8], BufError> {
         self.check(id)?;
-        let start = id.index as usize * self.stride_bytes;
-        Ok(&mut self.map[start..start + self.slot_bytes])
+        let ptr = self.start_ptr(id.index);
+        // SAFETY: as in `slot`; `&mut self` additionally guarantees no other Rust reference
+        // into the pool exists while this one lives.
+        Ok(unsafe { std::slice::from_raw_parts_mut(ptr, self.slot_bytes) })
     }
 
     /// Address of slot `index` (lent or not), for handing to the kernel; `None` if out of range.
-    pub(crate) fn slot_addr(&mut self, index: u32) -> Option<*mut u8> {
-        if index as usize >= self.slot_count {
-            return None;
-        }
+    /// No reference is created, so this is sound while the kernel owns other slots.
+    pub(crate) fn slot_addr(&self, index: u32) -> Option<*mut u8> {
+        ((index as usize) < self.slot_count).then(|| self.start_ptr(index))
+    }
+
+    /// Start of slot `index`; callers check the range first.
+    fn start_ptr(&self, index: u32) -> *mut u8 {
         let start = index as usize * self.stride_bytes;
-        Some(self.map[start..].as_mut_ptr())
+        // `wrapping_add` never dereferences; every caller has checked `index < slot_count`,
+        // so the result is inside the mapping.
+        self.map.as_mut_ptr().wrapping_add(start)
     }
 
     fn check(&self, id: SlotId) -> Result<(), BufError> {
@@ -215,15 +230,15 @@ impl BufPool {
 }
 
 /// Maps `total` bytes: hugetlb if enough reserved pages are free, else THP-advised memory.
-fn map_region(total: usize, free_huge_pages: u64) -> Result<(MmapMut, Backing), BufError> {
+fn map_region(total: usize, free_huge_pages: u64) -> Result<(MmapRaw, Backing), BufError> {
     let needed = (total / HUGE_PAGE_BYTES) as u64;
     // If the reserved pages raced away or the size is unsupported, fall through to THP.
     if free_huge_pages >= needed
         && let Ok(map) = MmapOptions::new().len(total).huge(Some(HUGE_PAGE_SHIFT)).map_anon()
     {
-        return Ok((map, Backing::HugeTlb));
+        return Ok((MmapRaw::from(map), Backing::HugeTlb));
     }
-    let map = MmapOptions::new()
+    let map: MmapMut = MmapOptions::new()
         .len(total)
         .map_anon()
         .map_err(|source| BufError::Map { bytes: total, source })?;
@@ -231,7 +246,7 @@ fn map_region(total: usize, free_huge_pages: u64) -> Result<(MmapMut, Backing), 
         Ok(()) => Backing::Thp,
         Err(_) => Backing::Normal,
     };
-    Ok((map, backing))
+    Ok((MmapRaw::from(map), backing))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::buf::{Backing, BufPool, SlotId};
 use crate::error::{IoError, last_os_error};
 use crate::udp::{
     CONTROL_BYTES, ControlBuf, NAME_BYTES, NameBuf, SendPlan, UdpSocket, datagram_count,
-    parse_gro_segment, parse_sockaddr, segment_bytes_of,
+    on_send_error, parse_gro_segment, parse_sockaddr, segment_bytes_of,
 };
 
 /// Messages per `recvmmsg` call.
@@ -120,7 +120,7 @@ impl PortableBackend {
             }
             let err = last_os_error("sendmmsg");
             if err.errno() != Some(libc::EAGAIN) && err.errno() != Some(libc::EINTR) {
-                return Err(err);
+                return Err(on_send_error(&mut self.socket, err));
             }
             waits += 1;
             if waits > MAX_SEND_WAITS {

@@ -54,6 +54,10 @@ pub struct UdpOptions {
     pub is_nonblocking: bool,
     /// Ask the kernel to coalesce received datagrams (UDP_GRO).
     pub is_gro_wanted: bool,
+    /// Set Don't Fragment and ignore the cached path MTU (IP_PMTUDISC_PROBE): a datagram too
+    /// big for the path is lost rather than fragmented, which is what path-MTU probing needs;
+    /// one too big for the local device still fails with EMSGSIZE ([`IoError::TooLarge`]).
+    pub is_df: bool,
 }
 
 impl Default for UdpOptions {
@@ -63,6 +67,7 @@ impl Default for UdpOptions {
             sndbuf_bytes: DEFAULT_SOCKET_BUFFER_BYTES,
             is_nonblocking: true,
             is_gro_wanted: true,
+            is_df: true,
         }
     }
 }
@@ -99,6 +104,16 @@ impl UdpSocket {
             .map_err(|e| map_io("getsockname", &e))?
             .as_socket()
             .ok_or(IoError::Invalid("bound socket has a non-IP address"))?;
+        if opts.is_df {
+            let (level, name, value) = if addr.is_ipv6() {
+                (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_PROBE)
+            } else {
+                (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_PROBE)
+            };
+            if !set_int_opt(fd, level, name, value) {
+                return Err(last_os_error("setsockopt(MTU_DISCOVER)"));
+            }
+        }
         let is_gso = probe_gso(fd);
         let is_gro = opts.is_gro_wanted && set_int_opt(fd, libc::SOL_UDP, libc::UDP_GRO, 1);
         Ok(UdpSocket { socket, local, is_gso, is_gro, rcvbuf_bytes, sndbuf_bytes })
@@ -112,6 +127,11 @@ impl UdpSocket {
     /// Whether sends may carry UDP_SEGMENT (GSO).
     pub fn is_gso(&self) -> bool {
         self.is_gso
+    }
+
+    /// Stops using GSO on this socket (after the device refused a segmented send).
+    pub fn disable_gso(&mut self) {
+        self.is_gso = false;
     }
 
     /// Whether receives are coalesced (UDP_GRO enabled).
@@ -170,6 +190,26 @@ pub fn probe_gso(fd: RawFd) -> bool {
     // only sends that carry the cmsg are segmented.
     set_int_opt(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 1200)
         && set_int_opt(fd, libc::SOL_UDP, libc::UDP_SEGMENT, 0)
+}
+
+/// Whether a send that failed with `errno` means the device cannot segment (EIO on a GSO send:
+/// e.g. no checksum offload on the egress device). The caller then disables GSO and retries;
+/// quinn-udp does the same.
+pub fn is_gso_failure(errno: Option<i32>, is_gso: bool) -> bool {
+    is_gso && errno == Some(libc::EIO)
+}
+
+/// Turns a send error into a transient one when GSO was disabled because of it, so the caller
+/// resends the batch (now unsegmented).
+pub(crate) fn on_send_error(socket: &mut UdpSocket, err: IoError) -> IoError {
+    if is_gso_failure(err.errno(), socket.is_gso()) {
+        socket.disable_gso();
+        return IoError::Transient {
+            op: "GSO send refused by the device; GSO now off",
+            errno: libc::EIO,
+        };
+    }
+    err
 }
 
 /// A `sockaddr_storage`-sized, 8-aligned byte buffer for names the kernel reads or writes.
@@ -496,9 +536,39 @@ mod tests {
     }
 
     #[test]
+    fn eio_on_a_gso_send_turns_gso_off_and_asks_for_a_retry() {
+        assert!(is_gso_failure(Some(libc::EIO), true));
+        assert!(!is_gso_failure(Some(libc::EIO), false));
+        assert!(!is_gso_failure(Some(libc::EMSGSIZE), true));
+        let mut sock =
+            UdpSocket::bind("127.0.0.1:0".parse().unwrap(), &UdpOptions::default()).unwrap();
+        if !sock.is_gso() {
+            return;
+        }
+        let err = on_send_error(&mut sock, IoError::Other { op: "sendmmsg", errno: libc::EIO });
+        assert!(err.is_transient());
+        assert!(!sock.is_gso());
+        let err = on_send_error(&mut sock, IoError::Other { op: "sendmmsg", errno: libc::EIO });
+        assert!(!err.is_transient(), "without GSO an EIO is just an error");
+    }
+
+    #[test]
     fn binds_port_zero_v4() {
         let sock = UdpSocket::bind("127.0.0.1:0".parse().unwrap(), &UdpOptions::default()).unwrap();
         assert_ne!(sock.local_addr().port(), 0);
         assert!(sock.rcvbuf_bytes() > 0 && sock.sndbuf_bytes() > 0);
+        let mut value = 0i32;
+        let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are live locals of the sizes the call expects.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&raw mut value).cast(),
+                &raw mut len,
+            )
+        };
+        assert_eq!((rc, value), (0, libc::IP_PMTUDISC_PROBE), "DF must be set for probing");
     }
 }

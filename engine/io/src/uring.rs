@@ -29,13 +29,13 @@ use std::time::Duration;
 
 use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
-use memmap2::MmapMut;
+use memmap2::{MmapMut, MmapRaw};
 
 use crate::backend::IoStats;
 use crate::buf::{Backing, BufPool, SlotId};
 use crate::error::{IoError, map_errno, map_io};
 use crate::udp::{
-    CONTROL_BYTES, MAX_GSO_CALLS, NAME_BYTES, SendPlan, UdpSocket, datagram_count,
+    CONTROL_BYTES, MAX_GSO_CALLS, NAME_BYTES, SendPlan, UdpSocket, datagram_count, on_send_error,
     parse_gro_segment, parse_sockaddr, segment_bytes_of,
 };
 
@@ -154,42 +154,59 @@ impl CompletionQueue {
     }
 }
 
-/// The provided buffer ring: page-aligned entries the kernel picks receive buffers from.
+/// The provided buffer ring: page-aligned entries the kernel picks receive buffers from. Held
+/// raw (no slice references) because the kernel reads it concurrently.
 #[derive(Debug)]
 struct BufRing {
-    map: MmapMut,
+    map: MmapRaw,
     tail: u16,
 }
 
+/// One `struct io_uring_buf` of the provided buffer ring; in entry 0, `resv` is the ring tail.
+#[repr(C)]
+struct RawBufEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<RawBufEntry>() == 16
+        && std::mem::size_of::<RawBufEntry>() == std::mem::size_of::<BufRingEntry>()
+);
+
 impl BufRing {
     fn new() -> Result<BufRing, IoError> {
-        let bytes = (RECV_BUFFERS as usize * std::mem::size_of::<BufRingEntry>()).max(4096);
+        let bytes = (RECV_BUFFERS as usize * std::mem::size_of::<RawBufEntry>()).max(4096);
         let map = MmapMut::map_anon(bytes).map_err(|e| map_io("mmap(buffer ring)", &e))?;
-        Ok(BufRing { map, tail: 0 })
+        Ok(BufRing { map: MmapRaw::from(map), tail: 0 })
     }
 
     /// Writes one entry at the local tail; visible to the kernel after [`BufRing::publish`].
     fn add(&mut self, addr: *mut u8, len: usize, bid: u16) {
-        let mask = RECV_BUFFERS - 1;
-        let slot = (self.tail & mask) as usize;
-        let base = self.map.as_mut_ptr().cast::<BufRingEntry>();
-        // SAFETY: `slot < RECV_BUFFERS` and the mapping holds RECV_BUFFERS entries, 4096-byte
-        // aligned; the entry is not in the kernel's visible range (between head and the
-        // published tail) because each bid is added only after its completion was reaped.
-        let entry = unsafe { &mut *base.add(slot) };
-        entry.set_addr(addr as u64);
-        entry.set_len(len as u32);
-        entry.set_bid(bid);
+        let slot = (self.tail & (RECV_BUFFERS - 1)) as usize;
+        let base = self.map.as_mut_ptr().cast::<RawBufEntry>();
+        // SAFETY: `slot < RECV_BUFFERS` and the mapping holds RECV_BUFFERS entries, page
+        // aligned. The entry is outside the kernel's visible range (head..published tail)
+        // because each bid is added only after its completion was reaped. Fields are written
+        // through raw pointers, never a reference, so entry 0's `resv` (the tail, read by the
+        // kernel and stored atomically by `publish`) is not touched.
+        unsafe {
+            let entry = base.add(slot);
+            (&raw mut (*entry).addr).write(addr as u64);
+            (&raw mut (*entry).len).write(len as u32);
+            (&raw mut (*entry).bid).write(bid);
+        }
         self.tail = self.tail.wrapping_add(1);
     }
 
     /// Publishes the local tail to the kernel (release store).
     fn publish(&mut self) {
-        let base = self.map.as_mut_ptr().cast::<BufRingEntry>();
-        // SAFETY: `tail` points at entry 0's `resv` field inside our live mapping, 2-byte
-        // aligned; the kernel only reads it, with acquire semantics, and we never access it
-        // non-atomically.
-        let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(base).cast_mut()) };
+        let base = self.map.as_mut_ptr().cast::<RawBufEntry>();
+        // SAFETY: entry 0's `resv` is the ring tail: inside our live mapping, 2-byte aligned;
+        // the kernel only reads it (acquire) and we only ever access it atomically.
+        let tail = unsafe { AtomicU16::from_ptr(&raw mut (*base).resv) };
         tail.store(self.tail, Ordering::Release);
     }
 
@@ -335,7 +352,7 @@ impl UringBackend {
             first_error.get_or_insert(e);
         }
         match first_error {
-            Some(e) => Err(e),
+            Some(e) => Err(on_send_error(&mut self.socket, e)),
             None => {
                 self.stats.datagrams_sent += datagrams.len() as u64;
                 Ok(datagrams.len())
@@ -688,7 +705,30 @@ fn build_ring() -> Result<(IoUring, UringFeatures), IoError> {
     if !(features.has_send_msg && features.has_recv_msg && features.is_ext_arg) {
         return Err(IoError::Unsupported { op: "io_uring SendMsg/RecvMsg/EXT_ARG", errno: 0 });
     }
+    // Multishot RecvMsg has no opcode of its own to probe: it arrived in Linux 6.0.
+    if kernel_release().is_some_and(|r| r < MULTISHOT_RECVMSG_KERNEL) {
+        return Err(IoError::Unsupported {
+            op: "io_uring multishot RecvMsg (Linux 6.0)",
+            errno: 0,
+        });
+    }
     Ok((ring, features))
+}
+
+/// First kernel with multishot `IORING_OP_RECVMSG`.
+const MULTISHOT_RECVMSG_KERNEL: (u32, u32) = (6, 0);
+
+/// `(major, minor)` from a kernel release string such as `6.18.44-fc-v857`.
+pub fn parse_kernel_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The running kernel's `(major, minor)`, from `/proc/sys/kernel/osrelease`.
+fn kernel_release() -> Option<(u32, u32)> {
+    parse_kernel_release(std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?.trim())
 }
 
 #[cfg(test)]
@@ -707,6 +747,17 @@ mod tests {
         assert_eq!(decode_user_data(0), None);
         assert_eq!(decode_user_data(0xdead_beef_0000_0000), None);
         assert_eq!(decode_user_data(u64::MAX), None);
+    }
+
+    #[test]
+    fn kernel_release_parses() {
+        assert_eq!(parse_kernel_release("6.18.44-fc-v857"), Some((6, 18)));
+        assert_eq!(parse_kernel_release("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(parse_kernel_release("6.0"), Some((6, 0)));
+        assert_eq!(parse_kernel_release("garbage"), None);
+        assert_eq!(parse_kernel_release(""), None);
+        assert!(parse_kernel_release("5.19.1").unwrap() < MULTISHOT_RECVMSG_KERNEL);
+        assert!(parse_kernel_release("6.1.0").unwrap() >= MULTISHOT_RECVMSG_KERNEL);
     }
 
     #[test]

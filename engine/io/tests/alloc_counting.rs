@@ -83,3 +83,24 @@ fn measure_thread_ignores_other_threads() {
     assert_eq!(handle.join().ok(), Some(BIG));
     assert!(stats.bytes_net_peak < BIG as i64, "counted another thread's Vec: {stats:?}");
 }
+
+#[test]
+fn accounts_charge_each_side_separately() {
+    let _turn = serial();
+    use haul_io::alloc::{account_bytes, reset_account_peaks, with_account};
+    reset_account_peaks();
+    let (a0, _) = account_bytes(1);
+    let (b0, _) = account_bytes(2);
+    let kept = with_account(1, || vec![0u8; 1 << 20]);
+    with_account(2, || {
+        let tmp = vec![0u8; 3 << 20];
+        drop(tmp);
+    });
+    let (a, a_peak) = account_bytes(1);
+    let (b, b_peak) = account_bytes(2);
+    assert!(a - a0 >= 1 << 20, "account 1 holds its megabyte");
+    assert!(a_peak - a0 >= 1 << 20);
+    assert_eq!(b - b0, 0, "account 2 freed what it allocated");
+    assert!(b_peak - b0 >= 3 << 20, "account 2's peak saw its 3 MiB");
+    drop(kept);
+}

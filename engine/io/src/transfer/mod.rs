@@ -12,12 +12,24 @@
 //! with [`bind_shards`] (so the ports can be told to the peer), then call [`run_sender`] or
 //! [`run_receiver`].
 
-use crate::backend::{Backend, BackendChoice, BackendKind, IoStats};
+mod rx;
+mod shard;
+mod store;
+
+use crate::backend::{Backend, BackendBuilder, BackendChoice, BackendKind, IoStats};
+use crossbeam_channel::{Receiver, Sender, bounded};
+use haul_proto::crypto::KeySchedule;
 use haul_proto::crypto::SessionSecret;
+use haul_proto::session::{
+    FileOp, Layout, ReceiverCoordinator, ReceiverShard, SenderCoordinator, SenderShard,
+    ShardCommand, ShardEvent, shard_suites,
+};
 use haul_proto::session::{Manifest, Outcome, RejectCounts, Role, SessionParams};
+use shard::{Clock, Counters, ShardEnd, Wiring};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use thiserror::Error;
 
 /// The bound sockets of one side's shards, one per shard, in shard order.
@@ -154,14 +166,36 @@ pub enum TransferError {
     Thread(String),
 }
 
+/// Capacity of each shard's command channel and of the shared event channel.
+const CHANNEL_CAPACITY: usize = 4096;
+/// How often the coordinator reports progress.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a side may keep going after its outcome is known before its shards are stopped
+/// (the receiver's shard 0 lingers to say Complete).
+const WIND_DOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Bind one UDP socket per shard on `ip` (port 0: the kernel picks), with the chosen backend.
 pub fn bind_shards(
     ip: IpAddr,
     shards: u8,
     force: Option<BackendKind>,
 ) -> Result<ShardSockets, TransferError> {
-    let _ = (ip, shards, force);
-    Err(TransferError::Setup("bind_shards: runtime not built yet".into()))
+    if shards == 0 || shards > haul_proto::session::layout::MAX_SHARDS {
+        return Err(TransferError::Setup(format!("shard count {shards} is outside 1..=64")));
+    }
+    let mut backends = Vec::with_capacity(usize::from(shards));
+    let mut choice = None;
+    for _ in 0..shards {
+        let mut b = BackendBuilder::new(SocketAddr::new(ip, 0));
+        if let Some(kind) = force {
+            b = b.force(kind);
+        }
+        let (backend, c) = b.build()?;
+        choice.get_or_insert(c);
+        backends.push(backend);
+    }
+    let choice = choice.ok_or_else(|| TransferError::Setup("no shard sockets".into()))?;
+    Ok(ShardSockets { backends, choice })
 }
 
 impl ShardSockets {
@@ -180,8 +214,168 @@ pub fn prepare_receive(
     manifest: &Manifest,
     options: &RecvOptions,
 ) -> Result<Vec<u64>, TransferError> {
-    let _ = (dest, manifest, options);
-    Err(TransferError::Setup("prepare_receive: runtime not built yet".into()))
+    rx::prepare(dest, manifest, options)
+}
+
+fn check_counts(
+    params: &SessionParams,
+    sockets: &ShardSockets,
+    n_files: usize,
+    n_paths: usize,
+) -> Result<(), TransferError> {
+    params.check()?;
+    if sockets.backends.len() != usize::from(params.shards) {
+        return Err(TransferError::Setup(format!(
+            "{} shard sockets for {} shards",
+            sockets.backends.len(),
+            params.shards
+        )));
+    }
+    if n_paths != n_files {
+        return Err(TransferError::Setup(format!("{n_paths} paths for {n_files} files")));
+    }
+    Ok(())
+}
+
+/// Everything the coordinator loop needs from the shard threads.
+struct Threads {
+    handles: Vec<std::thread::JoinHandle<ShardEnd>>,
+    commands: Vec<Sender<ShardCommand>>,
+    events: Receiver<(u8, ShardEvent)>,
+    counters: Vec<Arc<Counters>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Threads {
+    fn command(&self, shard: u8, cmd: ShardCommand) {
+        if let Some(tx) = self.commands.get(usize::from(shard)) {
+            // A shard that already ended has nothing to do with it.
+            let _ = tx.send(cmd);
+        }
+    }
+
+    fn progress(&self, total: u64, started: std::time::Instant) -> Progress {
+        let load = |f: fn(&Counters) -> &std::sync::atomic::AtomicU64| {
+            self.counters.iter().map(|c| f(c).load(Ordering::Relaxed)).sum::<u64>()
+        };
+        let bytes_done = load(|c| &c.bytes);
+        let elapsed = started.elapsed();
+        let rate_bps = (bytes_done as f64 * 8.0 / elapsed.as_secs_f64().max(1e-9)) as u64;
+        Progress {
+            bytes_done,
+            bytes_total: total,
+            rate_bps,
+            resent_bytes: load(|c| &c.resent),
+            elapsed,
+        }
+    }
+
+    fn all_finished(&self) -> bool {
+        self.handles.iter().all(|h| h.is_finished())
+    }
+
+    fn join(self) -> Result<Vec<ShardEnd>, TransferError> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| TransferError::Thread("a shard thread panicked".into())))
+            .collect()
+    }
+}
+
+/// Spawn one thread per shard; `make` builds each shard's proto state and runs its loop.
+fn spawn_shards<F>(
+    sockets: ShardSockets,
+    peers: &[Option<SocketAddr>],
+    datagram_size: usize,
+    paths: &Arc<Vec<PathBuf>>,
+    writable: bool,
+    pin_cores: bool,
+    make: F,
+) -> Result<Threads, TransferError>
+where
+    F: Fn(Wiring) -> Box<dyn FnOnce() -> ShardEnd + Send>,
+{
+    let (ev_tx, ev_rx) = bounded(CHANNEL_CAPACITY);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clock = Clock::new();
+    let cores = if pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { vec![] };
+    let mut t =
+        Threads { handles: vec![], commands: vec![], events: ev_rx, counters: vec![], stop };
+    for (i, backend) in sockets.backends.into_iter().enumerate() {
+        let (cmd_tx, cmd_rx) = bounded(CHANNEL_CAPACITY);
+        let counters = Arc::new(Counters::default());
+        let wiring = Wiring {
+            index: i as u8,
+            backend,
+            peer: peers.get(i).copied().flatten(),
+            datagram_size,
+            commands: cmd_rx,
+            events: ev_tx.clone(),
+            clock,
+            counters: counters.clone(),
+            files: store::OpenFiles::new(paths.clone(), writable),
+            stop: t.stop.clone(),
+        };
+        let run = make(wiring);
+        let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        let handle = std::thread::Builder::new()
+            .name(format!("haul-shard-{i}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                run()
+            })
+            .map_err(|e| TransferError::Thread(e.to_string()))?;
+        t.handles.push(handle);
+        t.commands.push(cmd_tx);
+        t.counters.push(counters);
+    }
+    Ok(t)
+}
+
+fn cpu_seconds() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a rusage into the pointer we own; RUSAGE_SELF is always valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    if rc != 0 {
+        return 0.0;
+    }
+    // SAFETY: getrusage returned 0, so it initialized the struct.
+    let ru = unsafe { ru.assume_init() };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+fn sum_ends(ends: &[ShardEnd]) -> (haul_proto::session::ShardStats, IoStats) {
+    let mut st = haul_proto::session::ShardStats::default();
+    let mut io = IoStats::default();
+    for e in ends {
+        st.datagrams_sent += e.stats.datagrams_sent;
+        st.datagrams_received += e.stats.datagrams_received;
+        st.data_bytes_sent += e.stats.data_bytes_sent;
+        st.data_bytes_resent += e.stats.data_bytes_resent;
+        st.data_bytes_received += e.stats.data_bytes_received;
+        st.data_bytes_duplicate += e.stats.data_bytes_duplicate;
+        st.rejects.merge(&e.stats.rejects);
+        io.syscalls += e.io.syscalls;
+        io.datagrams_sent += e.io.datagrams_sent;
+        io.datagrams_received += e.io.datagrams_received;
+        io.recv_buffers += e.io.recv_buffers;
+        io.recv_rearms += e.io.recv_rearms;
+    }
+    (st, io)
+}
+
+fn key_schedule(params: &SessionParams, keys: &Keys) -> KeySchedule {
+    KeySchedule::new(
+        &keys.secret,
+        &keys.client_random,
+        &keys.server_random,
+        params.suite,
+        params.session_id,
+    )
 }
 
 /// Run the sending side to its end.
@@ -189,8 +383,92 @@ pub fn run_sender(
     job: SendJob,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
 ) -> Result<TransferReport, TransferError> {
-    let _ = (job, progress);
-    Err(TransferError::Setup("run_sender: runtime not built yet".into()))
+    let SendJob { params, keys, manifest, sources, sockets, peers, resume, pin_cores } = job;
+    check_counts(&params, &sockets, manifest.files().len(), sources.len())?;
+    let layout = Layout::new(manifest.clone(), params.shards)
+        .map_err(haul_proto::session::SessionError::from)?;
+    let ks = key_schedule(&params, &keys);
+    let clock_start = std::time::Instant::now();
+    let cpu0 = cpu_seconds();
+    let backend = sockets.choice.kind;
+    let mut coord = SenderCoordinator::new(&params, layout.clone(), Clock::new().now())?;
+    let mut shards = Vec::new();
+    for s in 0..params.shards {
+        let (tx, rx) = shard_suites(&ks, keys.role, s);
+        let mut shard = SenderShard::new(&params, layout.clone(), s, tx, rx, Clock::new().now())?;
+        shard.with_resume(&resume);
+        shards.push(Some(shard));
+    }
+    let shards = std::sync::Mutex::new(shards);
+    let peers: Vec<Option<SocketAddr>> = peers.into_iter().map(Some).collect();
+    let paths = Arc::new(sources);
+    let threads = spawn_shards(
+        sockets,
+        &peers,
+        usize::from(params.datagram_size),
+        &paths,
+        false,
+        pin_cores,
+        |w| {
+            let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());
+            Box::new(move || match shard {
+                Some(s) => shard::run_sender_shard(w, s),
+                None => ShardEnd::default(),
+            })
+        },
+    )?;
+    let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
+    let clock = Clock::new();
+    let mut last_progress = std::time::Instant::now();
+    let mut ended_at = None;
+    loop {
+        if let Ok((s, ev)) = threads.events.recv_timeout(PROGRESS_EVERY) {
+            coord.handle_event(clock.now(), s, ev);
+            while let Ok((s, ev)) = threads.events.try_recv() {
+                coord.handle_event(clock.now(), s, ev);
+            }
+        }
+        while let Some((s, cmd)) = coord.poll_command() {
+            threads.command(s, cmd);
+        }
+        if let (Some(p), true) = (progress, last_progress.elapsed() >= PROGRESS_EVERY) {
+            p(&threads.progress(total, clock_start));
+            last_progress = std::time::Instant::now();
+        }
+        if coord.outcome().is_some() {
+            let t = *ended_at.get_or_insert_with(std::time::Instant::now);
+            if threads.all_finished() || t.elapsed() > WIND_DOWN {
+                break;
+            }
+        } else if threads.all_finished() {
+            coord.abort(haul_proto::session::AbortReason::Cancelled);
+        }
+    }
+    let ends = threads.join()?;
+    let (st, io) = sum_ends(&ends);
+    let files = (0..manifest.file_count())
+        .map(|f| FileSummary {
+            name: manifest.file(f).map(|e| e.name.clone()).unwrap_or_default(),
+            size: manifest.file(f).map_or(0, |e| e.size),
+            blake3: coord.file_hash(f).unwrap_or([0; 32]),
+        })
+        .collect();
+    Ok(TransferReport {
+        outcome: coord.outcome().unwrap_or(haul_proto::session::Outcome::Aborted {
+            reason: haul_proto::session::AbortReason::Cancelled,
+            by_peer: false,
+            disk: None,
+            file: None,
+        }),
+        files,
+        bytes: st.data_bytes_sent,
+        elapsed: clock_start.elapsed(),
+        resent_bytes: st.data_bytes_resent,
+        rejects: st.rejects,
+        io,
+        backend,
+        cpu_seconds: cpu_seconds() - cpu0,
+    })
 }
 
 /// Run the receiving side to its end.
@@ -198,6 +476,94 @@ pub fn run_receiver(
     job: RecvJob,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
 ) -> Result<TransferReport, TransferError> {
-    let _ = (job, progress);
-    Err(TransferError::Setup("run_receiver: runtime not built yet".into()))
+    let RecvJob { params, keys, manifest, dest, options, sockets, resume, pin_cores } = job;
+    check_counts(&params, &sockets, manifest.files().len(), manifest.files().len())?;
+    let layout = Layout::new(manifest.clone(), params.shards)
+        .map_err(haul_proto::session::SessionError::from)?;
+    let rxpaths = rx::create_partials(&dest, &manifest, &resume)?;
+    let ks = key_schedule(&params, &keys);
+    let clock_start = std::time::Instant::now();
+    let cpu0 = cpu_seconds();
+    let backend = sockets.choice.kind;
+    let mut coord = ReceiverCoordinator::new(&params, layout.clone(), Clock::new().now())?;
+    let mut shards = Vec::new();
+    for s in 0..params.shards {
+        let (tx, rx) = shard_suites(&ks, keys.role, s);
+        let mut shard = ReceiverShard::new(&params, layout.clone(), s, tx, rx, Clock::new().now())?;
+        shard.with_resume(&resume);
+        shards.push(Some(shard));
+    }
+    let shards = std::sync::Mutex::new(shards);
+    let threads = spawn_shards(
+        sockets,
+        &[],
+        usize::from(params.datagram_size),
+        &rxpaths.partials,
+        true,
+        pin_cores,
+        |w| {
+            let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());
+            Box::new(move || match shard {
+                Some(s) => shard::run_receiver_shard(w, s),
+                None => ShardEnd::default(),
+            })
+        },
+    )?;
+    let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
+    let clock = Clock::new();
+    let mut last_progress = std::time::Instant::now();
+    let mut ended_at = None;
+    loop {
+        if let Ok((s, ev)) = threads.events.recv_timeout(PROGRESS_EVERY) {
+            coord.handle_event(clock.now(), s, ev);
+            while let Ok((s, ev)) = threads.events.try_recv() {
+                coord.handle_event(clock.now(), s, ev);
+            }
+        }
+        while let Some(op) = coord.poll_file_op() {
+            let FileOp::Finalize { file } = op;
+            let res = rx::finalize(&rxpaths, &manifest, file, &options);
+            coord.handle_file_op_done(clock.now(), op, res);
+        }
+        while let Some((s, cmd)) = coord.poll_command() {
+            threads.command(s, cmd);
+        }
+        if let (Some(p), true) = (progress, last_progress.elapsed() >= PROGRESS_EVERY) {
+            p(&threads.progress(total, clock_start));
+            last_progress = std::time::Instant::now();
+        }
+        if coord.outcome().is_some() {
+            let t = *ended_at.get_or_insert_with(std::time::Instant::now);
+            if threads.all_finished() || t.elapsed() > WIND_DOWN {
+                break;
+            }
+        } else if threads.all_finished() {
+            coord.abort(haul_proto::session::AbortReason::Cancelled);
+        }
+    }
+    let ends = threads.join()?;
+    let (st, io) = sum_ends(&ends);
+    let files = (0..manifest.file_count())
+        .map(|f| FileSummary {
+            name: manifest.file(f).map(|e| e.name.clone()).unwrap_or_default(),
+            size: manifest.file(f).map_or(0, |e| e.size),
+            blake3: coord.file_hash(f).unwrap_or([0; 32]),
+        })
+        .collect();
+    Ok(TransferReport {
+        outcome: coord.outcome().unwrap_or(haul_proto::session::Outcome::Aborted {
+            reason: haul_proto::session::AbortReason::Cancelled,
+            by_peer: false,
+            disk: None,
+            file: None,
+        }),
+        files,
+        bytes: st.data_bytes_received,
+        elapsed: clock_start.elapsed(),
+        resent_bytes: st.data_bytes_duplicate,
+        rejects: st.rejects,
+        io,
+        backend,
+        cpu_seconds: cpu_seconds() - cpu0,
+    })
 }

@@ -8,8 +8,9 @@
 //!   decrypts and decrypts only what verified; a failed job's body is left untouched.
 //!
 //! Batches run through the multi-buffer paths in `multibuf.rs`: per chunk of [`MAX_BATCH`]
-//! jobs, one multi-block call derives all IVs, CFB encryption and CMAC interleave the jobs
-//! block by block, CFB decryption streams all verified bodies through wide calls.
+//! jobs, one multi-block call derives all IVs; on seal, CFB encryption interleaves the jobs
+//! block by block, then CMAC does; on open, the interleaved CMAC verifies all jobs, then CFB
+//! decryption streams the verified bodies through wide calls.
 
 use super::keys::Key128;
 use super::multibuf::{CmacKey, cfb_decrypt_lanes, cfb_encrypt_lanes, iv_input};
@@ -53,17 +54,10 @@ impl CfbCmac {
     }
 
     fn seal_chunk(&self, jobs: &mut [Job<'_>]) {
-        let ivs = self.derive_ivs(jobs, |j| {
-            j.assert_sealable();
-            true
-        });
-        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> = jobs
-            .iter_mut()
-            .map(|j| {
-                let end = j.tag_at();
-                &mut j.buf[j.header_len..end]
-            })
-            .collect();
+        jobs.iter().for_each(Job::assert_sealable);
+        let ivs = self.derive_ivs(jobs, |_| true);
+        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> =
+            jobs.iter_mut().map(Job::body_mut).collect();
         cfb_encrypt_lanes(&self.enc, &ivs, &mut bodies);
         drop(bodies);
         integrity::seal_tags(&self.mac, jobs);
@@ -72,14 +66,8 @@ impl CfbCmac {
     fn open_chunk(&self, jobs: &mut [Job<'_>]) {
         integrity::verify_tags(&self.mac, jobs);
         let ivs = self.derive_ivs(jobs, |j| j.ok);
-        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> = jobs
-            .iter_mut()
-            .filter(|j| j.ok)
-            .map(|j| {
-                let end = j.tag_at();
-                &mut j.buf[j.header_len..end]
-            })
-            .collect();
+        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> =
+            jobs.iter_mut().filter(|j| j.ok).map(Job::body_mut).collect();
         cfb_decrypt_lanes(&self.enc, &ivs, &mut bodies);
     }
 }

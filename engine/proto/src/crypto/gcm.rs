@@ -44,9 +44,7 @@ impl Gcm {
     fn seal_one(&self, job: &mut Job<'_>) {
         job.assert_sealable();
         let nonce = nonce(&self.salt, job.seq);
-        let at = job.tag_at();
-        let (header, rest) = job.buf.split_at_mut(job.header_len);
-        let (body, tag) = rest.split_at_mut(at - job.header_len);
+        let (header, body, tag) = job.parts_mut();
         // aes-gcm refuses only plaintexts over 2^36 bytes or AAD over 2^61: no datagram.
         #[expect(clippy::expect_used, reason = "a datagram is far below GCM's length limits")]
         let t = self
@@ -62,9 +60,7 @@ impl Gcm {
             return;
         }
         let nonce = nonce(&self.salt, job.seq);
-        let at = job.tag_at();
-        let (header, rest) = job.buf.split_at_mut(job.header_len);
-        let (body, tag) = rest.split_at_mut(at - job.header_len);
+        let (header, body, tag) = job.parts_mut();
         let Ok(tag) = Tag::try_from(&*tag) else { return };
         job.ok = self.aead.decrypt_inout_detached(&nonce, header, body.into(), &tag).is_ok();
     }

@@ -318,6 +318,7 @@ mod tests {
                 format!("{ks:?}"),
                 format!("{:?}", keys.material()),
                 format!("{:?}", SessionSecret([7u8; 32])),
+                format!("{:?}", crate::crypto::new_suite(&keys)),
             ];
             let mut secrets: Vec<Vec<u8>> = vec![vec![7u8; 32], ks.prk.to_vec()];
             match keys.material() {

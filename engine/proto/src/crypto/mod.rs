@@ -1,6 +1,8 @@
 //! Per-datagram cryptography: the key schedule and the pluggable suites.
 //!
-//! Every datagram of every type is sealed (docs/PROTOCOL.md §3): the header is authenticated,
+//! The spec is docs/protocol/03-crypto.md (§3 suites, §4 key schedule).
+//!
+//! Every datagram of every type is sealed (§3): the header is authenticated,
 //! the body is encrypted (except under the integrity-only suite), and a 16-byte tag follows.
 //! Receivers verify before they decrypt, and before any session state changes.
 //!
@@ -117,6 +119,19 @@ impl<'a> Job<'a> {
         self.buf.len() - TAG_LEN
     }
 
+    /// `(header, body, tag)`. Only for well-formed jobs.
+    pub(crate) fn parts_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
+        let body_len = self.tag_at() - self.header_len;
+        let (header, rest) = self.buf.split_at_mut(self.header_len);
+        let (body, tag) = rest.split_at_mut(body_len);
+        (header, body, tag)
+    }
+
+    /// The body, between header and tag. Only for well-formed jobs.
+    pub(crate) fn body_mut(&mut self) -> &mut [u8] {
+        self.parts_mut().1
+    }
+
     /// Seal's precondition: a job that cannot hold its header and a tag is the caller's bug.
     pub(crate) fn assert_sealable(&self) {
         assert!(
@@ -171,8 +186,8 @@ pub fn new_suite(keys: &DirectionKeys) -> Box<dyn Suite> {
     }
 }
 
-/// The serial reference implementations the batch paths are checked against (tests and
-/// benches only), one datagram at a time.
+// The serial reference implementations the batch paths are checked against (tests and
+// benches only), one datagram at a time; documented in the module itself.
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
 

@@ -4,21 +4,23 @@
 //! block `j - 1`. One datagram at a time, every AES call waits out the full AES latency. Here
 //! each datagram is a *lane*: at every 16-byte step the chaining block of every active lane is
 //! gathered into one array and encrypted with one multi-block call, so AES-NI/VAES pipelines
-//! stay full. Lanes are sorted once by descending block count, so the lanes still active at any
-//! step are a prefix of that order and drop out as they finish, with no gathering at all.
+//! stay full. Lanes are sorted once by descending block count (and their buffers put in that
+//! order), so the lanes still active at any step are a prefix, they drop out as they finish,
+//! and the chaining blocks stay in one contiguous array that is encrypted in place.
 //!
 //! CFB decryption is parallel within a message (the keystream is `E(IV), E(C_0), E(C_1), ...`),
 //! so [`cfb_decrypt_lanes`] streams the blocks of all lanes through large multi-block calls.
 //!
 //! Invariants: no heap allocation (stack arrays sized by [`MAX_BATCH`] and [`DECRYPT_CHUNK`]);
 //! output is byte-identical to SP 800-38A CFB128 and RFC 4493 CMAC (KATs below, and the
-//! property tests in `cfb_cmac.rs` against RustCrypto `cfb-mode` + `cmac`).
+//! property tests in `tests.rs` against RustCrypto `cfb-mode` + `cmac`).
 
 use super::MAX_BATCH;
 use super::keys::Key128;
 use aes::Aes128;
 use aes::Block;
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
+use arrayvec::ArrayVec;
 use zeroize::Zeroize;
 
 /// The AES block length.
@@ -87,33 +89,41 @@ pub(crate) fn iv_input(seq: u64) -> Block {
 }
 
 /// CFB128-encrypt every body in place, lane `i` under IV `ivs[i]`, all lanes interleaved.
+///
+/// The bodies are moved into lane order once (`bodies` is left holding empty slices), so the
+/// hot loop walks feedback registers and bodies side by side. At each step, lanes with a block
+/// beyond this one (a prefix) take the full-block path; the rest, whose last block this is,
+/// take the general one.
 pub(crate) fn cfb_encrypt_lanes(cipher: &Aes128, ivs: &[Block], bodies: &mut [&mut [u8]]) {
     assert_eq!(ivs.len(), bodies.len(), "multibuf: one IV per lane");
     let order = LaneOrder::new(bodies.iter().map(|b| b.len().div_ceil(BLOCK_LEN)));
+    let mut lanes: ArrayVec<&mut [u8], MAX_BATCH> = ArrayVec::new();
     // Feedback registers, in lane order: the IV, then each ciphertext block.
     let mut feedback = [Block::default(); MAX_BATCH];
     for (k, fb) in feedback.iter_mut().enumerate().take(order.len) {
         *fb = ivs[order.lane(k)];
+        lanes.push(core::mem::take(&mut bodies[order.lane(k)]));
     }
-    let mut active = order.len;
+    let (mut active, mut inner) = (order.len, order.len);
     let mut step = 0;
     loop {
         order.retire(step, &mut active);
+        order.retire(step + 1, &mut inner);
         if active == 0 {
             return;
         }
         cipher.encrypt_blocks(&mut feedback[..active]);
         let at = step * BLOCK_LEN;
-        for (k, fb) in feedback.iter_mut().enumerate().take(active) {
-            let body = &mut bodies[order.lane(k)][at..];
-            if let Some(c) = body.first_chunk_mut::<BLOCK_LEN>() {
-                let x = u128::from_ne_bytes(*c) ^ u128::from_ne_bytes(fb.0);
-                *c = x.to_ne_bytes();
-                fb.0 = *c;
-            } else {
-                // The partial last block: its feedback is never used again.
-                xor_into(body, fb);
+        for (fb, body) in feedback[..inner].iter_mut().zip(&mut lanes[..inner]) {
+            // Lanes before `inner` have more blocks after this one: this one is full.
+            if let Some(c) = body[at..].first_chunk_mut::<BLOCK_LEN>() {
+                fb.0 = (u128::from_ne_bytes(*c) ^ u128::from_ne_bytes(fb.0)).to_ne_bytes();
+                *c = fb.0;
             }
+        }
+        for (fb, body) in feedback[inner..active].iter_mut().zip(&mut lanes[inner..active]) {
+            // The last block of its lane, full or partial: its feedback is never used again.
+            xor_into(&mut body[at..], fb);
         }
         step += 1;
     }
@@ -121,48 +131,60 @@ pub(crate) fn cfb_encrypt_lanes(cipher: &Aes128, ivs: &[Block], bodies: &mut [&m
 
 /// CFB128-decrypt every body in place, lane `i` under IV `ivs[i]`.
 ///
-/// Blocks are taken last to first within each lane, and each keystream input (the previous
-/// ciphertext block) is copied out before the chunk that overwrites it is flushed, so in-place
-/// decryption needs no carry between chunks.
+/// The keystream input of block `j` is `C_{j-1}` (the IV for `j = 0`), so a run of blocks
+/// `[lo, hi)` needs the ciphertext bytes of blocks `[lo - 1, hi - 1)`: one copy. Each lane is
+/// cut into runs from its end towards its start, and a run's inputs are copied out before the
+/// chunk holding it is flushed; the run below it, flushed later, never needs bytes that an
+/// earlier flush overwrote. So in-place decryption needs no carry between chunks.
 pub(crate) fn cfb_decrypt_lanes(cipher: &Aes128, ivs: &[Block], bodies: &mut [&mut [u8]]) {
     assert_eq!(ivs.len(), bodies.len(), "multibuf: one IV per lane");
     let mut keystream = [Block::default(); DECRYPT_CHUNK];
-    let mut at = [(0usize, 0usize); DECRYPT_CHUNK];
-    let mut filled = 0;
+    // (lane, first block, end block, position in `keystream`) of every run in the chunk.
+    let mut runs = [(0usize, 0usize, 0usize, 0usize); DECRYPT_CHUNK];
+    let (mut filled, mut nruns) = (0, 0);
     for lane in 0..bodies.len() {
-        let blocks = bodies[lane].len().div_ceil(BLOCK_LEN);
-        for j in (0..blocks).rev() {
-            keystream[filled] = if j == 0 {
-                ivs[lane]
-            } else {
-                let prev = &bodies[lane][(j - 1) * BLOCK_LEN..j * BLOCK_LEN];
-                let mut b = Block::default();
-                b.copy_from_slice(prev);
-                b
-            };
-            at[filled] = (lane, j);
-            filled += 1;
+        let mut hi = bodies[lane].len().div_ceil(BLOCK_LEN);
+        while hi > 0 {
             if filled == DECRYPT_CHUNK {
-                flush_keystream(cipher, &mut keystream, &at, bodies);
-                filled = 0;
+                flush_keystream(cipher, &mut keystream, &runs[..nruns], bodies);
+                (filled, nruns) = (0, 0);
             }
+            let lo = hi.saturating_sub(DECRYPT_CHUNK - filled);
+            let inputs = &mut keystream[filled..filled + (hi - lo)];
+            let copy_from = if lo == 0 {
+                inputs[0] = ivs[lane];
+                0
+            } else {
+                lo - 1
+            };
+            let dst = Block::slice_as_flattened_mut(&mut inputs[usize::from(lo == 0)..]);
+            dst.copy_from_slice(&bodies[lane][copy_from * BLOCK_LEN..(hi - 1) * BLOCK_LEN]);
+            runs[nruns] = (lane, lo, hi, filled);
+            nruns += 1;
+            filled += hi - lo;
+            hi = lo;
         }
     }
-    flush_keystream(cipher, &mut keystream[..filled], &at[..filled], bodies);
+    flush_keystream(cipher, &mut keystream[..filled], &runs[..nruns], bodies);
 }
 
-/// Encrypt the gathered keystream inputs and XOR each into its (lane, block).
+/// Encrypt the gathered keystream inputs and XOR each run into its lane.
 fn flush_keystream(
     cipher: &Aes128,
     keystream: &mut [Block],
-    at: &[(usize, usize)],
+    runs: &[(usize, usize, usize, usize)],
     bodies: &mut [&mut [u8]],
 ) {
     cipher.encrypt_blocks(keystream);
-    for (ks, &(lane, j)) in keystream.iter().zip(at) {
-        let body = &mut bodies[lane][j * BLOCK_LEN..];
-        let len = body.len().min(BLOCK_LEN);
-        xor_into(&mut body[..len], ks);
+    let keystream = Block::slice_as_flattened(keystream);
+    for &(lane, lo, hi, at) in runs {
+        let body = &mut *bodies[lane];
+        let end = (hi * BLOCK_LEN).min(body.len());
+        let run = &mut body[lo * BLOCK_LEN..end];
+        let ks = &keystream[at * BLOCK_LEN..at * BLOCK_LEN + run.len()];
+        for (d, k) in run.iter_mut().zip(ks) {
+            *d ^= k;
+        }
     }
 }
 
@@ -187,10 +209,11 @@ impl Drop for CmacKey {
     }
 }
 
-/// Doubling in GF(2^128) with the CMAC polynomial (RFC 4493 §2.3).
+/// Doubling in GF(2^128) with the CMAC polynomial (RFC 4493 §2.3), without a branch on the
+/// (secret) top bit.
 fn dbl(b: &Block) -> Block {
     let x = u128::from_be_bytes(b.0);
-    let carry = if x >> 127 == 1 { 0x87 } else { 0 };
+    let carry = 0u128.wrapping_sub(x >> 127) & 0x87;
     Block::from(((x << 1) ^ carry).to_be_bytes())
 }
 
@@ -206,21 +229,32 @@ impl CmacKey {
     }
 
     /// The CMAC of every message, lane `i` into `tags[i]`, all lanes interleaved.
+    ///
+    /// As in [`cfb_encrypt_lanes`], the messages are put in lane order once; lanes with blocks
+    /// after this step's (a prefix) take the plain XOR path, the rest get their subkey.
     pub(crate) fn tag_lanes(&self, msgs: &[&[u8]], tags: &mut [Block]) {
         assert_eq!(msgs.len(), tags.len(), "multibuf: one tag per message");
         // A message has max(1, ceil(len / 16)) blocks; the empty message is one padded block.
         let order = LaneOrder::new(msgs.iter().map(|m| m.len().div_ceil(BLOCK_LEN).max(1)));
+        let lanes: ArrayVec<&[u8], MAX_BATCH> =
+            (0..order.len).map(|k| msgs[order.lane(k)]).collect();
         let mut state = [Block::default(); MAX_BATCH];
-        let mut active = order.len;
+        let (mut active, mut inner) = (order.len, order.len);
         let mut step = 0;
         loop {
             order.retire(step, &mut active);
+            order.retire(step + 1, &mut inner);
             if active == 0 {
                 break;
             }
-            for (k, x) in state.iter_mut().enumerate().take(active) {
-                let last = order.blocks[k] - 1;
-                self.absorb(x, msgs[order.lane(k)], step, step == last);
+            let at = step * BLOCK_LEN;
+            for (x, msg) in state[..inner].iter_mut().zip(&lanes[..inner]) {
+                if let Some(m) = msg[at..].first_chunk::<BLOCK_LEN>() {
+                    x.0 = (u128::from_ne_bytes(x.0) ^ u128::from_ne_bytes(*m)).to_ne_bytes();
+                }
+            }
+            for (x, msg) in state[inner..active].iter_mut().zip(&lanes[inner..active]) {
+                self.absorb_last(x, &msg[at..]);
             }
             self.cipher.encrypt_blocks(&mut state[..active]);
             step += 1;
@@ -230,14 +264,11 @@ impl CmacKey {
         }
     }
 
-    /// XOR block `step` of `msg` into the chaining value; the last block gets its subkey.
-    #[inline(always)]
-    fn absorb(&self, x: &mut Block, msg: &[u8], step: usize, is_last: bool) {
-        let rest = &msg[step * BLOCK_LEN..];
-        if !is_last {
-            xor_into(&mut x.0, &block_at(rest));
-        } else if rest.len() == BLOCK_LEN {
-            xor_into(&mut x.0, &block_at(rest));
+    /// XOR the last block `rest` (0 to 16 bytes) into the chaining value, with its subkey:
+    /// K1 for a full block, K2 for a padded one (RFC 4493 §2.4).
+    fn absorb_last(&self, x: &mut Block, rest: &[u8]) {
+        if let Some(m) = rest.first_chunk::<BLOCK_LEN>() {
+            xor_into(&mut x.0, &Block::from(*m));
             xor_into(&mut x.0, &self.k1);
         } else {
             let mut padded = Block::default();
@@ -247,14 +278,6 @@ impl CmacKey {
             xor_into(&mut x.0, &self.k2);
         }
     }
-}
-
-/// The first 16 bytes of `rest` (which the caller knows holds a full block) as a block.
-#[inline(always)]
-fn block_at(rest: &[u8]) -> Block {
-    let mut b = Block::default();
-    b.copy_from_slice(&rest[..BLOCK_LEN]);
-    b
 }
 
 #[cfg(test)]

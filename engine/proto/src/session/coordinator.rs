@@ -191,6 +191,11 @@ impl SenderCoordinator {
     pub fn files_acked(&self) -> u32 {
         self.acked_count
     }
+
+    /// `file`'s checksum, once every block of it was read.
+    pub fn file_hash(&self, file: u32) -> Option<Hash> {
+        self.hashers.get(file as usize).and_then(FileHasher::root)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,5 +351,10 @@ impl ReceiverCoordinator {
 
     pub fn files_done(&self) -> u32 {
         self.done
+    }
+
+    /// `file`'s checksum as read back from disk, once every block of it was.
+    pub fn file_hash(&self, file: u32) -> Option<Hash> {
+        self.files.get(file as usize).and_then(|f| f.hasher.root())
     }
 }

@@ -210,6 +210,31 @@ impl Layout {
     pub fn block_start(&self, pos: u64) -> u64 {
         pos & !(self.block_size() - 1)
     }
+    /// The stream ranges (whole blocks) of `shard` that a resumed transfer already has:
+    /// `prefixes[f]` is how many leading bytes of file `f` are kept; a block counts only if the
+    /// prefix covers all of its data.
+    pub fn resumed_ranges<'a>(
+        &'a self,
+        shard: u8,
+        prefixes: &'a [u64],
+    ) -> impl Iterator<Item = core::ops::Range<u64>> + 'a {
+        let m = &self.manifest;
+        let n = u64::from(self.shards);
+        (0..m.file_count()).flat_map(move |f| {
+            let size = m.file(f).map_or(0, |e| e.size);
+            let p = prefixes.get(f as usize).copied().unwrap_or(0);
+            let blocks = if p >= size { m.blocks_in(f) } else { p >> m.block_size_log2 };
+            let first = m.global_block(f, 0).unwrap_or(0);
+            (0..blocks).filter_map(move |i| {
+                let g = first + i;
+                (g % n == u64::from(shard)).then(|| {
+                    let start = (g / n) << m.block_size_log2;
+                    start..start + m.block_size()
+                })
+            })
+        })
+    }
+
     /// The first position at or after `pos` that carries data (skips a short block's gap),
     /// or `stream_end` if none.
     pub fn skip_gap(&self, shard: u8, pos: u64) -> u64 {

@@ -319,6 +319,8 @@ pub struct ShardStats {
     pub data_bytes_sent: u64,
     /// File bytes sent again.
     pub data_bytes_resent: u64,
+    /// File bytes the receiver accepted and handed to the disk.
+    pub data_bytes_received: u64,
     /// File bytes accepted by the receiver that it already had.
     pub data_bytes_duplicate: u64,
     pub naks_sent: u64,

@@ -80,6 +80,8 @@ pub struct ReceiverShard {
     fb_dirty: bool,
     verified: RangeSet,
     verify_queue: VecDeque<u64>,
+    /// Blocks kept from an interrupted transfer, still to be read back and hashed.
+    resumed: RangeSet,
     reads: Vec<VerifyRead>,
     events: VecDeque<ShardEvent>,
     control: VecDeque<Ctl>,
@@ -145,6 +147,7 @@ impl ReceiverShard {
             fb_dirty: true,
             verified: RangeSet::new(),
             verify_queue: VecDeque::new(),
+            resumed: RangeSet::new(),
             reads,
             events: VecDeque::new(),
             control: VecDeque::new(),
@@ -279,6 +282,7 @@ impl ReceiverShard {
         self.received.insert(data_end..(block_start + self.layout.block_size()));
         self.pending.insert(fresh.clone());
         self.pending_bytes += fresh_len;
+        self.ep.stats.data_bytes_received += fresh_len;
         self.note_highest(now, end);
         let skip = (fresh.start - pos) as usize;
         RxOutcome::Write {
@@ -413,6 +417,18 @@ impl ReceiverShard {
         self.verify_queue.push_back(start);
     }
 
+    /// Mark the prefixes kept from an interrupted transfer as received (call before any
+    /// datagram). They are still read back and hashed like every other block.
+    pub fn with_resume(&mut self, prefixes: &[u64]) {
+        let ranges: Vec<_> = self.layout.resumed_ranges(self.ep.shard, prefixes).collect();
+        for r in ranges {
+            self.received.insert(r.clone());
+            self.verified.insert(r.clone());
+            self.resumed.insert(r);
+        }
+        self.advance_cum_ack();
+    }
+
     fn advance_cum_ack(&mut self) {
         loop {
             let end = self.received.run_end(self.cum_ack);
@@ -438,7 +454,10 @@ impl ReceiverShard {
             Some(i) => i,
             None => {
                 let i = self.reads.iter().position(|r| r.state == ReadState::Free)?;
-                let start = self.verify_queue.pop_front()?;
+                let start = match self.verify_queue.pop_front() {
+                    Some(start) => start,
+                    None => self.resumed.pop_front(self.layout.block_size())?.start,
+                };
                 let spot = self.layout.spot(self.ep.shard, start)?;
                 let r = &mut self.reads[i];
                 r.block_start = start;

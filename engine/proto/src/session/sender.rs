@@ -84,6 +84,8 @@ pub struct SenderShard {
     next_new: u64,
     cum_ack: u64,
     limit: u64,
+    /// Blocks the receiver kept from an interrupted transfer: read and hashed, never sent.
+    skip: RangeSet,
     /// Ranges NAKed and waiting to be resent.
     resend: RangeSet,
     /// Ranges resent recently: start → (end, when).
@@ -101,6 +103,7 @@ pub struct SenderShard {
     file_done: BTreeMap<u32, (u64, crate::checksum::Hash, Option<Instant>)>,
     phase: Phase,
     idle_timeout: Duration,
+    window_bytes: u64,
 }
 
 fn sender_accepts(t: PacketType) -> bool {
@@ -151,6 +154,7 @@ impl SenderShard {
             next_new: 0,
             cum_ack: 0,
             limit: params.window_bytes.min(stream_end),
+            skip: RangeSet::new(),
             resend: RangeSet::new(),
             recent: BTreeMap::new(),
             slots,
@@ -166,11 +170,32 @@ impl SenderShard {
             file_done: BTreeMap::new(),
             phase: Phase::Active,
             idle_timeout: params.idle_timeout,
+            window_bytes: params.window_bytes,
             layout,
         };
         me.next_read = me.layout.skip_gap(shard, 0);
         me.next_new = me.next_read;
         Ok(me)
+    }
+
+    /// The receiver kept these prefixes (per file) from an interrupted transfer: read and hash
+    /// them, but do not send them. Call before anything else; the receiver must be given the
+    /// same prefixes.
+    pub fn with_resume(&mut self, prefixes: &[u64]) {
+        let ranges: Vec<_> = self.layout.resumed_ranges(self.ep.shard, prefixes).collect();
+        for r in ranges {
+            self.skip.insert(r);
+        }
+        let mut cum = 0;
+        loop {
+            let next = self.layout.skip_gap(self.ep.shard, self.skip.run_end(cum));
+            if next == cum {
+                break;
+            }
+            cum = next;
+        }
+        self.cum_ack = cum;
+        self.limit = self.limit.max(cum.saturating_add(self.window_bytes).min(self.stream_end));
     }
 
     pub fn stats(&self) -> &ShardStats {
@@ -458,6 +483,7 @@ impl SenderShard {
 
     /// The next datagram's worth of data: (slot, stream position, length). Resends first.
     fn next_data(&mut self) -> Option<(usize, u64, u64)> {
+        self.pass_over_kept_blocks();
         let pick = |s: &ReadSlot, first_pass: bool| {
             s.state == SlotState::Ready
                 && s.first_pass == first_pass
@@ -479,6 +505,23 @@ impl SenderShard {
             len = len.min(self.limit - s.cursor);
         }
         Some((slot, s.cursor, len))
+    }
+
+    /// First-pass blocks the receiver kept: their read (and hash) is done, so move on.
+    fn pass_over_kept_blocks(&mut self) {
+        while let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.state == SlotState::Ready && s.first_pass && s.cursor == self.next_new)
+        {
+            let s = &mut self.slots[i];
+            let end = s.start + u64::from(s.len);
+            if !self.skip.contains_range(s.cursor..end) {
+                return;
+            }
+            s.state = SlotState::Free;
+            self.next_new = self.layout.skip_gap(self.ep.shard, end);
+        }
     }
 
     fn build_data(

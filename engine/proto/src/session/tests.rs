@@ -21,6 +21,7 @@ struct Net {
 }
 
 struct Run {
+    first: u64,
     sent_data: Vec<Vec<u8>>,
     recv_data: Vec<Vec<u8>>,
     sender: Option<Outcome>,
@@ -30,6 +31,17 @@ struct Run {
 }
 
 fn run(sizes: &[u64], shards: u8, loss: f64, seed: u64, suite: SuiteId) -> Run {
+    run_resumed(sizes, &[], shards, loss, seed, suite)
+}
+
+fn run_resumed(
+    sizes: &[u64],
+    resume: &[u64],
+    shards: u8,
+    loss: f64,
+    seed: u64,
+    suite: SuiteId,
+) -> Run {
     let mut rng = Rng::new(seed);
     let files: Vec<FileEntry> = sizes
         .iter()
@@ -45,6 +57,10 @@ fn run(sizes: &[u64], shards: u8, loss: f64, seed: u64, suite: SuiteId) -> Run {
         })
         .collect();
     let mut recv_data: Vec<Vec<u8>> = sizes.iter().map(|&s| vec![0u8; s as usize]).collect();
+    for (f, &p) in resume.iter().enumerate() {
+        let p = p as usize;
+        recv_data[f][..p].copy_from_slice(&sent_data[f][..p]);
+    }
     let manifest = Arc::new(Manifest::new(files, 14).unwrap());
     let layout = Layout::new(manifest, shards).unwrap();
     let mut params = SessionParams::new(7, suite);
@@ -60,8 +76,10 @@ fn run(sizes: &[u64], shards: u8, loss: f64, seed: u64, suite: SuiteId) -> Run {
     for s in 0..shards {
         let (tx, rx) = shard_suites(&keys, Role::Client, s);
         ss.push(SenderShard::new(&params, layout.clone(), s, tx, rx, now0).unwrap());
+        ss.last_mut().unwrap().with_resume(resume);
         let (tx, rx) = shard_suites(&keys, Role::Server, s);
         rs.push(ReceiverShard::new(&params, layout.clone(), s, tx, rx, now0).unwrap());
+        rs.last_mut().unwrap().with_resume(resume);
     }
     let mut sc = SenderCoordinator::new(&params, layout.clone(), now0).unwrap();
     let mut rc = ReceiverCoordinator::new(&params, layout.clone(), now0).unwrap();
@@ -181,7 +199,8 @@ fn run(sizes: &[u64], shards: u8, loss: f64, seed: u64, suite: SuiteId) -> Run {
         eprintln!("acked {} done {} now {:?}", sc.files_acked(), rc.files_done(), now);
     }
     let resent = ss.iter().map(|s| s.stats().data_bytes_resent).sum();
-    Run { sent_data, recv_data, sender: sc.outcome(), receiver: rc.outcome(), resent, now }
+    let first = ss.iter().map(|s| s.stats().data_bytes_sent).sum();
+    Run { first, sent_data, recv_data, sender: sc.outcome(), receiver: rc.outcome(), resent, now }
 }
 
 #[test]
@@ -205,5 +224,20 @@ fn lossy_transfer_recovers() {
         assert_eq!(r.receiver, Some(Outcome::Complete));
         assert_eq!(r.sent_data, r.recv_data);
         assert!(r.resent > 0);
+    }
+}
+
+#[test]
+fn resume_sends_only_the_missing_part() {
+    let block = 16 << 10;
+    for shards in [1, 3] {
+        // File 0 keeps 5 whole blocks and a partial one (which is sent again); file 1 is whole.
+        let sizes = [20 * block + 100, 3000];
+        let resume = [5 * block + 700, 3000];
+        let r = run_resumed(&sizes, &resume, shards, 0.0, 9, SuiteId::Aes128CfbCmac);
+        assert_eq!(r.sender, Some(Outcome::Complete), "shards {shards}");
+        assert_eq!(r.receiver, Some(Outcome::Complete));
+        assert_eq!(r.sent_data, r.recv_data);
+        assert_eq!(r.first, sizes[0] - 5 * block, "only the unfinished part is sent");
     }
 }

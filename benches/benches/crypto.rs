@@ -1,0 +1,233 @@
+//! Per-datagram crypto: serial reference against the batch path, for every suite, at 1400-byte
+//! and 8192-byte datagrams, seal and open.
+//!
+//! Run: `RUSTFLAGS="-C target-cpu=native" cargo bench -p haul-benches --bench crypto`
+//! (add `-- --quick` for a short run). Criterion prints the throughput of each case; after the
+//! groups a summary table gives GB/s per core for every (suite, size, op, serial|batch) and the
+//! batch/serial ratios of `aes128-cfb-cmac` against the acceptance thresholds of issue 2.
+//!
+//! Layout: the 64 datagrams of a batch live in one arena, `stride` bytes apart, where the
+//! stride is never a multiple of 4 KiB: buffers 4 KiB apart alias in the L1 cache's
+//! store-to-load forwarding, which once cut AES throughput threefold here.
+//! Only the crypto call is timed; restoring the input between iterations is not.
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use haul_proto::crypto::reference::Reference;
+use haul_proto::crypto::{
+    Direction, Job, KeySchedule, MAX_BATCH, SessionSecret, Suite, SuiteId, new_suite,
+};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Header length of a data datagram (wire::HEADER_LEN).
+const HEADER_LEN: usize = 24;
+/// Datagram sizes measured: a typical 1500-MTU payload and a jumbo-frame one.
+const SIZES: [usize; 2] = [1400, 8192];
+/// Datagrams per batch (and per serial iteration, so both do the same work).
+const BATCH: usize = MAX_BATCH;
+/// Acceptance thresholds for aes128-cfb-cmac, batch over serial (issue 2).
+const SEAL_RATIO_MIN: f64 = 4.0;
+const OPEN_RATIO_MIN: f64 = 3.0;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Op {
+    Seal,
+    Open,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Path {
+    Serial,
+    Batch,
+}
+
+/// Distance between datagrams in the arena: room for the datagram and 64 + 16 bytes, rounded up
+/// to a cache line, and never a multiple of 4 KiB.
+fn stride_for(len: usize) -> usize {
+    let stride = (len + 64 + 16).div_ceil(64) * 64;
+    if stride.is_multiple_of(4096) { stride + 64 } else { stride }
+}
+
+/// One benchmark case: keyed suite and reference, the input arena and a work arena.
+struct Case {
+    suite: Box<dyn Suite>,
+    reference: Reference,
+    len: usize,
+    stride: usize,
+    /// Input restored before every iteration: plaintext for seal, sealed datagrams for open.
+    input: Vec<u8>,
+    work: Vec<u8>,
+    op: Op,
+}
+
+impl Case {
+    fn new(suite_id: SuiteId, len: usize, op: Op) -> Case {
+        let ks = KeySchedule::new(&SessionSecret([0x42; 32]), &[1; 32], &[2; 32], suite_id, 7);
+        let keys = ks.direction_keys(Direction::ClientToServer, 0);
+        let mut suite = new_suite(&keys);
+        let reference = Reference::new(&keys);
+        let stride = stride_for(len);
+        assert!(stride >= len + 64 && !stride.is_multiple_of(4096), "bad arena stride {stride}");
+        let mut input = vec![0u8; stride * BATCH];
+        for (i, b) in input.iter_mut().enumerate() {
+            *b = (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1];
+        }
+        for (seq, d) in input.chunks_mut(stride).enumerate() {
+            d[..8].copy_from_slice(&(seq as u64).to_le_bytes());
+        }
+        if op == Op::Open {
+            let mut jobs = jobs(&mut input, stride, len);
+            suite.seal_batch(&mut jobs);
+        }
+        let work = input.clone();
+        Case { suite, reference, len, stride, input, work, op }
+    }
+
+    /// Run the operation `iters` times; return the time spent inside the crypto calls only.
+    fn run(&mut self, path: Path, iters: u64) -> Duration {
+        let mut spent = Duration::ZERO;
+        for _ in 0..iters {
+            self.work.copy_from_slice(&self.input);
+            spent += match path {
+                Path::Batch => self.run_batch(),
+                Path::Serial => self.run_serial(),
+            };
+        }
+        spent
+    }
+
+    fn run_batch(&mut self) -> Duration {
+        let mut jobs = jobs(&mut self.work, self.stride, self.len);
+        let start = Instant::now();
+        match self.op {
+            Op::Seal => self.suite.seal_batch(black_box(&mut jobs)),
+            Op::Open => self.suite.open_batch(black_box(&mut jobs)),
+        }
+        let spent = start.elapsed();
+        assert!(self.op == Op::Seal || jobs.iter().all(|j| j.ok), "batch open failed");
+        spent
+    }
+
+    fn run_serial(&mut self) -> Duration {
+        let (len, reference) = (self.len, &mut self.reference);
+        let start = Instant::now();
+        let mut all_ok = true;
+        for (seq, d) in self.work.chunks_mut(self.stride).enumerate() {
+            let buf = black_box(&mut d[..len]);
+            match self.op {
+                Op::Seal => reference.seal(seq as u64, HEADER_LEN, buf),
+                Op::Open => all_ok &= reference.open(seq as u64, HEADER_LEN, buf),
+            }
+        }
+        let spent = start.elapsed();
+        assert!(all_ok, "serial open failed");
+        spent
+    }
+
+    fn bytes_per_iter(&self) -> u64 {
+        (self.len * BATCH) as u64
+    }
+}
+
+fn jobs(arena: &mut [u8], stride: usize, len: usize) -> Vec<Job<'_>> {
+    arena
+        .chunks_mut(stride)
+        .enumerate()
+        .map(|(seq, d)| Job::new(seq as u64, HEADER_LEN, &mut d[..len]))
+        .collect()
+}
+
+fn every_case() -> Vec<(SuiteId, usize, Op, Path)> {
+    let mut cases = Vec::new();
+    for suite in SuiteId::ALL {
+        for len in SIZES {
+            for op in [Op::Seal, Op::Open] {
+                for path in [Path::Serial, Path::Batch] {
+                    cases.push((suite, len, op, path));
+                }
+            }
+        }
+    }
+    cases
+}
+
+fn op_name(op: Op) -> &'static str {
+    if op == Op::Seal { "seal" } else { "open" }
+}
+
+fn path_name(path: Path) -> &'static str {
+    if path == Path::Serial { "serial" } else { "batch" }
+}
+
+fn criterion_groups(c: &mut Criterion) {
+    for suite in SuiteId::ALL {
+        for len in SIZES {
+            let mut group = c.benchmark_group(format!("{}/{len}", suite.name()));
+            group.throughput(Throughput::Bytes((len * BATCH) as u64));
+            for op in [Op::Seal, Op::Open] {
+                let mut case = Case::new(suite, len, op);
+                for path in [Path::Serial, Path::Batch] {
+                    let id = BenchmarkId::new(op_name(op), path_name(path));
+                    group.bench_function(id, |b| b.iter_custom(|iters| case.run(path, iters)));
+                }
+            }
+            group.finish();
+        }
+    }
+}
+
+/// GB/s per core for one case: the best of `samples` runs of `iters` iterations each.
+fn measure(case: &mut Case, path: Path, samples: usize, iters: u64) -> f64 {
+    case.run(path, 2);
+    let best = (0..samples).map(|_| case.run(path, iters)).min().unwrap_or(Duration::MAX);
+    (case.bytes_per_iter() * iters) as f64 / best.as_secs_f64() / 1e9
+}
+
+fn summary(quick: bool) {
+    let (samples, iters) = if quick { (5, 20) } else { (15, 60) };
+    println!("\n== crypto summary: GB/s per core (one thread), batches of {BATCH} datagrams");
+    println!("{:<16} {:>6} {:>5} {:>7} {:>7}", "suite", "bytes", "op", "path", "GB/s");
+    let mut rates = Vec::new();
+    for (suite, len, op, path) in every_case() {
+        let mut case = Case::new(suite, len, op);
+        let gbps = measure(&mut case, path, samples, iters);
+        println!(
+            "{:<16} {len:>6} {:>5} {:>7} {gbps:>7.2}",
+            suite.name(),
+            op_name(op),
+            path_name(path)
+        );
+        rates.push(((suite, len, op, path), gbps));
+    }
+    let rate = |key| rates.iter().find(|(k, _)| *k == key).map_or(f64::NAN, |(_, r)| *r);
+    println!(
+        "\n== aes128-cfb-cmac batch / serial (acceptance: seal >= {SEAL_RATIO_MIN}x, open >= {OPEN_RATIO_MIN}x)"
+    );
+    for len in SIZES {
+        for (op, min) in [(Op::Seal, SEAL_RATIO_MIN), (Op::Open, OPEN_RATIO_MIN)] {
+            let s = SuiteId::Aes128CfbCmac;
+            let ratio = rate((s, len, op, Path::Batch)) / rate((s, len, op, Path::Serial));
+            let verdict = if ratio >= min { "PASS" } else { "FAIL" };
+            println!("{len:>6} {:>5}: {ratio:>5.2}x (need {min}x) {verdict}", op_name(op));
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let is_bench = args.iter().any(|a| a == "--bench");
+    let quick = args.iter().any(|a| a == "--quick");
+    // Under a profiler (`--profile-time N`), only the selected benchmark runs.
+    let profiling = args.iter().any(|a| a == "--profile-time");
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+        .configure_from_args();
+    criterion_groups(&mut c);
+    c.final_summary();
+    // `cargo test --benches` runs this binary without `--bench`: each case once, no summary.
+    if is_bench && !profiling {
+        summary(quick);
+    }
+}

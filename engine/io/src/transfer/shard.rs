@@ -1,0 +1,279 @@
+//! Shard threads: one per shard, each driving one proto shard over its own socket and files.
+//!
+//! Loop, per iteration: take commands from the coordinator; receive what the socket has
+//! (waiting at most until the shard's next deadline); let timers fire; serve disk reads; send
+//! what the shard has to send, in sealed batches; pass events up. Nothing here allocates per
+//! datagram: the batch arrays, the send area and the write staging buffer are allocated once.
+
+use super::store::OpenFiles;
+use crate::backend::{Backend, IoStats};
+use crossbeam_channel::{Receiver, Sender};
+use haul_proto::crypto::MAX_BATCH;
+use haul_proto::session::{
+    ReceiverShard, RxDatagram, RxOutcome, SenderShard, ShardCommand, ShardEvent, ShardStats,
+};
+use haul_proto::time::Instant as ProtoInstant;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Longest a shard waits for the socket before looking at its timers and commands again.
+const MAX_WAIT: Duration = Duration::from_millis(20);
+/// Bytes of the receiver's write staging buffer: contiguous payloads coalesce into one write.
+const STAGING_BYTES: usize = 1 << 20;
+
+/// What a shard thread reports when it ends.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ShardEnd {
+    pub stats: ShardStats,
+    pub io: IoStats,
+}
+
+/// The monotonic clock shared by one side's threads, as proto instants.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock(Instant);
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock(Instant::now())
+    }
+    pub fn now(&self) -> ProtoInstant {
+        // Start at one second so "zero" never means "now".
+        let ns = self.0.elapsed().as_nanos().min(u128::from(u64::MAX / 2)) as u64;
+        ProtoInstant::from_nanos(ns + 1_000_000_000)
+    }
+    /// How long from now until `t` (zero if past), capped at `MAX_WAIT`.
+    pub fn wait_until(&self, t: Option<ProtoInstant>) -> Duration {
+        let now = self.now();
+        match t {
+            Some(t) => Duration::from_nanos(t.saturating_since(now).as_nanos()).min(MAX_WAIT),
+            None => MAX_WAIT,
+        }
+    }
+}
+
+/// Shared counters one shard publishes for progress displays.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub bytes: AtomicU64,
+    pub resent: AtomicU64,
+}
+
+/// The things every shard thread has.
+pub(crate) struct Wiring {
+    pub index: u8,
+    pub backend: Backend,
+    pub peer: Option<SocketAddr>,
+    pub datagram_size: usize,
+    pub commands: Receiver<ShardCommand>,
+    pub events: Sender<(u8, ShardEvent)>,
+    pub clock: Clock,
+    pub counters: Arc<Counters>,
+    pub files: OpenFiles,
+    /// Set by the coordinator when the side is over, so a shard never waits forever.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// The send area: `MAX_BATCH` datagram slots at a stride that is not a multiple of 4 KiB.
+struct SendArea {
+    buf: Vec<u8>,
+    stride: usize,
+    lens: [usize; MAX_BATCH],
+}
+
+impl SendArea {
+    fn new(datagram_size: usize) -> Self {
+        let stride = crate::buf::stride_for(datagram_size);
+        SendArea { buf: vec![0; stride * MAX_BATCH], stride, lens: [0; MAX_BATCH] }
+    }
+
+    fn send(
+        &self,
+        backend: &mut Backend,
+        peer: SocketAddr,
+        n: usize,
+        seg: usize,
+    ) -> Result<(), crate::error::IoError> {
+        let mut slices: [&[u8]; MAX_BATCH] = [&[]; MAX_BATCH];
+        for (i, s) in slices.iter_mut().enumerate().take(n) {
+            *s = &self.buf[i * self.stride..i * self.stride + self.lens[i]];
+        }
+        backend.send_batch(peer, &slices[..n], seg).map(|_| ())
+    }
+}
+
+fn forward_events(w: &Wiring, mut next: impl FnMut() -> Option<ShardEvent>) {
+    while let Some(ev) = next() {
+        // The coordinator outlives the shards; a closed channel means the side is over.
+        let _ = w.events.send((w.index, ev));
+    }
+}
+
+/// Adopt the peer address from the first authenticated datagram (no reflection: we send only
+/// to where an authenticated datagram came from, docs/PROTOCOL.md §6.2).
+fn learn_peer(peer: &mut Option<SocketAddr>, from: SocketAddr, outcome: &RxOutcome) {
+    let authenticated = match outcome {
+        RxOutcome::Consumed | RxOutcome::Write { .. } => true,
+        RxOutcome::Rejected(r) => matches!(
+            r,
+            haul_proto::session::Reject::Duplicate
+                | haul_proto::session::Reject::Busy
+                | haul_proto::session::Reject::BadBody
+        ),
+        RxOutcome::Pending => false,
+    };
+    if authenticated && peer.is_none() {
+        *peer = Some(from);
+    }
+}
+
+pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEnd {
+    let mut area = SendArea::new(w.datagram_size);
+    let mut last_resent = 0;
+    let mut failed = false;
+    while !shard.is_closed() && !w.stop.load(Ordering::Relaxed) {
+        let now = w.clock.now();
+        while let Ok(cmd) = w.commands.try_recv() {
+            shard.handle_command(now, cmd);
+        }
+        let wait = w.clock.wait_until(shard.poll_timeout());
+        let mut peer = w.peer;
+        let res = w.backend.recv_segments(wait, |from, payload, seg| {
+            for chunk in payload.chunks_mut(seg.max(1) * MAX_BATCH) {
+                let mut batch: arrayvec::ArrayVec<RxDatagram<'_>, MAX_BATCH> =
+                    chunk.chunks_mut(seg.max(1)).map(RxDatagram::new).collect();
+                shard.handle_datagrams(w.clock.now(), &mut batch);
+                for d in &batch {
+                    learn_peer(&mut peer, from, &d.outcome);
+                }
+            }
+        });
+        w.peer = peer;
+        if res.is_err() {
+            failed = true;
+        }
+        let now = w.clock.now();
+        shard.handle_timeout(now);
+        while let Some(r) = shard.poll_disk() {
+            let res = w.files.read_at(r.file, r.offset, shard.disk_buffer_mut(r.slot));
+            shard.handle_disk(now, r.slot, res);
+        }
+        loop {
+            let n = shard.poll_transmit(w.clock.now(), &mut area.buf, area.stride, &mut area.lens);
+            if n == 0 {
+                break;
+            }
+            if let Some(peer) = w.peer
+                && area.send(&mut w.backend, peer, n, w.datagram_size).is_err()
+            {
+                failed = true;
+            }
+        }
+        forward_events(&w, || shard.poll_event());
+        let st = shard.stats();
+        w.counters.bytes.store(st.data_bytes_sent, Ordering::Relaxed);
+        if st.data_bytes_resent != last_resent {
+            last_resent = st.data_bytes_resent;
+            w.counters.resent.store(last_resent, Ordering::Relaxed);
+        }
+        if failed {
+            // A socket error is the network's fault; the protocol recovers from loss, so keep
+            // going, but do not spin.
+            failed = false;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    ShardEnd { stats: *shard.stats(), io: w.backend.stats() }
+}
+
+/// Contiguous payloads waiting to be written with one call.
+struct Staging {
+    buf: Vec<u8>,
+    file: u32,
+    offset: u64,
+    len: usize,
+}
+
+impl Staging {
+    fn flush(&mut self, files: &mut OpenFiles, shard: &mut ReceiverShard, now: ProtoInstant) {
+        if self.len == 0 {
+            return;
+        }
+        let res = files.write_at(self.file, self.offset, &self.buf[..self.len]);
+        shard.handle_write_done(now, self.file, self.offset, self.len as u32, res);
+        self.len = 0;
+    }
+
+    /// Add one payload; flushes first if it does not continue the staged run.
+    fn add(
+        &mut self,
+        files: &mut OpenFiles,
+        shard: &mut ReceiverShard,
+        now: ProtoInstant,
+        (file, offset, data): (u32, u64, &[u8]),
+    ) {
+        let contiguous =
+            self.len > 0 && file == self.file && offset == self.offset + self.len as u64;
+        if !contiguous || self.len + data.len() > self.buf.len() {
+            self.flush(files, shard, now);
+        }
+        if self.len == 0 {
+            self.file = file;
+            self.offset = offset;
+        }
+        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
+        self.len += data.len();
+    }
+}
+
+pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> ShardEnd {
+    let mut area = SendArea::new(w.datagram_size);
+    let mut staging = Staging { buf: vec![0; STAGING_BYTES], file: 0, offset: 0, len: 0 };
+    while !shard.is_closed() && !w.stop.load(Ordering::Relaxed) {
+        let now = w.clock.now();
+        while let Ok(cmd) = w.commands.try_recv() {
+            shard.handle_command(now, cmd);
+        }
+        let wait = w.clock.wait_until(shard.poll_timeout());
+        let mut peer = w.peer;
+        let (files, clock) = (&mut w.files, w.clock);
+        let _ = w.backend.recv_segments(wait, |from, payload, seg| {
+            for chunk in payload.chunks_mut(seg.max(1) * MAX_BATCH) {
+                let now = clock.now();
+                let mut batch: arrayvec::ArrayVec<RxDatagram<'_>, MAX_BATCH> =
+                    chunk.chunks_mut(seg.max(1)).map(RxDatagram::new).collect();
+                shard.handle_datagrams(now, &mut batch);
+                for d in &batch {
+                    learn_peer(&mut peer, from, &d.outcome);
+                    if let RxOutcome::Write { file, offset, payload } = &d.outcome {
+                        let data = &d.buf[payload.clone()];
+                        staging.add(files, &mut shard, now, (*file, *offset, data));
+                    }
+                }
+            }
+        });
+        w.peer = peer;
+        let now = w.clock.now();
+        staging.flush(&mut w.files, &mut shard, now);
+        shard.handle_timeout(now);
+        while let Some(r) = shard.poll_disk() {
+            let res = w.files.read_at(r.file, r.offset, shard.disk_buffer_mut(r.slot));
+            shard.handle_disk(now, r.slot, res);
+        }
+        loop {
+            let n = shard.poll_transmit(w.clock.now(), &mut area.buf, area.stride, &mut area.lens);
+            if n == 0 {
+                break;
+            }
+            // Until the peer has authenticated itself we know no address to answer.
+            if let Some(peer) = w.peer {
+                let _ = area.send(&mut w.backend, peer, n, w.datagram_size);
+            }
+        }
+        forward_events(&w, || shard.poll_event());
+        let st = shard.stats();
+        w.counters.bytes.store(st.data_bytes_received, Ordering::Relaxed);
+    }
+    ShardEnd { stats: *shard.stats(), io: w.backend.stats() }
+}

@@ -1,0 +1,110 @@
+//! Where the shards' bytes come from and go to: the source files (sender) and the partial
+//! files under the destination (receiver), opened lazily with a bounded number of descriptors
+//! per shard.
+//!
+//! Invariants: names from the peer are validated before anything is created
+//! (`files::names`); every path is created beneath the destination with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (`files::dest`); a file is written as a
+//! hidden partial and renamed into place only after its checksum verified.
+
+use haul_proto::session::{DiskError, FileEntry};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+/// Most files one shard keeps open at once.
+pub(crate) const MAX_OPEN_FILES_PER_SHARD: usize = 64;
+
+/// Map an OS error to the protocol's disk error.
+pub(crate) fn disk_error(e: &std::io::Error) -> DiskError {
+    match e.raw_os_error() {
+        Some(libc::EINTR) | Some(libc::EAGAIN) => DiskError::Interrupted,
+        Some(libc::EIO) => DiskError::Io,
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => DiskError::NoSpace,
+        Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => DiskError::Permission,
+        Some(libc::ENOENT) => DiskError::Missing,
+        Some(n) => DiskError::Other(n),
+        None => DiskError::Io,
+    }
+}
+
+/// A small per-shard cache of open files, by manifest index.
+#[derive(Debug)]
+pub(crate) struct OpenFiles {
+    paths: std::sync::Arc<Vec<PathBuf>>,
+    writable: bool,
+    open: HashMap<u32, File>,
+}
+
+impl OpenFiles {
+    pub fn new(paths: std::sync::Arc<Vec<PathBuf>>, writable: bool) -> Self {
+        OpenFiles { paths, writable, open: HashMap::with_capacity(MAX_OPEN_FILES_PER_SHARD) }
+    }
+
+    fn file(&mut self, file: u32) -> Result<&File, DiskError> {
+        if !self.open.contains_key(&file) {
+            if self.open.len() >= MAX_OPEN_FILES_PER_SHARD {
+                // Evict one; shards move through files in order, so any old one will do.
+                if let Some(&k) = self.open.keys().next() {
+                    self.open.remove(&k);
+                }
+            }
+            let path = self.paths.get(file as usize).ok_or(DiskError::Missing)?;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(self.writable)
+                .open(path)
+                .map_err(|e| disk_error(&e))?;
+            self.open.insert(file, f);
+        }
+        self.open.get(&file).ok_or(DiskError::Missing)
+    }
+
+    /// Read at `offset` into `buf`: bytes read (fewer at end of file), or the error.
+    pub fn read_at(&mut self, file: u32, offset: u64, buf: &mut [u8]) -> Result<usize, DiskError> {
+        let f = self.file(file)?;
+        loop {
+            match f.read_at(buf, offset) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(disk_error(&e)),
+            }
+        }
+    }
+
+    /// Write all of `data` at `offset`: bytes written (fewer only on error after progress).
+    pub fn write_at(&mut self, file: u32, offset: u64, data: &[u8]) -> Result<usize, DiskError> {
+        let f = self.file(file)?;
+        let mut done = 0;
+        while done < data.len() {
+            match f.write_at(&data[done..], offset + done as u64) {
+                Ok(0) => return if done > 0 { Ok(done) } else { Err(DiskError::NoSpace) },
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if done > 0 => {
+                    let _ = e;
+                    return Ok(done);
+                }
+                Err(e) => return Err(disk_error(&e)),
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// The final and partial paths of each file under the destination.
+#[derive(Debug)]
+pub(crate) struct RxPaths {
+    pub finals: Vec<PathBuf>,
+    pub partials: std::sync::Arc<Vec<PathBuf>>,
+}
+
+/// Mode bits we set on a received file: permission bits only; setuid, setgid and sticky are
+/// dropped unless `keep_setid` (honoured for root only).
+pub(crate) fn received_mode(entry: &FileEntry, keep_setid: bool) -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let mask = if keep_setid && is_root { 0o7777 } else { 0o0777 };
+    entry.mode & mask
+}
