@@ -98,12 +98,13 @@ pub fn stdout(out: &Output) -> String {
 
 /// Run to completion with a deadline; kill and panic on overrun.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
+    let what = format!("{cmd:?}");
     let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
-    wait(child.expect("spawning haul"), timeout)
+    wait(child.expect("spawning haul"), timeout, &what)
 }
 
 /// Wait for `child` (stdout/stderr piped) with a deadline; kill and panic on overrun.
-pub fn wait(mut child: Child, timeout: Duration) -> Output {
+pub fn wait(mut child: Child, timeout: Duration, what: &str) -> Output {
     let out_pipe = child.stdout.take();
     let err_pipe = child.stderr.take();
     let drain = |p: Option<Box<dyn Read + Send>>| {
@@ -126,7 +127,7 @@ pub fn wait(mut child: Child, timeout: Duration) -> Output {
             let _ = child.kill();
             let _ = child.wait();
             let err = String::from_utf8_lossy(&err_t.join().unwrap()).into_owned();
-            panic!("haul did not finish within {timeout:?}; stderr:\n{err}");
+            panic!("{what} did not finish within {timeout:?}; stderr:\n{err}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -173,7 +174,7 @@ impl Receiver {
             }
         };
         let Some(addr) = line.trim().strip_prefix("listening on ").map(str::to_owned) else {
-            let out = wait(child, TRANSFER_TIMEOUT);
+            let out = wait(child, TRANSFER_TIMEOUT, "haul recv");
             panic!("haul recv did not start: {line:?} {}", stderr(&out));
         };
         Receiver { child: Some(child), addr, rest_of_stdout: Some(rest) }
@@ -182,7 +183,7 @@ impl Receiver {
     /// Wait for the receiver to exit; stdout holds what followed the address line.
     pub fn finish(mut self, timeout: Duration) -> Output {
         let child = self.child.take().unwrap();
-        let mut out = wait(child, timeout);
+        let mut out = wait(child, timeout, "haul recv");
         out.stdout = self.rest_of_stdout.take().unwrap().join().unwrap();
         out
     }
@@ -191,7 +192,7 @@ impl Receiver {
     pub fn kill(mut self) -> Output {
         let mut child = self.child.take().unwrap();
         let _ = child.kill();
-        let mut out = wait(child, TRANSFER_TIMEOUT);
+        let mut out = wait(child, TRANSFER_TIMEOUT, "haul recv (killed)");
         out.stdout = self.rest_of_stdout.take().unwrap().join().unwrap();
         out
     }
