@@ -85,7 +85,8 @@ fn directory_tree_arrives_identical() {
     each_backend(|backend| {
         let dir = TempDir::new("tree");
         let src = source_tree(&dir);
-        let (got, _, _) = transfer(&dir, "127.0.0.1:0", &[src.clone()], &["--backend", backend]);
+        let (got, _, _) =
+            transfer(&dir, "127.0.0.1:0", std::slice::from_ref(&src), &["--backend", backend]);
         assert_eq!(got, prefixed(&tree(&src), "src"), "{backend}");
     });
 }
@@ -97,7 +98,7 @@ fn one_two_and_four_shards_deliver_identical_files() {
             let dir = TempDir::new("shards");
             let src = source_tree(&dir);
             let flags = ["--backend", backend, "--shards", shards];
-            let (got, _, _) = transfer(&dir, "127.0.0.1:0", &[src.clone()], &flags);
+            let (got, _, _) = transfer(&dir, "127.0.0.1:0", std::slice::from_ref(&src), &flags);
             assert_eq!(got, prefixed(&tree(&src), "src"), "{backend}, {shards} shards");
         }
     });
@@ -112,7 +113,8 @@ fn ipv6_loopback() {
     each_backend(|backend| {
         let dir = TempDir::new("ipv6");
         let src = source_tree(&dir);
-        let (got, _, _) = transfer(&dir, "[::1]:0", &[src.clone()], &["--backend", backend]);
+        let (got, _, _) =
+            transfer(&dir, "[::1]:0", std::slice::from_ref(&src), &["--backend", backend]);
         assert_eq!(got, prefixed(&tree(&src), "src"), "{backend}");
     });
 }
@@ -124,7 +126,7 @@ fn jumbo_and_small_datagrams() {
             let dir = TempDir::new("dgram");
             let src = source_tree(&dir);
             let flags = ["--backend", backend, "--datagram-size", size];
-            let (got, _, _) = transfer(&dir, "127.0.0.1:0", &[src.clone()], &flags);
+            let (got, _, _) = transfer(&dir, "127.0.0.1:0", std::slice::from_ref(&src), &flags);
             assert_eq!(got, prefixed(&tree(&src), "src"), "{backend}, datagram {size}");
         }
     });
@@ -137,7 +139,7 @@ fn every_cipher() {
             let dir = TempDir::new("cipher");
             let src = source_tree(&dir);
             let flags = ["--backend", backend, "--cipher", cipher];
-            let (got, _, _) = transfer(&dir, "127.0.0.1:0", &[src.clone()], &flags);
+            let (got, _, _) = transfer(&dir, "127.0.0.1:0", std::slice::from_ref(&src), &flags);
             assert_eq!(got, prefixed(&tree(&src), "src"), "{backend}, {cipher}");
         }
     });
@@ -149,7 +151,7 @@ fn json_summary_parses_and_has_the_fields() {
         let dir = TempDir::new("json");
         let src = source_tree(&dir);
         let flags = ["--backend", backend, "--json"];
-        let (_, out, recv_out) = transfer(&dir, "127.0.0.1:0", &[src.clone()], &flags);
+        let (_, out, recv_out) = transfer(&dir, "127.0.0.1:0", std::slice::from_ref(&src), &flags);
         let want = prefixed(&tree(&src), "src");
         for (role, text) in [("sender", out), ("receiver", recv_out)] {
             let v: serde_json::Value = serde_json::from_str(text.trim())

@@ -427,15 +427,13 @@ mod tests {
                 .prop_map(|(version, random)| Message::Hello(Hello { version, random })),
             arb_offer().prop_map(Message::Offer),
             (
-                any::<u64>(),
+                any::<(u64, u64)>(),
                 prop::collection::vec(any::<u16>(), 0..8),
                 prop::collection::vec(any::<u64>(), 0..8)
             )
-                .prop_map(|(session_id, ports, resume)| Message::Accept(Accept {
-                    session_id,
-                    ports,
-                    resume
-                })),
+                .prop_map(|((session_id, target_rate_bps), ports, resume)| {
+                    Message::Accept(Accept { session_id, target_rate_bps, ports, resume })
+                }),
             (prop::sample::select(vec![1u16, 2, 3, 4, 5, 0xffff]), ".{0,50}").prop_map(
                 |(c, reason)| { Message::Refuse(Refuse { code: RefuseCode::from_u16(c), reason }) }
             ),
