@@ -22,7 +22,7 @@ fn source_tree(dir: &TempDir) -> PathBuf {
     for (i, (name, size, mode)) in files.iter().enumerate() {
         let p = root.join(name);
         write_file(&p, *size, i as u64, *mode);
-        set_mtime(&p, 1_600_000_000 + i as i64 * 1000);
+        set_mtime(&p, 1_600_000_000 + i as u64 * 1000);
     }
     root
 }
