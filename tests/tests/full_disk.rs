@@ -40,7 +40,7 @@ fn names_beneath(root: &Path) -> Vec<String> {
             if p.is_dir() {
                 stack.push(p.clone());
             }
-            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            out.push(p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned());
         }
     }
     out
