@@ -39,3 +39,32 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+def receive_seeds():
+    """Inputs for the `receive` target: suite byte, then records `kind ‖ len ‖ bytes` (odd kind:
+    sealed with the peer's keys around `bytes[1:]` as a body of type `bytes[0]`)."""
+    out = os.path.join(HERE, "seeds", "receive")
+    os.makedirs(out, exist_ok=True)
+
+    def rec(kind, body):
+        return bytes([kind, len(body)]) + body
+
+    def data(offset, n):
+        return bytes([1]) + struct.pack("<IQ", 0, offset) + bytes(range(n))
+
+    seeds = {
+        "in_order": bytes([0]) + b"".join(rec(1, data(o, 200)) for o in range(0, 1400, 200)),
+        "reordered_short_write": bytes([1]) + rec(0xC1, data(400, 200)) + rec(1, data(0, 200)),
+        "filedone_complete": bytes([2]) + rec(1, bytes([5]) + struct.pack("<IQ", 1, 5) + bytes(32))
+        + rec(1, bytes([7])),
+        "abort_and_junk": bytes([0]) + rec(0, bytes(range(60))) + rec(1, bytes([8]) + struct.pack("<H", 5)),
+        "disk_full": bytes([0]) + rec(0xE1, data(0, 100)) + rec(1, data(100, 100)),
+    }
+    for name, blob in seeds.items():
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(blob)
+
+
+if __name__ == "__main__":
+    receive_seeds()

@@ -17,6 +17,7 @@ pub mod checks;
 pub mod cpu;
 pub mod error;
 pub mod fallback;
+pub mod files;
 pub mod transfer;
 pub mod udp;
 pub mod uring;

@@ -116,6 +116,11 @@ impl FileHasher {
         self.root
     }
 
+    /// How many leading blocks have been merged: the verified prefix, in blocks.
+    pub fn merged_blocks(&self) -> u64 {
+        self.merged
+    }
+
     /// BLAKE3's lazy merge: before pushing the next value, merge the stack down to as many
     /// entries as there are one bits in the count of values pushed so far.
     fn push(&mut self, cv: ChainingValue) {

@@ -16,6 +16,9 @@ const MAX_CORPUS_FILES: usize = 2_000;
 fn check_for(target: &str) -> Option<fn(&[u8])> {
     match target {
         "decode" => Some(haul_proto::wire::fuzz_check_decode),
+        "receive" => Some(|b| {
+            let _ = haul_proto::session::fuzz::fuzz_check_receiver(b);
+        }),
         _ => None,
     }
 }

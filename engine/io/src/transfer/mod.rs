@@ -21,8 +21,8 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use haul_proto::crypto::KeySchedule;
 use haul_proto::crypto::SessionSecret;
 use haul_proto::session::{
-    FileOp, Layout, ReceiverCoordinator, ReceiverShard, SenderCoordinator, SenderShard,
-    ShardCommand, ShardEvent, shard_suites,
+    AbortReason, FileOp, Layout, ReceiverCoordinator, ReceiverShard, SenderCoordinator,
+    SenderShard, ShardCommand, ShardEvent, shard_suites,
 };
 use haul_proto::session::{Manifest, Outcome, RejectCounts, Role, SessionParams};
 use shard::{Clock, Counters, ShardEnd, Wiring};
@@ -150,6 +150,8 @@ pub struct TransferReport {
     pub backend: BackendKind,
     /// User + system CPU seconds of this process during the transfer.
     pub cpu_seconds: f64,
+    /// A human message with more about an abort (the file and the cause), when there is one.
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -209,6 +211,8 @@ impl ShardSockets {
 
 /// Check the destination and decide, per file, what an earlier interrupted transfer left that
 /// can be kept (per the options' resume level and overwrite policy). Errors name the file.
+pub use rx::{SKIP_FILE, drop_skipped};
+
 pub fn prepare_receive(
     dest: &std::path::Path,
     manifest: &Manifest,
@@ -288,8 +292,7 @@ fn spawn_shards<F>(
     sockets: ShardSockets,
     peers: &[Option<SocketAddr>],
     datagram_size: usize,
-    paths: &Arc<Vec<PathBuf>>,
-    writable: bool,
+    source: &store::FileSource,
     pin_cores: bool,
     make: F,
 ) -> Result<Threads, TransferError>
@@ -314,7 +317,7 @@ where
             events: ev_tx.clone(),
             clock,
             counters: counters.clone(),
-            files: store::OpenFiles::new(paths.clone(), writable),
+            files: store::OpenFiles::new(source.clone()),
             stop: t.stop.clone(),
         };
         let run = make(wiring);
@@ -378,6 +381,171 @@ fn key_schedule(params: &SessionParams, keys: &Keys) -> KeySchedule {
     )
 }
 
+/// One side's coordinator, as the shared driver loop sees it.
+trait Side {
+    fn handle_event(&mut self, now: haul_proto::time::Instant, shard: u8, ev: ShardEvent);
+    fn poll_command(&mut self) -> Option<(u8, ShardCommand)>;
+    fn outcome(&self) -> Option<Outcome>;
+    fn abort(&mut self, reason: AbortReason);
+    /// After each round of events: the receiver finalizes files and writes checkpoints here.
+    fn after_events(&mut self, _now: haul_proto::time::Instant) {}
+    fn file_hash(&self, file: u32) -> Option<[u8; 32]>;
+}
+
+impl Side for SenderCoordinator {
+    fn handle_event(&mut self, now: haul_proto::time::Instant, shard: u8, ev: ShardEvent) {
+        SenderCoordinator::handle_event(self, now, shard, ev);
+    }
+    fn poll_command(&mut self) -> Option<(u8, ShardCommand)> {
+        SenderCoordinator::poll_command(self)
+    }
+    fn outcome(&self) -> Option<Outcome> {
+        SenderCoordinator::outcome(self)
+    }
+    fn abort(&mut self, reason: AbortReason) {
+        SenderCoordinator::abort(self, reason);
+    }
+    fn file_hash(&self, file: u32) -> Option<[u8; 32]> {
+        SenderCoordinator::file_hash(self, file)
+    }
+}
+
+/// The receiver's coordinator with the files it finalizes and checkpoints.
+struct ReceiverSide {
+    coord: ReceiverCoordinator,
+    files: rx::RxFiles,
+    manifest: Arc<Manifest>,
+    options: RecvOptions,
+    /// Files with new verified blocks since the last checkpoint look.
+    touched: Vec<u32>,
+    /// The first finalize failure, with its message, for the report.
+    failure: Option<String>,
+}
+
+impl Side for ReceiverSide {
+    fn handle_event(&mut self, now: haul_proto::time::Instant, shard: u8, ev: ShardEvent) {
+        if let ShardEvent::BlockHashed { file, .. } = &ev
+            && self.touched.last() != Some(file)
+        {
+            self.touched.push(*file);
+        }
+        self.coord.handle_event(now, shard, ev);
+    }
+    fn poll_command(&mut self) -> Option<(u8, ShardCommand)> {
+        self.coord.poll_command()
+    }
+    fn outcome(&self) -> Option<Outcome> {
+        self.coord.outcome()
+    }
+    fn abort(&mut self, reason: AbortReason) {
+        self.coord.abort(reason);
+    }
+    fn after_events(&mut self, now: haul_proto::time::Instant) {
+        self.touched.sort_unstable();
+        self.touched.dedup();
+        for file in std::mem::take(&mut self.touched) {
+            let prefix = self.coord.file_progress(file, &self.manifest);
+            self.files.record_progress(&self.manifest, file, prefix);
+        }
+        while let Some(op) = self.coord.poll_file_op() {
+            let FileOp::Finalize { file } = op;
+            let res = self.files.finalize(&self.manifest, file, &self.options);
+            let res = res.map_err(|(disk, message)| {
+                self.failure.get_or_insert(message);
+                disk
+            });
+            self.coord.handle_file_op_done(now, op, res);
+        }
+    }
+    fn file_hash(&self, file: u32) -> Option<[u8; 32]> {
+        self.coord.file_hash(file)
+    }
+}
+
+/// Drive one side's coordinator until its outcome is known and its shards have ended.
+fn drive(
+    side: &mut dyn Side,
+    threads: Threads,
+    total: u64,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+) -> Result<Vec<ShardEnd>, TransferError> {
+    let started = std::time::Instant::now();
+    let clock = Clock::new();
+    let mut last_progress = started;
+    let mut ended_at = None;
+    loop {
+        if let Ok((s, ev)) = threads.events.recv_timeout(PROGRESS_EVERY) {
+            side.handle_event(clock.now(), s, ev);
+            while let Ok((s, ev)) = threads.events.try_recv() {
+                side.handle_event(clock.now(), s, ev);
+            }
+        }
+        side.after_events(clock.now());
+        while let Some((s, cmd)) = side.poll_command() {
+            threads.command(s, cmd);
+        }
+        if let (Some(p), true) = (progress, last_progress.elapsed() >= PROGRESS_EVERY) {
+            p(&threads.progress(total, started));
+            last_progress = std::time::Instant::now();
+        }
+        if side.outcome().is_some() {
+            let t = *ended_at.get_or_insert_with(std::time::Instant::now);
+            if threads.all_finished() || t.elapsed() > WIND_DOWN {
+                break;
+            }
+        } else if threads.all_finished() {
+            side.abort(AbortReason::Cancelled);
+        }
+    }
+    threads.join()
+}
+
+fn report(
+    side: &dyn Side,
+    manifest: &Manifest,
+    ends: &[ShardEnd],
+    backend: BackendKind,
+    started: std::time::Instant,
+    cpu0: f64,
+    sending: bool,
+) -> TransferReport {
+    let (st, io) = sum_ends(ends);
+    let files = (0..manifest.file_count())
+        .map(|f| FileSummary {
+            name: manifest.file(f).map(|e| e.name.clone()).unwrap_or_default(),
+            size: manifest.file(f).map_or(0, |e| e.size),
+            blake3: side.file_hash(f).unwrap_or([0; 32]),
+        })
+        .collect();
+    let outcome = side.outcome().unwrap_or(Outcome::Aborted {
+        reason: AbortReason::Cancelled,
+        by_peer: false,
+        disk: None,
+        file: None,
+    });
+    TransferReport {
+        outcome,
+        files,
+        bytes: if sending { st.data_bytes_sent } else { st.data_bytes_received },
+        elapsed: started.elapsed(),
+        resent_bytes: if sending { st.data_bytes_resent } else { st.data_bytes_duplicate },
+        rejects: st.rejects,
+        io,
+        backend,
+        cpu_seconds: cpu_seconds() - cpu0,
+        detail: None,
+    }
+}
+
+fn check_resume(resume: &[u64], n_files: usize) -> Result<(), TransferError> {
+    if resume.len() != n_files || resume.contains(&SKIP_FILE) {
+        return Err(TransferError::Setup(
+            "resume vector must have one entry per file and no skipped file (drop_skipped)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Run the sending side to its end.
 pub fn run_sender(
     job: SendJob,
@@ -385,90 +553,39 @@ pub fn run_sender(
 ) -> Result<TransferReport, TransferError> {
     let SendJob { params, keys, manifest, sources, sockets, peers, resume, pin_cores } = job;
     check_counts(&params, &sockets, manifest.files().len(), sources.len())?;
+    check_resume(&resume, manifest.files().len())?;
     let layout = Layout::new(manifest.clone(), params.shards)
         .map_err(haul_proto::session::SessionError::from)?;
     let ks = key_schedule(&params, &keys);
-    let clock_start = std::time::Instant::now();
-    let cpu0 = cpu_seconds();
-    let backend = sockets.choice.kind;
-    let mut coord = SenderCoordinator::new(&params, layout.clone(), Clock::new().now())?;
+    let (started, cpu0, backend) = (std::time::Instant::now(), cpu_seconds(), sockets.choice.kind);
+    let now = Clock::new().now();
+    let mut coord = SenderCoordinator::new(&params, layout.clone(), now)?;
     let mut shards = Vec::new();
     for s in 0..params.shards {
         let (tx, rx) = shard_suites(&ks, keys.role, s);
-        let mut shard = SenderShard::new(&params, layout.clone(), s, tx, rx, Clock::new().now())?;
+        let mut shard = SenderShard::new(&params, layout.clone(), s, tx, rx, now)?;
         shard.with_resume(&resume);
         shards.push(Some(shard));
     }
     let shards = std::sync::Mutex::new(shards);
     let peers: Vec<Option<SocketAddr>> = peers.into_iter().map(Some).collect();
-    let paths = Arc::new(sources);
+    let source = store::FileSource::Paths(Arc::new(sources));
     let threads = spawn_shards(
         sockets,
         &peers,
         usize::from(params.datagram_size),
-        &paths,
-        false,
+        &source,
         pin_cores,
         |w| {
             let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());
-            Box::new(move || match shard {
-                Some(s) => shard::run_sender_shard(w, s),
-                None => ShardEnd::default(),
+            Box::new(move || {
+                shard.map_or_else(ShardEnd::default, |s| shard::run_sender_shard(w, s))
             })
         },
     )?;
     let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
-    let clock = Clock::new();
-    let mut last_progress = std::time::Instant::now();
-    let mut ended_at = None;
-    loop {
-        if let Ok((s, ev)) = threads.events.recv_timeout(PROGRESS_EVERY) {
-            coord.handle_event(clock.now(), s, ev);
-            while let Ok((s, ev)) = threads.events.try_recv() {
-                coord.handle_event(clock.now(), s, ev);
-            }
-        }
-        while let Some((s, cmd)) = coord.poll_command() {
-            threads.command(s, cmd);
-        }
-        if let (Some(p), true) = (progress, last_progress.elapsed() >= PROGRESS_EVERY) {
-            p(&threads.progress(total, clock_start));
-            last_progress = std::time::Instant::now();
-        }
-        if coord.outcome().is_some() {
-            let t = *ended_at.get_or_insert_with(std::time::Instant::now);
-            if threads.all_finished() || t.elapsed() > WIND_DOWN {
-                break;
-            }
-        } else if threads.all_finished() {
-            coord.abort(haul_proto::session::AbortReason::Cancelled);
-        }
-    }
-    let ends = threads.join()?;
-    let (st, io) = sum_ends(&ends);
-    let files = (0..manifest.file_count())
-        .map(|f| FileSummary {
-            name: manifest.file(f).map(|e| e.name.clone()).unwrap_or_default(),
-            size: manifest.file(f).map_or(0, |e| e.size),
-            blake3: coord.file_hash(f).unwrap_or([0; 32]),
-        })
-        .collect();
-    Ok(TransferReport {
-        outcome: coord.outcome().unwrap_or(haul_proto::session::Outcome::Aborted {
-            reason: haul_proto::session::AbortReason::Cancelled,
-            by_peer: false,
-            disk: None,
-            file: None,
-        }),
-        files,
-        bytes: st.data_bytes_sent,
-        elapsed: clock_start.elapsed(),
-        resent_bytes: st.data_bytes_resent,
-        rejects: st.rejects,
-        io,
-        backend,
-        cpu_seconds: cpu_seconds() - cpu0,
-    })
+    let ends = drive(&mut coord, threads, total, progress)?;
+    Ok(report(&coord, &manifest, &ends, backend, started, cpu0, true))
 }
 
 /// Run the receiving side to its end.
@@ -478,92 +595,43 @@ pub fn run_receiver(
 ) -> Result<TransferReport, TransferError> {
     let RecvJob { params, keys, manifest, dest, options, sockets, resume, pin_cores } = job;
     check_counts(&params, &sockets, manifest.files().len(), manifest.files().len())?;
+    check_resume(&resume, manifest.files().len())?;
     let layout = Layout::new(manifest.clone(), params.shards)
         .map_err(haul_proto::session::SessionError::from)?;
-    let rxpaths = rx::create_partials(&dest, &manifest, &resume)?;
+    let files = rx::create_partials(&dest, &manifest, &options, &resume)?;
     let ks = key_schedule(&params, &keys);
-    let clock_start = std::time::Instant::now();
-    let cpu0 = cpu_seconds();
-    let backend = sockets.choice.kind;
-    let mut coord = ReceiverCoordinator::new(&params, layout.clone(), Clock::new().now())?;
+    let (started, cpu0, backend) = (std::time::Instant::now(), cpu_seconds(), sockets.choice.kind);
+    let now = Clock::new().now();
+    let coord = ReceiverCoordinator::new(&params, layout.clone(), now)?;
     let mut shards = Vec::new();
     for s in 0..params.shards {
         let (tx, rx) = shard_suites(&ks, keys.role, s);
-        let mut shard = ReceiverShard::new(&params, layout.clone(), s, tx, rx, Clock::new().now())?;
+        let mut shard = ReceiverShard::new(&params, layout.clone(), s, tx, rx, now)?;
         shard.with_resume(&resume);
         shards.push(Some(shard));
     }
     let shards = std::sync::Mutex::new(shards);
-    let threads = spawn_shards(
-        sockets,
-        &[],
-        usize::from(params.datagram_size),
-        &rxpaths.partials,
-        true,
-        pin_cores,
-        |w| {
+    let source = store::FileSource::Beneath(files.dest.clone(), files.partials.clone());
+    let threads =
+        spawn_shards(sockets, &[], usize::from(params.datagram_size), &source, pin_cores, |w| {
             let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());
-            Box::new(move || match shard {
-                Some(s) => shard::run_receiver_shard(w, s),
-                None => ShardEnd::default(),
+            Box::new(move || {
+                shard.map_or_else(ShardEnd::default, |s| shard::run_receiver_shard(w, s))
             })
-        },
-    )?;
+        })?;
     let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
-    let clock = Clock::new();
-    let mut last_progress = std::time::Instant::now();
-    let mut ended_at = None;
-    loop {
-        if let Ok((s, ev)) = threads.events.recv_timeout(PROGRESS_EVERY) {
-            coord.handle_event(clock.now(), s, ev);
-            while let Ok((s, ev)) = threads.events.try_recv() {
-                coord.handle_event(clock.now(), s, ev);
-            }
-        }
-        while let Some(op) = coord.poll_file_op() {
-            let FileOp::Finalize { file } = op;
-            let res = rx::finalize(&rxpaths, &manifest, file, &options);
-            coord.handle_file_op_done(clock.now(), op, res);
-        }
-        while let Some((s, cmd)) = coord.poll_command() {
-            threads.command(s, cmd);
-        }
-        if let (Some(p), true) = (progress, last_progress.elapsed() >= PROGRESS_EVERY) {
-            p(&threads.progress(total, clock_start));
-            last_progress = std::time::Instant::now();
-        }
-        if coord.outcome().is_some() {
-            let t = *ended_at.get_or_insert_with(std::time::Instant::now);
-            if threads.all_finished() || t.elapsed() > WIND_DOWN {
-                break;
-            }
-        } else if threads.all_finished() {
-            coord.abort(haul_proto::session::AbortReason::Cancelled);
-        }
-    }
-    let ends = threads.join()?;
-    let (st, io) = sum_ends(&ends);
-    let files = (0..manifest.file_count())
-        .map(|f| FileSummary {
-            name: manifest.file(f).map(|e| e.name.clone()).unwrap_or_default(),
-            size: manifest.file(f).map_or(0, |e| e.size),
-            blake3: coord.file_hash(f).unwrap_or([0; 32]),
-        })
-        .collect();
-    Ok(TransferReport {
-        outcome: coord.outcome().unwrap_or(haul_proto::session::Outcome::Aborted {
-            reason: haul_proto::session::AbortReason::Cancelled,
-            by_peer: false,
-            disk: None,
-            file: None,
-        }),
+    let mut side = ReceiverSide {
+        coord,
         files,
-        bytes: st.data_bytes_received,
-        elapsed: clock_start.elapsed(),
-        resent_bytes: st.data_bytes_duplicate,
-        rejects: st.rejects,
-        io,
-        backend,
-        cpu_seconds: cpu_seconds() - cpu0,
-    })
+        manifest: manifest.clone(),
+        options,
+        touched: Vec::new(),
+        failure: None,
+    };
+    let ends = drive(&mut side, threads, total, progress)?;
+    let mut r = report(&side, &manifest, &ends, backend, started, cpu0, false);
+    if let (Outcome::Aborted { .. }, Some(msg)) = (r.outcome, side.failure.take()) {
+        r.detail = Some(msg);
+    }
+    Ok(r)
 }

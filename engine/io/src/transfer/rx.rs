@@ -1,41 +1,43 @@
-//! The receiver's side of the destination: checking it, creating the partial files and
-//! finalizing verified ones.
+//! The receiver's side of the destination, on top of [`crate::files`]: checking it and
+//! planning each file (name, overwrite policy, resume), creating the partial files, recording
+//! checkpoints as blocks are verified, and finalizing verified files.
 //!
 //! Names from the peer are untrusted (docs/FILES.md): each is validated before anything is
-//! created, and only created beneath the destination.
+//! created, and everything is created beneath the destination with openat2
+//! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), so a hostile sender cannot write outside it.
 
-use super::store::{RxPaths, received_mode};
-use super::{Overwrite, RecvOptions, TransferError};
+use super::{Overwrite, RecvOptions, ResumeLevel, TransferError};
+use crate::files::{
+    self, Action, CheckpointWriter, DestRoot, FileError, FileIdentity, FinalAttrs, PartialFile,
+    PartialOptions, SafeName, SourceHints, plan_file,
+};
 use haul_proto::session::{DiskError, Manifest};
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
-fn file_err(name: &str, message: impl Into<String>) -> TransferError {
-    TransferError::File { file: name.to_string(), message: message.into() }
+/// In a resume vector: the receiver keeps its existing file; the file is not transferred.
+pub const SKIP_FILE: u64 = u64::MAX;
+
+fn file_error(e: &FileError) -> TransferError {
+    TransferError::File { file: String::new(), message: e.to_string() }
 }
 
-/// A relative name from the peer, checked: no absolute path, no `..`, no `.`, no empty
-/// component, no NUL, bounded lengths.
-pub(crate) fn check_name(name: &str) -> Result<PathBuf, TransferError> {
-    if name.is_empty() || name.len() > 4096 || name.contains('\0') {
-        return Err(file_err(name, "refused: empty, too long or NUL in the name"));
+fn overwrite_of(o: Overwrite) -> files::Overwrite {
+    match o {
+        Overwrite::Never => files::Overwrite::Never,
+        Overwrite::Always => files::Overwrite::Always,
+        Overwrite::IfDifferent => files::Overwrite::IfDifferent,
+        Overwrite::IfOlder => files::Overwrite::IfOlder,
     }
-    let p = Path::new(name);
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(part) if part.len() <= 255 => out.push(part),
-            _ => return Err(file_err(name, "refused: the name would leave the destination")),
-        }
-    }
-    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        return Err(file_err(name, "refused: empty, '.' or '..' component"));
-    }
-    Ok(out)
 }
 
-fn partial_of(final_path: &Path) -> PathBuf {
-    let name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    final_path.with_file_name(format!(".{name}.haul-partial"))
+fn level_of(r: ResumeLevel) -> files::ResumeLevel {
+    match r {
+        ResumeLevel::None => files::ResumeLevel::None,
+        ResumeLevel::Attributes => files::ResumeLevel::Attributes,
+        ResumeLevel::SparseChecksum => files::ResumeLevel::SparseChecksum,
+        ResumeLevel::FullChecksum => files::ResumeLevel::FullChecksum,
+    }
 }
 
 pub(crate) fn prepare(
@@ -43,89 +45,168 @@ pub(crate) fn prepare(
     manifest: &Manifest,
     options: &RecvOptions,
 ) -> Result<Vec<u64>, TransferError> {
-    let meta = std::fs::metadata(dest).map_err(|e| {
-        file_err(&dest.display().to_string(), format!("destination is not usable: {e}"))
-    })?;
-    if !meta.is_dir() {
-        return Err(file_err(&dest.display().to_string(), "destination is not a directory"));
-    }
-    let mut resume = Vec::with_capacity(manifest.files().len());
-    for entry in manifest.files() {
-        let rel = check_name(&entry.name)?;
-        let fin = dest.join(&rel);
-        if let Ok(existing) = std::fs::symlink_metadata(&fin) {
-            let keep = match options.overwrite {
-                Overwrite::Never => true,
-                Overwrite::Always => false,
-                Overwrite::IfDifferent => {
-                    existing.len() == entry.size && mtime_ns(&existing) == entry.mtime_ns
-                }
-                Overwrite::IfOlder => mtime_ns(&existing) >= entry.mtime_ns,
-            };
-            if keep && options.overwrite == Overwrite::Never {
-                return Err(file_err(&entry.name, "exists (use --overwrite to replace it)"));
-            }
-        }
-        resume.push(0);
-    }
-    Ok(resume)
+    let root = DestRoot::open(dest).map_err(|e| file_error(&e))?;
+    let block = manifest.block_size();
+    manifest
+        .files()
+        .iter()
+        .map(|entry| {
+            let plan = plan_file(
+                &root,
+                entry,
+                overwrite_of(options.overwrite),
+                level_of(options.resume),
+                SourceHints::default(),
+            )
+            .map_err(|e| file_error(&e))?;
+            Ok(match plan.action {
+                Action::Skip(_) => SKIP_FILE,
+                Action::Write { .. } => plan.resume.kept_prefix(block),
+            })
+        })
+        .collect()
 }
 
-fn mtime_ns(m: &std::fs::Metadata) -> i64 {
-    use std::os::unix::fs::MetadataExt;
-    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+/// The partial files of one receive, and what the coordinator needs to checkpoint and
+/// finalize them.
+#[derive(Debug)]
+pub(crate) struct RxFiles {
+    pub dest: Arc<DestRoot>,
+    names: Vec<SafeName>,
+    /// Each partial's path relative to the destination (for the shards' own opens).
+    pub partials: Arc<Vec<String>>,
+    replace: Vec<bool>,
+    checkpoints: Vec<Option<CheckpointWriter>>,
+    recorded: Vec<u64>,
+}
+
+fn partial_rel(name: &SafeName) -> String {
+    let partial = files::partial::partial_name(name.file_name());
+    match name.as_str().rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{partial}"),
+        None => partial,
+    }
 }
 
 pub(crate) fn create_partials(
     dest: &Path,
     manifest: &Manifest,
+    options: &RecvOptions,
     resume: &[u64],
-) -> Result<RxPaths, TransferError> {
-    let mut finals = Vec::with_capacity(manifest.files().len());
-    let mut partials = Vec::with_capacity(manifest.files().len());
+) -> Result<RxFiles, TransferError> {
+    let root = DestRoot::open(dest).map_err(|e| file_error(&e))?;
+    let n = manifest.files().len();
+    let mut rx = RxFiles {
+        dest: Arc::new(root),
+        names: Vec::with_capacity(n),
+        partials: Arc::new(Vec::new()),
+        replace: Vec::with_capacity(n),
+        checkpoints: (0..n).map(|_| None).collect(),
+        recorded: resume.to_vec(),
+    };
+    let mut partials = Vec::with_capacity(n);
     for (i, entry) in manifest.files().iter().enumerate() {
-        let rel = check_name(&entry.name)?;
-        let fin = dest.join(&rel);
-        if let Some(parent) = fin.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| file_err(&entry.name, format!("cannot create its directory: {e}")))?;
-        }
-        let part = partial_of(&fin);
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(resume.get(i).copied().unwrap_or(0) == 0)
-            .read(true)
-            .write(true)
-            .open(&part)
-            .map_err(|e| file_err(&entry.name, format!("cannot create: {e}")))?;
-        f.set_len(entry.size).map_err(|e| file_err(&entry.name, format!("cannot size: {e}")))?;
-        finals.push(fin);
-        partials.push(part);
+        let name = SafeName::parse(&entry.name).map_err(|reason| {
+            file_error(&FileError::BadName { name: entry.name.clone(), reason })
+        })?;
+        let kept = resume.get(i).copied().unwrap_or(0);
+        let opts = PartialOptions { direct_io: false, fresh: kept == 0 };
+        // Created (and space reserved) now, then closed: the shards open what they need.
+        PartialFile::create(&rx.dest, &name, entry.size, opts).map_err(|e| file_error(&e))?;
+        partials.push(partial_rel(&name));
+        rx.replace.push(options.overwrite != Overwrite::Never);
+        rx.names.push(name);
     }
-    Ok(RxPaths { finals, partials: std::sync::Arc::new(partials) })
+    rx.partials = Arc::new(partials);
+    Ok(rx)
 }
 
-pub(crate) fn finalize(
-    paths: &RxPaths,
+impl RxFiles {
+    /// `prefix` bytes of `file` are on disk and verified by block: record them, and write a
+    /// checkpoint (data synced first) once a checkpoint interval has passed.
+    pub fn record_progress(&mut self, manifest: &Manifest, file: u32, prefix: u64) {
+        let i = file as usize;
+        let (Some(entry), Some(done)) = (manifest.file(file), self.recorded.get(i).copied()) else {
+            return;
+        };
+        if prefix <= done {
+            return;
+        }
+        if self.checkpoints[i].is_none() {
+            let opts = PartialOptions { direct_io: false, fresh: false };
+            let Ok(partial) = PartialFile::create(&self.dest, &self.names[i], entry.size, opts)
+            else {
+                return;
+            };
+            let identity =
+                FileIdentity { size: entry.size, mtime_ns: entry.mtime_ns, head_hash: None };
+            // A failed checkpoint only weakens resume; the transfer itself goes on.
+            let kept = [core::ops::Range { start: 0, end: done }];
+            self.checkpoints[i] = CheckpointWriter::new(&partial, identity, &kept).ok();
+        }
+        if let Some(w) = self.checkpoints[i].as_mut()
+            && w.record_written(done..prefix).is_ok()
+        {
+            self.recorded[i] = prefix;
+            let _ = w.maybe_commit();
+        }
+    }
+
+    /// fsync, set attributes, rename into place.
+    pub fn finalize(
+        &mut self,
+        manifest: &Manifest,
+        file: u32,
+        options: &RecvOptions,
+    ) -> Result<(), (DiskError, String)> {
+        let i = file as usize;
+        let (Some(entry), Some(name)) = (manifest.file(file), self.names.get(i)) else {
+            return Err((DiskError::Missing, format!("file {file} is not in the manifest")));
+        };
+        self.checkpoints[i] = None;
+        let fail = |e: FileError| {
+            let disk = match &e {
+                FileError::DiskFull { .. } => DiskError::NoSpace,
+                FileError::DestReadOnly { .. } | FileError::DestNoPermission { .. } => {
+                    DiskError::Permission
+                }
+                _ => DiskError::Io,
+            };
+            (disk, e.to_string())
+        };
+        let opts = PartialOptions { direct_io: false, fresh: false };
+        let partial = PartialFile::create(&self.dest, name, entry.size, opts).map_err(fail)?;
+        let attrs = FinalAttrs {
+            mode: entry.mode,
+            mtime_ns: entry.mtime_ns,
+            keep_setid: options.keep_setid,
+            owner: None,
+            xattrs: Vec::new(),
+        };
+        partial.finalize(&attrs, self.replace[i]).map_err(fail)?;
+        Ok(())
+    }
+}
+
+/// Drop the files the receiver skips (`SKIP_FILE`) from a manifest; both ends call this after
+/// set-up so they agree on the files actually sent. Returns the new manifest, its resume
+/// vector and, for each of its files, the index it had in the original manifest.
+pub fn drop_skipped(
     manifest: &Manifest,
-    file: u32,
-    options: &RecvOptions,
-) -> Result<(), DiskError> {
-    use std::os::unix::fs::PermissionsExt;
-    let i = file as usize;
-    let (Some(part), Some(fin), Some(entry)) =
-        (paths.partials.get(i), paths.finals.get(i), manifest.file(file))
-    else {
-        return Err(DiskError::Missing);
-    };
-    let de = |e: std::io::Error| super::store::disk_error(&e);
-    let f = std::fs::OpenOptions::new().write(true).open(part).map_err(de)?;
-    f.sync_data().map_err(de)?;
-    f.set_permissions(std::fs::Permissions::from_mode(received_mode(entry, options.keep_setid)))
-        .map_err(de)?;
-    let mtime = std::time::UNIX_EPOCH
-        + std::time::Duration::from_nanos(u64::try_from(entry.mtime_ns).unwrap_or(0));
-    f.set_times(std::fs::FileTimes::new().set_modified(mtime).set_accessed(mtime)).map_err(de)?;
-    std::fs::rename(part, fin).map_err(de)?;
-    Ok(())
+    resume: &[u64],
+) -> Result<(Manifest, Vec<u64>, Vec<u32>), TransferError> {
+    let mut files = Vec::new();
+    let mut kept_resume = Vec::new();
+    let mut index = Vec::new();
+    for (i, entry) in manifest.files().iter().enumerate() {
+        let r = resume.get(i).copied().unwrap_or(0);
+        if r != SKIP_FILE {
+            files.push(entry.clone());
+            kept_resume.push(r);
+            index.push(i as u32);
+        }
+    }
+    let m = Manifest::new(files, manifest.block_size_log2())
+        .map_err(haul_proto::session::SessionError::from)?;
+    Ok((m, kept_resume, index))
 }

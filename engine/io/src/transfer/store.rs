@@ -7,7 +7,7 @@
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (`files::dest`); a file is written as a
 //! hidden partial and renamed into place only after its checksum verified.
 
-use haul_proto::session::{DiskError, FileEntry};
+use haul_proto::session::DiskError;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -29,17 +29,41 @@ pub(crate) fn disk_error(e: &std::io::Error) -> DiskError {
     }
 }
 
+/// Where a shard's files are.
+#[derive(Clone, Debug)]
+pub(crate) enum FileSource {
+    /// The sender's sources, opened read-only by path (given by the local user).
+    Paths(std::sync::Arc<Vec<PathBuf>>),
+    /// The receiver's partial files, opened read-write beneath the destination with openat2.
+    Beneath(std::sync::Arc<crate::files::DestRoot>, std::sync::Arc<Vec<String>>),
+}
+
 /// A small per-shard cache of open files, by manifest index.
 #[derive(Debug)]
 pub(crate) struct OpenFiles {
-    paths: std::sync::Arc<Vec<PathBuf>>,
-    writable: bool,
+    source: FileSource,
     open: HashMap<u32, File>,
 }
 
 impl OpenFiles {
-    pub fn new(paths: std::sync::Arc<Vec<PathBuf>>, writable: bool) -> Self {
-        OpenFiles { paths, writable, open: HashMap::with_capacity(MAX_OPEN_FILES_PER_SHARD) }
+    pub fn new(source: FileSource) -> Self {
+        OpenFiles { source, open: HashMap::with_capacity(MAX_OPEN_FILES_PER_SHARD) }
+    }
+
+    fn open_one(&self, file: u32) -> Result<File, DiskError> {
+        match &self.source {
+            FileSource::Paths(paths) => {
+                let path = paths.get(file as usize).ok_or(DiskError::Missing)?;
+                File::open(path).map_err(|e| disk_error(&e))
+            }
+            FileSource::Beneath(dest, rel) => {
+                let rel = rel.get(file as usize).ok_or(DiskError::Missing)?;
+                let flags = rustix::fs::OFlags::RDWR;
+                crate::files::dest::open_beneath(dest.as_fd(), rel, flags, 0)
+                    .map(File::from)
+                    .map_err(|e| disk_error(&std::io::Error::from_raw_os_error(e.raw_os_error())))
+            }
+        }
     }
 
     fn file(&mut self, file: u32) -> Result<&File, DiskError> {
@@ -50,12 +74,7 @@ impl OpenFiles {
                     self.open.remove(&k);
                 }
             }
-            let path = self.paths.get(file as usize).ok_or(DiskError::Missing)?;
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(self.writable)
-                .open(path)
-                .map_err(|e| disk_error(&e))?;
+            let f = self.open_one(file)?;
             self.open.insert(file, f);
         }
         self.open.get(&file).ok_or(DiskError::Missing)
@@ -91,20 +110,4 @@ impl OpenFiles {
         }
         Ok(done)
     }
-}
-
-/// The final and partial paths of each file under the destination.
-#[derive(Debug)]
-pub(crate) struct RxPaths {
-    pub finals: Vec<PathBuf>,
-    pub partials: std::sync::Arc<Vec<PathBuf>>,
-}
-
-/// Mode bits we set on a received file: permission bits only; setuid, setgid and sticky are
-/// dropped unless `keep_setid` (honoured for root only).
-pub(crate) fn received_mode(entry: &FileEntry, keep_setid: bool) -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    let mask = if keep_setid && is_root { 0o7777 } else { 0o0777 };
-    entry.mode & mask
 }

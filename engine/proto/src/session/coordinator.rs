@@ -353,6 +353,14 @@ impl ReceiverCoordinator {
         self.done
     }
 
+    /// Bytes of `file`, from its start, that are on disk and hashed: what a checkpoint may
+    /// record.
+    pub fn file_progress(&self, file: u32, manifest: &Manifest) -> u64 {
+        let Some(f) = self.files.get(file as usize) else { return 0 };
+        let size = manifest.file(file).map_or(0, |e| e.size);
+        f.hasher.merged_blocks().saturating_mul(manifest.block_size()).min(size)
+    }
+
     /// `file`'s checksum as read back from disk, once every block of it was.
     pub fn file_hash(&self, file: u32) -> Option<Hash> {
         self.files.get(file as usize).and_then(|f| f.hasher.root())

@@ -648,7 +648,7 @@ impl ReceiverShard {
         match self.phase {
             Phase::Closed | Phase::Aborting(_) | Phase::Completing => return,
             Phase::Lingering { since, .. } => {
-                if now.saturating_since(since) > self.linger() {
+                if now.saturating_since(since) >= self.linger() {
                     // The peer never answered our Complete: we are done anyway.
                     self.phase.close();
                 }

@@ -196,9 +196,10 @@ impl Endpoint {
         }
     }
 
-    /// How long since the peer was last heard; `Some(reason)` once that exceeds `idle`.
+    /// `Some(IdleTimeout)` once the peer has been silent for `idle` (at the deadline itself, so a
+    /// deadline reported by `poll_timeout` is always acted on by `handle_timeout`).
     pub fn idle_check(&self, now: Instant, idle: Duration) -> Option<AbortReason> {
-        (now.saturating_since(self.last_heard) > idle).then_some(AbortReason::IdleTimeout)
+        (now.saturating_since(self.last_heard) >= idle).then_some(AbortReason::IdleTimeout)
     }
 }
 

@@ -1,0 +1,495 @@
+//! The receiver's partial file: created hidden next to the final name, preallocated, written
+//! positionally, and renamed into place only once finished.
+//!
+//! Naming (docs/FILES.md, "Partial files"): `<dir>/.<name>.haul-partial`, or, when that would
+//! not fit in NAME_MAX with the checkpoint's suffixes, `<dir>/.haul-<32 hex of BLAKE3(name)>
+//! .haul-partial`. Created `0o600` through openat2 beneath the destination.
+//!
+//! Invariants:
+//! - Writes and reads never go past the size given at creation ([`FileError::OutOfRange`]).
+//! - ENOSPC, at preallocation or at a write, becomes [`FileError::DiskFull`] naming the file
+//!   and the bytes needed vs available; the partial file is kept for resume.
+//! - [`PartialFile::finalize`] makes data and attributes durable (fsync) before the rename, and
+//!   the rename durable (fsync of the directory) before it returns.
+//! - setuid/setgid survive only if the caller asked (`keep_setid`) and the process is root.
+//! - O_DIRECT is used only when asked for and accepted by the filesystem; otherwise buffered,
+//!   and [`PartialFile::io_mode`] says which.
+
+use super::dest::{DestRoot, ParentDir, classify_beneath, open_beneath};
+use super::error::{FileError, Op};
+use super::names::{NAME_MAX, SafeName};
+use super::space::free_space;
+use rustix::fs::{AtFlags, FallocateFlags, FileType, OFlags, RenameFlags, StatxFlags, Timestamps};
+use rustix::io::Errno;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+
+/// Suffix of a partial file.
+pub const PARTIAL_SUFFIX: &str = ".haul-partial";
+/// Suffix a checkpoint adds to the partial's name.
+pub const CKPT_SUFFIX: &str = ".ckpt";
+/// Suffix of a checkpoint being written.
+pub const TMP_SUFFIX: &str = ".tmp";
+/// Mode of a partial file while it is being written.
+pub const PARTIAL_MODE: u32 = 0o600;
+/// Most extended attributes one finalize sets.
+pub const MAX_XATTRS: usize = 256;
+/// Largest extended attribute value accepted (Linux XATTR_SIZE_MAX).
+pub const MAX_XATTR_VALUE_BYTES: usize = 65_536;
+/// Alignment assumed for O_DIRECT when the kernel cannot tell (statx DIOALIGN, Linux 6.1+).
+pub const DEFAULT_DIRECT_ALIGN: u32 = 4096;
+
+/// The hidden partial name of a final component.
+pub fn partial_name(file_name: &str) -> String {
+    let longest = 1 + file_name.len() + PARTIAL_SUFFIX.len() + CKPT_SUFFIX.len() + TMP_SUFFIX.len();
+    if longest <= NAME_MAX {
+        return format!(".{file_name}{PARTIAL_SUFFIX}");
+    }
+    let hash = blake3::hash(file_name.as_bytes()).to_hex();
+    format!(".haul-{}{PARTIAL_SUFFIX}", &hash.as_str()[..32])
+}
+
+/// Alignment O_DIRECT needs, in bytes: buffer address and length, and file offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Alignment {
+    pub mem_bytes: u32,
+    pub offset_bytes: u32,
+}
+
+/// How the data of a partial file is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoMode {
+    /// O_DIRECT for aligned writes (the rest go through the page cache).
+    Direct(Alignment),
+    /// Through the page cache. `direct_refused` is true when O_DIRECT was asked for and the
+    /// filesystem refused it (tmpfs on older kernels, some FUSE filesystems).
+    Buffered { direct_refused: bool },
+}
+
+/// How the space of a partial file was reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prealloc {
+    /// fallocate reserved every byte.
+    Reserved,
+    /// The filesystem has no fallocate: only the size was set (sparse file).
+    SizeOnly,
+}
+
+/// How to open a partial file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartialOptions {
+    /// Try O_DIRECT.
+    pub direct_io: bool,
+    /// Discard what an earlier attempt left (start over) instead of keeping it for resume.
+    pub fresh: bool,
+}
+
+/// Attributes to give the file at finalize.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FinalAttrs {
+    /// Permission bits from the sender (only `& 0o7777` is used).
+    pub mode: u32,
+    /// Modification time, ns since the epoch; also used as the access time.
+    pub mtime_ns: i64,
+    /// Keep setuid/setgid (honoured only when the process is root).
+    pub keep_setid: bool,
+    /// Owner and group to set, if asked (applied only when permitted).
+    pub owner: Option<(u32, u32)>,
+    /// Extended attributes to set, if asked (name, value).
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// What finalize did beyond the rename.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Finalized {
+    /// The mode that was set.
+    pub mode: u32,
+    /// Owner was asked for and not permitted: skipped.
+    pub owner_skipped: bool,
+    /// Extended attributes the filesystem or our privileges refused, by name.
+    pub xattrs_skipped: Vec<String>,
+}
+
+/// The mode a finished file gets: `mode & 0o7777`, without setuid/setgid unless the caller
+/// asked to keep them and the process is root.
+pub fn final_mode(mode: u32, keep_setid: bool, is_root: bool) -> u32 {
+    let mode = mode & 0o7777;
+    if keep_setid && is_root { mode } else { mode & !0o6000 }
+}
+
+/// One file being received.
+#[derive(Debug)]
+pub struct PartialFile {
+    name: SafeName,
+    parent: ParentDir,
+    partial: String,
+    file: File,
+    direct: Option<File>,
+    size: u64,
+    mode: IoMode,
+    prealloc: Prealloc,
+    dest_path: std::path::PathBuf,
+}
+
+impl PartialFile {
+    /// Creates (or, unless `fresh`, reopens for resume) the partial file of `name`, creating
+    /// its parent directories, and reserves `size` bytes.
+    pub fn create(
+        dest: &DestRoot,
+        name: &SafeName,
+        size: u64,
+        options: PartialOptions,
+    ) -> Result<PartialFile, FileError> {
+        let parent = dest.create_parent(name)?;
+        let partial = partial_name(name.file_name());
+        let mut flags = OFlags::RDWR | OFlags::CREATE;
+        if options.fresh {
+            // The checkpoint goes first: it must never describe bytes we are about to discard.
+            remove_leaf(&parent, &format!("{partial}{CKPT_SUFFIX}"), name)?;
+            flags |= OFlags::TRUNC;
+        }
+        let fd = open_beneath(parent.as_fd(), &partial, flags, PARTIAL_MODE)
+            .map_err(|e| classify_beneath(name, &partial, Op::Create, e))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| FileError::io(name.as_str(), Op::Stat, e))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_nlink != 1 {
+            return Err(FileError::PartialNotRegular { file: name.to_string() });
+        }
+        let file = File::from(fd);
+        let (direct, mode) = open_direct(&parent, &partial, &file, name, options.direct_io)?;
+        let mut partial_file = PartialFile {
+            name: name.clone(),
+            parent,
+            partial,
+            file,
+            direct,
+            size,
+            mode,
+            prealloc: Prealloc::Reserved,
+            dest_path: dest.path().to_owned(),
+        };
+        partial_file.prealloc = partial_file.preallocate(st.st_size as u64)?;
+        Ok(partial_file)
+    }
+
+    /// The file's validated name.
+    pub fn name(&self) -> &SafeName {
+        &self.name
+    }
+
+    /// The partial file's own name in its directory.
+    pub fn partial_name(&self) -> &str {
+        &self.partial
+    }
+
+    /// The size the file will have.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Direct or buffered, and the alignment direct writes need.
+    pub fn io_mode(&self) -> IoMode {
+        self.mode
+    }
+
+    /// How the space was reserved.
+    pub fn prealloc(&self) -> Prealloc {
+        self.prealloc
+    }
+
+    /// The buffered fd (for an io_uring backend that registers files).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// The O_DIRECT fd, when direct mode is on.
+    pub fn direct_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.direct.as_ref().map(|f| f.as_fd())
+    }
+
+    /// The directory holding the partial and final names.
+    pub fn parent(&self) -> &ParentDir {
+        &self.parent
+    }
+
+    /// Writes all of `buf` at `offset` (EINTR retried, short writes continued). Aligned
+    /// writes use O_DIRECT when it is on; others go through the page cache.
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), FileError> {
+        self.check_range(offset, buf.len())?;
+        let file = match (&self.direct, self.mode) {
+            (Some(direct), IoMode::Direct(align)) if is_aligned(buf, offset, align) => direct,
+            _ => &self.file,
+        };
+        file.write_all_at(buf, offset).map_err(|e| self.write_error(e))
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`, stopping early only at end of file.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize, FileError> {
+        self.check_range(offset, buf.len())?;
+        read_full_at(&self.file, buf, offset)
+            .map_err(|e| FileError::io(self.name.as_str(), Op::Read, e))
+    }
+
+    /// fdatasync: written data is durable when this returns.
+    pub fn sync_data(&self) -> Result<(), FileError> {
+        self.file.sync_data().map_err(|e| FileError::io(self.name.as_str(), Op::Sync, e))
+    }
+
+    /// Removes the checkpoint, then the partial file (starting over or giving up).
+    pub fn discard(self) -> Result<(), FileError> {
+        remove_leaf(&self.parent, &format!("{}{CKPT_SUFFIX}", self.partial), &self.name)?;
+        remove_leaf(&self.parent, &self.partial, &self.name)
+    }
+
+    /// Sets attributes, makes everything durable and renames the partial into place
+    /// (`RENAME_NOREPLACE` unless `overwrite`), removes the checkpoint and fsyncs the
+    /// directory. For many small files, [`FinalizeBatch`](super::batch::FinalizeBatch) does
+    /// the same with two filesystem syncs per batch instead of two fsyncs per file.
+    pub fn finalize(self, attrs: &FinalAttrs, overwrite: bool) -> Result<Finalized, FileError> {
+        let done = self.apply_attrs(attrs)?;
+        // One fsync makes the data and the attributes durable before the rename.
+        self.file.sync_all().map_err(|e| FileError::io(self.name.as_str(), Op::Sync, e))?;
+        self.rename_into_place(overwrite)?;
+        rustix::fs::fsync(self.parent.as_fd())
+            .map_err(|e| FileError::io(self.name.as_str(), Op::SyncDir, e))?;
+        Ok(done)
+    }
+
+    /// Owner (if asked), mode, xattrs (if asked) and times, in that order; nothing synced.
+    pub(crate) fn apply_attrs(&self, attrs: &FinalAttrs) -> Result<Finalized, FileError> {
+        let file = self.name.as_str();
+        let fd = self.file.as_fd();
+        let is_root = rustix::process::geteuid().is_root();
+        let mut done = Finalized::default();
+        if let Some((uid, gid)) = attrs.owner {
+            let owner = Some(rustix::process::Uid::from_raw(uid));
+            let group = Some(rustix::process::Gid::from_raw(gid));
+            match rustix::fs::fchown(fd, owner, group) {
+                Ok(()) => {}
+                Err(Errno::PERM) => done.owner_skipped = true,
+                Err(e) => return Err(FileError::io(file, Op::SetOwner, e)),
+            }
+        }
+        // After chown, which clears setuid/setgid.
+        done.mode = final_mode(attrs.mode, attrs.keep_setid, is_root);
+        rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(done.mode))
+            .map_err(|e| FileError::io(file, Op::SetMode, e))?;
+        done.xattrs_skipped = set_xattrs(fd, file, &attrs.xattrs)?;
+        let t = timespec_of_ns(attrs.mtime_ns);
+        let times = Timestamps { last_access: t, last_modification: t };
+        rustix::fs::futimens(fd, &times).map_err(|e| FileError::io(file, Op::SetTimes, e))?;
+        Ok(done)
+    }
+
+    /// Renames the partial to the final name and removes the checkpoint; no sync.
+    pub(crate) fn rename_into_place(&self, overwrite: bool) -> Result<(), FileError> {
+        rename_into_place(&self.parent, &self.partial, &self.name, overwrite)?;
+        remove_leaf(&self.parent, &format!("{}{CKPT_SUFFIX}", self.partial), &self.name)
+    }
+
+    fn check_range(&self, offset: u64, len: usize) -> Result<(), FileError> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.size => Ok(()),
+            end => Err(FileError::OutOfRange {
+                file: self.name.to_string(),
+                start: offset,
+                end: end.unwrap_or(u64::MAX),
+                size: self.size,
+            }),
+        }
+    }
+
+    fn preallocate(&self, current_len: u64) -> Result<Prealloc, FileError> {
+        let file = self.name.as_str();
+        if current_len > self.size {
+            self.file.set_len(self.size).map_err(|e| FileError::io(file, Op::Preallocate, e))?;
+        }
+        if self.size == 0 {
+            return Ok(Prealloc::Reserved);
+        }
+        match rustix::fs::fallocate(&self.file, FallocateFlags::empty(), 0, self.size) {
+            Ok(()) => Ok(Prealloc::Reserved),
+            Err(Errno::OPNOTSUPP | Errno::NOSYS) => {
+                self.file.set_len(self.size).map_err(|e| self.write_error(e))?;
+                Ok(Prealloc::SizeOnly)
+            }
+            Err(Errno::NOSPC) => Err(self.disk_full()),
+            Err(e) => Err(FileError::io(file, Op::Preallocate, e)),
+        }
+    }
+
+    fn write_error(&self, e: std::io::Error) -> FileError {
+        if e.raw_os_error() == Some(Errno::NOSPC.raw_os_error()) {
+            return self.disk_full();
+        }
+        FileError::io(self.name.as_str(), Op::Write, e)
+    }
+
+    /// DiskFull with `needed` = bytes of the file not yet allocated on disk.
+    fn disk_full(&self) -> FileError {
+        let allocated = rustix::fs::fstat(&self.file).map_or(0, |st| (st.st_blocks as u64) * 512);
+        let available = free_space(&self.file, self.name.as_str()).map_or(0, |s| s.available_bytes);
+        FileError::DiskFull {
+            file: self.name.to_string(),
+            needed: self.size.saturating_sub(allocated),
+            available,
+            fs: self.dest_path.clone(),
+        }
+    }
+}
+
+/// Unlinks `leaf` in `parent` if it exists.
+fn remove_leaf(parent: &ParentDir, leaf: &str, name: &SafeName) -> Result<(), FileError> {
+    match rustix::fs::unlinkat(parent.as_fd(), leaf, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(FileError::io(name.as_str(), Op::Unlink, e)),
+    }
+}
+
+/// Reads until `buf` is full or end of file; EINTR retried. Returns the bytes read.
+pub fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+fn is_aligned(buf: &[u8], offset: u64, align: Alignment) -> bool {
+    let mem = u64::from(align.mem_bytes.max(1));
+    let off = u64::from(align.offset_bytes.max(1));
+    (buf.as_ptr() as u64).is_multiple_of(mem)
+        && (buf.len() as u64).is_multiple_of(off)
+        && offset.is_multiple_of(off)
+}
+
+/// Opens a second, O_DIRECT descriptor when asked and allowed.
+fn open_direct(
+    parent: &ParentDir,
+    partial: &str,
+    file: &File,
+    name: &SafeName,
+    wanted: bool,
+) -> Result<(Option<File>, IoMode), FileError> {
+    if !wanted {
+        return Ok((None, IoMode::Buffered { direct_refused: false }));
+    }
+    let align = match rustix::fs::statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::DIOALIGN) {
+        Ok(st) if st.stx_mask & StatxFlags::DIOALIGN.bits() != 0 => {
+            if st.stx_dio_mem_align == 0 {
+                return Ok((None, IoMode::Buffered { direct_refused: true }));
+            }
+            Alignment { mem_bytes: st.stx_dio_mem_align, offset_bytes: st.stx_dio_offset_align }
+        }
+        _ => Alignment { mem_bytes: DEFAULT_DIRECT_ALIGN, offset_bytes: DEFAULT_DIRECT_ALIGN },
+    };
+    match open_beneath(parent.as_fd(), partial, OFlags::RDWR | OFlags::DIRECT, 0) {
+        Ok(fd) => {
+            // The name was opened twice: both fds must be the same inode, or someone swapped
+            // the partial between the opens.
+            let (a, b) = (rustix::fs::fstat(file), rustix::fs::fstat(&fd));
+            match (a, b) {
+                (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) => {
+                    Ok((Some(File::from(fd)), IoMode::Direct(align)))
+                }
+                _ => Err(FileError::PartialNotRegular { file: name.to_string() }),
+            }
+        }
+        Err(Errno::INVAL | Errno::OPNOTSUPP) => {
+            Ok((None, IoMode::Buffered { direct_refused: true }))
+        }
+        Err(e) => Err(classify_beneath(name, partial, Op::Open, e)),
+    }
+}
+
+fn set_xattrs(
+    fd: BorrowedFd<'_>,
+    file: &str,
+    xattrs: &[(String, Vec<u8>)],
+) -> Result<Vec<String>, FileError> {
+    let mut skipped = Vec::new();
+    for (i, (name, value)) in xattrs.iter().enumerate() {
+        if i >= MAX_XATTRS || value.len() > MAX_XATTR_VALUE_BYTES || name.contains('\0') {
+            skipped.push(name.clone());
+            continue;
+        }
+        match rustix::fs::fsetxattr(fd, name.as_str(), value, rustix::fs::XattrFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::OPNOTSUPP | Errno::PERM | Errno::ACCESS | Errno::INVAL | Errno::RANGE) => {
+                skipped.push(name.clone())
+            }
+            Err(e) => return Err(FileError::io(file, Op::SetXattr, e)),
+        }
+    }
+    Ok(skipped)
+}
+
+fn rename_into_place(
+    parent: &ParentDir,
+    partial: &str,
+    name: &SafeName,
+    overwrite: bool,
+) -> Result<(), FileError> {
+    let dir = parent.as_fd();
+    let leaf = name.file_name();
+    let flags = if overwrite { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
+    match rustix::fs::renameat_with(dir, partial, dir, leaf, flags) {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => Err(FileError::Exists { file: name.to_string() }),
+        // A filesystem without RENAME_NOREPLACE: link(2) fails on an existing name, so
+        // link + unlink keeps the no-replace guarantee.
+        Err(Errno::INVAL) if !overwrite => {
+            match rustix::fs::linkat(dir, partial, dir, leaf, AtFlags::empty()) {
+                Ok(()) => rustix::fs::unlinkat(dir, partial, AtFlags::empty())
+                    .map_err(|e| FileError::io(name.as_str(), Op::Unlink, e)),
+                Err(Errno::EXIST) => Err(FileError::Exists { file: name.to_string() }),
+                Err(e) => Err(FileError::io(name.as_str(), Op::Rename, e)),
+            }
+        }
+        Err(e) => Err(FileError::io(name.as_str(), Op::Rename, e)),
+    }
+}
+
+/// Splits nanoseconds since the epoch (possibly negative) into a timespec.
+pub fn timespec_of_ns(ns: i64) -> rustix::fs::Timespec {
+    rustix::fs::Timespec {
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_names_are_hidden_and_fit() {
+        assert_eq!(partial_name("big.bin"), ".big.bin.haul-partial");
+        let long = "n".repeat(NAME_MAX);
+        let p = partial_name(&long);
+        assert!(p.starts_with(".haul-") && p.ends_with(PARTIAL_SUFFIX), "{p}");
+        assert!(p.len() + CKPT_SUFFIX.len() + TMP_SUFFIX.len() <= NAME_MAX);
+        assert_ne!(partial_name(&"m".repeat(NAME_MAX)), p);
+    }
+
+    #[test]
+    fn setid_dropped_unless_root_asked() {
+        assert_eq!(final_mode(0o104755, false, true), 0o755);
+        assert_eq!(final_mode(0o6755, true, false), 0o755);
+        assert_eq!(final_mode(0o6755, true, true), 0o6755);
+        assert_eq!(final_mode(0o1777, false, false), 0o1777);
+    }
+
+    #[test]
+    fn timespec_handles_negative_times() {
+        let t = timespec_of_ns(-1);
+        assert_eq!((t.tv_sec, t.tv_nsec), (-1, 999_999_999));
+        let t = timespec_of_ns(1_500_000_000);
+        assert_eq!((t.tv_sec, t.tv_nsec), (1, 500_000_000));
+    }
+}
