@@ -246,8 +246,9 @@ pub fn set_mtime(path: &Path, secs: u64) {
 /// What the tests compare: per relative name, (BLAKE3 hex, mode & 0o7777, mtime seconds).
 pub type Tree = BTreeMap<String, (String, u32, i64)>;
 
-/// Every regular file beneath `root`, by relative name. Partial files and checkpoints left by
-/// the receiver count too: a finished transfer leaves none.
+/// Every regular file beneath `root`, by relative name (symlinks are not followed and not
+/// listed). Partial files and checkpoints left by the receiver count too: a finished transfer
+/// leaves none.
 pub fn tree(root: &Path) -> Tree {
     let mut out = Tree::new();
     let mut stack = vec![root.to_path_buf()];
@@ -257,7 +258,7 @@ pub fn tree(root: &Path) -> Tree {
             let m = std::fs::symlink_metadata(&p).unwrap();
             if m.is_dir() {
                 stack.push(p);
-            } else {
+            } else if m.is_file() {
                 let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
                 let mut h = blake3::Hasher::new();
                 h.update_reader(std::fs::File::open(&p).unwrap()).unwrap();
