@@ -241,13 +241,10 @@ fn send(
     let addr = resolve(to)?;
     let json = flags.json;
     let bar = report::progress_bar();
-    let show = |p: &haul_io::transfer::Progress| {
-        if let Some(b) = &bar {
-            report::show(b, p);
-        }
-    };
-    let result =
-        transfer::send(addr, psk, transfer::SendPlan { files, sources, flags }, Some(&show));
+    let show: Option<transfer::ProgressFn> = bar.clone().map(|b| {
+        std::sync::Arc::new(move |p: &haul_io::transfer::Progress| report::show(&b, p)) as _
+    });
+    let result = transfer::send(addr, psk, transfer::SendPlan { files, sources, flags }, show);
     if let Some(b) = bar {
         b.finish_and_clear();
     }

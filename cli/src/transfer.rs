@@ -66,12 +66,15 @@ fn offer_of(plan: &SendPlan, peer: SocketAddr, transcript: [u8; 32]) -> Offer {
     }
 }
 
+/// A progress callback that can move to the thread running the transfer.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
 /// The client: set up, send, and check the receiver's summary.
 pub fn send(
     to: SocketAddr,
     psk: Psk,
     plan: SendPlan,
-    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+    progress: Option<ProgressFn>,
 ) -> Result<TransferReport> {
     let mut stream = TcpStream::connect_timeout(&to, SETUP_TIMEOUT)
         .with_context(|| format!("connecting to {to}"))?;
@@ -100,16 +103,65 @@ pub fn send(
         },
     };
     let job = sender_job(&stream, &plan, &valid, &accept, &est)?;
-    let report = run_sender(job, progress).context("sending")?;
     stream.set_read_timeout(Some(SUMMARY_TIMEOUT)).context("setting a read timeout")?;
-    let summary = match read_message(&mut stream, &mut est.channel, "summary")? {
-        Message::Summary(s) => s,
-        other => bail!("{to} sent {} where Summary was expected", other.name()),
-    };
+    let (report, summary) = run_watching(&stream, job, progress, &mut est, to)?;
     // The receiver may already have closed; Bye is a courtesy.
     let _ = send_message(&mut stream, &mut est.channel, &Message::Bye);
     check_summary(&report, &summary, valid.manifest.files())?;
     Ok(report)
+}
+
+/// What the two threads of [`run_watching`] report.
+enum Event {
+    Ran(Box<Result<TransferReport, haul_io::transfer::TransferError>>),
+    Frame(Result<Option<Vec<u8>>>),
+}
+
+/// Run the sender while watching the set-up channel: a receiver that fails (a destination
+/// error after Accept, a full disk) says so in an early Summary, and the sender stops at once
+/// instead of waiting for the data plane's idle timeout. Returns the report and the receiver's
+/// Summary.
+fn run_watching(
+    stream: &TcpStream,
+    job: SendJob,
+    progress: Option<ProgressFn>,
+    est: &mut haul_proto::setup::Established,
+    to: SocketAddr,
+) -> Result<(TransferReport, Summary)> {
+    let mut reader = stream.try_clone().context("watching the set-up channel")?;
+    // Two events at most, one from each thread.
+    let (tx, rx) = std::sync::mpsc::sync_channel(2);
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        let _ = tx2.send(Event::Frame(read_frame(&mut reader)));
+    });
+    std::thread::spawn(move || {
+        let p = progress.as_deref().map(|p| p as &(dyn Fn(&Progress) + Sync));
+        let _ = tx.send(Event::Ran(Box::new(run_sender(job, p))));
+    });
+    let lost = || anyhow::anyhow!("a transfer thread ended without a word");
+    let mut report = None;
+    let mut summary = None;
+    while report.is_none() || summary.is_none() {
+        match rx.recv().map_err(|_| lost())? {
+            Event::Ran(r) => report = Some((*r).context("sending")?),
+            Event::Frame(f) => {
+                let s = match f?.map(|f| est.channel.open(&f)).transpose()? {
+                    Some(Message::Summary(s)) => s,
+                    Some(other) => bail!("{to} sent {} where Summary was expected", other.name()),
+                    None => bail!("{to} closed the set-up channel before its summary"),
+                };
+                if report.is_none() && s.outcome != OUTCOME_COMPLETE {
+                    // The data plane has no cancel: returning ends this process, and the
+                    // thread with it (in `bench`, the thread runs on to its idle timeout).
+                    let reason = haul_proto::session::AbortReason::from_u16(s.outcome);
+                    bail!("{to} ended the transfer early: {reason:?} (its log says why)");
+                }
+                summary = Some(s);
+            }
+        }
+    }
+    report.zip(summary).ok_or_else(lost)
 }
 
 fn sender_job(
