@@ -24,5 +24,6 @@ pub mod rate;
 pub mod replay;
 pub mod rng;
 pub mod session;
+pub mod setup;
 pub mod time;
 pub mod wire;

@@ -1,0 +1,128 @@
+//! The end-of-transfer summary: human text on stdout, or one JSON object with `--json`
+//! (schema in docs/CLI.md, "JSON summary"), and the progress bar on stderr.
+//!
+//! Invariant: the summary names an aborted transfer's reason, the disk error and the file, so
+//! the operator knows what to fix; keys and tokens never appear here.
+
+use anyhow::{Result, bail};
+use haul_io::transfer::{Progress, TransferReport};
+use haul_proto::session::{FileEntry, Outcome, RejectCounts};
+use std::io::IsTerminal;
+
+/// The wire code of an outcome (`Summary::outcome`): 0 complete, else the abort reason.
+pub fn abort_code(outcome: &Outcome) -> u16 {
+    match outcome {
+        Outcome::Complete => haul_proto::setup::OUTCOME_COMPLETE,
+        Outcome::Aborted { reason, .. } => *reason as u16,
+    }
+}
+
+/// Ok for a complete transfer; otherwise an error naming the reason, disk error and file.
+pub fn check_outcome(outcome: &Outcome, files: &[FileEntry]) -> Result<()> {
+    match outcome {
+        Outcome::Complete => Ok(()),
+        Outcome::Aborted { reason, by_peer, disk, file } => {
+            let who = if *by_peer { "by the peer" } else { "here" };
+            let file = file
+                .and_then(|i| files.get(i as usize))
+                .map_or(String::new(), |f| format!(", file {}", f.name));
+            let disk = disk.map_or(String::new(), |d| format!(", disk error: {d}"));
+            bail!("transfer aborted {who}: {reason:?}{disk}{file}")
+        }
+    }
+}
+
+fn outcome_name(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Complete => "complete".into(),
+        Outcome::Aborted { reason, .. } => format!("aborted: {reason:?}"),
+    }
+}
+
+fn mbit_per_s(bytes: u64, secs: f64) -> f64 {
+    if secs > 0.0 { bytes as f64 * 8.0 / secs / 1e6 } else { 0.0 }
+}
+
+fn rejects_json(r: &RejectCounts) -> serde_json::Value {
+    serde_json::json!({
+        "malformed": r.malformed, "wrong_session": r.wrong_session, "wrong_shard": r.wrong_shard,
+        "reflected": r.reflected, "replayed": r.replayed, "stale": r.stale, "bad_tag": r.bad_tag,
+        "bad_body": r.bad_body, "busy": r.busy, "duplicate": r.duplicate,
+    })
+}
+
+/// The JSON summary object (docs/CLI.md).
+pub fn to_json(r: &TransferReport, role: &str) -> serde_json::Value {
+    let secs = r.elapsed.as_secs_f64();
+    serde_json::json!({
+        "role": role,
+        "outcome": outcome_name(&r.outcome),
+        "files": r.files.iter().map(|f| serde_json::json!({
+            "name": f.name, "size": f.size, "blake3": hex::encode(f.blake3),
+        })).collect::<Vec<_>>(),
+        "bytes": r.bytes,
+        "seconds": secs,
+        "mbit_per_s": mbit_per_s(r.bytes, secs),
+        "resent_bytes": r.resent_bytes,
+        "rejects": rejects_json(&r.rejects),
+        "backend": r.backend.name(),
+        "cpu_seconds": r.cpu_seconds,
+    })
+}
+
+/// Print the summary on stdout, as text or JSON.
+pub fn print(r: &TransferReport, role: &str, json: bool) {
+    if json {
+        println!("{}", to_json(r, role));
+        return;
+    }
+    let secs = r.elapsed.as_secs_f64();
+    println!(
+        "{}: {} file(s), {} bytes in {:.2} s ({:.1} Mbit/s), resent {} bytes, backend {}, CPU {:.2} s",
+        outcome_name(&r.outcome),
+        r.files.len(),
+        r.bytes,
+        secs,
+        mbit_per_s(r.bytes, secs),
+        r.resent_bytes,
+        r.backend.name(),
+        r.cpu_seconds
+    );
+    let rejects = rejects_json(&r.rejects);
+    if let Some(m) = rejects.as_object().filter(|m| m.values().any(|v| v.as_u64() != Some(0))) {
+        let parts: Vec<String> = m
+            .iter()
+            .filter(|(_, v)| v.as_u64() != Some(0))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("rejected datagrams: {}", parts.join(" "));
+    }
+    for f in &r.files {
+        println!("{}  {}", hex::encode(f.blake3), f.name);
+    }
+}
+
+/// A progress bar on stderr when it is a terminal: bytes, rate, ETA and resent bytes.
+pub fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    let style =
+        indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {msg} ETA {eta}")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
+}
+
+/// Update `bar` from a runtime snapshot.
+pub fn show(bar: &indicatif::ProgressBar, p: &Progress) {
+    bar.set_length(p.bytes_total);
+    bar.set_position(p.bytes_done);
+    bar.set_message(format!(
+        "{:.1} Mbit/s, resent {}",
+        p.rate_bps as f64 / 1e6,
+        indicatif::HumanBytes(p.resent_bytes)
+    ));
+}
