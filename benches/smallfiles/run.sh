@@ -153,7 +153,8 @@ if [[ $HAUL_OK -eq 1 ]]; then
     haul_rate=$(rate "$(median_secs haul)")
     awk -v h="$haul_rate" -v t="$tar_rate" 'BEGIN {
         if (h == "n/a" || t == "n/a" || t == 0) { print "ratio haul / tar|ssh: n/a"; exit }
-        r = h / t; printf "ratio haul / tar|ssh: %.2fx (goal >= 5x): %s\n", r, r >= 5 ? "PASS" : "FAIL" }'
+        r = h / t
+        printf "ratio haul / tar|ssh: %.2fx (goal >= 5x): %s\n", r, (r >= 5) ? "PASS" : "FAIL" }'
 else
     echo "ratio haul / tar|ssh: n/a (haul send/recv not available yet)"
 fi
