@@ -124,6 +124,36 @@ bench_in_ns() {
         timeout "$BENCH_STEP_TIMEOUT" "$@" >"$p.out" 2>"$p.err"
 }
 
+# bench_haul_transfer HAUL KEY PREFIX SRC DEST: one `haul send SRC` to a `haul recv DEST`, in the
+# namespace, both ends under /usr/bin/time (PREFIX.send.*, PREFIX.recv.*). Sets BENCH_STATUS (ok,
+# or the first thing that failed), BENCH_T0 and BENCH_T1 (sender started; both ends exited) and
+# BENCH_BLAKE3 (the first file's digest from the sender's JSON summary; the status says
+# blake3-mismatch unless the receiver's summary has the same).
+# shellcheck disable=SC2034 # BENCH_T0/BENCH_T1 are read by the scripts that source this file
+bench_haul_transfer() {
+    local haul=$1 key=$2 p=$3 src=$4 dest=$5 addr rpid r
+    BENCH_STATUS=ok
+    bench_in_ns "$p.recv" "$haul" recv --listen 127.0.0.1:0 --key-file "$key" --json "$dest" &
+    rpid=$!
+    addr=$(bench_wait_line "$p.recv.out" '^listening on ') || {
+        BENCH_STATUS=no-listen
+        bench_ns_kill
+    }
+    addr=${addr#listening on }
+    BENCH_T0=$(bench_now)
+    if [[ $BENCH_STATUS == ok ]] &&
+        ! bench_in_ns "$p.send" "$haul" send --to "$addr" --key-file "$key" --json "$src"; then
+        BENCH_STATUS=send-failed
+    fi
+    wait "$rpid" || BENCH_STATUS=${BENCH_STATUS/#ok/recv-failed}
+    BENCH_T1=$(bench_now)
+    BENCH_BLAKE3=$(grep '^{' "$p.send.out" | tail -n1 | jq -r '.files[0].blake3' 2>/dev/null || true)
+    r=$(grep '^{' "$p.recv.out" | tail -n1 | jq -r '.files[0].blake3' 2>/dev/null || true)
+    if [[ -z "$BENCH_BLAKE3" || "$BENCH_BLAKE3" == null || "$BENCH_BLAKE3" != "$r" ]]; then
+        BENCH_STATUS=${BENCH_STATUS/#ok/blake3-mismatch}
+    fi
+}
+
 # bench_wait_line FILE REGEX [SECONDS]: print the first line of FILE matching REGEX once it
 # appears; fail after SECONDS (default 30).
 bench_wait_line() {

@@ -75,23 +75,14 @@ secs() { awk -v t0="$1" -v t1="$2" 'BEGIN {printf "%.3f", t1 - t0}'; }
 
 run_haul() {
     local i=$1
-    local p=$LOG/haul.$i dst=$W/dst.haul addr t0 t1 status=ok got
+    local dst=$W/dst.haul got
     rm -rf "$dst" && mkdir "$dst"
-    bench_in_ns "$p.recv" "$BIN/haul" recv --listen 127.0.0.1:0 --key-file "$W/haul.key" \
-        --json "$dst" &
-    local rpid=$!
-    addr=$(bench_wait_line "$p.recv.out" '^listening on ') || { status=no-listen; bench_ns_kill; }
-    addr=${addr#listening on }
-    t0=$(bench_now)
-    if [[ $status == ok ]] && ! bench_in_ns "$p.send" "$BIN/haul" send --to "$addr" \
-        --key-file "$W/haul.key" --json "$W/src"; then status=send-failed; fi
-    wait "$rpid" || status=recv-failed
-    t1=$(bench_now)
+    bench_haul_transfer "$BIN/haul" "$W/haul.key" "$LOG/haul.$i" "$W/src" "$dst"
     # A directory argument arrives as DEST/<its name>.
     got=$(check_tree "$dst/src")
-    [[ $got == ok ]] || status=${status/#ok/$got}
+    [[ $got == ok ]] || BENCH_STATUS=${BENCH_STATUS/#ok/$got}
     rm -rf "$dst"
-    echo "haul $i $status $(secs "$t0" "$t1")" >>"$RESULTS"
+    echo "haul $i $BENCH_STATUS $(secs "$BENCH_T0" "$BENCH_T1")" >>"$RESULTS"
 }
 
 run_tar_ssh() {
