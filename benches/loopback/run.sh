@@ -93,25 +93,13 @@ gbit() { awk -v b="$1" -v t0="$2" -v t1="$3" 'BEGIN {printf "%.3f", b * 8 / (t1 
 # Each run_TOOL RUN: one transfer; appends one line to $RESULTS.
 run_haul() {
     local i=$1
-    local p=$LOG/haul.$i addr t0 t1 status=ok s r
+    local p=$LOG/haul.$i copy
     rm -rf "$W/dst" && mkdir "$W/dst"
-    bench_in_ns "$p.recv" "$BIN/haul" recv --listen 127.0.0.1:0 --key-file "$W/haul.key" \
-        --json "$W/dst" &
-    local rpid=$!
-    addr=$(bench_wait_line "$p.recv.out" '^listening on ') || { status=no-listen; bench_ns_kill; }
-    addr=${addr#listening on }
-    t0=$(bench_now)
-    if [[ $status == ok ]] && ! bench_in_ns "$p.send" "$BIN/haul" send --to "$addr" \
-        --key-file "$W/haul.key" --json "$W/src.bin"; then status=send-failed; fi
-    wait "$rpid" || status=recv-failed
-    t1=$(bench_now)
-    s=$(grep '^{' "$p.send.out" | tail -n1 | jq -r '.files[0].blake3' 2>/dev/null || true)
-    r=$(grep '^{' "$p.recv.out" | tail -n1 | jq -r '.files[0].blake3' 2>/dev/null || true)
-    [[ -n "$s" && "$s" != null && "$s" == "$r" ]] || status=${status/#ok/blake3-mismatch}
-    local copy
+    bench_haul_transfer "$BIN/haul" "$W/haul.key" "$p" "$W/src.bin" "$W/dst"
     copy=$(check_copy "$W/dst/src.bin")
-    [[ $copy == ok ]] || status=${status/#ok/$copy}
-    record haul "$i" "$status" "$(gbit "$BYTES" "$t0" "$t1")" "$p.send" "$p.recv" "blake3=$s"
+    [[ $copy == ok ]] || BENCH_STATUS=${BENCH_STATUS/#ok/$copy}
+    record haul "$i" "$BENCH_STATUS" "$(gbit "$BYTES" "$BENCH_T0" "$BENCH_T1")" "$p.send" \
+        "$p.recv" "blake3=$BENCH_BLAKE3"
 }
 
 run_blast() {
@@ -302,26 +290,14 @@ else
 fi
 
 # --- memory item: peak RSS for a 1 GiB file and a 16 GiB sparse file -------------------------
-# rss_run LABEL SRC: one haul transfer of SRC into a directory under MEMORY_DEST; prints
+# rss_run LABEL SRC: one haul transfer of SRC into a directory under MEM_DEST; prints
 # "send_kib recv_kib status".
 rss_run() {
-    local p=$LOG/mem.$1 dest addr status=ok
-    dest=$MEM_DEST/$1
+    local p=$LOG/mem.$1 dest=$MEM_DEST/$1
     mkdir -p "$dest"
-    bench_in_ns "$p.recv" "$BIN/haul" recv --listen 127.0.0.1:0 --key-file "$W/haul.key" \
-        --json "$dest" &
-    local rpid=$!
-    addr=$(bench_wait_line "$p.recv.out" '^listening on ') || { status=no-listen; bench_ns_kill; }
-    addr=${addr#listening on }
-    if [[ $status == ok ]] && ! bench_in_ns "$p.send" "$BIN/haul" send --to "$addr" \
-        --key-file "$W/haul.key" --json "$2"; then status=send-failed; fi
-    wait "$rpid" || status=recv-failed
-    local s r
-    s=$(grep '^{' "$p.send.out" | tail -n1 | jq -r '.files[0].blake3' 2>/dev/null || true)
-    r=$(grep '^{' "$p.recv.out" | tail -n1 | jq -r '.files[0].blake3' 2>/dev/null || true)
-    [[ -n "$s" && "$s" == "$r" ]] || status=${status/#ok/blake3-mismatch}
+    bench_haul_transfer "$BIN/haul" "$W/haul.key" "$p" "$2" "$dest"
     rm -rf "$dest"
-    echo "$(bench_time_field "$p.send" rss) $(bench_time_field "$p.recv" rss) $status"
+    echo "$(bench_time_field "$p.send" rss) $(bench_time_field "$p.recv" rss) $BENCH_STATUS"
 }
 
 if [[ $MEMORY -eq 1 ]]; then
