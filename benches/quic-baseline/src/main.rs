@@ -92,7 +92,7 @@ fn main() -> ExitCode {
                 serve(listen, &out, &cert, congestion).await
             }
             Command::Client { connect, file, cert, congestion } => {
-                send(connect, &file, &cert, congestion).await
+                send(connect, &file, &cert, congestion).await.map(drop)
             }
         }
     });
@@ -115,19 +115,24 @@ fn runtime() -> Arc<dyn quinn::Runtime> {
 
 /// Accept one connection and one stream; write it to `out`; print the digest.
 async fn serve(listen: SocketAddr, out: &Path, cert: &Path, cc: Congestion) -> Result<()> {
+    let endpoint = server_endpoint(listen, cert, cc)?;
+    println!("listening on {}", endpoint.local_addr()?);
+    std::io::stdout().flush()?;
+    receive(&endpoint, out).await?;
+    Ok(())
+}
+
+/// The server's endpoint on `listen`, with a fresh certificate written to `cert`.
+fn server_endpoint(listen: SocketAddr, cert: &Path, cc: Congestion) -> Result<quinn::Endpoint> {
     let server_config = config::server_config(cc, cert)?;
     let (socket, report) = config::bind_socket(listen)?;
     config::print_config("server", cc, &report);
-    let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server_config),
-        socket,
-        runtime(),
-    )
-    .context("creating the QUIC endpoint")?;
-    println!("listening on {}", endpoint.local_addr()?);
-    std::io::stdout().flush()?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config), socket, runtime())
+        .context("creating the QUIC endpoint")
+}
 
+/// Receive one connection's first unidirectional stream into `out`; the BLAKE3 of what arrived.
+async fn receive(endpoint: &quinn::Endpoint, out: &Path) -> Result<blake3::Hash> {
     let Some(incoming) = endpoint.accept().await else { bail!("endpoint closed before a client") };
     let conn = incoming.await.context("QUIC handshake with the client")?;
     let mut stream = conn.accept_uni().await.context("waiting for the client's stream")?;
@@ -153,17 +158,24 @@ async fn serve(listen: SocketAddr, out: &Path, cert: &Path, cc: Congestion) -> R
         stats.path.rtt.as_micros(),
         stats.path.lost_packets
     );
+    let digest = hasher.finalize();
     println!(
         "result: received {bytes} bytes in {secs:.3} s ({:.3} Gbit/s) blake3 {}",
         gbit_per_s(bytes, secs),
-        hasher.finalize().to_hex()
+        digest.to_hex()
     );
     endpoint.wait_idle().await;
-    Ok(())
+    Ok(digest)
 }
 
-/// Connect, send `path` on one unidirectional stream, wait until the server has it all.
-async fn send(server: SocketAddr, path: &Path, cert: &Path, cc: Congestion) -> Result<()> {
+/// Connect, send `path` on one unidirectional stream, wait until the server has it all; the
+/// BLAKE3 of what was read from `path`.
+async fn send(
+    server: SocketAddr,
+    path: &Path,
+    cert: &Path,
+    cc: Congestion,
+) -> Result<blake3::Hash> {
     let client_config = config::client_config(cc, cert)?;
     let bind: SocketAddr =
         if server.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
@@ -208,11 +220,79 @@ async fn send(server: SocketAddr, path: &Path, cert: &Path, cc: Congestion) -> R
         stats.path.lost_packets,
         stats.path.current_mtu
     );
+    let digest = hasher.finalize();
     println!(
         "result: sent {bytes} bytes in {secs:.3} s ({:.3} Gbit/s) blake3 {}",
         gbit_per_s(bytes, secs),
-        hasher.finalize().to_hex()
+        digest.to_hex()
     );
     endpoint.wait_idle().await;
-    Ok(())
+    Ok(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A size that is not a multiple of either chunk size, so the last chunk is a short one.
+    const TEST_FILE_BYTES: usize = 3 * READ_CHUNK_BYTES + 12_345;
+
+    fn test_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    fn write_test_file(path: &Path) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..TEST_FILE_BYTES)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        std::fs::write(path, &data).unwrap();
+        data
+    }
+
+    #[test]
+    fn file_arrives_byte_identical_and_both_ends_print_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, out, cert) =
+            (dir.path().join("src"), dir.path().join("out"), dir.path().join("cert.der"));
+        let data = write_test_file(&src);
+        let (sent, received) = test_runtime().block_on(async {
+            let listen = "127.0.0.1:0".parse().unwrap();
+            let endpoint = server_endpoint(listen, &cert, Congestion::Cubic).unwrap();
+            let addr = endpoint.local_addr().unwrap();
+            let out = out.clone();
+            let server = tokio::spawn(async move { receive(&endpoint, &out).await });
+            let sent = send(addr, &src, &cert, Congestion::Cubic).await.unwrap();
+            (sent, server.await.unwrap().unwrap())
+        });
+        assert_eq!(sent, received);
+        assert_eq!(sent, blake3::hash(&data));
+        assert!(std::fs::read(&out).unwrap() == data, "the copy differs from the source");
+    }
+
+    #[test]
+    fn client_refuses_a_server_whose_certificate_it_was_not_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, out) = (dir.path().join("src"), dir.path().join("out"));
+        let (trusted, other) = (dir.path().join("trusted.der"), dir.path().join("other.der"));
+        write_test_file(&src);
+        let outcome = test_runtime().block_on(async {
+            let listen = "127.0.0.1:0".parse().unwrap();
+            // The certificate the client is given belongs to an endpoint it never reaches.
+            let _decoy = server_endpoint(listen, &trusted, Congestion::Cubic).unwrap();
+            let endpoint = server_endpoint(listen, &other, Congestion::Cubic).unwrap();
+            let addr = endpoint.local_addr().unwrap();
+            let server = tokio::spawn(async move { receive(&endpoint, &out).await });
+            let outcome = send(addr, &src, &trusted, Congestion::Cubic).await;
+            server.abort();
+            outcome
+        });
+        let err = format!("{:#}", outcome.unwrap_err());
+        assert!(err.contains("handshake"), "unexpected error: {err}");
+    }
 }
