@@ -84,7 +84,7 @@ pub struct ReceiverShard {
     verify_queue: VecDeque<u64>,
     /// The block being hashed as its bytes arrive in order, and its hasher.
     inline_block: Option<u64>,
-    inline: crate::checksum::BlockHasher,
+    inline: Box<crate::checksum::BlockHasher>,
     /// Blocks kept from an interrupted transfer, still to be read back and hashed.
     resumed: RangeSet,
     reads: Vec<VerifyRead>,
@@ -155,7 +155,7 @@ impl ReceiverShard {
             verify_queue: VecDeque::new(),
             resumed: RangeSet::new(),
             inline_block: None,
-            inline: crate::checksum::BlockHasher::new(0, 1 << 10, 1),
+            inline: Box::new(crate::checksum::BlockHasher::new(0, 1 << 10, 1)),
             reads,
             events: VecDeque::new(),
             control: VecDeque::new(),
