@@ -192,9 +192,11 @@ fn junk_flood_is_rejected_by_reason_and_the_transfer_completes() {
     let n = |k: &str| rej[k].as_u64().unwrap();
     println!("receiver rejects: {rej}");
     // Each kind lands under its reason. The kernel may drop some junk on a busy loopback (so
-    // "at least half"); none may be counted twice or under another reason (so "at most").
+    // "at least half"); a few legitimate datagrams may land there too (a late one is stale),
+    // but junk is not counted twice or under another reason (so "at most, give or take 1%").
     let within = |got: u64, sent: u64, what: &str| {
-        assert!(got <= sent && got * 2 >= sent, "{what}: {got} counted of {sent} sent: {rej}");
+        let ok = got <= sent + sent / 100 + 16 && got * 2 >= sent;
+        assert!(ok, "{what}: {got} counted of {sent} sent: {rej}");
     };
     within(n("malformed"), counts.random, "random datagrams as malformed");
     within(n("bad_tag"), counts.forged, "forgeries as bad tags");
