@@ -19,5 +19,7 @@ pub mod error;
 pub mod fallback;
 pub mod files;
 pub mod transfer;
+pub mod tun;
 pub mod udp;
 pub mod uring;
+pub mod wan;

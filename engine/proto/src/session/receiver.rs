@@ -78,6 +78,8 @@ pub struct ReceiverShard {
     fb: crate::wire::Feedback,
     fb_echo_at: Instant,
     fb_dirty: bool,
+    /// Feedback intervals in a row with nothing new.
+    quiet_intervals: u32,
     verified: RangeSet,
     verify_queue: VecDeque<u64>,
     /// Blocks kept from an interrupted transfer, still to be read back and hashed.
@@ -138,13 +140,14 @@ impl ReceiverShard {
             cum_ack: 0,
             limit: params.window_bytes.min(stream_end),
             highest: 0,
-            checkpoints: VecDeque::new(),
+            checkpoints: VecDeque::with_capacity(MAX_CHECKPOINTS),
             reorder_delay: params.reorder_delay,
             feedback_interval: params.feedback_interval,
             next_feedback: now + params.feedback_interval,
             fb: crate::wire::Feedback::default(),
             fb_echo_at: now,
             fb_dirty: true,
+            quiet_intervals: 0,
             verified: RangeSet::new(),
             verify_queue: VecDeque::new(),
             resumed: RangeSet::new(),
@@ -162,6 +165,21 @@ impl ReceiverShard {
 
     pub fn stats(&self) -> &ShardStats {
         &self.ep.stats
+    }
+
+    /// The shard's internal state in one line, for failure reports (never on the data path).
+    pub fn debug_state(&self) -> String {
+        format!(
+            "phase={:?} cum_ack={} limit={} highest={} end={} received={:?} pending={:?} verify_q={}",
+            self.phase,
+            self.cum_ack,
+            self.limit,
+            self.highest,
+            self.stream_end,
+            self.received.iter().take(8).collect::<Vec<_>>(),
+            self.pending.iter().take(8).collect::<Vec<_>>(),
+            self.verify_queue.len()
+        )
     }
 
     pub fn is_closed(&self) -> bool {
@@ -591,20 +609,31 @@ impl ReceiverShard {
     }
 
     /// Queue this interval's Window, Feedback and NAKs.
+    /// While the slice is incomplete but nothing new arrives, the window is still repeated
+    /// every this many intervals: a lost Window must not leave the sender waiting forever.
+    const WINDOW_REPEAT_INTERVALS: u32 = 8;
+
     fn queue_feedback(&mut self, now: Instant) {
         self.next_feedback = now + self.feedback_interval;
         let active = self.fb_dirty || self.cum_ack < self.highest;
-        if !active {
+        self.quiet_intervals = if active { 0 } else { self.quiet_intervals.saturating_add(1) };
+        let repeat = self.cum_ack < self.stream_end
+            && self.quiet_intervals.is_multiple_of(Self::WINDOW_REPEAT_INTERVALS);
+        if !active && !repeat {
             return;
         }
         self.fb_dirty = false;
         let w = crate::wire::Window { cum_ack: self.cum_ack, limit: self.limit };
         self.control.push_back(Ctl::Body(Body::Window(w)));
-        let mut fb = self.fb;
-        fb.echo_delay_us =
-            now.saturating_since(self.fb_echo_at).as_micros().min(u64::from(u32::MAX)) as u32;
-        self.control.push_back(Ctl::Body(Body::Feedback(fb)));
-        self.fb.datagrams = 0;
+        if self.fb.datagrams > 0 {
+            // Feedback only describes intervals with data: an empty one would read as a
+            // receive rate of zero.
+            let mut fb = self.fb;
+            fb.echo_delay_us =
+                now.saturating_since(self.fb_echo_at).as_micros().min(u64::from(u32::MAX)) as u32;
+            self.control.push_back(Ctl::Body(Body::Feedback(fb)));
+            self.fb.datagrams = 0;
+        }
         self.queue_naks(now);
     }
 
@@ -683,7 +712,7 @@ impl ReceiverShard {
         }
         let mut t = self.ep.last_heard + self.idle_timeout;
         t = t.min(self.ep.last_sent + self.idle_timeout.div(4));
-        if self.fb_dirty || self.cum_ack < self.highest {
+        if self.fb_dirty || self.cum_ack < self.highest || self.cum_ack < self.stream_end {
             t = t.min(self.next_feedback);
         }
         Some(t)

@@ -202,6 +202,38 @@ impl SenderShard {
         &self.ep.stats
     }
 
+    /// The shard's internal state in one line, for failure reports (never on the data path).
+    pub fn debug_state(&self) -> String {
+        let slots: Vec<String> = self
+            .slots
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:?}{}@{}+{}/{}c{}",
+                    s.state,
+                    if s.first_pass { "F" } else { "R" },
+                    s.start,
+                    s.filled,
+                    s.len,
+                    s.cursor
+                )
+            })
+            .collect();
+        format!(
+            "phase={:?} next_read={} next_new={} cum_ack={} limit={} end={} resend={:?} recent={} srtt={:?} slots=[{}]",
+            self.phase,
+            self.next_read,
+            self.next_new,
+            self.cum_ack,
+            self.limit,
+            self.stream_end,
+            self.resend.iter().take(8).collect::<Vec<_>>(),
+            self.recent.len(),
+            self.srtt,
+            slots.join(" ")
+        )
+    }
+
     pub fn is_closed(&self) -> bool {
         self.phase.is_closed()
     }

@@ -17,6 +17,7 @@ struct Net {
     order: u64,
     delay: Duration,
     loss: f64,
+    write_faults: f64,
     rng: Rng,
 }
 
@@ -83,8 +84,15 @@ fn run_resumed(
     }
     let mut sc = SenderCoordinator::new(&params, layout.clone(), now0).unwrap();
     let mut rc = ReceiverCoordinator::new(&params, layout.clone(), now0).unwrap();
-    let mut net =
-        Net { q: BinaryHeap::new(), order: 0, delay: Duration::from_millis(10), loss, rng };
+    let write_faults = if seed >= 100 { 0.05 } else { 0.0 };
+    let mut net = Net {
+        q: BinaryHeap::new(),
+        order: 0,
+        delay: Duration::from_millis(10),
+        loss,
+        write_faults,
+        rng,
+    };
     let mut now = now0;
     let mut out = vec![0u8; 64 * 2048];
     let mut lens = [0usize; 64];
@@ -179,8 +187,18 @@ fn run_resumed(
                 rs[s as usize].handle_datagrams(now, &mut batch);
                 if let RxOutcome::Write { file, offset, payload } = batch[0].outcome.clone() {
                     let len = payload.len();
-                    recv_data[file as usize][offset as usize..][..len].copy_from_slice(&d[payload]);
-                    rs[s as usize].handle_write_done(now, file, offset, len as u32, Ok(len));
+                    let r = net.rng.unit_f64();
+                    let result = if r < net.write_faults {
+                        Err(DiskError::Interrupted)
+                    } else if r < 2.0 * net.write_faults {
+                        Ok(len / 2)
+                    } else {
+                        Ok(len)
+                    };
+                    let n = *result.as_ref().unwrap_or(&0);
+                    recv_data[file as usize][offset as usize..][..n]
+                        .copy_from_slice(&d[payload.start..payload.start + n]);
+                    rs[s as usize].handle_write_done(now, file, offset, len as u32, result);
                 }
             } else {
                 ss[s as usize].handle_datagrams(now, &mut batch);
@@ -239,5 +257,15 @@ fn resume_sends_only_the_missing_part() {
         assert_eq!(r.receiver, Some(Outcome::Complete));
         assert_eq!(r.sent_data, r.recv_data);
         assert_eq!(r.first, sizes[0] - 5 * block, "only the unfinished part is sent");
+    }
+}
+
+#[test]
+fn transient_write_failures_are_recovered() {
+    for seed in 100..106 {
+        let r = run(&[300_000, 70_000, 1], 3, 0.05, seed, SuiteId::Aes128CfbCmac);
+        assert_eq!(r.sender, Some(Outcome::Complete), "seed {seed} at {:?}", r.now);
+        assert_eq!(r.receiver, Some(Outcome::Complete), "seed {seed}");
+        assert_eq!(r.sent_data, r.recv_data);
     }
 }

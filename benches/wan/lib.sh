@@ -1,0 +1,138 @@
+# shellcheck shell=bash source-path=SCRIPTDIR
+# benches/wan/lib.sh: helpers shared by the WAN benchmark scripts. Source it; do not run it.
+#
+# It starts and stops `haul-wanemu up` (docs/WANEMU.md), runs commands on either side of the
+# emulated link, raises the socket-buffer limits TCP needs on a long path and restores them on
+# exit. Every script that sources it gets one EXIT/INT/TERM trap that stops the emulator (which
+# deletes its namespaces) and restores what was changed, whatever happens.
+#
+# After wan_up: WAN_NS_A, WAN_NS_B (namespace names), WAN_ADDR_A, WAN_ADDR_B (10.201.0.1/.2,
+# configured only inside those namespaces), WAN_LOG (the emulator's output).
+
+WAN_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+WAN_PID=""
+WAN_LOG=""
+WAN_NS_A=""
+WAN_NS_B=""
+WAN_ADDR_A=""
+WAN_ADDR_B=""
+WAN_SYSCTL_SAVED=()
+WAN_TMP=$(mktemp -d /tmp/haul-wan.XXXXXX)
+
+# wan_build: sets HAUL_WANEMU to a release haul-wanemu (built here unless already given).
+wan_build() {
+    if [[ -n "${HAUL_WANEMU:-}" ]]; then
+        return 0
+    fi
+    # shellcheck source=../../scripts/env.sh
+    source "$WAN_ROOT/scripts/env.sh"
+    haul_setup_env
+    (cd "$WAN_ROOT" && cargo build --release -q -p haul-io --bin haul-wanemu) >&2
+    HAUL_WANEMU="$CARGO_TARGET_DIR/release/haul-wanemu"
+}
+
+# wan_up ARGS...: starts `haul-wanemu up ARGS...` in the background and waits for `ready`.
+wan_up() {
+    WAN_LOG="$WAN_TMP/wanemu.$$.$RANDOM.log"
+    "$HAUL_WANEMU" up --name "bench$$" "$@" >"$WAN_LOG" 2>&1 &
+    WAN_PID=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        if grep -qx ready "$WAN_LOG"; then
+            WAN_NS_A=$(sed -n 's/^netns_a=\([^ ]*\).*/\1/p' "$WAN_LOG")
+            WAN_NS_B=$(sed -n 's/^netns_b=\([^ ]*\).*/\1/p' "$WAN_LOG")
+            # shellcheck disable=SC2034 # for the scripts that source this file
+            WAN_ADDR_A=$(sed -n 's/.* addr_a=\([^ ]*\).*/\1/p' "$WAN_LOG")
+            WAN_ADDR_B=$(sed -n 's/.* addr_b=\([^ ]*\).*/\1/p' "$WAN_LOG")
+            return 0
+        fi
+        if ! kill -0 "$WAN_PID" 2>/dev/null; then
+            break
+        fi
+        sleep 0.1
+    done
+    echo "haul-wanemu did not start:" >&2
+    cat "$WAN_LOG" >&2
+    WAN_PID=""
+    return 1
+}
+
+# wan_down: stops the emulator (SIGTERM: it prints its counters and deletes its namespaces)
+# and prints its per-direction report, indented. Call it from the shell that ran wan_up, not
+# in a pipeline or $(...): a subshell cannot wait for the emulator.
+wan_down() {
+    if [[ -z "$WAN_PID" ]]; then
+        return 0
+    fi
+    kill -TERM "$WAN_PID" 2>/dev/null || true
+    wait "$WAN_PID" 2>/dev/null || true
+    WAN_PID=""
+    grep -E '^(a->b|b->a): .*packets_in=' "$WAN_LOG" | sed 's/^/    emulator /' || true
+}
+
+# in_a CMD... / in_b CMD...: run a command on side A / side B.
+in_a() { ip netns exec "$WAN_NS_A" "$@"; }
+in_b() { ip netns exec "$WAN_NS_B" "$@"; }
+
+# wan_sysctl KEY VALUE: sets a host-wide sysctl, remembering the old value for wan_restore.
+wan_sysctl() {
+    local old
+    old=$(sysctl -n "$1")
+    WAN_SYSCTL_SAVED+=("$1=$old")
+    sysctl -q -w "$1=$2"
+}
+
+# wan_tcp_buffers: raises TCP's buffer limits so that a 200 Mbit/s x 200 ms path (5 MB) is not
+# window-limited. net.core.{r,w}mem_max are host-wide on this kernel (read-only inside a
+# netns), so they are set on the host and restored on exit; net.ipv4.tcp_{r,w}mem are per
+# namespace and vanish with the namespaces.
+wan_tcp_buffers() {
+    wan_sysctl net.core.rmem_max 67108864
+    wan_sysctl net.core.wmem_max 67108864
+    local ns
+    for ns in "$WAN_NS_A" "$WAN_NS_B"; do
+        ip netns exec "$ns" sysctl -q -w net.ipv4.tcp_rmem="4096 131072 67108864"
+        ip netns exec "$ns" sysctl -q -w net.ipv4.tcp_wmem="4096 16384 67108864"
+    done
+}
+
+wan_restore() {
+    local kv
+    for kv in "${WAN_SYSCTL_SAVED[@]}"; do
+        sysctl -q -w "${kv%%=*}=${kv#*=}" || echo "could not restore $kv" >&2
+    done
+    WAN_SYSCTL_SAVED=()
+}
+
+wan_on_exit() {
+    wan_down >/dev/null
+    wan_restore
+    rm -rf "$WAN_TMP"
+}
+trap wan_on_exit EXIT
+trap 'exit 130' INT TERM
+
+# wan_udp_ceiling RATE SECS: a blaster on A at RATE through the emulator to a sink on B;
+# prints the sink's line (packets, IP bytes, Mbit/s delivered at the IP layer).
+wan_udp_ceiling() {
+    local rate=$1 secs=$2 out="$WAN_TMP/sink.out"
+    in_b "$HAUL_WANEMU" sink --bind "$WAN_ADDR_B:9000" --idle 1s --time "$((secs + 30))s" \
+        >"$out" &
+    local sink_pid=$!
+    sleep 0.3
+    in_a "$HAUL_WANEMU" blast --to "$WAN_ADDR_B:9000" --rate "$rate" --time "${secs}s"
+    wait "$sink_pid"
+    cat "$out"
+}
+
+# wan_iperf3 CC SECS: iperf3 TCP from A to B with congestion control CC; prints the
+# receiver's goodput in Mbit/s.
+wan_iperf3() {
+    local cc=$1 secs=$2
+    in_b iperf3 -s -1 >/dev/null 2>&1 &
+    local srv=$!
+    sleep 0.5
+    in_a iperf3 -c "$WAN_ADDR_B" -C "$cc" -t "$secs" -f m \
+        | awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i - 1) }'
+    wait "$srv" 2>/dev/null || true
+}
