@@ -103,7 +103,9 @@ pub fn send(
         },
     };
     let job = sender_job(&stream, &plan, &valid, &accept, &est)?;
-    stream.set_read_timeout(Some(SUMMARY_TIMEOUT)).context("setting a read timeout")?;
+    // No read deadline while the data flows (a transfer may take hours); the deadline for the
+    // Summary starts once our side has ended (`run_watching`).
+    stream.set_read_timeout(None).context("clearing the read timeout")?;
     let (report, summary) = run_watching(&stream, job, progress, &mut est, to)?;
     // The receiver may already have closed; Bye is a courtesy.
     let _ = send_message(&mut stream, &mut est.channel, &Message::Bye);
@@ -143,7 +145,13 @@ fn run_watching(
     let mut report = None;
     let mut summary = None;
     while report.is_none() || summary.is_none() {
-        match rx.recv().map_err(|_| lost())? {
+        let event = match report {
+            None => rx.recv().map_err(|_| lost())?,
+            Some(_) => rx.recv_timeout(SUMMARY_TIMEOUT).map_err(|_| {
+                anyhow::anyhow!("{to} sent no summary within {SUMMARY_TIMEOUT:?} of the data's end")
+            })?,
+        };
+        match event {
             Event::Ran(r) => report = Some((*r).context("sending")?),
             Event::Frame(f) => {
                 let s = match f?.map(|f| est.channel.open(&f)).transpose()? {

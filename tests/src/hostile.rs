@@ -40,14 +40,30 @@ fn write_frame(s: &mut TcpStream, body: &[u8]) {
     s.write_all(&encode_frame(body).unwrap()).unwrap();
 }
 
-/// Offer `name` (content: `source`) to the receiver at `addr` and report its verdict.
-pub fn send_named(addr: SocketAddr, key_file: &Path, name: &str, source: &Path) -> Verdict {
+/// An offer the receiver accepted: the set-up stream, keys and its answer.
+#[derive(Debug)]
+pub struct Offered {
+    pub stream: TcpStream,
+    pub est: haul_proto::setup::Established,
+    pub accept: haul_proto::setup::Accept,
+    pub entry: FileEntry,
+}
+
+/// Greet the receiver at `addr` and offer one file `name` (content: `source`) at
+/// `target_rate_bps`; the receiver's refusal or silence comes back as the error.
+pub fn offer(
+    addr: SocketAddr,
+    key_file: &Path,
+    name: &str,
+    source: &Path,
+    target_rate_bps: u64,
+) -> Result<Offered, Verdict> {
     let psk = Psk::from_hex(&std::fs::read_to_string(key_file).unwrap()).unwrap();
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let hello = ClientHello::new(psk, [0x5a; 32]);
     write_frame(&mut s, hello.hello_frame());
-    let Some(reply) = read_frame(&mut s) else { return Verdict::Closed };
+    let Some(reply) = read_frame(&mut s) else { return Err(Verdict::Closed) };
     let mut est = hello.handle_server_hello(&reply).unwrap();
     let size = std::fs::metadata(source).unwrap().len();
     let entry = FileEntry { name: name.into(), size, mode: 0o644, mtime_ns: 0 };
@@ -57,46 +73,82 @@ pub fn send_named(addr: SocketAddr, key_file: &Path, name: &str, source: &Path) 
         shards: 1,
         datagram_size: 1472,
         ip_overhead: 28,
-        window_bytes: 64 << 20,
+        window_bytes: WINDOW_BYTES,
         min_rate_bps: 0,
-        target_rate_bps: 1_000_000_000,
-        policy: haul_proto::rate::Policy::Fair as u8,
+        target_rate_bps,
+        policy: haul_proto::rate::Policy::Fixed as u8,
         block_size_log2: DEFAULT_BLOCK_SIZE_LOG2,
         overwrite: OverwritePref::Always,
         resume: ResumePref::None,
         files: vec![entry.clone()],
     };
-    write_frame(&mut s, &est.channel.seal(&Message::Offer(offer.clone())).unwrap());
-    let Some(frame) = read_frame(&mut s) else { return Verdict::Closed };
-    let accept = match est.channel.open(&frame) {
-        Ok(Message::Refuse(r)) => return Verdict::Refused(r.reason),
-        Ok(Message::Accept(a)) => a,
+    write_frame(&mut s, &est.channel.seal(&Message::Offer(offer)).unwrap());
+    let Some(frame) = read_frame(&mut s) else { return Err(Verdict::Closed) };
+    match est.channel.open(&frame) {
+        Ok(Message::Refuse(r)) => Err(Verdict::Refused(r.reason)),
+        Ok(Message::Accept(accept)) => Ok(Offered { stream: s, est, accept, entry }),
         other => panic!("unexpected answer to the offer: {other:?}"),
+    }
+}
+
+/// Receiver window per shard the test senders offer.
+const WINDOW_BYTES: u64 = 64 << 20;
+
+impl Offered {
+    /// The sending job for `source`, with its shard sockets bound on `ip`; `peers` defaults to
+    /// the receiver's ports on `ip`.
+    pub fn job(
+        &self,
+        ip: std::net::IpAddr,
+        source: &Path,
+        peers: Option<Vec<SocketAddr>>,
+    ) -> SendJob {
+        let a = &self.accept;
+        let suite = haul_proto::crypto::SuiteId::Aes128CfbCmac;
+        let mut params = haul_proto::session::SessionParams::new(a.session_id, suite);
+        params.window_bytes = WINDOW_BYTES;
+        params.policy = haul_proto::rate::Policy::Fixed;
+        params.rate.target_bps = a.target_rate_bps;
+        let manifest =
+            haul_proto::session::Manifest::new(vec![self.entry.clone()], DEFAULT_BLOCK_SIZE_LOG2);
+        SendJob {
+            params,
+            keys: Keys {
+                secret: self.est.secret().clone(),
+                client_random: self.est.client_random,
+                server_random: self.est.server_random,
+                role: Role::Client,
+            },
+            manifest: Arc::new(manifest.unwrap()),
+            sources: vec![source.to_path_buf()],
+            sockets: bind_shards(ip, 1, None).unwrap(),
+            peers: peers
+                .unwrap_or_else(|| a.ports.iter().map(|p| SocketAddr::new(ip, *p)).collect()),
+            resume: a.resume.clone(),
+            pin_cores: false,
+        }
+    }
+
+    /// Read the receiver's Summary and answer Bye.
+    pub fn finish(mut self) -> haul_proto::setup::Summary {
+        let frame = read_frame(&mut self.stream).expect("the receiver's summary");
+        let summary = match self.est.channel.open(&frame) {
+            Ok(Message::Summary(s)) => s,
+            other => panic!("expected Summary, got {other:?}"),
+        };
+        write_frame(&mut self.stream, &self.est.channel.seal(&Message::Bye).unwrap());
+        summary
+    }
+}
+
+/// Offer `name` (content: `source`) to the receiver at `addr` and report its verdict.
+pub fn send_named(addr: SocketAddr, key_file: &Path, name: &str, source: &Path) -> Verdict {
+    let offered = match offer(addr, key_file, name, source, 1_000_000_000) {
+        Ok(o) => o,
+        Err(v) => return v,
     };
     // The receiver let the name through set-up: send the data and see the runtime refuse it.
-    let mut params = haul_proto::session::SessionParams::new(
-        accept.session_id,
-        haul_proto::crypto::SuiteId::Aes128CfbCmac,
-    );
-    params.window_bytes = offer.window_bytes;
-    params.rate.target_bps = accept.target_rate_bps;
-    let manifest =
-        haul_proto::session::Manifest::new(vec![entry], DEFAULT_BLOCK_SIZE_LOG2).unwrap();
-    let job = SendJob {
-        params,
-        keys: Keys {
-            secret: est.secret().clone(),
-            client_random: est.client_random,
-            server_random: est.server_random,
-            role: Role::Client,
-        },
-        manifest: Arc::new(manifest),
-        sources: vec![source.to_path_buf()],
-        sockets: bind_shards(addr.ip(), 1, None).unwrap(),
-        peers: accept.ports.iter().map(|p| SocketAddr::new(addr.ip(), *p)).collect(),
-        resume: accept.resume.clone(),
-        pin_cores: false,
-    };
+    let job = offered.job(addr.ip(), source, None);
     Verdict::Accepted(
         run_sender(job, None).map(|r| format!("{:?}", r.outcome)).map_err(|e| e.to_string()),
     )

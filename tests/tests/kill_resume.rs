@@ -6,6 +6,8 @@
 //! first checkpoint. What the checkpoint covers is read back from it (the files library's
 //! decoder) to bound what the resumed run may send.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failure is a test failure")]
+
 use haul_io::files::checkpoint::{Checkpoint, checkpoint_interval_bytes};
 use haul_tests::{Receiver, TempDir, haul_bin, keygen, send, stderr, stdout, tree, write_file};
 use std::path::{Path, PathBuf};

@@ -49,32 +49,9 @@ pub struct Keys {
     pub role: Role,
 }
 
-/// What the receiver does when a file's final name already exists.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Overwrite {
-    /// Refuse (the default).
-    #[default]
-    Never,
-    Always,
-    /// Replace if size or mtime differ.
-    IfDifferent,
-    /// Replace if the existing file is older than the source.
-    IfOlder,
-}
-
-/// How much of an interrupted transfer to trust.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ResumeLevel {
-    /// Start every file over.
-    None,
-    /// Trust a checkpoint whose size and mtime match the source.
-    #[default]
-    Attributes,
-    /// Also compare a BLAKE3 of sampled ranges.
-    SparseChecksum,
-    /// Also compare a BLAKE3 of the whole kept prefix.
-    FullChecksum,
-}
+/// What the receiver does when a file's final name exists, and how much of an interrupted
+/// transfer it trusts: the file layer's own types.
+pub use crate::files::{Overwrite, ResumeLevel};
 
 #[derive(Clone, Debug, Default)]
 pub struct RecvOptions {

@@ -6,7 +6,7 @@
 //! created, and everything is created beneath the destination with openat2
 //! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), so a hostile sender cannot write outside it.
 
-use super::{Overwrite, RecvOptions, ResumeLevel, TransferError};
+use super::{Overwrite, RecvOptions, TransferError};
 use crate::files::{
     self, Action, CheckpointWriter, DestRoot, FileError, FileIdentity, FinalAttrs, PartialFile,
     PartialOptions, SafeName, SourceHints, plan_file,
@@ -22,24 +22,6 @@ fn file_error(e: &FileError) -> TransferError {
     TransferError::File { file: String::new(), message: e.to_string() }
 }
 
-fn overwrite_of(o: Overwrite) -> files::Overwrite {
-    match o {
-        Overwrite::Never => files::Overwrite::Never,
-        Overwrite::Always => files::Overwrite::Always,
-        Overwrite::IfDifferent => files::Overwrite::IfDifferent,
-        Overwrite::IfOlder => files::Overwrite::IfOlder,
-    }
-}
-
-fn level_of(r: ResumeLevel) -> files::ResumeLevel {
-    match r {
-        ResumeLevel::None => files::ResumeLevel::None,
-        ResumeLevel::Attributes => files::ResumeLevel::Attributes,
-        ResumeLevel::SparseChecksum => files::ResumeLevel::SparseChecksum,
-        ResumeLevel::FullChecksum => files::ResumeLevel::FullChecksum,
-    }
-}
-
 pub(crate) fn prepare(
     dest: &Path,
     manifest: &Manifest,
@@ -51,14 +33,9 @@ pub(crate) fn prepare(
         .files()
         .iter()
         .map(|entry| {
-            let plan = plan_file(
-                &root,
-                entry,
-                overwrite_of(options.overwrite),
-                level_of(options.resume),
-                SourceHints::default(),
-            )
-            .map_err(|e| file_error(&e))?;
+            let plan =
+                plan_file(&root, entry, options.overwrite, options.resume, SourceHints::default())
+                    .map_err(|e| file_error(&e))?;
             Ok(match plan.action {
                 Action::Skip(_) => SKIP_FILE,
                 Action::Write { .. } => plan.resume.kept_prefix(block),
