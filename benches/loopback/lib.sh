@@ -66,6 +66,22 @@ bench_build() {
     echo "haul measured: $which, $("$bin/haul" --version 2>/dev/null || echo no --version)"
 }
 
+# bench_prepare TOP TITLE: tools, the title, the machine, and the release binaries in a fresh
+# BIN directory (removed on cleanup); HAUL_OK=1 when that haul has send/recv.
+# shellcheck disable=SC2034 # BIN and HAUL_OK are read by the scripts that source this file
+bench_prepare() {
+    # shellcheck source=scripts/env.sh
+    source "$1/scripts/env.sh"
+    bench_need_tools
+    echo "== $2"
+    bench_machine
+    BIN=$(mktemp -d /tmp/haulbench-bin.XXXXXX)
+    BENCH_EXTRA_DIRS+=("$BIN")
+    bench_build "$1" "$BIN"
+    HAUL_OK=0
+    if bench_haul_available "$BIN/haul"; then HAUL_OK=1; fi
+}
+
 # bench_haul_available BIN: true when this haul has the direct-transfer commands.
 bench_haul_available() {
     "$1" send --help >/dev/null 2>&1 && "$1" recv --help >/dev/null 2>&1 &&

@@ -52,16 +52,7 @@ DATAGRAM=1472 # fills a 1500-byte MTU over IPv4, as haul's default does
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
-# shellcheck source=scripts/env.sh
-source "$top/scripts/env.sh"
-bench_need_tools
-echo "== loopback throughput (issue 3): $SIZE ($BYTES bytes) per run, $RUNS runs per tool"
-bench_machine
-BIN=$(mktemp -d /tmp/haulbench-bin.XXXXXX)
-BENCH_EXTRA_DIRS+=("$BIN")
-bench_build "$top" "$BIN"
-HAUL_OK=0
-if bench_haul_available "$BIN/haul"; then HAUL_OK=1; fi
+bench_prepare "$top" "loopback throughput (issue 3): $SIZE ($BYTES bytes) per run, $RUNS runs per tool"
 # Source + one received copy, plus room for the memory item's 1 GiB source.
 bench_setup /tmp $((2 * BYTES + 2 * GIB))
 W=$BENCH_WORK

@@ -33,16 +33,7 @@ FILES_PER_DIR=100
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
-# shellcheck source=scripts/env.sh
-source "$top/scripts/env.sh"
-bench_need_tools
-echo "== small files (issue 3): $FILES files of 1-64 KiB (seed $SEED), $RUNS runs per tool"
-bench_machine
-BIN=$(mktemp -d /tmp/haulbench-bin.XXXXXX)
-BENCH_EXTRA_DIRS+=("$BIN")
-bench_build "$top" "$BIN"
-HAUL_OK=0
-if bench_haul_available "$BIN/haul"; then HAUL_OK=1; fi
+bench_prepare "$top" "small files (issue 3): $FILES files of 1-64 KiB (seed $SEED), $RUNS runs per tool"
 # The tree is about FILES x 32.5 KiB; room for the source and one received copy, twice over.
 bench_setup /tmp $((FILES * 65 * 1024 * 2 + (256 << 20)))
 W=$BENCH_WORK
