@@ -414,7 +414,7 @@ impl ReceiverShard {
     /// A short or failed write leaves the rest missing; it is NAKed and sent again.
     pub fn handle_write_done(
         &mut self,
-        now: Instant,
+        _now: Instant,
         file: u32,
         offset: u64,
         len: u32,
