@@ -9,6 +9,7 @@
 //! The binary: `$HAUL_BIN` if set, else `<target dir>/release/haul` next to the test's own
 //! profile directory. `scripts/test` builds it first (`cargo build --release -p haul`).
 
+#![forbid(unsafe_code)]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

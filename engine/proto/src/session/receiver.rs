@@ -414,7 +414,7 @@ impl ReceiverShard {
     /// A short or failed write leaves the rest missing; it is NAKed and sent again.
     pub fn handle_write_done(
         &mut self,
-        now: Instant,
+        _now: Instant,
         file: u32,
         offset: u64,
         len: u32,
@@ -431,7 +431,7 @@ impl ReceiverShard {
             Ok(n) => {
                 let n = (n as u64).min(u64::from(len));
                 self.received.insert(pos..pos + n);
-                self.after_write(now, pos);
+                self.after_write(pos..pos + n.max(1));
             }
             Err(e) if e.is_transient() => {}
             Err(DiskError::NoSpace) => {
@@ -441,9 +441,21 @@ impl ReceiverShard {
         }
     }
 
-    fn after_write(&mut self, _now: Instant, pos: u64) {
+    /// A write of `range` completed: advance the cumulative ack, and hash every block the
+    /// write completed. A driver may coalesce contiguous payloads into one write that spans
+    /// blocks (one shard's consecutive blocks are contiguous in its stream), so every block
+    /// the range touches is checked, not only the first.
+    fn after_write(&mut self, range: core::ops::Range<u64>) {
         self.advance_cum_ack();
-        let start = self.layout.block_start(pos);
+        let block = self.layout.block_size();
+        let mut start = self.layout.block_start(range.start);
+        while start < range.end {
+            self.check_block_complete(start);
+            start += block;
+        }
+    }
+
+    fn check_block_complete(&mut self, start: u64) {
         let Some(spot) = self.layout.spot(self.ep.shard, start) else { return };
         if self.verified.contains(start)
             || !self.received.contains_range(start..start + spot.block_len)
