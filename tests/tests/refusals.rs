@@ -110,6 +110,10 @@ fn hostile_sender_names_are_refused_and_nothing_lands_outside_dest() {
             Verdict::Accepted(Err(_)) | Verdict::Closed => {}
         }
     }
+    // The receiver serves one connection after another and reports each failure before it
+    // accepts the next: one more (refused) offer means every report above is written.
+    let sync = send_named(addr, &key, "../sync", &dir.join("payload"));
+    assert!(matches!(sync, Verdict::Refused(_)), "{sync:?}");
     let r = recv.kill();
     let err = stderr(&r);
     for name in ["../x", "/etc/x", "a/../../x", "link/x"] {
