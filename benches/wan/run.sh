@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# benches/wan/run.sh: issue 4's emulated-WAN scenarios, side by side, in one run.
+#
+# For each scenario (link rate / RTT / loss), on haul-wanemu (docs/WANEMU.md):
+#   1. the emulator's own ceiling: the fixed-rate UDP blaster at the link rate, 0% loss;
+#   2. iperf3 TCP with -C cubic and with -C bbr (set explicitly: this kernel's default is bbr),
+#      socket buffers raised so that TCP is not window-limited (restored on exit).
+# Loss applies to both directions (a symmetric lossy link, ACKs included).
+# Prints one table: goodput in Mbit/s and in % of the link.
+#
+# Not measured here yet: haul itself (needs issue 3's transfer command) and scp (needs sshd
+# inside a namespace); both belong in this table when they exist.
+#
+# Usage: benches/wan/run.sh            (root; about 5 minutes)
+# Knobs (environment): SCENARIOS="200M/20ms/0% ..." CEILING_SECS=5 TCP_SECS=20
+#                       HAUL_WANEMU=path
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "wan bench: needs root (network namespaces, TUN devices)" >&2
+    exit 1
+fi
+SCENARIOS=${SCENARIOS:-"200M/20ms/0% 200M/200ms/0% 200M/200ms/1% 200M/200ms/5% 500M/100ms/2%"}
+CEILING_SECS=${CEILING_SECS:-5}
+TCP_SECS=${TCP_SECS:-20}
+
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+wan_build
+if ! command -v iperf3 >/dev/null 2>&1; then
+    # shellcheck source=../../scripts/env.sh
+    source "$WAN_ROOT/scripts/env.sh"
+    haul_apt_install iperf3 >&2
+fi
+
+# mbit RATE: "200M" -> 200, "1G" -> 1000.
+mbit() {
+    case $1 in
+        *G) echo $((${1%G} * 1000)) ;;
+        *M) echo "${1%M}" ;;
+        *) echo "unsupported rate $1 (use NNNM or NG)" >&2; return 1 ;;
+    esac
+}
+# pct VALUE LINK: VALUE as a percentage of LINK, one decimal.
+pct() { awk -v v="$1" -v l="$2" 'BEGIN { if (v == "") print "-"; else printf "%.1f", 100 * v / l }'; }
+
+echo "== machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 |
+    sed 's/^ //')\" kernel=$(uname -r) load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+rows=()
+for scenario in $SCENARIOS; do
+    IFS=/ read -r rate rtt loss <<<"$scenario"
+    rtt_ms=${rtt%ms}
+    one_way="$(awk -v r="$rtt_ms" 'BEGIN { printf "%g", r / 2 }')ms"
+    link=$(mbit "$rate")
+    echo "== $scenario: ceiling (${CEILING_SECS}s, 0% loss)"
+    wan_up --rate "$rate" --delay "$one_way"
+    ceiling=$(wan_udp_ceiling "$rate" "$CEILING_SECS" | sed -n 's/^sink:.* mbit_s=\([0-9.]*\).*/\1/p')
+    wan_down
+    echo "== $scenario: TCP (${TCP_SECS}s each, loss $loss)"
+    wan_up --rate "$rate" --delay "$one_way" --loss "$loss"
+    wan_tcp_buffers
+    cubic=$(wan_iperf3 cubic "$TCP_SECS")
+    bbr=$(wan_iperf3 bbr "$TCP_SECS")
+    wan_down
+    wan_restore
+    rows+=("$(printf '| %s | %s | %s (%s%%) | %s (%s%%) | %s (%s%%) |' "$scenario" "$link" \
+        "$ceiling" "$(pct "$ceiling" "$link")" "$cubic" "$(pct "$cubic" "$link")" \
+        "$bbr" "$(pct "$bbr" "$link")")")
+done
+
+echo
+echo "| scenario (rate/RTT/loss) | link Mbit/s | emulator ceiling | TCP cubic | TCP bbr |"
+echo "| --- | --- | --- | --- | --- |"
+printf '%s\n' "${rows[@]}"
