@@ -136,3 +136,51 @@ wan_iperf3() {
         | awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i - 1) }'
     wait "$srv" 2>/dev/null || true
 }
+
+# wan_haul_build: sets HAUL_BIN to a release haul (built here unless already given).
+wan_haul_build() {
+    if [[ -n "${HAUL_BIN:-}" ]]; then
+        return 0
+    fi
+    # shellcheck source=../../scripts/env.sh
+    source "$WAN_ROOT/scripts/env.sh"
+    haul_setup_env
+    (cd "$WAN_ROOT" && cargo build --release -q -p haul) >&2
+    HAUL_BIN="$CARGO_TARGET_DIR/release/haul"
+}
+
+# wan_haul BYTES [FLAGS...]: one `haul send` of a BYTES-long random file from side A to a
+# `haul recv` on side B, default flags plus FLAGS; prints "GOODPUT_MBIT RESENT_PCT" where goodput
+# is file bytes over the sender's whole session time (set-up to verified end), or "- -" when
+# the transfer failed (its output is left under $WAN_TMP).
+wan_haul() {
+    local bytes=$1 dir rpid addr out secs resent
+    shift
+    dir=$(mktemp -d "$WAN_TMP/haul.XXXXXX")
+    mkdir -p "$dir/dest"
+    "$HAUL_BIN" keygen "$dir/key" >/dev/null
+    head -c "$bytes" /dev/urandom >"$dir/src.bin"
+    in_b timeout 900 "$HAUL_BIN" recv --listen "$WAN_ADDR_B:0" --key-file "$dir/key" --json \
+        "$dir/dest" >"$dir/recv.out" 2>"$dir/recv.err" &
+    rpid=$!
+    local i
+    for ((i = 0; i < 200; i++)); do
+        addr=$(sed -n 's/^listening on //p' "$dir/recv.out" 2>/dev/null | head -n1)
+        [[ -n "$addr" ]] && break
+        sleep 0.05
+    done
+    if [[ -z "$addr" ]] || ! in_a timeout 900 "$HAUL_BIN" send --to "$addr" --key-file "$dir/key" \
+        --json "$@" "$dir/src.bin" >"$dir/send.out" 2>"$dir/send.err"; then
+        kill "$rpid" 2>/dev/null || true
+        wait "$rpid" 2>/dev/null || true
+        echo "- -"
+        return 0
+    fi
+    wait "$rpid" 2>/dev/null || true
+    out=$(grep '^{' "$dir/send.out" | tail -n1)
+    secs=$(jq -r '.seconds' <<<"$out")
+    resent=$(jq -r '.resent_bytes' <<<"$out")
+    awk -v b="$bytes" -v s="$secs" -v r="$resent" \
+        'BEGIN { printf "%.1f %.2f\n", b * 8 / s / 1e6, 100 * r / b }'
+    rm -f "$dir/src.bin" "$dir"/dest/*
+}

@@ -8,8 +8,9 @@
 # Loss applies to both directions (a symmetric lossy link, ACKs included).
 # Prints one table: goodput in Mbit/s and in % of the link.
 #
-# Not measured here yet: haul itself (needs issue 3's transfer command) and scp (needs sshd
-# inside a namespace); both belong in this table when they exist.
+#   3. haul with default flags: one file of 50 x BDP (at least 64 MiB) from side A to side B;
+#      goodput = file bytes / the sender's session time (set-up to verified end).
+# Not measured here yet: scp (needs sshd inside a namespace).
 #
 # Usage: benches/wan/run.sh            (root; about 5 minutes)
 # Knobs (environment): SCENARIOS="200M/20ms/0% ..." CEILING_SECS=5 TCP_SECS=20
@@ -28,6 +29,7 @@ TCP_SECS=${TCP_SECS:-20}
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 wan_build
+wan_haul_build
 if ! command -v iperf3 >/dev/null 2>&1; then
     # shellcheck source=../../scripts/env.sh
     source "$WAN_ROOT/scripts/env.sh"
@@ -43,7 +45,7 @@ mbit() {
     esac
 }
 # pct VALUE LINK: VALUE as a percentage of LINK, one decimal.
-pct() { awk -v v="$1" -v l="$2" 'BEGIN { if (v == "") print "-"; else printf "%.1f", 100 * v / l }'; }
+pct() { awk -v v="$1" -v l="$2" 'BEGIN { if (v == "" || v == "-") print "-"; else printf "%.1f", 100 * v / l }'; }
 
 echo "== machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 |
     sed 's/^ //')\" kernel=$(uname -r) load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
@@ -62,14 +64,19 @@ for scenario in $SCENARIOS; do
     wan_tcp_buffers
     cubic=$(wan_iperf3 cubic "$TCP_SECS")
     bbr=$(wan_iperf3 bbr "$TCP_SECS")
+    bytes=$(awk -v l="$link" -v r="$rtt_ms" 'BEGIN { b = 50 * l * 1e6 * r / 1e3 / 8;
+        if (b < 67108864) b = 67108864; printf "%d", b }')
+    echo "== $scenario: haul, default flags, $((bytes >> 20)) MiB"
+    read -r haul resent <<<"$(wan_haul "$bytes")"
     wan_down
     wan_restore
-    rows+=("$(printf '| %s | %s | %s (%s%%) | %s (%s%%) | %s (%s%%) |' "$scenario" "$link" \
-        "$ceiling" "$(pct "$ceiling" "$link")" "$cubic" "$(pct "$cubic" "$link")" \
-        "$bbr" "$(pct "$bbr" "$link")")")
+    rows+=("$(printf '| %s | %s | %s (%s%%) | %s (%s%%, resent %s%%) | %s (%s%%) | %s (%s%%) |' \
+        "$scenario" "$link" "$ceiling" "$(pct "$ceiling" "$link")" \
+        "$haul" "$(pct "$haul" "$link")" "$resent" \
+        "$cubic" "$(pct "$cubic" "$link")" "$bbr" "$(pct "$bbr" "$link")")")
 done
 
 echo
-echo "| scenario (rate/RTT/loss) | link Mbit/s | emulator ceiling | TCP cubic | TCP bbr |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| scenario (rate/RTT/loss) | link Mbit/s | emulator ceiling | haul (defaults) | TCP cubic | TCP bbr |"
+echo "| --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${rows[@]}"
