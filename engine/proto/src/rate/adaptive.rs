@@ -30,9 +30,8 @@ pub const GAIN: f64 = 0.5;
 pub const INITIAL_TARGET_FRACTION: u64 = 4;
 /// Startup also ends when the queue passes this, whatever `α` says.
 pub const STARTUP_EXIT_QUEUE: Duration = Duration::from_millis(5);
-/// A flow whose own backlog stays under `α / UNDERUSE_DIVISOR` for a whole RTT goes back to
-/// startup (the path has room again: a competing flow left, or a blackout ended).
-pub const UNDERUSE_DIVISOR: f64 = 4.0;
+/// With an empty queue, the steady window grows by up to this share of itself per RTT (× GAIN).
+pub const PROBE_GROWTH: f64 = 0.25;
 /// Smallest RTT the law divides by (feedback of a same-host path can read 0).
 const MIN_RTT: Duration = Duration::from_millis(1);
 /// How much `α` the high and low policies have, relative to fair.
@@ -58,8 +57,6 @@ pub struct AdaptiveRate {
     /// Smallest RTT seen minus its queuing delay.
     base_rtt: Duration,
     last_feedback: Option<Instant>,
-    /// Since when the backlog has been under `α / UNDERUSE_DIVISOR`.
-    underused_since: Option<Instant>,
 }
 
 impl AdaptiveRate {
@@ -77,7 +74,6 @@ impl AdaptiveRate {
             window_bits: None,
             base_rtt: Duration::MAX,
             last_feedback: None,
-            underused_since: None,
         }
     }
 
@@ -118,7 +114,6 @@ impl AdaptiveRate {
         match self.mode {
             Mode::Startup if backlog >= alpha || q >= STARTUP_EXIT_QUEUE => {
                 self.mode = Mode::Steady;
-                self.underused_since = None;
                 // The delivered rate is the bottleneck's (share); × base RTT is the window
                 // that drains the startup queue as the rate divides by base + q.
                 let delivered = if recv_rate_bps > 0 { recv_rate_bps } else { self.rate_bps };
@@ -127,24 +122,16 @@ impl AdaptiveRate {
             }
             Mode::Startup => self.apply(w * 2f64.powf(step), rtt_now),
             Mode::Steady => {
-                let grown = w + GAIN * step * (alpha - backlog);
+                let err = alpha - backlog;
+                // Below `α` the window also grows in proportion to itself (up to
+                // PROBE_GROWTH per RTT with an empty queue), so a large window refills
+                // the path in a few RTTs instead of by `α` per RTT; the fixed point
+                // (backlog = α) and so the sharing between flows are unchanged.
+                let up = if err > 0.0 { err.max(PROBE_GROWTH * w * err / alpha) } else { err };
+                let grown = w + GAIN * step * up;
                 let bound = 2f64.powf(step);
                 self.apply(grown.clamp(w / bound, w * bound), rtt_now);
-                self.watch_underuse(now, rtt, backlog, alpha);
             }
-        }
-    }
-
-    /// Back to startup when the backlog stayed far under `α` for an RTT: room has opened.
-    fn watch_underuse(&mut self, now: Instant, rtt: Duration, backlog: f64, alpha: f64) {
-        if backlog >= alpha / UNDERUSE_DIVISOR || self.rate_bps >= self.limits.target_bps {
-            self.underused_since = None;
-            return;
-        }
-        let since = *self.underused_since.get_or_insert(now);
-        if now.saturating_since(since) >= rtt {
-            self.mode = Mode::Startup;
-            self.underused_since = None;
         }
     }
 
@@ -173,7 +160,6 @@ impl RateController for AdaptiveRate {
         self.window_bits = None;
         self.mode = Mode::Startup;
         self.last_feedback = None;
-        self.underused_since = None;
     }
 
     /// Effective at once: the next `rate_bps` is within the new limits.

@@ -79,9 +79,9 @@ pub fn scenario(c: &Cell) -> Scenario {
     s.forward = link.clone();
     s.reverse = link;
     s.files = vec![FileSpec { size: (bdp * c.bdps).max(MIN_FILE_BYTES), kind: FileKind::Virtual }];
-    s.block_size_log2 = 20;
-    s.window_bytes = (4 * bdp).max(4 << 20);
-    s.rate_bps = c.link_bps / 4 * 5;
+    s.block_size_log2 = std::env::var("BLK").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    s.window_bytes = (std::env::var("WIN").ok().and_then(|v| v.parse().ok()).unwrap_or(4) * bdp).max(4 << 20);
+    s.rate_bps = if c.policy == Policy::Fixed { c.link_bps } else { c.link_bps / 4 * 5 };
     s.policy = c.policy;
     s.idle_timeout = Duration::from_secs(30);
     s.max_steps = u64::MAX / 2;
