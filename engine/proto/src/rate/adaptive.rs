@@ -21,6 +21,12 @@
 use super::fixed::sanitize;
 use super::{FeedbackSample, Policy, RateController, RateLimits};
 use crate::time::{Duration, Instant};
+use std::collections::VecDeque;
+
+/// Most samples the predictor keeps (an RTT's worth at 2 ms feedback up to ~2 s RTT).
+const MAX_HISTORY: usize = 1024;
+/// A measured queue at least this long means the bottleneck is saturated (the predictor runs).
+const SATURATED_QUEUE: Duration = Duration::from_micros(200);
 
 /// Queue each fair flow aims to keep, as time at its target rate.
 pub const ALPHA_TIME: Duration = Duration::from_millis(2);
@@ -31,7 +37,7 @@ pub const INITIAL_TARGET_FRACTION: u64 = 4;
 /// Startup also ends when the queue passes this, whatever `α` says.
 pub const STARTUP_EXIT_QUEUE: Duration = Duration::from_millis(5);
 /// With an empty queue, the steady window grows by up to this share of itself per RTT (× GAIN).
-pub const PROBE_GROWTH: f64 = 0.25;
+pub const PROBE_GROWTH: f64 = 0.125;
 /// Smallest RTT the law divides by (feedback of a same-host path can read 0).
 const MIN_RTT: Duration = Duration::from_millis(1);
 /// How much `α` the high and low policies have, relative to fair.
@@ -57,6 +63,8 @@ pub struct AdaptiveRate {
     /// Smallest RTT seen minus its queuing delay.
     base_rtt: Duration,
     last_feedback: Option<Instant>,
+    /// (when, bits sent since the previous sample) over the last RTT, for the predictor.
+    history: VecDeque<(Instant, f64)>,
 }
 
 impl AdaptiveRate {
@@ -74,6 +82,7 @@ impl AdaptiveRate {
             window_bits: None,
             base_rtt: Duration::MAX,
             last_feedback: None,
+            history: VecDeque::new(),
         }
     }
 
@@ -100,13 +109,46 @@ impl AdaptiveRate {
         self.rate_bps = (x as u64).clamp(self.limits.min_bps.max(1), self.limits.target_bps);
     }
 
+    /// The queue as it will be once what we sent in the last RTT (not yet reflected in the
+    /// feedback) has reached the bottleneck: the measured queue plus our excess over the
+    /// delivered rate during that RTT (a Smith predictor for the feedback delay). Only while
+    /// the bottleneck is saturated (a queue shows); otherwise the measured queue.
+    fn predict_queue(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        dt: Duration,
+        q: Duration,
+        recv_bps: u64,
+    ) -> Duration {
+        let sent = self.rate_bps as f64 * dt.as_secs_f64();
+        if self.history.len() == MAX_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back((now, sent));
+        while self.history.front().is_some_and(|&(t, _)| now.saturating_since(t) > rtt) {
+            self.history.pop_front();
+        }
+        if q < SATURATED_QUEUE || recv_bps == 0 {
+            return q;
+        }
+        let span = self.history.front().map_or(Duration::ZERO, |&(t, _)| now.saturating_since(t));
+        let sum: f64 = self.history.iter().map(|&(_, b)| b).sum();
+        let excess = sum - recv_bps as f64 * span.as_secs_f64();
+        let extra_s = (excess / recv_bps as f64).clamp(0.0, rtt.as_secs_f64());
+        if extra_s.is_finite() { q + Duration::from_nanos((extra_s * 1e9) as u64) } else { q }
+    }
+
     fn on_sample(&mut self, now: Instant, rtt: Duration, q: Duration, recv_rate_bps: u64) {
         let rtt = rtt.max(MIN_RTT);
         let q = q.min(rtt);
         self.base_rtt = self.base_rtt.min(rtt.saturating_sub(q).max(MIN_RTT));
-        let rtt_now = self.base_rtt + q;
         let dt = self.last_feedback.map_or(Duration::ZERO, |t| now.saturating_since(t)).min(rtt);
         self.last_feedback = Some(now);
+        // The predicted queue sets the proportional response (what the rate is divided by);
+        // the measured one sets the backlog, and so the fixed point shared between flows.
+        let q_pred = self.predict_queue(now, rtt, dt, q, recv_rate_bps);
+        let rtt_now = self.base_rtt + q_pred;
         let w = self.window_bits.unwrap_or(self.rate_bps as f64 * rtt_now.as_secs_f64());
         let step = dt.as_secs_f64() / rtt.as_secs_f64();
         let alpha = self.alpha_bits();
