@@ -415,3 +415,70 @@ impl ReceiverCoordinator {
         self.files.get(file as usize).and_then(|f| f.hasher.root())
     }
 }
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+    use crate::rate::{FeedbackSample, NodeCap, Policy};
+    use std::sync::Arc;
+
+    fn coordinator(policy: Policy) -> SenderCoordinator {
+        let mut p = SessionParams::new(1, crate::crypto::SuiteId::Aes128CfbCmac);
+        p.shards = 2;
+        p.policy = policy;
+        p.rate = RateLimits { min_bps: 0, target_bps: 400_000_000 };
+        let files = vec![FileEntry { name: "f".into(), size: 1 << 20, mode: 0o644, mtime_ns: 0 }];
+        let m = Manifest::new(files, 16).unwrap();
+        let layout = Layout::new(Arc::new(m), 2).unwrap();
+        SenderCoordinator::new(&p, layout, Instant::ZERO).unwrap()
+    }
+
+    fn last_shard_rate(c: &mut SenderCoordinator) -> Option<u64> {
+        let mut last = None;
+        while let Some((_, cmd)) = c.poll_command() {
+            if let ShardCommand::SetRate { bps } = cmd {
+                last = Some(bps);
+            }
+        }
+        last
+    }
+
+    #[test]
+    fn policy_selects_the_controller_and_rate_is_shared_per_shard() {
+        let mut fixed = coordinator(Policy::Fixed);
+        assert_eq!(last_shard_rate(&mut fixed), Some(200_000_000));
+        let mut fair = coordinator(Policy::Fair);
+        assert_eq!(fair.rate_bps(), 100_000_000, "adaptive starts at a quarter of the target");
+        assert_eq!(last_shard_rate(&mut fair), Some(50_000_000));
+    }
+
+    #[test]
+    fn silent_feedback_is_a_blackout_and_halves_the_rate() {
+        let mut c = coordinator(Policy::Fair);
+        let fb = FeedbackSample {
+            rtt: Duration::from_millis(50),
+            queuing_delay: Duration::ZERO,
+            recv_rate_bps: 0,
+            loss_fraction: 0.0,
+        };
+        c.handle_event(Instant::ZERO, 0, ShardEvent::Feedback(fb));
+        let before = c.rate_bps();
+        // 150 ms of sending without feedback: under max(4 RTT, 200 ms), nothing happens.
+        c.handle_event(Instant::from_nanos(150_000_000), 0, ShardEvent::Sent { ip_bytes: 1500 });
+        assert_eq!(c.rate_bps(), before);
+        c.handle_event(Instant::from_nanos(201_000_000), 0, ShardEvent::Sent { ip_bytes: 1500 });
+        assert_eq!(c.rate_bps(), before / 2);
+    }
+
+    #[test]
+    fn node_cap_bounds_what_the_shards_are_given() {
+        let cap = NodeCap::new(120_000_000);
+        let mut a = coordinator(Policy::Fixed);
+        let mut b = coordinator(Policy::Fixed);
+        a.set_node_cap(Instant::ZERO, cap.join().unwrap());
+        b.set_node_cap(Instant::ZERO, cap.join().unwrap());
+        a.handle_event(Instant::ZERO, 0, ShardEvent::Sent { ip_bytes: 1 });
+        assert_eq!(last_shard_rate(&mut a), Some(30_000_000));
+        assert_eq!(last_shard_rate(&mut b), Some(30_000_000));
+    }
+}
