@@ -128,7 +128,7 @@ pub fn run_cell(c: &Cell) -> CellResult {
 /// The table's header line.
 pub fn header() -> String {
     format!(
-        "{:>9} {:>6} {:>5} {:>6} {:>9} {:>11} {:>7} {:>7} {:>9} {:>8} {:>9} {:>9}  verdict",
+        "{:>9} {:>6} {:>5} {:>6} {:>9} {:>11} {:>7} {:>7} {:>9} {:>15} {:>9} {:>9}  verdict",
         "link",
         "rtt",
         "loss",
@@ -157,7 +157,7 @@ pub fn row(r: &CellResult) -> String {
         (None, false) => "FAIL".to_string(),
     };
     format!(
-        "{:>9} {:>4}ms {:>4}% {:>6} {:>8}M {:>11} {:>6.1}% {:>7.4} {:>9} {:>7.3}% {:>7.2}ms {:>7.2}ms  {verdict}",
+        "{:>9} {:>4}ms {:>4}% {:>6} {:>8}M {:>11} {:>6.1}% {:>7.4} {:>9} {:>6.2}%/{:>5.3}% {:>7.2}ms {:>7.2}ms  {verdict}",
         rate_text(c.link_bps as f64),
         c.rtt_ms,
         c.loss_pct,
@@ -167,6 +167,7 @@ pub fn row(r: &CellResult) -> String {
         r.goodput_bps * 100.0 / c.link_bps as f64,
         r.payload_fraction,
         rate_text(r.target_bps),
+        r.resent_pct,
         r.redundant_pct,
         r.queue_mean.as_secs_f64() * 1e3,
         r.queue_p99.as_secs_f64() * 1e3,
