@@ -26,6 +26,8 @@ pub const RTTS_MS: [u64; 5] = [10, 100, 200, 500, 1000];
 pub const LOSSES_PCT: [u64; 4] = [0, 1, 5, 10];
 /// Share of the utilization target a cell must reach.
 pub const TARGET_SHARE: f64 = 0.95;
+/// Disk operations in flight per side in a grid cell.
+pub const GRID_DISK_CONCURRENCY: usize = 64;
 /// Receiver window of a cell, in BDPs.
 pub const GRID_WINDOW_BDPS: u64 = 16;
 /// Smallest file of a cell, bytes (short RTTs have a small BDP).
@@ -88,6 +90,12 @@ pub fn scenario(c: &Cell) -> Scenario {
     s.window_bytes = (GRID_WINDOW_BDPS * bdp).max(4 << 20);
     s.rate_bps = if c.policy == Policy::Fixed { c.link_bps } else { c.link_bps / 4 * 5 };
     s.policy = c.policy;
+    // Every datagram is one write: the default simulated disk (8 in flight × 50 µs, 160 k
+    // writes/s) cannot absorb 10 Gbit/s (830 k datagrams/s) and its back-pressure reads as loss.
+    for d in &mut s.disks {
+        d.concurrency = GRID_DISK_CONCURRENCY;
+        d.latency = Duration::from_micros(20);
+    }
     s.idle_timeout = Duration::from_secs(30);
     s.max_steps = u64::MAX / 2;
     s.max_time = Duration::from_secs(3_600);
