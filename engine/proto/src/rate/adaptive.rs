@@ -2,12 +2,13 @@
 //!
 //! It is a rate-paced form of FAST TCP's window law. From each feedback sample it takes the
 //! smoothed RTT and the queuing delay `q` (this interval's smallest one-way delay minus the
-//! smallest ever seen), keeps a *virtual window* `w` (bits) and paces at `x = w / (base + q)`:
+//! smallest ever seen), keeps a *virtual window* `w` (bits) and paces at `x = w / (base + q̂)`:
 //! - `w += γ · dt/rtt · (α − x·q)`: each flow aims to keep `α` bits of its own in the
 //!   bottleneck queue, so flows that share a queue converge to rates in the ratio of their `α`
 //!   (equal for fair flows, whatever their RTT); high has 2α, low α/8 (it yields);
-//! - dividing by `base + q` makes the rate fall at once when the queue grows (a proportional
-//!   response one RTT late, which keeps the loop stable at long RTTs);
+//! - dividing by `base + q̂` makes the rate fall at once when the queue grows; `q̂` adds to the
+//!   measured queue what this flow sent beyond its delivered rate in the last RTT (a predictor
+//!   for the one-RTT feedback delay), which keeps the loop stable at long RTTs;
 //! - loss is not an input: random loss does not lower the rate; rising delay does.
 //!
 //! `α` is [`ALPHA_TIME`] of traffic at the target rate, so one fair flow alone keeps about
