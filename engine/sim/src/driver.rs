@@ -28,7 +28,7 @@ use crate::scenario::{FileKind, Scenario};
 use crate::side::{Side, with_side};
 use haul_proto::crypto::{KeySchedule, MAX_BATCH, SessionSecret};
 use haul_proto::rangeset::RangeSet;
-use haul_proto::rate::{Policy, RateLimits};
+use haul_proto::rate::RateLimits;
 use haul_proto::rng::Rng;
 use haul_proto::session::sender::RxDatagram;
 use haul_proto::session::{
@@ -114,7 +114,7 @@ impl Sim {
         params.shards = sc.shards;
         params.window_bytes = sc.window_bytes;
         params.rate = RateLimits { min_bps: 0, target_bps: sc.rate_bps };
-        params.policy = Policy::Fixed;
+        params.policy = sc.policy;
         params.idle_timeout = sc.idle_timeout;
         params.initial_rtt = (sc.forward.delay + sc.reverse.delay).max(Duration::from_millis(1));
         params.check().map_err(|e| Failure::Setup(e.to_string()))?;
@@ -588,6 +588,8 @@ impl Sim {
                 self.report.rejects.merge(&s.stats().rejects);
                 if e.side == Side::Sender {
                     self.report.resent_bytes += s.stats().data_bytes_resent;
+                } else {
+                    self.report.duplicate_bytes += s.stats().data_bytes_duplicate;
                 }
             }
             if let Some(err) = e.disk.fatal_fired() {
@@ -597,6 +599,7 @@ impl Sim {
         if let Some(a) = &self.attacker {
             self.report.attacks = *a.stats();
         }
+        self.report.queue_delay = self.links[Side::Sender.index()].queue_delay().clone();
         if self.report.failures.is_empty() && !self.report.stopped {
             let failures = checks::end_of_run(&self.ends, self.report.fatal);
             self.report.failures.extend(failures);

@@ -16,6 +16,7 @@
 //! - [`checks`]: what must hold at the end of a run; [`report`]: the figures and the verdict.
 //! - [`run`]: one run behind `catch_unwind`, and the parallel seed sweep.
 //! - [`side`]: the side-accounting hook for a counting allocator.
+//! - [`scenarios`]: the rate-control tables (utilization grid, fairness, policies, node cap).
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod net;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod scenarios;
 pub mod side;
 
 pub use report::{Failure, RunReport};

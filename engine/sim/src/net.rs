@@ -107,6 +107,66 @@ pub enum Fate {
     },
 }
 
+/// Width of the queuing-delay histogram's fine buckets, and how many there are (to 100 ms).
+const QD_FINE_NS: u64 = 10_000;
+const QD_FINE: usize = 10_000;
+/// Coarse buckets of 1 ms beyond, to 10 s; longer waits land in the last one.
+const QD_COARSE_NS: u64 = 1_000_000;
+const QD_COARSE: usize = 9_900;
+
+/// Queuing delay met by every datagram the link accepted (the wait before its serialization
+/// starts): mean and percentiles, from a fixed-size histogram.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueDelayStats {
+    count: u64,
+    sum_ns: u128,
+    buckets: Vec<u64>,
+}
+
+impl QueueDelayStats {
+    fn record(&mut self, wait: Duration) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; QD_FINE + QD_COARSE];
+        }
+        let ns = wait.as_nanos();
+        let i = if ns < QD_FINE_NS * QD_FINE as u64 {
+            (ns / QD_FINE_NS) as usize
+        } else {
+            (QD_FINE + ((ns - QD_FINE_NS * QD_FINE as u64) / QD_COARSE_NS) as usize)
+                .min(QD_FINE + QD_COARSE - 1)
+        };
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.sum_ns += u128::from(ns);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn mean(&self) -> Duration {
+        Duration::from_nanos((self.sum_ns / u128::from(self.count.max(1))) as u64)
+    }
+
+    /// The upper edge of the bucket holding the `p`-th percentile (0–100).
+    pub fn percentile(&self, p: f64) -> Duration {
+        let want = ((self.count as f64) * p / 100.0).ceil() as u64;
+        let mut seen = 0;
+        for (i, &b) in self.buckets.iter().enumerate() {
+            seen += b;
+            if seen >= want.max(1) {
+                let edge = if i < QD_FINE {
+                    (i as u64 + 1) * QD_FINE_NS
+                } else {
+                    QD_FINE_NS * QD_FINE as u64 + (i - QD_FINE + 1) as u64 * QD_COARSE_NS
+                };
+                return Duration::from_nanos(edge);
+            }
+        }
+        Duration::ZERO
+    }
+}
+
 /// Counters of one link.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkStats {
@@ -129,6 +189,7 @@ pub struct Link {
     busy_until: Instant,
     in_bad_state: bool,
     stats: LinkStats,
+    queue_delay: QueueDelayStats,
 }
 
 impl Link {
@@ -139,6 +200,7 @@ impl Link {
             busy_until: Instant::ZERO,
             in_bad_state: false,
             stats: LinkStats::default(),
+            queue_delay: QueueDelayStats::default(),
         }
     }
 
@@ -148,6 +210,10 @@ impl Link {
 
     pub fn stats(&self) -> &LinkStats {
         &self.stats
+    }
+
+    pub fn queue_delay(&self) -> &QueueDelayStats {
+        &self.queue_delay
     }
 
     /// Time to serialize `bytes` at the link rate.
@@ -176,6 +242,7 @@ impl Link {
             return Fate::Dropped(DropReason::QueueFull);
         }
         self.stats.ip_bytes += ip_len;
+        self.queue_delay.record(self.busy_until.saturating_since(now));
         let start = self.busy_until.max(now);
         self.busy_until = start + self.serialization(ip_len);
         if let Some(d) = self.wire_loss() {

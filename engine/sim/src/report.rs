@@ -63,6 +63,10 @@ pub struct RunReport {
     pub steps: u64,
     /// File bytes the sender sent again.
     pub resent_bytes: u64,
+    /// File bytes the receiver got more than once (redundant resends).
+    pub duplicate_bytes: u64,
+    /// Queuing delay at the forward (sender → receiver) bottleneck, per datagram.
+    pub queue_delay: crate::net::QueueDelayStats,
     /// Datagrams transmitted by both sides, each with a sequence number checked to be unique
     /// per (direction, shard): no (key, IV/nonce) pair repeated.
     pub transmitted: u64,

@@ -13,6 +13,7 @@ use crate::disk::{DiskConfig, FatalFault, FaultOp};
 use crate::net::{GilbertElliott, LinkConfig};
 use crate::side::Side;
 use haul_proto::crypto::SuiteId;
+use haul_proto::rate::Policy;
 use haul_proto::rng::Rng;
 use haul_proto::session::{DiskError, Role};
 use haul_proto::time::Duration;
@@ -58,6 +59,9 @@ pub struct Scenario {
     pub window_bytes: u64,
     /// Sender's target rate, bits per second at the IP layer.
     pub rate_bps: u64,
+    /// Sender's rate policy: `Fixed` for seeded runs (they test the protocol, not the
+    /// controller); the rate scenarios (`crate::scenarios`) choose the adaptive policies.
+    pub policy: Policy,
     pub files: Vec<FileSpec>,
     /// Sender → receiver link.
     pub forward: LinkConfig,
@@ -87,6 +91,7 @@ impl Scenario {
             block_size_log2: 16,
             window_bytes: 256 << 10,
             rate_bps: 80_000_000,
+            policy: Policy::Fixed,
             files: vec![FileSpec { size: 1 << 20, kind: FileKind::Stored }],
             forward: link.clone(),
             reverse: link,

@@ -1,4 +1,5 @@
-//! Rate control: the trait the session drives, and the fixed-rate controller.
+//! Rate control: the trait the session drives, the fixed-rate controller, the adaptive
+//! delay-based controller (policies high, fair, low) and the node-wide cap.
 //!
 //! The sender's shard calls `on_send` for every datagram it transmits and `on_feedback` for every
 //! authenticated feedback datagram; it paces by [`RateController::rate_bps`]. Controllers are
@@ -8,9 +9,23 @@
 //! the IP and UDP header bytes to every datagram it reports, so a rate means the same thing on
 //! the simulator's link, the emulator's link and a real NIC.
 
+mod adaptive;
 mod fixed;
+mod nodecap;
+#[cfg(test)]
+mod proptests;
 
+pub use adaptive::{ALPHA_TIME, AdaptiveRate, GAIN, STARTUP_EXIT_QUEUE};
 pub use fixed::FixedRate;
+pub use nodecap::{MAX_CAP_SESSIONS, NodeCap, NodeCapError, NodeCapShare};
+
+/// The controller a session with `policy` uses: fixed rate, or the adaptive controller.
+pub fn controller_for(policy: Policy, limits: RateLimits) -> Box<dyn RateController> {
+    match policy {
+        Policy::Fixed => Box::new(FixedRate::new(limits)),
+        p => Box::new(AdaptiveRate::new(p, limits)),
+    }
+}
 
 use crate::time::{Duration, Instant};
 

@@ -1,7 +1,9 @@
 //! The coordinators (docs/PROTOCOL.md §6.5): what spans shards.
 //!
 //! The sender's coordinator merges block hashes into file checksums and has shard 0 announce
-//! each finished file; it owns the rate controller and shares the rate among shards. The
+//! each finished file; it owns the rate controller (fixed or adaptive, by policy), applies the
+//! node cap if the session has one, detects a feedback blackout (no feedback for
+//! [`silence_after`]) and shares the rate among shards. The
 //! receiver's coordinator merges the hashes of blocks read back from disk, compares each file's
 //! checksum with the sender's, has the driver finalize verified files (fsync, attributes,
 //! rename), and acknowledges them. Each decides its side's [`Outcome`] once, and it never
@@ -9,8 +11,8 @@
 
 use super::*;
 use crate::checksum::{FileHasher, Hash};
-use crate::rate::{FixedRate, RateController};
-use crate::time::Instant;
+use crate::rate::{NodeCapShare, RateController, controller_for};
+use crate::time::{Duration, Instant};
 use std::collections::VecDeque;
 
 /// Most commands queued for shards; more is our bug, reported as an abort.
@@ -84,6 +86,19 @@ pub struct SenderCoordinator {
     acked_count: u32,
     rate: Box<dyn RateController>,
     shard_rate_bps: u64,
+    node_cap: Option<NodeCapShare>,
+    /// Last feedback (or the start): silence is measured from here.
+    last_feedback: Instant,
+    /// The RTT the last feedback carried (the initial guess before any).
+    rtt: Duration,
+}
+
+/// Floor of the blackout threshold.
+pub const MIN_SILENCE: Duration = Duration::from_millis(200);
+
+/// No feedback for this long while sending is a blackout: `max(4 RTT, 200 ms)`.
+pub fn silence_after(rtt: Duration) -> Duration {
+    rtt.saturating_mul(4).max(MIN_SILENCE)
 }
 
 impl SenderCoordinator {
@@ -96,8 +111,11 @@ impl SenderCoordinator {
             acked: vec![false; m.file_count() as usize],
             acked_count: 0,
             hashers,
-            rate: Box::new(FixedRate::new(params.rate)),
+            rate: controller_for(params.policy, params.rate),
             shard_rate_bps: 0,
+            node_cap: None,
+            last_feedback: now,
+            rtt: params.initial_rtt,
             layout,
         };
         me.share_rate(now);
@@ -117,8 +135,13 @@ impl SenderCoordinator {
         self.c.send(0, ShardCommand::SendFileDone { file, size, hash });
     }
 
+    /// Share the session's rate (capped by the node cap, if any) equally among the shards.
     fn share_rate(&mut self, _now: Instant) {
-        let per_shard = (self.rate.rate_bps() / u64::from(self.c.shards)).max(1);
+        let mut rate = self.rate.rate_bps();
+        if let Some(cap) = &self.node_cap {
+            rate = cap.allowed_bps(rate);
+        }
+        let per_shard = (rate / u64::from(self.c.shards)).max(1);
         if per_shard != self.shard_rate_bps {
             self.shard_rate_bps = per_shard;
             for s in 0..self.c.shards {
@@ -141,10 +164,15 @@ impl SenderCoordinator {
                 }
             }
             ShardEvent::Feedback(sample) => {
+                self.last_feedback = now;
+                self.rtt = sample.rtt;
                 self.rate.on_feedback(now, &sample);
                 self.share_rate(now);
             }
-            ShardEvent::Sent { ip_bytes } => self.rate.on_send(now, ip_bytes),
+            ShardEvent::Sent { ip_bytes } => {
+                self.rate.on_send(now, ip_bytes);
+                self.check_silence(now);
+            }
             ShardEvent::PeerFileAck { file, verified } => {
                 if !verified {
                     self.c.abort_all(AbortReason::ChecksumMismatch, None, Some(file));
@@ -169,6 +197,27 @@ impl SenderCoordinator {
 
     pub fn poll_command(&mut self) -> Option<(u8, ShardCommand)> {
         self.c.commands.pop_front()
+    }
+
+    /// We are sending: if feedback has been silent for [`silence_after`], tell the controller
+    /// (once per silence period: the clock restarts) and reshare. Also picks up node-cap
+    /// changes made by other sessions.
+    fn check_silence(&mut self, now: Instant) {
+        let silence = now.saturating_since(self.last_feedback);
+        let silent = silence >= silence_after(self.rtt);
+        if silent {
+            self.rate.on_silence(now, silence);
+            self.last_feedback = now;
+        }
+        if silent || self.node_cap.is_some() {
+            self.share_rate(now);
+        }
+    }
+
+    /// Put this session under a node-wide cap (replacing any earlier one).
+    pub fn set_node_cap(&mut self, now: Instant, share: NodeCapShare) {
+        self.node_cap = Some(share);
+        self.share_rate(now);
     }
 
     pub fn set_limits(&mut self, now: Instant, limits: RateLimits) {
@@ -364,5 +413,72 @@ impl ReceiverCoordinator {
     /// `file`'s checksum as read back from disk, once every block of it was.
     pub fn file_hash(&self, file: u32) -> Option<Hash> {
         self.files.get(file as usize).and_then(|f| f.hasher.root())
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+    use crate::rate::{FeedbackSample, NodeCap, Policy};
+    use std::sync::Arc;
+
+    fn coordinator(policy: Policy) -> SenderCoordinator {
+        let mut p = SessionParams::new(1, crate::crypto::SuiteId::Aes128CfbCmac);
+        p.shards = 2;
+        p.policy = policy;
+        p.rate = RateLimits { min_bps: 0, target_bps: 400_000_000 };
+        let files = vec![FileEntry { name: "f".into(), size: 1 << 20, mode: 0o644, mtime_ns: 0 }];
+        let m = Manifest::new(files, 16).unwrap();
+        let layout = Layout::new(Arc::new(m), 2).unwrap();
+        SenderCoordinator::new(&p, layout, Instant::ZERO).unwrap()
+    }
+
+    fn last_shard_rate(c: &mut SenderCoordinator) -> Option<u64> {
+        let mut last = None;
+        while let Some((_, cmd)) = c.poll_command() {
+            if let ShardCommand::SetRate { bps } = cmd {
+                last = Some(bps);
+            }
+        }
+        last
+    }
+
+    #[test]
+    fn policy_selects_the_controller_and_rate_is_shared_per_shard() {
+        let mut fixed = coordinator(Policy::Fixed);
+        assert_eq!(last_shard_rate(&mut fixed), Some(200_000_000));
+        let mut fair = coordinator(Policy::Fair);
+        assert_eq!(fair.rate_bps(), 100_000_000, "adaptive starts at a quarter of the target");
+        assert_eq!(last_shard_rate(&mut fair), Some(50_000_000));
+    }
+
+    #[test]
+    fn silent_feedback_is_a_blackout_and_halves_the_rate() {
+        let mut c = coordinator(Policy::Fair);
+        let fb = FeedbackSample {
+            rtt: Duration::from_millis(50),
+            queuing_delay: Duration::ZERO,
+            recv_rate_bps: 0,
+            loss_fraction: 0.0,
+        };
+        c.handle_event(Instant::ZERO, 0, ShardEvent::Feedback(fb));
+        let before = c.rate_bps();
+        // 150 ms of sending without feedback: under max(4 RTT, 200 ms), nothing happens.
+        c.handle_event(Instant::from_nanos(150_000_000), 0, ShardEvent::Sent { ip_bytes: 1500 });
+        assert_eq!(c.rate_bps(), before);
+        c.handle_event(Instant::from_nanos(201_000_000), 0, ShardEvent::Sent { ip_bytes: 1500 });
+        assert_eq!(c.rate_bps(), before / 2);
+    }
+
+    #[test]
+    fn node_cap_bounds_what_the_shards_are_given() {
+        let cap = NodeCap::new(120_000_000);
+        let mut a = coordinator(Policy::Fixed);
+        let mut b = coordinator(Policy::Fixed);
+        a.set_node_cap(Instant::ZERO, cap.join().unwrap());
+        b.set_node_cap(Instant::ZERO, cap.join().unwrap());
+        a.handle_event(Instant::ZERO, 0, ShardEvent::Sent { ip_bytes: 1 });
+        assert_eq!(last_shard_rate(&mut a), Some(30_000_000));
+        assert_eq!(last_shard_rate(&mut b), Some(30_000_000));
     }
 }

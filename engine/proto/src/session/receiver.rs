@@ -93,6 +93,12 @@ pub struct ReceiverShard {
     phase: Phase,
     idle_timeout: Duration,
     naks_buf: Vec<(u64, u64)>,
+    /// Where the next NAK starts listing holes (issue 4): a NAK holds at most
+    /// `MAX_NAK_RANGES` holes, and always listing the lowest ones starved every hole above
+    /// them while those were being resent (the sender ignores a NAK of a range it resent
+    /// within a round trip), capping recovery at 64 holes per RTT. The cursor rotates
+    /// through all holes instead.
+    nak_cursor: u64,
 }
 
 fn receiver_accepts(t: PacketType) -> bool {
@@ -162,6 +168,7 @@ impl ReceiverShard {
             phase: Phase::Active,
             idle_timeout: params.idle_timeout,
             naks_buf: Vec::with_capacity(MAX_NAK_RANGES),
+            nak_cursor: 0,
             layout,
         };
         me.advance_cum_ack();
@@ -695,18 +702,20 @@ impl ReceiverShard {
             return;
         }
         self.naks_buf.clear();
-        for gap in self.received.gaps(self.cum_ack..eligible) {
-            for hole in self.pending.gaps(gap) {
-                self.naks_buf.push((hole.start, hole.end));
-                if self.naks_buf.len() == MAX_NAK_RANGES {
-                    break;
-                }
-            }
-            if self.naks_buf.len() == MAX_NAK_RANGES {
-                // Send what fits; later intervals cover the rest.
-                break;
-            }
+        let from = if self.nak_cursor > self.cum_ack && self.nak_cursor < eligible {
+            self.nak_cursor
+        } else {
+            self.cum_ack
+        };
+        self.collect_holes(from..eligible);
+        if from > self.cum_ack {
+            self.collect_holes(self.cum_ack..from);
         }
+        // Full: the next NAK goes on after the last hole listed; otherwise it starts over.
+        self.nak_cursor = match self.naks_buf.last() {
+            Some(&(_, end)) if self.naks_buf.len() == MAX_NAK_RANGES => end,
+            _ => self.cum_ack,
+        };
         if self.naks_buf.is_empty() {
             return;
         }
@@ -716,6 +725,19 @@ impl ReceiverShard {
 }
 
 impl ReceiverShard {
+    /// Append the holes (not received, not pending a write) in `range` to `naks_buf`, up to
+    /// `MAX_NAK_RANGES` in all.
+    fn collect_holes(&mut self, range: core::ops::Range<u64>) {
+        for gap in self.received.gaps(range) {
+            for hole in self.pending.gaps(gap) {
+                if self.naks_buf.len() == MAX_NAK_RANGES {
+                    return;
+                }
+                self.naks_buf.push((hole.start, hole.end));
+            }
+        }
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.phase {
             Phase::Closed | Phase::Aborting(_) | Phase::Completing => return,

@@ -99,6 +99,10 @@ pub struct SenderShard {
     last_progress: Instant,
     probe_backoff: u32,
     sent_ip_bytes: u64,
+    /// File bytes sent (first pass and resends) since the last feedback sample.
+    fb_sent_bytes: u64,
+    /// Bytes newly NAKed (not already waiting for a resend) since the last feedback sample.
+    fb_naked_bytes: u64,
     events: VecDeque<ShardEvent>,
     file_done: BTreeMap<u32, (u64, crate::checksum::Hash, Option<Instant>)>,
     phase: Phase,
@@ -166,6 +170,8 @@ impl SenderShard {
             last_progress: now,
             probe_backoff: 0,
             sent_ip_bytes: 0,
+            fb_sent_bytes: 0,
+            fb_naked_bytes: 0,
             events: VecDeque::new(),
             file_done: BTreeMap::new(),
             phase: Phase::Active,
@@ -585,6 +591,7 @@ impl SenderShard {
             self.ep.stats.data_bytes_resent += len;
             self.recent.insert(pos, (pos + len, now));
         }
+        self.fb_sent_bytes += len;
         let dlen = body + len as usize + crate::crypto::TAG_LEN;
         self.ep.sent(now);
         self.sent_ip_bytes += dlen as u64 + self.ip_overhead;
@@ -662,7 +669,7 @@ impl SenderShard {
             }
         }
         for r in want.iter() {
-            self.resend.insert(r);
+            self.fb_naked_bytes += self.resend.insert(r);
         }
     }
 
@@ -710,11 +717,16 @@ impl SenderShard {
             _ => 0,
         };
         self.last_feedback = Some((now, fb.recv_bytes));
+        // Loss: bytes newly NAKed over bytes sent since the last sample (§7.2); reported, not
+        // acted on by the controllers (random loss is not congestion).
+        let naked = core::mem::take(&mut self.fb_naked_bytes);
+        let sent = core::mem::take(&mut self.fb_sent_bytes);
+        let loss_fraction = if sent == 0 { 0.0 } else { (naked as f64 / sent as f64).min(1.0) };
         let sample = FeedbackSample {
             rtt: self.srtt,
             queuing_delay: Duration::from_micros(queuing_us),
             recv_rate_bps,
-            loss_fraction: 0.0,
+            loss_fraction,
         };
         self.push_event(ShardEvent::Feedback(sample));
     }

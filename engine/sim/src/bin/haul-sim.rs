@@ -15,6 +15,7 @@ use haul_sim::attacker::AttackStats;
 use haul_sim::net::{GilbertElliott, LinkConfig};
 use haul_sim::report::{attacks_text, rejects_text};
 use haul_sim::scenario::{FileKind, FileSpec};
+use haul_sim::scenarios::{self, grid};
 use haul_sim::{Failure, RunReport, Scenario, run_scenario, run_seed, sweep};
 use std::process::ExitCode;
 
@@ -47,6 +48,41 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         jobs: usize,
     },
+    /// The utilization grid (link × RTT × loss) with the adaptive controller; prints a table.
+    Grid {
+        /// Only cells whose link (Mbit/s), RTT (ms) and loss (%) are in these lists, e.g.
+        /// `--links 100,1000 --rtts 200 --losses 0,5`.
+        #[arg(long, value_delimiter = ',')]
+        links: Vec<u64>,
+        #[arg(long, value_delimiter = ',')]
+        rtts: Vec<u64>,
+        #[arg(long, value_delimiter = ',')]
+        losses: Vec<u64>,
+        /// File size in bandwidth-delay products (the issue asks for at least 50).
+        #[arg(long, default_value_t = 50)]
+        bdps: u64,
+        #[arg(long, default_value = "fair")]
+        policy: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+    },
+    /// Fair flows sharing a bottleneck: Jain's index over time and combined utilization.
+    Fairness {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// High vs fair, low alone, low vs fair, low vs TCP-like, fair vs TCP-like.
+    Policies {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Three sessions under one node cap.
+    Nodecap {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Run one medium transfer over a lossy long link and print a readable summary.
     Demo {
         #[arg(long, default_value_t = 1)]
@@ -60,6 +96,22 @@ fn main() -> Result<ExitCode> {
         (Some(Cmd::Run { seed, verbose }), _) => cmd_run(seed, verbose),
         (Some(Cmd::Sweep { seeds, start, jobs }), _) => cmd_sweep(start, seeds, jobs),
         (Some(Cmd::Demo { seed }), _) => cmd_demo(seed),
+        (Some(Cmd::Grid { links, rtts, losses, bdps, policy, seed, jobs }), _) => {
+            cmd_grid(&links, &rtts, &losses, bdps, &policy, seed, jobs)
+        }
+        (Some(Cmd::Fairness { seed }), _) => {
+            let mut ok = true;
+            for n in [2, 4] {
+                ok &= print_table(scenarios::fairness::fair_flows(n, seed));
+            }
+            exit(ok)
+        }
+        (Some(Cmd::Policies { seed }), _) => {
+            let a = print_table(scenarios::fairness::high_vs_fair(seed));
+            let b = print_table(scenarios::fairness::policies(seed));
+            exit(a && b)
+        }
+        (Some(Cmd::Nodecap { seed }), _) => exit(print_table(scenarios::fairness::node_cap(seed))),
         (None, Some(seed)) => cmd_run(seed, false),
         (None, None) => {
             eprintln!("usage: haul-sim run --seed N | sweep --seeds N | demo (see --help)");
@@ -238,4 +290,77 @@ fn cmd_demo(seed: u64) -> ExitCode {
     );
     println!("result: {}", r.line());
     if r.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+fn print_table((lines, ok): (Vec<String>, bool)) -> bool {
+    for l in lines {
+        println!("{l}");
+    }
+    ok
+}
+
+/// The grid cells the filters keep, run on `jobs` threads, printed in grid order.
+fn cmd_grid(
+    links: &[u64],
+    rtts: &[u64],
+    losses: &[u64],
+    bdps: u64,
+    policy: &str,
+    seed: u64,
+    jobs: usize,
+) -> ExitCode {
+    let Some(policy) = haul_proto::rate::Policy::from_name(policy) else {
+        eprintln!("unknown policy {policy} (fixed, high, fair, low)");
+        return ExitCode::from(2);
+    };
+    let keep = |list: &[u64], v: u64| list.is_empty() || list.contains(&v);
+    let mut cells = Vec::new();
+    for link in grid::LINKS_BPS {
+        for rtt in grid::RTTS_MS {
+            for loss in grid::LOSSES_PCT {
+                if keep(links, link / 1_000_000) && keep(rtts, rtt) && keep(losses, loss) {
+                    cells.push(grid::Cell {
+                        link_bps: link,
+                        rtt_ms: rtt,
+                        loss_pct: loss,
+                        policy,
+                        bdps,
+                        seed,
+                    });
+                }
+            }
+        }
+    }
+    println!("{}", grid::header());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(vec![None; cells.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, 16) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(c) = cells.get(i) else { break };
+                    let r = grid::run_cell(c);
+                    println!("{}", grid::row(&r));
+                    if let Ok(mut v) = results.lock() {
+                        v[i] = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_default();
+    println!("-- in grid order --");
+    let mut all = true;
+    for r in results.iter().flatten() {
+        println!("{}", grid::row(r));
+        all &= r.passes();
+    }
+    let passed = results.iter().flatten().filter(|r| r.passes()).count();
+    println!("{passed} of {} cells pass", results.len());
+    exit(all)
 }

@@ -1,0 +1,222 @@
+//! The adaptive, delay-based controller (docs/PROTOCOL.md §7): policies high, fair and low.
+//!
+//! It is a rate-paced form of FAST TCP's window law. From each feedback sample it takes the
+//! smoothed RTT and the queuing delay `q` (this interval's smallest one-way delay minus the
+//! smallest ever seen), keeps a *virtual window* `w` (bits) and paces at `x = w / (base + q̂)`:
+//! - `w += γ · dt/rtt · (α − x·q)`: each flow aims to keep `α` bits of its own in the
+//!   bottleneck queue, so flows that share a queue converge to rates in the ratio of their `α`
+//!   (equal for fair flows, whatever their RTT); high has 2α, low α/8 (it yields);
+//! - dividing by `base + q̂` makes the rate fall at once when the queue grows; `q̂` adds to the
+//!   measured queue what this flow sent beyond its delivered rate in the last RTT (a predictor
+//!   for the one-RTT feedback delay), which keeps the loop stable at long RTTs;
+//! - loss is not an input: random loss does not lower the rate; rising delay does.
+//!
+//! `α` is [`ALPHA_TIME`] of traffic at the target rate, so one fair flow alone keeps about
+//! `ALPHA_TIME · target / link` of queue (2.5 ms when the target is 1.25 × the link).
+//! Startup doubles the rate every RTT until the flow's own backlog reaches `α`, then sets the
+//! window to the delivered rate × base RTT, which drains what startup queued.
+//!
+//! Invariants: the rate is always within the (sanitized) limits and finite: every float that
+//! reaches it is checked and clamped; no clock is read (time is the `now` argument).
+
+use super::fixed::sanitize;
+use super::{FeedbackSample, Policy, RateController, RateLimits};
+use crate::time::{Duration, Instant};
+use std::collections::VecDeque;
+
+/// Most samples the predictor keeps (an RTT's worth at 2 ms feedback up to ~2 s RTT).
+const MAX_HISTORY: usize = 1024;
+/// A measured queue at least this long means the bottleneck is saturated (the predictor runs).
+const SATURATED_QUEUE: Duration = Duration::from_micros(200);
+
+/// Queue each fair flow aims to keep, as time at its target rate.
+pub const ALPHA_TIME: Duration = Duration::from_millis(2);
+/// Gain of the window law per RTT.
+pub const GAIN: f64 = 0.5;
+/// First rate, as a fraction of the target: the startup then doubles it every RTT.
+pub const INITIAL_TARGET_FRACTION: u64 = 4;
+/// Startup also ends when the queue passes this, whatever `α` says.
+pub const STARTUP_EXIT_QUEUE: Duration = Duration::from_millis(5);
+/// With an empty queue, the steady window grows by up to this share of itself per RTT (× GAIN).
+pub const PROBE_GROWTH: f64 = 0.125;
+/// Smallest RTT the law divides by (feedback of a same-host path can read 0).
+const MIN_RTT: Duration = Duration::from_millis(1);
+/// How much `α` the high and low policies have, relative to fair.
+const HIGH_ALPHA: f64 = 2.0;
+const LOW_ALPHA: f64 = 0.125;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Exponential growth until the flow's own queue shows.
+    Startup,
+    /// The window law.
+    Steady,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdaptiveRate {
+    policy: Policy,
+    limits: RateLimits,
+    mode: Mode,
+    rate_bps: u64,
+    /// Virtual window, bits; `None` until the first sample gives an RTT.
+    window_bits: Option<f64>,
+    /// Smallest RTT seen minus its queuing delay.
+    base_rtt: Duration,
+    last_feedback: Option<Instant>,
+    /// (when, bits sent since the previous sample) over the last RTT, for the predictor.
+    history: VecDeque<(Instant, f64)>,
+}
+
+impl AdaptiveRate {
+    /// A controller for `policy` (`Fixed` is accepted and behaves as fair: use
+    /// [`super::controller_for`] to get a fixed-rate one).
+    pub fn new(policy: Policy, limits: RateLimits) -> Self {
+        let limits = sanitize(limits);
+        let rate_bps =
+            (limits.target_bps / INITIAL_TARGET_FRACTION).clamp(limits.min_bps, limits.target_bps);
+        AdaptiveRate {
+            policy,
+            limits,
+            mode: Mode::Startup,
+            rate_bps: rate_bps.max(1),
+            window_bits: None,
+            base_rtt: Duration::MAX,
+            last_feedback: None,
+            history: VecDeque::new(),
+        }
+    }
+
+    /// Bits of its own this flow aims to keep queued.
+    fn alpha_bits(&self) -> f64 {
+        let factor = match self.policy {
+            Policy::High => HIGH_ALPHA,
+            Policy::Low => LOW_ALPHA,
+            Policy::Fair | Policy::Fixed => 1.0,
+        };
+        self.limits.target_bps as f64 * ALPHA_TIME.as_secs_f64() * factor
+    }
+
+    /// Set the rate from a window and an RTT, clamped to the limits; the window is pulled back
+    /// to what the clamped rate needs so it cannot wind up beyond the limits.
+    fn apply(&mut self, window_bits: f64, rtt_now: Duration) {
+        let rtt_s = rtt_now.max(MIN_RTT).as_secs_f64();
+        let lo = self.limits.min_bps.max(1) as f64;
+        let hi = self.limits.target_bps as f64;
+        let w = if window_bits.is_finite() { window_bits } else { self.rate_bps as f64 * rtt_s };
+        let x = (w / rtt_s).clamp(lo, hi);
+        self.window_bits = Some(x * rtt_s);
+        // In range [1, u64::MAX as f64] after the clamp, so the cast is exact enough.
+        self.rate_bps = (x as u64).clamp(self.limits.min_bps.max(1), self.limits.target_bps);
+    }
+
+    /// The queue as it will be once what we sent in the last RTT (not yet reflected in the
+    /// feedback) has reached the bottleneck: the measured queue plus our excess over the
+    /// delivered rate during that RTT (a Smith predictor for the feedback delay). Only while
+    /// the bottleneck is saturated (a queue shows); otherwise the measured queue.
+    fn predict_queue(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        dt: Duration,
+        q: Duration,
+        recv_bps: u64,
+    ) -> Duration {
+        let sent = self.rate_bps as f64 * dt.as_secs_f64();
+        if self.history.len() == MAX_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back((now, sent));
+        while self.history.front().is_some_and(|&(t, _)| now.saturating_since(t) > rtt) {
+            self.history.pop_front();
+        }
+        if q < SATURATED_QUEUE || recv_bps == 0 {
+            return q;
+        }
+        let span = self.history.front().map_or(Duration::ZERO, |&(t, _)| now.saturating_since(t));
+        let sum: f64 = self.history.iter().map(|&(_, b)| b).sum();
+        let excess = sum - recv_bps as f64 * span.as_secs_f64();
+        let extra_s = (excess / recv_bps as f64).clamp(0.0, rtt.as_secs_f64());
+        if extra_s.is_finite() { q + Duration::from_nanos((extra_s * 1e9) as u64) } else { q }
+    }
+
+    fn on_sample(&mut self, now: Instant, rtt: Duration, q: Duration, recv_rate_bps: u64) {
+        let rtt = rtt.max(MIN_RTT);
+        let q = q.min(rtt);
+        self.base_rtt = self.base_rtt.min(rtt.saturating_sub(q).max(MIN_RTT));
+        let dt = self.last_feedback.map_or(Duration::ZERO, |t| now.saturating_since(t)).min(rtt);
+        self.last_feedback = Some(now);
+        // The predicted queue sets the proportional response (what the rate is divided by);
+        // the measured one sets the backlog, and so the fixed point shared between flows.
+        let q_pred = self.predict_queue(now, rtt, dt, q, recv_rate_bps);
+        let rtt_now = self.base_rtt + q_pred;
+        let w = self.window_bits.unwrap_or(self.rate_bps as f64 * rtt_now.as_secs_f64());
+        let step = dt.as_secs_f64() / rtt.as_secs_f64();
+        let alpha = self.alpha_bits();
+        let backlog = self.rate_bps as f64 * q.as_secs_f64();
+        match self.mode {
+            Mode::Startup if backlog >= alpha || q >= STARTUP_EXIT_QUEUE => {
+                self.mode = Mode::Steady;
+                // The delivered rate is the bottleneck's (share); × base RTT is the window
+                // that drains the startup queue as the rate divides by base + q.
+                let delivered = if recv_rate_bps > 0 { recv_rate_bps } else { self.rate_bps };
+                let w_exit = (delivered as f64 * self.base_rtt.as_secs_f64()).min(w);
+                self.apply(w_exit, rtt_now);
+            }
+            Mode::Startup => self.apply(w * 2f64.powf(step), rtt_now),
+            Mode::Steady => {
+                let err = alpha - backlog;
+                // Below `α` the window also grows in proportion to itself (up to
+                // PROBE_GROWTH per RTT with an empty queue), so a large window refills
+                // the path in a few RTTs instead of by `α` per RTT; the fixed point
+                // (backlog = α) and so the sharing between flows are unchanged.
+                let up = if err > 0.0 { err.max(PROBE_GROWTH * w * err / alpha) } else { err };
+                let grown = w + GAIN * step * up;
+                let bound = 2f64.powf(step);
+                self.apply(grown.clamp(w / bound, w * bound), rtt_now);
+            }
+        }
+    }
+
+    /// In startup (exponential growth) rather than steady state.
+    pub fn is_starting(&self) -> bool {
+        self.mode == Mode::Startup
+    }
+}
+
+impl RateController for AdaptiveRate {
+    fn rate_bps(&self) -> u64 {
+        self.rate_bps
+    }
+
+    fn on_send(&mut self, _now: Instant, _ip_bytes: u64) {}
+
+    fn on_feedback(&mut self, now: Instant, sample: &FeedbackSample) {
+        self.on_sample(now, sample.rtt, sample.queuing_delay, sample.recv_rate_bps);
+    }
+
+    /// A blackout: halve the rate and start probing again once feedback returns.
+    fn on_silence(&mut self, _now: Instant, _silence: Duration) {
+        self.rate_bps =
+            (self.rate_bps / 2).clamp(self.limits.min_bps.max(1), self.limits.target_bps);
+        // The window is rebuilt from the rate at the next sample, under the RTT it brings.
+        self.window_bits = None;
+        self.mode = Mode::Startup;
+        self.last_feedback = None;
+    }
+
+    /// Effective at once: the next `rate_bps` is within the new limits.
+    fn set_limits(&mut self, _now: Instant, limits: RateLimits) {
+        self.limits = sanitize(limits);
+        self.rate_bps = self.rate_bps.clamp(self.limits.min_bps.max(1), self.limits.target_bps);
+        self.window_bits = None;
+    }
+
+    fn limits(&self) -> RateLimits {
+        self.limits
+    }
+
+    fn policy(&self) -> Policy {
+        self.policy
+    }
+}

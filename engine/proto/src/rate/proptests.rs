@@ -1,0 +1,180 @@
+//! Property tests of the controllers: random operation sequences keep every invariant
+//! (docs/PROTOCOL.md §7.6). Bounded: a few hundred cases of at most a few hundred operations.
+
+use super::*;
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Advance(u64),
+    Feedback { rtt_us: u64, q_us: u64, recv_bps: u64, loss: f64 },
+    Send(u64),
+    Silence(u64),
+    Limits { min_bps: u64, target_bps: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u64..2_000_000_000).prop_map(Op::Advance),
+        (
+            prop_oneof![Just(0u64), 0u64..2_000_000, Just(u64::MAX / 2_000)],
+            prop_oneof![Just(0u64), 0u64..500_000, Just(u64::MAX / 2_000)],
+            prop_oneof![Just(0u64), any::<u64>()],
+            prop_oneof![Just(0.0), Just(f64::NAN), Just(f64::INFINITY), -1.0f64..2.0],
+        )
+            .prop_map(|(rtt_us, q_us, recv_bps, loss)| Op::Feedback {
+                rtt_us,
+                q_us,
+                recv_bps,
+                loss
+            }),
+        any::<u64>().prop_map(Op::Send),
+        (0u64..10_000_000).prop_map(Op::Silence),
+        (
+            prop_oneof![Just(0u64), any::<u64>()],
+            prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()]
+        )
+            .prop_map(|(min_bps, target_bps)| Op::Limits { min_bps, target_bps }),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = Policy> {
+    prop_oneof![Just(Policy::Fixed), Just(Policy::High), Just(Policy::Fair), Just(Policy::Low)]
+}
+
+fn within(c: &dyn RateController) -> bool {
+    let l = c.limits();
+    let r = c.rate_bps();
+    r >= l.min_bps && r <= l.target_bps && r >= 1
+}
+
+fn fb(rtt_ms: u64, q_us: u64, recv_bps: u64) -> FeedbackSample {
+    FeedbackSample {
+        rtt: Duration::from_millis(rtt_ms),
+        queuing_delay: Duration::from_micros(q_us),
+        recv_rate_bps: recv_bps,
+        loss_fraction: 0.0,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_operations_keep_the_rate_within_limits(
+        p in policy(),
+        min_bps in 0u64..1_000_000_000,
+        target_bps in prop_oneof![Just(0u64), 1u64..100_000_000_000, Just(u64::MAX)],
+        ops in proptest::collection::vec(op(), 0..300),
+    ) {
+        let mut c = controller_for(p, RateLimits { min_bps, target_bps });
+        let mut now = Instant::ZERO;
+        prop_assert!(within(c.as_ref()));
+        for o in ops {
+            match o {
+                Op::Advance(ns) => now += Duration::from_nanos(ns),
+                Op::Feedback { rtt_us, q_us, recv_bps, loss } => {
+                    let s = FeedbackSample {
+                        rtt: Duration::from_micros(rtt_us),
+                        queuing_delay: Duration::from_micros(q_us),
+                        recv_rate_bps: recv_bps,
+                        loss_fraction: loss,
+                    };
+                    c.on_feedback(now, &s);
+                }
+                Op::Send(b) => c.on_send(now, b),
+                Op::Silence(us) => c.on_silence(now, Duration::from_micros(us)),
+                Op::Limits { min_bps, target_bps } => {
+                    c.set_limits(now, RateLimits { min_bps, target_bps });
+                }
+            }
+            prop_assert!(within(c.as_ref()), "rate {} limits {:?}", c.rate_bps(), c.limits());
+        }
+    }
+
+    /// After any history, a new limit holds at once (well within 2 RTT): the very next rate is
+    /// inside it, and stays inside across the next 2 RTT of feedback.
+    #[test]
+    fn a_live_limit_change_takes_effect_within_two_rtt(
+        p in policy(),
+        rtt_ms in 1u64..1_000,
+        warm in 0usize..200,
+        new_target in 1_000_000u64..10_000_000_000,
+        new_min_frac in 0u64..100,
+    ) {
+        let mut c = controller_for(p, RateLimits { min_bps: 0, target_bps: 10_000_000_000 });
+        let mut now = Instant::ZERO;
+        let step = Duration::from_millis(2);
+        for i in 0..warm {
+            now += step;
+            c.on_feedback(now, &fb(rtt_ms, (i as u64 * 37) % 3_000, 1_000_000_000));
+        }
+        let new = RateLimits { min_bps: new_target / 100 * new_min_frac, target_bps: new_target };
+        c.set_limits(now, new);
+        prop_assert!(c.rate_bps() <= new.target_bps && c.rate_bps() >= new.min_bps);
+        let end = now + Duration::from_millis(2 * rtt_ms);
+        while now < end {
+            now += step;
+            c.on_feedback(now, &fb(rtt_ms, 0, new.target_bps));
+            prop_assert!(c.rate_bps() <= new.target_bps && c.rate_bps() >= new.min_bps);
+        }
+    }
+
+    /// A blackout (silence, then feedback showing an empty queue again) is followed by a
+    /// return to the rate the path allows: back above 90% of the target within 8 RTT.
+    #[test]
+    fn it_recovers_after_a_blackout(
+        p in prop_oneof![Just(Policy::High), Just(Policy::Fair), Just(Policy::Low)],
+        rtt_ms in 5u64..1_000,
+        silences in 1usize..6,
+    ) {
+        let target = 1_000_000_000;
+        let mut c = controller_for(p, RateLimits { min_bps: 1_000_000, target_bps: target });
+        let mut now = Instant::ZERO;
+        for _ in 0..silences {
+            now += Duration::from_millis(4 * rtt_ms);
+            c.on_silence(now, Duration::from_millis(4 * rtt_ms));
+        }
+        prop_assert!(c.rate_bps() < target);
+        let end = now + Duration::from_millis(8 * rtt_ms);
+        let step = Duration::from_millis(2);
+        while now < end {
+            now += step;
+            c.on_feedback(now, &fb(rtt_ms, 0, c.rate_bps()));
+        }
+        prop_assert!(c.rate_bps() >= target / 10 * 9, "rate {} after recovery", c.rate_bps());
+    }
+}
+
+#[test]
+fn random_loss_alone_does_not_lower_the_rate() {
+    let mut c = AdaptiveRate::new(Policy::Fair, RateLimits { min_bps: 0, target_bps: 1 << 30 });
+    let mut now = Instant::ZERO;
+    let mut last = 0;
+    for _ in 0..2_000 {
+        now += Duration::from_millis(2);
+        let mut s = fb(100, 0, c.rate_bps());
+        s.loss_fraction = 0.1;
+        c.on_feedback(now, &s);
+        assert!(c.rate_bps() >= last);
+        last = c.rate_bps();
+    }
+    assert_eq!(last, 1 << 30);
+}
+
+#[test]
+fn rising_delay_lowers_the_rate() {
+    let mut c = AdaptiveRate::new(Policy::Fair, RateLimits { min_bps: 0, target_bps: 1 << 30 });
+    let mut now = Instant::ZERO;
+    for _ in 0..200 {
+        now += Duration::from_millis(2);
+        c.on_feedback(now, &fb(50, 0, c.rate_bps()));
+    }
+    let before = c.rate_bps();
+    for _ in 0..100 {
+        now += Duration::from_millis(2);
+        c.on_feedback(now, &fb(50, 20_000, before / 2));
+    }
+    assert!(c.rate_bps() < before / 2, "{} vs {before}", c.rate_bps());
+    assert!(!c.is_starting());
+}
