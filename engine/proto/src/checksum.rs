@@ -46,62 +46,6 @@ pub fn hash_block(data: &[u8], index: u64, block_size: u64, blocks_in_file: u64)
     BlockHash::Subtree(hasher.finalize_non_root())
 }
 
-/// A block hashed as its bytes arrive, in order (the receiver's fast path: no read-back).
-#[derive(Clone, Debug)]
-pub struct BlockHasher {
-    hasher: blake3::Hasher,
-    index: u64,
-    blocks_in_file: u64,
-    /// Bytes hashed so far.
-    len: u64,
-}
-
-impl BlockHasher {
-    pub fn new(index: u64, block_size: u64, blocks_in_file: u64) -> Self {
-        let mut hasher = blake3::Hasher::new();
-        if blocks_in_file > 1 {
-            hasher.set_input_offset(index.saturating_mul(block_size));
-        }
-        BlockHasher { hasher, index, blocks_in_file, len: 0 }
-    }
-
-    /// Start over for another block (a `blake3::Hasher` lives inline: no allocation).
-    pub fn restart(&mut self, index: u64, block_size: u64, blocks_in_file: u64) {
-        // Not `reset()`: it keeps the old input offset's chunk counter, which the hazmat
-        // offset then contradicts.
-        self.hasher = blake3::Hasher::new();
-        if blocks_in_file > 1 {
-            self.hasher.set_input_offset(index.saturating_mul(block_size));
-        }
-        self.index = index;
-        self.blocks_in_file = blocks_in_file;
-        self.len = 0;
-    }
-
-    pub fn update(&mut self, data: &[u8]) {
-        self.hasher.update(data);
-        self.len += data.len() as u64;
-    }
-
-    /// Bytes hashed so far.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The block's hash, as [`hash_block`] would give for the same bytes.
-    pub fn finish(&self) -> BlockHash {
-        if self.blocks_in_file <= 1 {
-            BlockHash::Root(*self.hasher.finalize().as_bytes())
-        } else {
-            BlockHash::Subtree(self.hasher.finalize_non_root())
-        }
-    }
-}
-
 /// The checksum of an empty file.
 pub fn empty_file_hash() -> Hash {
     *blake3::hash(&[]).as_bytes()
@@ -240,22 +184,6 @@ mod tests {
                     assert_eq!(file_hash_by_blocks(&data[..len], block_size, seed), want);
                 }
             }
-        }
-    }
-
-    #[test]
-    fn incremental_block_hash_equals_one_shot() {
-        let mut rng = Rng::new(3);
-        let mut data = vec![0u8; 8192];
-        rng.fill_bytes(&mut data);
-        let mut bh = BlockHasher::new(0, 4096, 1);
-        for (index, blocks) in [(0u64, 1u64), (1, 2), (3, 5)] {
-            bh.restart(index, 4096, blocks);
-            for chunk in data[..4096].chunks(1400) {
-                bh.update(chunk);
-            }
-            assert_eq!(bh.len(), 4096);
-            assert_eq!(bh.finish(), hash_block(&data[..4096], index, 4096, blocks));
         }
     }
 

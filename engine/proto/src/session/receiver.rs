@@ -82,9 +82,6 @@ pub struct ReceiverShard {
     quiet_intervals: u32,
     verified: RangeSet,
     verify_queue: VecDeque<u64>,
-    /// The block being hashed as its bytes arrive in order, and its hasher.
-    inline_block: Option<u64>,
-    inline: Box<crate::checksum::BlockHasher>,
     /// Blocks kept from an interrupted transfer, still to be read back and hashed.
     resumed: RangeSet,
     reads: Vec<VerifyRead>,
@@ -160,8 +157,6 @@ impl ReceiverShard {
             verified: RangeSet::new(),
             verify_queue: VecDeque::new(),
             resumed: RangeSet::new(),
-            inline_block: None,
-            inline: Box::new(crate::checksum::BlockHasher::new(0, 1 << 10, 1)),
             reads,
             events: VecDeque::new(),
             control: VecDeque::new(),
@@ -313,30 +308,10 @@ impl ReceiverShard {
         self.ep.stats.data_bytes_received += fresh_len;
         self.note_highest(now, end);
         let skip = (fresh.start - pos) as usize;
-        self.hash_inline(
-            &spot,
-            block_start,
-            fresh.start,
-            &payload[skip..skip + fresh_len as usize],
-        );
         RxOutcome::Write {
             file,
             offset: offset + skip as u64,
             payload: payload_at + skip..payload_at + skip + fresh_len as usize,
-        }
-    }
-
-    /// Hash the bytes of a block that arrive in order from its start, so a complete block
-    /// needs no read-back (§8). Anything out of order leaves the block to the read-back path.
-    fn hash_inline(&mut self, spot: &layout::Spot, block_start: u64, at: u64, data: &[u8]) {
-        let block = self.layout.block_size();
-        let blocks = self.layout.manifest().blocks_in(spot.file);
-        if at == block_start {
-            self.inline.restart(spot.block_in_file, block, blocks);
-            self.inline_block = Some(block_start);
-        }
-        if self.inline_block == Some(block_start) && at == block_start + self.inline.len() {
-            self.inline.update(data);
         }
     }
 
@@ -470,14 +445,6 @@ impl ReceiverShard {
             return;
         }
         self.verified.insert(start..start + self.layout.block_size());
-        if self.inline_block == Some(start) && self.inline.len() == spot.block_len {
-            // Every byte was hashed on arrival, in order: no need to read the block back.
-            self.inline_block = None;
-            let hash = self.inline.finish();
-            let (file, block_in_file) = (spot.file, spot.block_in_file);
-            self.push_event(ShardEvent::BlockHashed { file, block_in_file, hash });
-            return;
-        }
         if self.verify_queue.len() >= MAX_VERIFY_QUEUE {
             self.fail(AbortReason::ResourceLimit, None, None);
             return;
