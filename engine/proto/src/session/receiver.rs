@@ -10,7 +10,7 @@
 //! - Data beyond the advertised limit is refused: the sender cannot overrun us.
 //! - Memory grows with the number of holes, not the file size.
 
-use super::shared::{Checked, Endpoint, Phase, body_of};
+use super::shared::{Checked, Endpoint, Life, Phase, body_of};
 use super::*;
 use crate::checksum::hash_block;
 use crate::crypto::{MAX_BATCH, Suite};
@@ -26,8 +26,6 @@ pub use super::sender::RxDatagram;
 const MAX_CHECKPOINTS: usize = 512;
 /// Most completed blocks waiting to be read back and hashed.
 const MAX_VERIFY_QUEUE: usize = 1 << 16;
-/// Most events queued for the coordinator.
-const MAX_EVENTS: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ReadState {
@@ -85,9 +83,8 @@ pub struct ReceiverShard {
     /// Blocks kept from an interrupted transfer, still to be read back and hashed.
     resumed: RangeSet,
     reads: Vec<VerifyRead>,
-    events: VecDeque<ShardEvent>,
     control: VecDeque<Ctl>,
-    phase: Phase,
+    life: Life,
     idle_timeout: Duration,
     naks_buf: Vec<(u64, u64)>,
     /// Where the next NAK starts listing holes (issue 4): a NAK holds at most
@@ -158,9 +155,8 @@ impl ReceiverShard {
             verify_queue: VecDeque::new(),
             resumed: RangeSet::new(),
             reads,
-            events: VecDeque::new(),
             control: VecDeque::new(),
-            phase: Phase::Active,
+            life: Life::new(),
             idle_timeout: params.idle_timeout,
             naks_buf: Vec::with_capacity(MAX_NAK_RANGES),
             nak_cursor: 0,
@@ -178,7 +174,7 @@ impl ReceiverShard {
     pub fn debug_state(&self) -> String {
         format!(
             "phase={:?} cum_ack={} limit={} highest={} end={} received={:?} pending={:?} verify_q={}",
-            self.phase,
+            self.life.phase,
             self.cum_ack,
             self.limit,
             self.highest,
@@ -190,7 +186,7 @@ impl ReceiverShard {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.phase.is_closed()
+        self.life.phase.is_closed()
     }
 
     /// Every position of the slice is on disk.
@@ -199,21 +195,7 @@ impl ReceiverShard {
     }
 
     pub fn poll_event(&mut self) -> Option<ShardEvent> {
-        self.events.pop_front()
-    }
-
-    fn push_event(&mut self, ev: ShardEvent) {
-        if self.events.len() < MAX_EVENTS {
-            self.events.push_back(ev);
-        } else {
-            self.fail(AbortReason::ResourceLimit, None, None);
-        }
-    }
-
-    fn fail(&mut self, reason: AbortReason, disk: Option<DiskError>, file: Option<u32>) {
-        if self.phase.abort(reason) {
-            self.events.push_back(ShardEvent::Aborted { reason, by_peer: false, disk, file });
-        }
+        self.life.pop()
     }
 
     pub fn handle_command(&mut self, now: Instant, cmd: ShardCommand) {
@@ -225,13 +207,13 @@ impl ReceiverShard {
             }
             ShardCommand::SendComplete => {
                 // Say Complete until the peer answers, for a bounded time (the linger).
-                self.phase.linger(now);
+                self.life.phase.linger(now);
                 self.control.push_back(Ctl::Body(Body::Complete));
             }
             ShardCommand::Abort { reason } => {
-                self.phase.abort(reason);
+                self.life.phase.abort(reason);
             }
-            ShardCommand::Close => self.phase.close_if_active(),
+            ShardCommand::Close => self.life.phase.close_if_active(),
             ShardCommand::SetRate { .. } | ShardCommand::SendFileDone { .. } => {}
         }
     }
@@ -241,7 +223,7 @@ impl ReceiverShard {
 
 impl ReceiverShard {
     pub fn handle_datagrams(&mut self, now: Instant, batch: &mut [RxDatagram<'_>]) {
-        if self.phase.is_closed() {
+        if self.life.phase.is_closed() {
             for d in batch.iter_mut() {
                 d.outcome = RxOutcome::Rejected(Reject::WrongSession);
             }
@@ -371,21 +353,15 @@ impl ReceiverShard {
                 if self.layout.manifest().file(file).is_none_or(|f| f.size != size) {
                     return RxOutcome::Rejected(Reject::BadBody);
                 }
-                self.push_event(ShardEvent::PeerFileDone { file, size, hash });
+                self.life.push(ShardEvent::PeerFileDone { file, size, hash });
             }
             Body::Complete => {
-                self.push_event(ShardEvent::PeerComplete);
-                if matches!(self.phase, Phase::Lingering { .. }) {
-                    self.phase.close();
+                self.life.push(ShardEvent::PeerComplete);
+                if matches!(self.life.phase, Phase::Lingering { .. }) {
+                    self.life.phase.close();
                 }
             }
-            Body::Abort { reason } => {
-                let reason = AbortReason::from_u16(reason);
-                if self.phase.peer_aborted() {
-                    let ev = ShardEvent::Aborted { reason, by_peer: true, disk: None, file: None };
-                    self.events.push_back(ev);
-                }
-            }
+            Body::Abort { reason } => self.life.peer_aborted(reason),
             Body::Keepalive => {}
             _ => return RxOutcome::Rejected(Reject::Reflected),
         }
@@ -417,9 +393,9 @@ impl ReceiverShard {
             }
             Err(e) if e.is_transient() => {}
             Err(DiskError::NoSpace) => {
-                self.fail(AbortReason::DiskFull, Some(DiskError::NoSpace), Some(file))
+                self.life.fail(AbortReason::DiskFull, Some(DiskError::NoSpace), Some(file))
             }
-            Err(e) => self.fail(AbortReason::DiskWriteFailed, Some(e), Some(file)),
+            Err(e) => self.life.fail(AbortReason::DiskWriteFailed, Some(e), Some(file)),
         }
     }
 
@@ -446,7 +422,7 @@ impl ReceiverShard {
         }
         self.verified.insert(start..start + self.layout.block_size());
         if self.verify_queue.len() >= MAX_VERIFY_QUEUE {
-            self.fail(AbortReason::ResourceLimit, None, None);
+            self.life.fail(AbortReason::ResourceLimit, None, None);
             return;
         }
         self.verify_queue.push_back(start);
@@ -482,7 +458,7 @@ impl ReceiverShard {
 
 impl ReceiverShard {
     pub fn poll_disk(&mut self) -> Option<DiskRead> {
-        if !self.phase.is_active() {
+        if !self.life.phase.is_active() {
             return None;
         }
         let i = match self.reads.iter().position(|r| r.state == ReadState::Queued) {
@@ -532,7 +508,7 @@ impl ReceiverShard {
         match result {
             Ok(0) if want > 0 => {
                 let file = r.file;
-                self.fail(AbortReason::DiskReadFailed, Some(DiskError::Missing), Some(file));
+                self.life.fail(AbortReason::DiskReadFailed, Some(DiskError::Missing), Some(file));
             }
             Ok(n) => {
                 r.filled += (n as u32).min(want);
@@ -545,12 +521,12 @@ impl ReceiverShard {
                 let data = &r.buf[..r.len as usize];
                 let hash = hash_block(data, r.block_in_file, self.layout.block_size(), blocks);
                 let (file, block_in_file) = (r.file, r.block_in_file);
-                self.push_event(ShardEvent::BlockHashed { file, block_in_file, hash });
+                self.life.push(ShardEvent::BlockHashed { file, block_in_file, hash });
             }
             Err(e) if e.is_transient() => r.state = ReadState::Queued,
             Err(e) => {
                 let file = r.file;
-                self.fail(AbortReason::DiskReadFailed, Some(e), Some(file));
+                self.life.fail(AbortReason::DiskReadFailed, Some(e), Some(file));
             }
         }
     }
@@ -566,7 +542,7 @@ impl ReceiverShard {
         stride: usize,
         lens: &mut [usize],
     ) -> usize {
-        if self.phase.is_closed() {
+        if self.life.phase.is_closed() {
             return 0;
         }
         if now >= self.next_feedback {
@@ -590,11 +566,11 @@ impl ReceiverShard {
                 }
                 Ok(_) => break,
                 Err(reason) => {
-                    self.fail(reason, None, None);
+                    self.life.fail(reason, None, None);
                     break;
                 }
             }
-            if self.phase.is_closed() {
+            if self.life.phase.is_closed() {
                 break;
             }
         }
@@ -602,9 +578,9 @@ impl ReceiverShard {
     }
 
     fn next_control(&mut self, now: Instant) -> Option<Ctl> {
-        match self.phase {
+        match self.life.phase {
             Phase::Aborting(reason) => {
-                self.phase.close();
+                self.life.phase.close();
                 return Some(Ctl::Body(Body::Abort { reason: reason as u16 }));
             }
             Phase::Closed => return None,
@@ -613,10 +589,10 @@ impl ReceiverShard {
         if let Some(ctl) = self.control.pop_front() {
             return Some(ctl);
         }
-        if let Phase::Lingering { since, last } = self.phase
+        if let Phase::Lingering { since, last } = self.life.phase
             && now.saturating_since(last) >= self.complete_every()
         {
-            self.phase = Phase::Lingering { since, last: now };
+            self.life.phase = Phase::Lingering { since, last: now };
             return Some(Ctl::Body(Body::Complete));
         }
         if now.saturating_since(self.ep.last_sent) >= self.idle_timeout.div(4) {
@@ -706,19 +682,19 @@ impl ReceiverShard {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        match self.phase {
+        match self.life.phase {
             Phase::Closed | Phase::Aborting(_) | Phase::Completing => return,
             Phase::Lingering { since, .. } => {
                 if now.saturating_since(since) >= self.linger() {
                     // The peer never answered our Complete: we are done anyway.
-                    self.phase.close();
+                    self.life.phase.close();
                 }
                 return;
             }
             Phase::Active => {}
         }
         if let Some(reason) = self.ep.idle_check(now, self.idle_timeout) {
-            self.fail(reason, None, None);
+            self.life.fail(reason, None, None);
         }
     }
 
@@ -731,7 +707,7 @@ impl ReceiverShard {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.phase {
+        match self.life.phase {
             Phase::Closed => return None,
             Phase::Aborting(_) => return Some(Instant::ZERO),
             Phase::Lingering { since, last } => {

@@ -9,7 +9,7 @@
 //!   the resend is in flight does not cause a redundant resend.
 //! - Memory grows with the number of holes and read slots, never with the file size.
 
-use super::shared::{Checked, DATA_OVERHEAD, Endpoint, Pacer, Phase, body_of};
+use super::shared::{Checked, DATA_OVERHEAD, Endpoint, Life, Pacer, Phase, body_of};
 use super::*;
 use crate::checksum::hash_block;
 use crate::crypto::{Job, MAX_BATCH, Suite};
@@ -18,7 +18,7 @@ use crate::rate::FeedbackSample;
 use crate::time::{Duration, Instant};
 use crate::wire::{Body, HEADER_LEN, PacketType, encode_data_prefix};
 use arrayvec::ArrayVec;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 /// One datagram handed to a shard, and what the shard made of it.
 #[derive(Debug)]
@@ -37,8 +37,6 @@ impl<'a> RxDatagram<'a> {
 const MAX_RESEND_READ: u64 = 256 << 10;
 /// Most files whose `FileDone` shard 0 keeps resending at once.
 const MAX_FILE_DONE_PENDING: usize = 4096;
-/// Most shard events queued for the coordinator.
-const MAX_EVENTS: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
@@ -103,9 +101,8 @@ pub struct SenderShard {
     fb_sent_bytes: u64,
     /// Bytes newly NAKed (not already waiting for a resend) since the last feedback sample.
     fb_naked_bytes: u64,
-    events: VecDeque<ShardEvent>,
     file_done: BTreeMap<u32, (u64, crate::checksum::Hash, Option<Instant>)>,
-    phase: Phase,
+    life: Life,
     idle_timeout: Duration,
     window_bytes: u64,
 }
@@ -172,9 +169,8 @@ impl SenderShard {
             sent_ip_bytes: 0,
             fb_sent_bytes: 0,
             fb_naked_bytes: 0,
-            events: VecDeque::new(),
             file_done: BTreeMap::new(),
-            phase: Phase::Active,
+            life: Life::new(),
             idle_timeout: params.idle_timeout,
             window_bytes: params.window_bytes,
             layout,
@@ -227,7 +223,7 @@ impl SenderShard {
             .collect();
         format!(
             "phase={:?} next_read={} next_new={} cum_ack={} limit={} end={} resend={:?} recent={} srtt={:?} slots=[{}]",
-            self.phase,
+            self.life.phase,
             self.next_read,
             self.next_new,
             self.cum_ack,
@@ -241,7 +237,7 @@ impl SenderShard {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.phase.is_closed()
+        self.life.phase.is_closed()
     }
 
     pub fn poll_event(&mut self) -> Option<ShardEvent> {
@@ -249,22 +245,7 @@ impl SenderShard {
             let ip_bytes = core::mem::take(&mut self.sent_ip_bytes);
             return Some(ShardEvent::Sent { ip_bytes });
         }
-        self.events.pop_front()
-    }
-
-    fn push_event(&mut self, ev: ShardEvent) {
-        if self.events.len() < MAX_EVENTS {
-            self.events.push_back(ev);
-        } else {
-            self.fail(AbortReason::ResourceLimit, None, None);
-        }
-    }
-
-    /// End the session locally; the reason is sent to the peer once.
-    fn fail(&mut self, reason: AbortReason, disk: Option<DiskError>, file: Option<u32>) {
-        if self.phase.abort(reason) {
-            self.events.push_back(ShardEvent::Aborted { reason, by_peer: false, disk, file });
-        }
+        self.life.pop()
     }
 
     pub fn handle_command(&mut self, _now: Instant, cmd: ShardCommand) {
@@ -274,14 +255,14 @@ impl SenderShard {
                 if self.file_done.len() < MAX_FILE_DONE_PENDING {
                     self.file_done.insert(file, (size, hash, None));
                 } else {
-                    self.fail(AbortReason::ResourceLimit, None, None);
+                    self.life.fail(AbortReason::ResourceLimit, None, None);
                 }
             }
-            ShardCommand::SendComplete => self.phase.complete(),
+            ShardCommand::SendComplete => self.life.phase.complete(),
             ShardCommand::Abort { reason } => {
-                self.phase.abort(reason);
+                self.life.phase.abort(reason);
             }
-            ShardCommand::Close => self.phase.close_if_active(),
+            ShardCommand::Close => self.life.phase.close_if_active(),
             ShardCommand::SendFileAck { .. } => {}
         }
     }
@@ -289,7 +270,7 @@ impl SenderShard {
     // ---- disk ----
 
     pub fn poll_disk(&mut self) -> Option<DiskRead> {
-        if !self.phase.is_active() {
+        if !self.life.phase.is_active() {
             return None;
         }
         self.plan_reads();
@@ -320,7 +301,7 @@ impl SenderShard {
         match result {
             Ok(0) if want > 0 => {
                 let file = s.file;
-                self.fail(AbortReason::DiskReadFailed, Some(DiskError::Missing), Some(file));
+                self.life.fail(AbortReason::DiskReadFailed, Some(DiskError::Missing), Some(file));
             }
             Ok(n) => {
                 s.filled += (n as u32).min(want);
@@ -332,7 +313,7 @@ impl SenderShard {
             Err(e) if e.is_transient() => s.state = SlotState::Queued,
             Err(e) => {
                 let file = s.file;
-                self.fail(AbortReason::DiskReadFailed, Some(e), Some(file));
+                self.life.fail(AbortReason::DiskReadFailed, Some(e), Some(file));
             }
         }
     }
@@ -349,7 +330,7 @@ impl SenderShard {
         );
         let ev =
             ShardEvent::BlockHashed { file: spot.file, block_in_file: spot.block_in_file, hash };
-        self.push_event(ev);
+        self.life.push(ev);
     }
 
     /// Queue reads: resends first (they hold back the cumulative ack), then the next block.
@@ -429,7 +410,7 @@ impl SenderShard {
         stride: usize,
         lens: &mut [usize],
     ) -> usize {
-        if self.phase.is_closed() || stride < self.datagram_size {
+        if self.life.phase.is_closed() || stride < self.datagram_size {
             return 0;
         }
         let max = lens.len().min(out.len() / stride).min(MAX_BATCH);
@@ -447,15 +428,15 @@ impl SenderShard {
                 }
                 Ok(_) => break,
                 Err(reason) => {
-                    self.fail(reason, None, None);
+                    self.life.fail(reason, None, None);
                     break;
                 }
             }
-            if self.phase.is_closed() {
+            if self.life.phase.is_closed() {
                 return n;
             }
         }
-        if !self.phase.is_active() {
+        if !self.life.phase.is_active() {
             return n;
         }
         let mut jobs: ArrayVec<Job<'_>, MAX_BATCH> = ArrayVec::new();
@@ -475,7 +456,7 @@ impl SenderShard {
                     jobs.push(Job::new(seq, HEADER_LEN, &mut chunk[..dlen]));
                 }
                 Err(reason) => {
-                    self.fail(reason, None, None);
+                    self.life.fail(reason, None, None);
                     break;
                 }
             }
@@ -486,13 +467,13 @@ impl SenderShard {
 
     /// The next control body due, if any (and marks it sent).
     fn next_control(&mut self, now: Instant) -> Option<Body<'static>> {
-        match self.phase {
+        match self.life.phase {
             Phase::Aborting(reason) => {
-                self.phase.close();
+                self.life.phase.close();
                 return Some(Body::Abort { reason: reason as u16 });
             }
             Phase::Completing => {
-                self.phase.close();
+                self.life.phase.close();
                 return Some(Body::Complete);
             }
             Phase::Closed | Phase::Lingering { .. } => return None,
@@ -637,17 +618,11 @@ impl SenderShard {
             Body::FileAck { file, status } => {
                 if self.file_done.remove(&file).is_some() {
                     let verified = status == crate::wire::FileStatus::Verified;
-                    self.push_event(ShardEvent::PeerFileAck { file, verified });
+                    self.life.push(ShardEvent::PeerFileAck { file, verified });
                 }
             }
-            Body::Complete => self.push_event(ShardEvent::PeerComplete),
-            Body::Abort { reason } => {
-                let reason = AbortReason::from_u16(reason);
-                if self.phase.peer_aborted() {
-                    let ev = ShardEvent::Aborted { reason, by_peer: true, disk: None, file: None };
-                    self.events.push_back(ev);
-                }
-            }
+            Body::Complete => self.life.push(ShardEvent::PeerComplete),
+            Body::Abort { reason } => self.life.peer_aborted(reason),
             Body::Keepalive => {}
             Body::Data { .. } | Body::FileDone { .. } => return Err(Reject::Reflected),
         }
@@ -728,7 +703,7 @@ impl SenderShard {
             recv_rate_bps,
             loss_fraction,
         };
-        self.push_event(ShardEvent::Feedback(sample));
+        self.life.push(ShardEvent::Feedback(sample));
     }
 }
 
@@ -736,11 +711,11 @@ impl SenderShard {
 
 impl SenderShard {
     pub fn handle_timeout(&mut self, now: Instant) {
-        if !self.phase.is_active() {
+        if !self.life.phase.is_active() {
             return;
         }
         if let Some(reason) = self.ep.idle_check(now, self.idle_timeout) {
-            self.fail(reason, None, None);
+            self.life.fail(reason, None, None);
             return;
         }
         if self.tail_probe_due(now) {
@@ -768,7 +743,7 @@ impl SenderShard {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.phase {
+        match self.life.phase {
             Phase::Closed | Phase::Lingering { .. } => return None,
             Phase::Aborting(_) | Phase::Completing => return Some(Instant::ZERO),
             Phase::Active => {}

@@ -272,6 +272,54 @@ impl Pacer {
     }
 }
 
+/// Most events a shard queues for its coordinator; more is a coordinator that stopped
+/// listening, which ends the shard with `ResourceLimit`.
+pub(crate) const MAX_EVENTS: usize = 1024;
+
+/// A shard's phase and the events it owes its coordinator: the part of a shard's state that
+/// is the same for both kinds.
+#[derive(Debug)]
+pub(crate) struct Life {
+    pub phase: Phase,
+    events: std::collections::VecDeque<super::ShardEvent>,
+}
+
+impl Life {
+    pub fn new() -> Self {
+        Life { phase: Phase::Active, events: std::collections::VecDeque::with_capacity(64) }
+    }
+
+    pub fn pop(&mut self) -> Option<super::ShardEvent> {
+        self.events.pop_front()
+    }
+
+    /// Queue an event for the coordinator (bounded).
+    pub fn push(&mut self, ev: super::ShardEvent) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push_back(ev);
+        } else {
+            self.fail(AbortReason::ResourceLimit, None, None);
+        }
+    }
+
+    /// End the shard locally; the reason is reported once, and sent to the peer once.
+    pub fn fail(&mut self, reason: AbortReason, disk: Option<super::DiskError>, file: Option<u32>) {
+        if self.phase.abort(reason) {
+            let ev = super::ShardEvent::Aborted { reason, by_peer: false, disk, file };
+            self.events.push_back(ev);
+        }
+    }
+
+    /// The peer sent `Abort(code)`.
+    pub fn peer_aborted(&mut self, code: u16) {
+        let reason = AbortReason::from_u16(code);
+        if self.phase.peer_aborted() {
+            let ev = super::ShardEvent::Aborted { reason, by_peer: true, disk: None, file: None };
+            self.events.push_back(ev);
+        }
+    }
+}
+
 /// A shard's life (docs/PROTOCOL.md §6.6). The transitions are the methods below; nothing else
 /// assigns a phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
