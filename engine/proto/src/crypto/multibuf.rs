@@ -64,6 +64,14 @@ impl LaneOrder {
         }
     }
 
+    /// Enter `step`: `active` becomes the lanes with a block at `step`, `inner` those that also
+    /// have a block after it (`inner <= active`). False once no lane is active.
+    fn advance(&self, step: usize, active: &mut usize, inner: &mut usize) -> bool {
+        self.retire(step, active);
+        self.retire(step + 1, inner);
+        *active > 0
+    }
+
     fn lane(&self, k: usize) -> usize {
         usize::from(self.lane[k])
     }
@@ -107,9 +115,7 @@ pub(crate) fn cfb_encrypt_lanes(cipher: &Aes128, ivs: &[Block], bodies: &mut [&m
     let (mut active, mut inner) = (order.len, order.len);
     let mut step = 0;
     loop {
-        order.retire(step, &mut active);
-        order.retire(step + 1, &mut inner);
-        if active == 0 {
+        if !order.advance(step, &mut active, &mut inner) {
             return;
         }
         cipher.encrypt_blocks(&mut feedback[..active]);
@@ -242,9 +248,7 @@ impl CmacKey {
         let (mut active, mut inner) = (order.len, order.len);
         let mut step = 0;
         loop {
-            order.retire(step, &mut active);
-            order.retire(step + 1, &mut inner);
-            if active == 0 {
+            if !order.advance(step, &mut active, &mut inner) {
                 break;
             }
             let at = step * BLOCK_LEN;
