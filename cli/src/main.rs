@@ -117,8 +117,10 @@ Haul is being built. What exists today:
   - haul-proto: the sans-IO protocol core (wire format, per-datagram crypto, anti-replay,
     sessions, rate control, the set-up channel), tested by `scripts/test`;
   - haul-sim: the deterministic seeded simulator (`cargo run --profile sim -p haul-sim
-    --bin haul-sim -- --help`, once its binary lands);
-  - crypto and codec benchmarks (`cargo bench -p haul-benches`, once they land).
+    --bin haul-sim -- --help`: run, sweep, demo, grid, fairness, policies, nodecap);
+  - haul-wanemu: the userspace WAN emulator (docs/WANEMU.md);
+  - benchmarks: crypto and codec (`cargo bench -p haul-benches`), loopback and WAN harnesses
+    (benches/), figures in benches/RESULTS.md.
 
 Not yet here (no command below works today):
   - issue 5: haul serve (the appliance), haul get, haul put, haul token, haul user;
