@@ -10,7 +10,7 @@
 //! - Data beyond the advertised limit is refused: the sender cannot overrun us.
 //! - Memory grows with the number of holes, not the file size.
 
-use super::shared::{Checked, Endpoint, Life, Phase, body_of};
+use super::shared::{Checked, Endpoint, Life, Phase, ReadStep, body_of, read_step};
 use super::*;
 use crate::checksum::hash_block;
 use crate::crypto::{MAX_BATCH, Suite};
@@ -504,29 +504,19 @@ impl ReceiverShard {
         if r.state != ReadState::Reading {
             return;
         }
-        let want = r.len - r.filled;
-        match result {
-            Ok(0) if want > 0 => {
+        match read_step(&mut r.filled, r.len, result) {
+            ReadStep::Again => r.state = ReadState::Queued,
+            ReadStep::Failed(e) => {
                 let file = r.file;
-                self.life.fail(AbortReason::DiskReadFailed, Some(DiskError::Missing), Some(file));
+                self.life.fail(AbortReason::DiskReadFailed, Some(e), Some(file));
             }
-            Ok(n) => {
-                r.filled += (n as u32).min(want);
-                if r.filled < r.len {
-                    r.state = ReadState::Queued;
-                    return;
-                }
+            ReadStep::Done => {
                 r.state = ReadState::Free;
                 let blocks = self.layout.manifest().blocks_in(r.file);
                 let data = &r.buf[..r.len as usize];
                 let hash = hash_block(data, r.block_in_file, self.layout.block_size(), blocks);
                 let (file, block_in_file) = (r.file, r.block_in_file);
                 self.life.push(ShardEvent::BlockHashed { file, block_in_file, hash });
-            }
-            Err(e) if e.is_transient() => r.state = ReadState::Queued,
-            Err(e) => {
-                let file = r.file;
-                self.life.fail(AbortReason::DiskReadFailed, Some(e), Some(file));
             }
         }
     }

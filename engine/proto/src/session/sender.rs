@@ -9,7 +9,9 @@
 //!   the resend is in flight does not cause a redundant resend.
 //! - Memory grows with the number of holes and read slots, never with the file size.
 
-use super::shared::{Checked, DATA_OVERHEAD, Endpoint, Life, Pacer, Phase, body_of};
+use super::shared::{
+    Checked, DATA_OVERHEAD, Endpoint, Life, Pacer, Phase, ReadStep, body_of, read_step,
+};
 use super::*;
 use crate::checksum::hash_block;
 use crate::crypto::{Job, MAX_BATCH, Suite};
@@ -297,23 +299,17 @@ impl SenderShard {
         if s.state != SlotState::Reading {
             return;
         }
-        let want = s.len - s.filled;
-        match result {
-            Ok(0) if want > 0 => {
-                let file = s.file;
-                self.life.fail(AbortReason::DiskReadFailed, Some(DiskError::Missing), Some(file));
-            }
-            Ok(n) => {
-                s.filled += (n as u32).min(want);
-                s.state = if s.filled < s.len { SlotState::Queued } else { SlotState::Ready };
-                if s.state == SlotState::Ready && s.first_pass {
-                    self.hash_slot(usize::from(slot));
-                }
-            }
-            Err(e) if e.is_transient() => s.state = SlotState::Queued,
-            Err(e) => {
+        match read_step(&mut s.filled, s.len, result) {
+            ReadStep::Again => s.state = SlotState::Queued,
+            ReadStep::Failed(e) => {
                 let file = s.file;
                 self.life.fail(AbortReason::DiskReadFailed, Some(e), Some(file));
+            }
+            ReadStep::Done => {
+                s.state = SlotState::Ready;
+                if s.first_pass {
+                    self.hash_slot(usize::from(slot));
+                }
             }
         }
     }

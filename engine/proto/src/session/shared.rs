@@ -272,6 +272,36 @@ impl Pacer {
     }
 }
 
+/// What a disk read's completion means for the slot that asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadStep {
+    /// Every requested byte is in the buffer.
+    Done,
+    /// A short or interrupted read: ask again for the rest.
+    Again,
+    /// The file ended early or the disk failed: the shard aborts with `DiskReadFailed`.
+    Failed(super::DiskError),
+}
+
+/// Apply a read completion to a slot that has `filled` of `len` bytes (the rule both shard
+/// kinds share: short reads continue, `EINTR` retries, end of file is `Missing`).
+pub(crate) fn read_step(
+    filled: &mut u32,
+    len: u32,
+    result: Result<usize, super::DiskError>,
+) -> ReadStep {
+    let want = len - *filled;
+    match result {
+        Ok(0) if want > 0 => ReadStep::Failed(super::DiskError::Missing),
+        Ok(n) => {
+            *filled += (n as u32).min(want);
+            if *filled < len { ReadStep::Again } else { ReadStep::Done }
+        }
+        Err(e) if e.is_transient() => ReadStep::Again,
+        Err(e) => ReadStep::Failed(e),
+    }
+}
+
 /// Most events a shard queues for its coordinator; more is a coordinator that stopped
 /// listening, which ends the shard with `ResourceLimit`.
 pub(crate) const MAX_EVENTS: usize = 1024;
