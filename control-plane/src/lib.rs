@@ -1,6 +1,12 @@
 //! # haul-control: the control plane
 //!
-//! The SSH session gate, transfer tokens, the store and the web console arrive with issues 5 and
-//! 6 (see README.md, "What works today").
+//! - [`authz`]: the contract between the SSH gate and the token side.
+//! - [`store`]: the SQLite store behind one boundary; migrations in `migrations/`.
+//!
+//! The SSH gate, transfer tokens and the web console arrive with issues 5 and 6 (see
+//! README.md, "What works today").
 
 #![forbid(unsafe_code)]
+
+pub mod authz;
+pub mod store;
