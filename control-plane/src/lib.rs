@@ -5,6 +5,7 @@
 //!   (docs/STORE.md).
 //! - [`secret`]: the server secret file, its checks, rotation and per-purpose sub-keys.
 //! - [`users`]: users and their restrictions as values (names, CIDR allow-lists, SSH keys).
+//! - [`web`]: the web console (HTTPS, accounts, sessions, admin console, JSON API).
 //!
 //! The SSH gate and the web console arrive with issues 5 and 6 (see README.md, "What works
 //! today").
@@ -15,3 +16,4 @@ pub mod authz;
 pub mod secret;
 pub mod store;
 pub mod users;
+pub mod web;
