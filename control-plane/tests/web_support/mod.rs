@@ -83,6 +83,8 @@ impl Server {
             )
             .await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        // The change started a new session: load a page for its CSRF token.
+        assert_eq!(b.get("/").await.status, StatusCode::OK);
         b
     }
 
@@ -114,6 +116,7 @@ impl Server {
             )
             .await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        assert_eq!(b.get("/").await.status, StatusCode::OK);
         (id, b)
     }
 }
