@@ -221,3 +221,166 @@ async fn api_tokens_are_scoped_hashed_and_revocable() {
     let r = script.request(Method::GET, "/api/v1/me", &[("authorization", &bearer)], None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn admins_can_add_a_second_factor_and_codes_work_once() {
+    use haul_control::web::totp;
+    let srv = Server::start().await;
+    let mut admin = srv.admin().await;
+    admin.get("/account/totp").await;
+    assert_eq!(admin.post_form("/account/totp/start", &[]).await.location(), "/account/totp");
+    let r = admin.get("/account/totp").await;
+    assert!(r.body.contains("totp&#x2f;Haul:admin?secret="), "{}", r.body);
+    let secret = srv.store.web_login("admin").unwrap().unwrap().1.totp_pending.unwrap();
+    let now = web_support::T0 as u64;
+    let r = admin.post_form("/account/totp/confirm", &[("code", "000000")]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r =
+        admin.post_form("/account/totp/confirm", &[("code", &totp::code_at(&secret, now))]).await;
+    assert_eq!(r.location(), "/account/totp?notice=totp_on");
+    // Signing in now takes the password, then a code; a half signed-in session sees nothing.
+    let mut b = srv.browser();
+    assert_eq!(b.login("admin", GOOD_PASSWORD).await.location(), "/login/totp");
+    assert_eq!(b.get("/").await.location(), "/login");
+    assert_eq!(b.get("/admin/users").await.location(), "/login");
+    b.get("/login/totp").await;
+    // The code used to confirm is spent; the next step's code works once.
+    let r = b.post_form("/login/totp", &[("code", &totp::code_at(&secret, now))]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    srv.clock.advance(totp::STEP_S as i64);
+    let code = totp::code_at(&secret, now + totp::STEP_S);
+    assert_eq!(b.post_form("/login/totp", &[("code", &code)]).await.location(), "/");
+    assert_eq!(b.get("/").await.status, StatusCode::OK);
+    let mut c = srv.browser();
+    c.login("admin", GOOD_PASSWORD).await;
+    c.get("/login/totp").await;
+    assert_eq!(
+        c.post_form("/login/totp", &[("code", &code)]).await.status,
+        StatusCode::UNAUTHORIZED,
+        "replayed code"
+    );
+    // Users who are not admins do not get the page.
+    let (_, mut u) = srv.user(&mut admin, "dave", "user").await;
+    assert_eq!(u.get("/account/totp").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn settings_are_validated_saved_and_audited_without_secrets() {
+    let srv = Server::start().await;
+    let mut admin = srv.admin().await;
+    let base = [
+        ("password_min_len", "14"),
+        ("encrypt_transfers", "on"),
+        ("session_idle_min", "20"),
+        ("session_absolute_h", "8"),
+        ("token_lifetime_min", "30"),
+        ("rate_cap_mbps", "500"),
+        ("policy_cap", "fair"),
+        ("external_sending", "on"),
+        ("external_expiry_default_days", "3"),
+        ("external_expiry_max_days", "14"),
+        ("external_downloads_default", "1"),
+        ("external_downloads_max", "5"),
+        ("smtp_host", "mail.example"),
+        ("smtp_port", "587"),
+        ("smtp_from", "haul@example.org"),
+        ("smtp_user", "haul"),
+        ("smtp_password", "sm7p-Secret-value"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut f: Vec<(&str, &str)> = base.to_vec();
+        f.extend_from_slice(extra);
+        f
+    };
+    admin.get("/admin/settings").await;
+    let r = admin.post_form("/admin/settings", &with(&[("admin_cidrs", "192.0.2.0/24")])).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("lock yourself out"));
+    let r = admin.post_form("/admin/settings", &with(&[("admin_cidrs", "10.0.0.0/33")])).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let mut bad = with(&[("admin_cidrs", "")]);
+    bad[0] = ("password_min_len", "3");
+    let r = admin.post_form("/admin/settings", &bad).await;
+    assert!(
+        r.body.contains("Minimum password length must be a whole number from 8 to 128"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        srv.store.web_settings().unwrap(),
+        WebSettings::default(),
+        "a refused form changes nothing"
+    );
+    let r = admin
+        .post_form("/admin/settings", &with(&[("admin_cidrs", "127.0.0.0/8, 192.0.2.0/24")]))
+        .await;
+    assert_eq!(r.location(), "/admin/settings?notice=saved");
+    let w = srv.store.web_settings().unwrap();
+    assert!(!w.strong_passwords && w.external_sending && w.password_min_len == 14);
+    assert_eq!(w.admin_cidrs, "127.0.0.0/8, 192.0.2.0/24");
+    assert_eq!(w.smtp.password, "sm7p-Secret-value");
+    let t = srv.store.admin_settings().unwrap();
+    assert_eq!(
+        (t.token_lifetime_s, t.rate_cap_bps, t.policy_cap.name()),
+        (1800, 500_000_000, "fair")
+    );
+    // The password is kept when the field is left empty, and never shown or audited.
+    let page = admin.get("/admin/settings").await.body;
+    assert!(!page.contains("sm7p-Secret-value") && page.contains("leave empty to keep it"));
+    admin.post_form("/admin/settings", &with(&[("smtp_password", "")])).await;
+    assert_eq!(srv.store.web_settings().unwrap().smtp.password, "sm7p-Secret-value");
+    let audit = admin.get("/admin/audit?action=settings").await.body;
+    assert!(
+        audit.contains("strong_passwords=false")
+            && audit.contains("smtp password (value not logged)"),
+        "{audit}"
+    );
+    assert!(!audit.contains("sm7p-Secret-value"));
+}
+
+#[tokio::test]
+async fn workgroup_admins_manage_members_of_their_own_groups_only() {
+    let srv = Server::start().await;
+    let mut admin = srv.admin().await;
+    let (_, mut lead) = srv.user(&mut admin, "lead", "workgroup_admin").await;
+    let (_, mut member) = srv.user(&mut admin, "member", "user").await;
+    admin.get("/workgroups").await;
+    let gid = admin
+        .post_form(
+            "/workgroups",
+            &[("name", "post-production"), ("description", "Colour and sound")],
+        )
+        .await
+        .location()
+        .to_owned();
+    admin.get(&gid).await;
+    admin.post_form(&format!("{gid}/members"), &[("name", "lead"), ("is_admin", "on")]).await;
+    // The lead adds a member; the member sees the group but cannot manage it.
+    lead.get(&gid).await;
+    let r =
+        lead.post_form(&format!("{gid}/members"), &[("name", "member"), ("is_admin", "on")]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = member.get(&gid).await;
+    assert!(page.body.contains("lead") && page.body.contains("Colour and sound"));
+    assert!(!page.body.contains("/members/"), "no manage controls for plain members");
+    let mid = srv.store.user("member").unwrap().unwrap().id;
+    assert_eq!(
+        member.post_form(&format!("{gid}/members/{mid}/remove"), &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // A lead cannot make workgroup admins (only admins can) or delete the group.
+    let members = srv
+        .store
+        .workgroup_members(gid.trim_start_matches("/workgroups/").parse().unwrap())
+        .unwrap();
+    assert!(members.iter().any(|m| m.name == "member" && !m.is_admin));
+    assert_eq!(lead.post_form(&format!("{gid}/delete"), &[]).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        lead.post_form(&format!("{gid}/members/{mid}/remove"), &[]).await.status,
+        StatusCode::SEE_OTHER
+    );
+    // Lists: the admin sees every group; a user only theirs.
+    assert!(admin.get("/workgroups").await.body.contains("post-production"));
+    assert!(!member.get("/workgroups").await.body.contains("post-production"));
+    assert!(member.get("/workgroups").await.body.contains("not in any workgroup"));
+}
