@@ -17,6 +17,7 @@
 //!   before), a repeat is negligible.
 
 pub mod claims;
+pub mod hostkey_pin;
 pub mod minter;
 pub mod path;
 
