@@ -16,6 +16,10 @@
 //! 9. single-use tokens: the use is claimed (`store::token_uses`): a concurrent second use is
 //!    `InUse`, a spent one `AlreadyUsed`, an interrupted one resumes for the same path.
 //!
+//! `haul cp` (a user's own SSH key, no token): [`TokenAuthorizer::verify_user_key`] at login,
+//! then [`TokenAuthorizer::authorize_for_user`] runs steps 4 to 8 with the whole storage root as
+//! the allowed path and the admin settings as the floor and caps.
+//!
 //! Invariants:
 //! - A [`Grant`] is built only at the end of [`TokenAuthorizer::authorize`]; a [`Refusal`]
 //!   carries a stable code and a detail for the server log that never contains the token.
@@ -35,7 +39,7 @@ use crate::store::token_uses::{UseAsk, UseClaim, UseRefusal};
 use crate::token::claims::{policy_rank, suite_strength};
 use crate::token::path::{PathError, confine, open_root, resolve_beneath};
 use crate::token::{OpenedToken, TokenError, new_token_id, open};
-use crate::users::{DirectionLimit, IpPurpose, User, is_allowed, storage_root};
+use crate::users::{DirectionLimit, IpPurpose, User, is_allowed, parse_ssh_keys, storage_root};
 
 /// The target rate when neither the URL nor a cap gives one (as `haul send`'s default).
 pub const DEFAULT_TARGET_RATE_BPS: u64 = 10_000_000_000;
@@ -49,6 +53,17 @@ pub trait PackageCheck: Send + Sync {
 }
 
 type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// What a transfer is limited to: a token's claims, or the settings for `haul cp`.
+struct Limits<'a> {
+    token_id: [u8; 16],
+    paths: &'a [String],
+    package_id: Option<&'a str>,
+    min_suite: SuiteId,
+    rate_cap_bps: u64,
+    policy_cap: Policy,
+    single_use: bool,
+}
 
 /// The token side of the gate.
 pub struct TokenAuthorizer {
@@ -132,37 +147,86 @@ impl TokenAuthorizer {
                 format!("token is bound to {bound}, used from {}", ask.client_ip),
             ));
         }
-        let user = self.check_user(c.user.as_str(), ask, now_s)?;
+        let limits = Limits {
+            token_id: c.token_id,
+            paths: &c.paths,
+            package_id: c.package_id.as_deref(),
+            min_suite: c.min_suite,
+            rate_cap_bps: c.rate_cap_bps,
+            policy_cap: c.policy_cap,
+            single_use: c.single_use,
+        };
+        let grant = self.grant_for(c.user.as_str(), ask, &limits, now_s)?;
+        Ok((opened, grant))
+    }
+
+    /// Steps 4 to 8, for a user, within `limits` (a token's, or the settings' for `haul cp`).
+    fn grant_for(
+        &self,
+        user_name: &str,
+        ask: &TransferAsk<'_>,
+        limits: &Limits<'_>,
+        now_s: i64,
+    ) -> Result<Grant, Refusal> {
+        let user = self.check_user(user_name, ask, now_s)?;
         let settings = self.store.admin_settings().map_err(internal)?;
-        let suite = choose_suite(ask.suite, c.min_suite, settings.min_suite())?;
-        let (root, path) = self.check_path(&user, &c.paths, ask)?;
-        if let Some(package_id) = &c.package_id {
+        let suite = choose_suite(ask.suite, limits.min_suite, settings.min_suite())?;
+        let (root, path) = self.check_path(&user, limits.paths, ask)?;
+        if let Some(package_id) = limits.package_id {
             match &self.packages {
                 Some(p) => p.check(package_id, &user, ask.direction)?,
                 None => {
                     return Err(refuse(
                         RefusalCode::PackageGone,
-                        format!(
-                            "token names package {package_id}, and this server keeps no packages"
-                        ),
+                        format!("token names package {package_id}; this server keeps no packages"),
                     ));
                 }
             }
         }
-        let (rate_bps, min_rate_bps, policy) = clamp(ask, c.rate_cap_bps, c.policy_cap);
-        let grant = Grant {
-            token_id: c.token_id,
+        let (rate_bps, min_rate_bps, policy) = clamp(ask, limits.rate_cap_bps, limits.policy_cap);
+        Ok(Grant {
+            token_id: limits.token_id,
             user: user.name.to_string(),
-            direction: c.direction,
+            direction: ask.direction,
             root,
             paths: vec![path],
             suite,
             rate_bps,
             min_rate_bps,
             policy,
-            single_use: c.single_use,
+            single_use: limits.single_use,
+        })
+    }
+
+    /// `haul cp`: whether `openssh_public_key` (an authorized_keys line) is one of `user`'s
+    /// own keys. The gate asks this at SSH login; the transfer is then authorized by
+    /// [`TokenAuthorizer::authorize_for_user`].
+    pub fn verify_user_key(&self, user: &str, openssh_public_key: &str) -> bool {
+        let Ok(keys) = parse_ssh_keys(openssh_public_key) else { return false };
+        let [key] = keys.as_slice() else { return false };
+        match self.store.user_by_ssh_fingerprint(&key.fingerprint()) {
+            Ok(Some(u)) => u.name.as_str() == user,
+            _ => false,
+        }
+    }
+
+    /// `haul cp`: authorizes a transfer for `user`, whose own key the SSH login proved. No
+    /// token: the path may be anywhere in the user's storage root, the user's restrictions
+    /// apply as for a token, and the suite floor and caps come from the admin settings.
+    pub fn authorize_for_user(&self, user: &str, ask: &TransferAsk<'_>) -> Result<Grant, Refusal> {
+        let now_s = (self.clock)();
+        let settings = self.store.admin_settings().map_err(internal)?;
+        let root = [String::new()];
+        let limits = Limits {
+            token_id: new_token_id().map_err(|e| e.refusal())?,
+            paths: &root,
+            package_id: None,
+            min_suite: settings.min_suite(),
+            rate_cap_bps: settings.rate_cap_bps,
+            policy_cap: settings.policy_cap,
+            single_use: false,
         };
-        Ok((opened, grant))
+        self.grant_for(user, ask, &limits, now_s)
     }
 
     fn check_user(&self, name: &str, ask: &TransferAsk<'_>, now_s: i64) -> Result<User, Refusal> {

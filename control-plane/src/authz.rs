@@ -49,7 +49,8 @@ impl fmt::Debug for SecretToken {
 pub struct TransferAsk<'a> {
     pub token: &'a SecretToken,
     pub direction: Direction,
-    /// The path part of the URL, as sent (untrusted; the authorizer confines it).
+    /// The path part of the URL, percent-decoded, with its leading `/` (untrusted; the
+    /// authorizer normalizes and confines it: docs/TOKENS.md, "What the gate checks").
     pub path: &'a str,
     /// The address the SSH connection came from.
     pub client_ip: IpAddr,
