@@ -193,6 +193,9 @@ pub fn user(cmd: UserCommand) -> Result<()> {
             let (store, _) = open_data_dir(&a.dir.data_dir)?;
             let name = UserName::parse(&a.name)?;
             let u = store.update_user(&name, &user_change(&a)?, now)?;
+            // Repairs a root an interrupted `user add` did not get to create.
+            create_storage_root(&a.dir.data_dir, &name)
+                .with_context(|| format!("creating the storage root of {name}"))?;
             print_user(&u);
         }
         UserCommand::Disable(n) => set_disabled(&n, true, now)?,

@@ -95,7 +95,10 @@ pub fn system_now_s() -> i64 {
 
 impl TokenAuthorizer {
     /// An authorizer over `store`, `keyring` and the storage roots under `data_dir/storage`.
+    /// Purges the use rows of tokens that have expired (they can never be presented again).
     pub fn new(store: Arc<Store>, keyring: Keyring, data_dir: &Path) -> Result<Self, TokenError> {
+        // Best effort: stale rows only take space.
+        let _ = store.purge_token_uses(system_now_s());
         Ok(TokenAuthorizer {
             store,
             keyring: RwLock::new(Arc::new(keyring)),
