@@ -88,6 +88,9 @@ enum Command {
     /// Rotate or inspect the server secret.
     #[command(subcommand)]
     Secret(admin::SecretCommand),
+    /// Show or change the admin settings (encrypt transfers, caps, token lifetime, URL host).
+    #[command(subcommand)]
+    Settings(admin::SettingsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,8 +135,8 @@ Haul is being built. What exists today:
   - benchmarks: crypto and codec (`cargo bench -p haul-benches`), loopback and WAN harnesses
     (benches/), figures in benches/RESULTS.md.
 
-  - issue 5 (part): haul user, haul token mint, haul secret (administer a data directory;
-    docs/TOKENS.md, docs/STORE.md).
+  - issue 5 (part): haul user, haul token mint, haul secret, haul settings (administer a
+    data directory; docs/TOKENS.md, docs/STORE.md).
 
 Not yet here (no command below works today):
   - issue 5: haul serve (the appliance), haul get, haul put, haul cp;
@@ -174,6 +177,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::User(c) => admin::user(c)?,
         Command::Token(c) => admin::token(c)?,
         Command::Secret(c) => admin::secret(c)?,
+        Command::Settings(c) => admin::settings(c)?,
     }
     Ok(())
 }

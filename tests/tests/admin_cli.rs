@@ -303,3 +303,26 @@ fn commands_refuse_an_unsafe_server_secret_and_say_how_to_fix_it() {
         assert!(!data.join("storage/mallory").exists(), "{label}: nothing was done");
     }
 }
+
+#[test]
+fn settings_set_changes_what_tokens_carry_and_refuses_bad_values() {
+    let (_t, data) = setup("admin-settings");
+    let shown = ok(&haul(&["settings", "show"], &data));
+    assert!(shown.contains("encrypt_transfers: true"), "{shown}");
+    assert!(shown.contains("public_port: 2222"), "{shown}");
+    let out = ok(&haul(&["settings", "set", "public_host", "gate.example"], &data));
+    assert!(out.contains("public_host: gate.example"), "{out}");
+    ok(&haul(&["settings", "set", "public_port", "2022"], &data));
+    ok(&haul(&["settings", "set", "policy_cap", "fair"], &data));
+    let url = ok(&haul(
+        &["token", "mint", "--user", "alice", "--direction", "upload", "--path", "/"],
+        &data,
+    ));
+    assert!(url.starts_with("haul://gate.example:2022/?token="), "{url}");
+    fails(&haul(&["settings", "set", "policy_cap", "greedy"], &data), "policy_cap");
+    fails(&haul(&["settings", "set", "public_port", "0"], &data), "public_port");
+    fails(&haul(&["settings", "set", "colour", "blue"], &data), "unknown setting");
+    let after = ok(&haul(&["settings", "show"], &data));
+    assert!(after.contains("policy_cap: fair"), "the bad value was rolled back: {after}");
+    assert!(after.contains("public_port: 2022"), "{after}");
+}
