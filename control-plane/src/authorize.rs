@@ -3,7 +3,8 @@
 //! Order of checks (cheapest and most telling first; nothing is written to the store until
 //! every check has passed, so a refusal leaves no trace but its log line):
 //! 1. the token opens: version, key id (current secret, or the previous one inside its grace
-//!    period), AEAD tag, claims, expiry;
+//!    period; an unknown key id re-reads the secret file first, rate-limited, so a rotation
+//!    by `haul secret rotate` is picked up without a restart), AEAD tag, claims, expiry;
 //! 2. the direction asked is the token's;
 //! 3. a client-address binding, if the token has one;
 //! 4. the user: exists, enabled, not expired, direction limit, the upload/download allow-list;
@@ -27,6 +28,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use haul_proto::crypto::SuiteId;
@@ -43,6 +45,8 @@ use crate::users::{DirectionLimit, IpPurpose, User, is_allowed, parse_ssh_keys, 
 
 /// The target rate when neither the URL nor a cap gives one (as `haul send`'s default).
 pub const DEFAULT_TARGET_RATE_BPS: u64 = 10_000_000_000;
+/// Least time between two re-reads of the secret file prompted by unknown key ids.
+pub const KEYRING_RELOAD_INTERVAL_S: i64 = 1;
 /// The suite when the URL asks for none.
 pub const DEFAULT_SUITE: SuiteId = SuiteId::Aes128CfbCmac;
 
@@ -73,6 +77,8 @@ pub struct TokenAuthorizer {
     /// This process's id in `token_uses.holder`.
     holder: [u8; 16],
     clock: Clock,
+    /// When the secret file was last re-read (unix seconds).
+    last_reload_s: AtomicI64,
     packages: Option<Box<dyn PackageCheck>>,
 }
 
@@ -105,6 +111,7 @@ impl TokenAuthorizer {
             data_dir: data_dir.to_owned(),
             holder: new_token_id()?,
             clock: Arc::new(system_now_s),
+            last_reload_s: AtomicI64::new(i64::MIN),
             packages: None,
         })
     }
@@ -127,14 +134,42 @@ impl TokenAuthorizer {
         *guard = Arc::new(keyring);
     }
 
+    /// Re-reads the server secret (after `haul secret rotate` by another process, tokens carry
+    /// a key id this process has not seen), at most once per [`KEYRING_RELOAD_INTERVAL_S`]
+    /// so forged key ids cannot make every ask read the file. True if a new keyring was
+    /// loaded. A file that fails its checks leaves the current keyring in place.
+    fn reload_keyring_if_due(&self, now_s: i64) -> bool {
+        let last = self.last_reload_s.load(Ordering::Relaxed);
+        if now_s.saturating_sub(last) < KEYRING_RELOAD_INTERVAL_S
+            || self
+                .last_reload_s
+                .compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        match crate::secret::load(&self.data_dir) {
+            Ok(ring) if ring.current_id() != self.keyring().current_id() => {
+                self.replace_keyring(ring);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn keyring(&self) -> Arc<Keyring> {
         self.keyring.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Steps 1 to 8: everything but claiming a single use. Writes nothing.
     fn verify(&self, ask: &TransferAsk<'_>, now_s: i64) -> Result<(OpenedToken, Grant), Refusal> {
-        let opened =
-            open(&self.keyring(), &ask.token.0, now_s).map_err(|e: TokenError| e.refusal())?;
+        let opened = match open(&self.keyring(), &ask.token.0, now_s) {
+            Err(TokenError::UnknownKey(_)) if self.reload_keyring_if_due(now_s) => {
+                open(&self.keyring(), &ask.token.0, now_s)
+            }
+            other => other,
+        }
+        .map_err(|e| e.refusal())?;
         let c = opened.claims();
         if ask.direction != c.direction {
             return Err(refuse(

@@ -520,3 +520,31 @@ fn haul_cp_with_a_users_own_key_is_confined_and_restricted() {
         RefusalCode::NotEntitled
     );
 }
+
+#[test]
+fn a_rotation_by_another_process_is_picked_up_without_a_restart() {
+    let w = World::new();
+    // `haul secret rotate` in another process, then a token minted under the new secret.
+    let rotated = haul_control::secret::rotate(w.dir.path(), T0, 3600).unwrap();
+    let req = MintRequest {
+        user: UserName::parse("alice").unwrap(),
+        direction: Direction::Download,
+        paths: vec!["/pkg".into()],
+        lifetime_s: Some(600),
+        single_use: false,
+        client_ip: None,
+        package_id: None,
+    };
+    let (_, t) = Minter::new(&w.store, &rotated).mint(&req, T0).unwrap();
+    let t = SecretToken(Zeroizing::new(t.expose().to_owned()));
+    assert!(w.auth.authorize(&ask(&t, Direction::Download, "/pkg")).is_ok());
+    // Tokens of the old secret still pass inside the grace period.
+    let old = w.mint(Direction::Download, "/pkg", false);
+    assert!(w.auth.authorize(&ask(&old, Direction::Download, "/pkg")).is_ok());
+    // Another server's token is still refused (the reload finds nothing new).
+    let other = World::new().mint(Direction::Download, "/pkg", false);
+    assert_eq!(
+        code(w.auth.authorize(&ask(&other, Direction::Download, "/pkg"))),
+        RefusalCode::UnknownKey
+    );
+}
