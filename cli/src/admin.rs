@@ -366,7 +366,9 @@ pub fn secret(cmd: SecretCommand) -> Result<()> {
             open_data_dir(&dir.data_dir)?;
             let grace_s = grace.map_or(DEFAULT_ROTATION_GRACE_S, |g| g as i64);
             let ring = secret::rotate(&dir.data_dir, system_now_s(), grace_s)?;
-            eprintln!("haul: rotated the server secret; restart or reload haul serve to use it");
+            eprintln!(
+                "haul: rotated the server secret; a running haul serve picks it up by itself"
+            );
             print_keys(&ring);
         }
         SecretCommand::Show(dir) => {
