@@ -367,7 +367,8 @@ pub fn secret(cmd: SecretCommand) -> Result<()> {
             let grace_s = grace.map_or(DEFAULT_ROTATION_GRACE_S, |g| g as i64);
             let ring = secret::rotate(&dir.data_dir, system_now_s(), grace_s)?;
             eprintln!(
-                "haul: rotated the server secret; a running haul serve picks it up by itself"
+                "haul: rotated the server secret; token checks pick it up by themselves; \
+                 restart haul serve so that everything it signs uses the new one"
             );
             print_keys(&ring);
         }
