@@ -1,5 +1,6 @@
 //! Users and their restrictions as values: names, CIDR allow-lists, SSH public keys, and the
-//! checks a transfer must pass. SQL lives in `store::users`; this module has no I/O.
+//! checks a transfer must pass; and each user's storage root, DATA_DIR/storage/NAME. SQL lives
+//! in `store::users`; the only I/O here is creating a storage root.
 //!
 //! Invariants:
 //! - A [`UserName`] is safe as one path component (it names DATA_DIR/storage/NAME): ASCII
@@ -249,6 +250,42 @@ fn parse_ssh_key_line(line: &str) -> Result<SshPublicKey, String> {
         ));
     }
     Ok(SshPublicKey { algorithm: algorithm.to_owned(), key_base64: b64.to_owned(), comment })
+}
+
+/// The directory under the data directory that holds every user's storage root.
+pub const STORAGE_DIR: &str = "storage";
+
+/// DATA_DIR/storage/NAME: the directory a user's transfers are confined to.
+pub fn storage_root(data_dir: &std::path::Path, name: &UserName) -> std::path::PathBuf {
+    data_dir.join(STORAGE_DIR).join(name.as_str())
+}
+
+/// Creates DATA_DIR/storage (0700) and the user's storage root (0700) if missing, and sets
+/// an existing root to 0700. Refuses a storage root that is a symlink.
+pub fn create_storage_root(
+    data_dir: &std::path::Path,
+    name: &UserName,
+) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let storage = data_dir.join(STORAGE_DIR);
+    let root = storage_root(data_dir, name);
+    for dir in [&storage, &root] {
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => {
+                return Err(std::io::Error::other(format!(
+                    "{} exists and is not a directory (a symlink is not accepted)",
+                    dir.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))?;
+    Ok(root)
 }
 
 /// A user as the store holds it.

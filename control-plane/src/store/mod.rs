@@ -13,7 +13,7 @@
 //! - The database file is created 0600 in a data directory the caller has already checked.
 
 pub mod settings;
-
+pub mod token_uses;
 pub mod users;
 pub mod web;
 pub mod web_audit;
