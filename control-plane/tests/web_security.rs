@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use haul_control::users::parse_cidr_list;
-use haul_control::web::app::ROUTES;
+use haul_control::web::app::route_table;
 use reqwest::{Method, StatusCode};
 use web_support::{GOOD_PASSWORD, Server, between};
 
@@ -241,7 +241,7 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
     let mut covered: Vec<(&str, &str)> = probes.iter().map(|(m, _, r)| (m.as_str(), *r)).collect();
     covered.sort_unstable();
     covered.dedup();
-    let mut id_routes: Vec<(&str, &str)> = ROUTES
+    let mut id_routes: Vec<(&str, &str)> = route_table()
         .iter()
         .copied()
         .filter(|(_, p)| p.contains('{') && !p.starts_with("/assets"))
