@@ -218,10 +218,17 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
         )
         .await;
     assert!(bob.get(&format!("/workgroups/{gid}")).await.status.is_success());
+    // Bob's draft package.
+    bob.get("/packages/new").await;
+    let r = bob.post_form("/packages", &[("title", "bobs-package"), ("users", "bobsecret")]).await;
+    let pkg = r.location().trim_start_matches("/packages/").to_owned();
+    assert!(pkg.parse::<i64>().is_ok(), "{}", r.body);
 
     let wg = format!("/workgroups/{gid}");
     let probes: Vec<(Method, String, &str)> = vec![
         (Method::POST, format!("/account/tokens/{tok_id}/revoke"), "/account/tokens/{id}/revoke"),
+        (Method::GET, format!("/packages/{pkg}"), "/packages/{id}"),
+        (Method::POST, format!("/packages/{pkg}/send"), "/packages/{id}/send"),
         (Method::GET, wg.clone(), "/workgroups/{id}"),
         (Method::POST, format!("{wg}/members"), "/workgroups/{id}/members"),
         (
@@ -252,7 +259,10 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
     let form = [("name", "anna"), ("role", "admin"), ("direction", "both"), ("is_admin", "on")];
     for (method, path, _) in &probes {
         // Ids that are not numbers, and ids that do not exist, get the same answer.
-        let bogus = path.replace(&tok_id, "x9").replace(&gid, "999999");
+        let bogus = path
+            .replace(&tok_id, "x9")
+            .replace(&gid, "999999")
+            .replace(&format!("/packages/{pkg}"), "/packages/777777");
         for p in [path.clone(), bogus] {
             let csrf = a.csrf.clone().unwrap();
             let r = if *method == Method::POST {

@@ -13,7 +13,7 @@ use super::error::AppError;
 use super::session::MAX_FORM_BYTES;
 use super::state::AppState;
 use super::{
-    accounts, admin, api, assets, audit, mfa, security, session, settings, tokens, trace,
+    accounts, admin, api, assets, audit, mfa, packages, security, session, settings, tokens, trace,
     workgroups,
 };
 
@@ -39,6 +39,12 @@ fn routes() -> Vec<(&'static str, &'static str, Handler)> {
         ("POST", "/account/totp/start", post(mfa::start)),
         ("POST", "/account/totp/confirm", post(mfa::confirm)),
         ("POST", "/account/totp/disable", post(mfa::disable)),
+        ("GET", "/packages/inbox", get(packages::inbox)),
+        ("GET", "/packages/sent", get(packages::sent)),
+        ("GET", "/packages/new", get(packages::new_page)),
+        ("POST", "/packages", post(packages::create)),
+        ("GET", "/packages/{id}", get(packages::detail)),
+        ("POST", "/packages/{id}/send", post(packages::send)),
         ("GET", "/workgroups", get(workgroups::list)),
         ("POST", "/workgroups", post(workgroups::create)),
         ("GET", "/workgroups/{id}", get(workgroups::detail)),

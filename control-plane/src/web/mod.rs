@@ -24,6 +24,8 @@ pub mod error;
 pub mod first_admin;
 pub mod keys;
 pub mod mfa;
+pub mod package_files;
+pub mod packages;
 pub mod password;
 pub mod security;
 pub mod session;

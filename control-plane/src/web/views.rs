@@ -29,6 +29,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("admin_settings.html", include_str!("../../templates/admin_settings.html")),
     ("admin_audit.html", include_str!("../../templates/admin_audit.html")),
     ("workgroups.html", include_str!("../../templates/workgroups.html")),
+    ("packages.html", include_str!("../../templates/packages.html")),
+    ("package_new.html", include_str!("../../templates/package_new.html")),
+    ("package.html", include_str!("../../templates/package.html")),
     ("workgroup.html", include_str!("../../templates/workgroup.html")),
 ];
 
