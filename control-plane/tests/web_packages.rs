@@ -119,6 +119,26 @@ async fn a_package_goes_from_sender_to_users_and_workgroup_members() {
         assert_eq!(std::fs::read(delivered).unwrap(), b"frames");
         assert!(check.check(&pid, &user(name), Direction::Download).is_ok());
     }
+    // The HTTPS fallback: whole file, a range, an unsatisfiable range, names not in the package.
+    let file = format!("{page_path}/files/reel4.mov");
+    let r = bob.get(&file).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "frames"));
+    assert_eq!(r.header("accept-ranges"), "bytes");
+    assert!(r.header("content-disposition").contains("reel4.mov"));
+    let r = bob.request(reqwest::Method::GET, &file, &[("range", "bytes=2-")], None).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::PARTIAL_CONTENT, "ames"));
+    assert_eq!(r.header("content-range"), "bytes 2-5/6");
+    let r = bob.request(reqwest::Method::GET, &file, &[("range", "bytes=6-")], None).await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.header("content-range"), "bytes */6");
+    for bad in ["nothere.mov", "..%2F..%2F..%2Fhaul.db", "%2E%2E"] {
+        assert_eq!(
+            bob.get(&format!("{page_path}/files/{bad}")).await.status,
+            StatusCode::NOT_FOUND,
+            "{bad}"
+        );
+    }
+    assert_eq!(dave.get(&file).await.status, StatusCode::NOT_FOUND);
     // Dave is no recipient: 404 on the page and on send, and the gate refuses him too.
     assert_eq!(dave.get(&page_path).await.status, StatusCode::NOT_FOUND);
     dave.get("/").await;
@@ -185,6 +205,7 @@ async fn download_only_users_cannot_send_and_upload_only_users_get_no_download_u
     sender.post_form(&format!("{p}/send"), &[]).await;
     let page = up.get(&p).await.body;
     assert!(page.contains("upload-only") && !page.contains("haul get"), "{page}");
+    assert_eq!(up.get(&format!("{p}/files/a.wav")).await.status, StatusCode::FORBIDDEN);
     let page = down.get(&p).await.body;
     assert!(page.contains("haul get '"), "{page}");
 }

@@ -13,8 +13,8 @@ use super::error::AppError;
 use super::session::MAX_FORM_BYTES;
 use super::state::AppState;
 use super::{
-    accounts, admin, api, assets, audit, mfa, packages, security, session, settings, tokens, trace,
-    workgroups,
+    accounts, admin, api, assets, audit, download, mfa, packages, security, session, settings,
+    tokens, trace, workgroups,
 };
 
 type Handler = MethodRouter<AppState>;
@@ -45,6 +45,7 @@ fn routes() -> Vec<(&'static str, &'static str, Handler)> {
         ("POST", "/packages", post(packages::create)),
         ("GET", "/packages/{id}", get(packages::detail)),
         ("POST", "/packages/{id}/send", post(packages::send)),
+        ("GET", "/packages/{id}/files/{name}", get(download::file)),
         ("GET", "/workgroups", get(workgroups::list)),
         ("POST", "/workgroups", post(workgroups::create)),
         ("GET", "/workgroups/{id}", get(workgroups::detail)),

@@ -20,6 +20,7 @@ pub mod api;
 pub mod app;
 pub mod assets;
 pub mod audit;
+pub mod download;
 pub mod error;
 pub mod first_admin;
 pub mod keys;

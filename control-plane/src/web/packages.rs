@@ -304,7 +304,8 @@ async fn detail_view(
             let path = package_files::inbox_file_path(&p.public_id, &f.name);
             let link =
                 transfer_link(state, &m.ctx.user, Direction::Download, path, &p.public_id).await?;
-            links.push(json!({ "name": f.name, "size": f.size, "url": link.as_ref().ok(), "error": link.err() }));
+            let href = format!("/packages/{}/files/{}", p.id, views::percent_encode(&f.name));
+            links.push(json!({ "name": f.name, "size": f.size, "href": href, "url": link.as_ref().ok(), "error": link.err() }));
         }
     }
     let ctx = json!({

@@ -91,6 +91,21 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters (for URL parts and
+/// `filename*`).
+pub fn percent_encode(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 /// `YYYY-MM-DD HH:MM UTC` for tables.
 pub fn when(t_s: i64) -> String {
     let s = crate::users::format_utc(t_s);
