@@ -2,6 +2,13 @@
 //!
 //! - [`authz`]: the contract between the SSH gate and the token side.
 //! - [`store`]: the SQLite store behind one boundary; migrations in `migrations/`.
+//! - [`gate`]: the SSH gate (russh): what it accepts, its limits, the gate's side of a transfer.
+//! - [`hostkey`]: the server's host key (created on first start) and the shipped client key.
+//! - [`session`]: SSH mode of the set-up channel: the Ask, the key exchange, shared helpers.
+//! - [`client`]: `haul get`/`put`/`cp`: the SSH client, host key checks, the client's side.
+//! - [`url`]: the `haul://` URL.
+//! - [`serve`]: `haul serve`: the appliance's start-up.
+//! - [`testhook`]: the secret-exposure hook of the no-secrets-in-logs test.
 //!
 //! The SSH gate, transfer tokens and the web console arrive with issues 5 and 6 (see
 //! README.md, "What works today").
@@ -9,4 +16,11 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod client;
+pub mod gate;
+pub mod hostkey;
+pub mod serve;
+pub mod session;
 pub mod store;
+pub mod testhook;
+pub mod url;

@@ -72,7 +72,8 @@ pub struct SendJob {
     /// The source path of every manifest file, in manifest order.
     pub sources: Vec<PathBuf>,
     pub sockets: ShardSockets,
-    /// The receiver's shard addresses, in shard order.
+    /// The receiver's shard addresses, in shard order. Empty: each shard sends nothing until
+    /// an authenticated datagram from the receiver tells it where to (SSH-mode downloads).
     pub peers: Vec<SocketAddr>,
     /// Per file: bytes of its prefix the receiver already has (a multiple of the block size).
     pub resume: Vec<u64>,
@@ -565,11 +566,24 @@ pub fn run_sender(
     Ok(report(&coord, &manifest, &ends, backend, started, cpu0, true))
 }
 
-/// Run the receiving side to its end.
+/// Run the receiving side to its end. Its shards answer only once the sender's first
+/// authenticated datagram told them where it is.
 pub fn run_receiver(
     job: RecvJob,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
 ) -> Result<TransferReport, TransferError> {
+    run_receiver_to(job, &[], progress)
+}
+
+/// Run the receiving side, its shards speaking first to `peers` (the sender's shard
+/// addresses, in shard order): SSH-mode downloads, where the client receives and the gate's
+/// sender waits for an authenticated datagram before it sends anything (no reflection).
+pub fn run_receiver_to(
+    job: RecvJob,
+    peers: &[SocketAddr],
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+) -> Result<TransferReport, TransferError> {
+    let peers: Vec<Option<SocketAddr>> = peers.iter().copied().map(Some).collect();
     let RecvJob { params, keys, manifest, dest, options, sockets, resume, pin_cores } = job;
     check_counts(&params, &sockets, manifest.files().len(), manifest.files().len())?;
     check_resume(&resume, manifest.files().len())?;
@@ -589,13 +603,19 @@ pub fn run_receiver(
     }
     let shards = std::sync::Mutex::new(shards);
     let source = store::FileSource::Beneath(files.dest.clone(), files.partials.clone());
-    let threads =
-        spawn_shards(sockets, &[], usize::from(params.datagram_size), &source, pin_cores, |w| {
+    let threads = spawn_shards(
+        sockets,
+        &peers,
+        usize::from(params.datagram_size),
+        &source,
+        pin_cores,
+        |w| {
             let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());
             Box::new(move || {
                 shard.map_or_else(ShardEnd::default, |s| shard::run_receiver_shard(w, s))
             })
-        })?;
+        },
+    )?;
     let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
     let mut side = ReceiverSide {
         coord,

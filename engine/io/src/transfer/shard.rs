@@ -159,14 +159,14 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
             let res = w.files.read_at(r.file, r.offset, shard.disk_buffer_mut(r.slot));
             shard.handle_disk(now, r.slot, res);
         }
-        loop {
+        // No peer yet (it is learnt from the first authenticated datagram): send nothing, so
+        // no data is spent into the void and none goes anywhere but to the proven peer.
+        while let Some(peer) = w.peer {
             let n = shard.poll_transmit(w.clock.now(), &mut area.buf, area.stride, &mut area.lens);
             if n == 0 {
                 break;
             }
-            if let Some(peer) = w.peer
-                && area.send(&mut w.backend, peer, n, w.datagram_size).is_err()
-            {
+            if area.send(&mut w.backend, peer, n, w.datagram_size).is_err() {
                 failed = true;
             }
         }
