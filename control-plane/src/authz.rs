@@ -171,4 +171,13 @@ pub trait Authorizer: Send + Sync + 'static {
             detail: format!("user {user}: per-user transfers are not configured on this server"),
         })
     }
+
+    /// Records that `path` (one of `grant.paths`, or a file beneath it) has `partial_bytes`
+    /// safely written, so a resume of a single-use token is bound to that file and partial.
+    /// Optional: the default records nothing.
+    fn record_partial(&self, _grant: &Grant, _path: &str, _partial_bytes: u64) {}
+    /// For a resumed single-use grant: what [`Authorizer::record_partial`] last recorded.
+    fn resume_partial_bytes(&self, _grant: &Grant, _path: &str) -> Option<u64> {
+        None
+    }
 }
