@@ -15,8 +15,10 @@ mod admin;
 mod args;
 mod bench;
 mod frames;
+mod getput;
 mod keyfile;
 mod report;
+mod serve;
 mod transfer;
 mod walk;
 
@@ -88,6 +90,12 @@ enum Command {
     /// Rotate or inspect the server secret.
     #[command(subcommand)]
     Secret(admin::SecretCommand),
+    /// Run the appliance: the SSH gate and the data plane (docs/GATE.md).
+    Serve(serve::ServeArgs),
+    /// Download what a haul:// URL grants (docs/URL.md).
+    Get(getput::GetArgs),
+    /// Upload files with a haul:// URL (docs/URL.md).
+    Put(getput::PutArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +182,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::User(c) => admin::user(c)?,
         Command::Token(c) => admin::token(c)?,
         Command::Secret(c) => admin::secret(c)?,
+        Command::Serve(a) => serve::serve(a)?,
+        Command::Get(a) => a.run()?,
+        Command::Put(a) => a.run()?,
     }
     Ok(())
 }
