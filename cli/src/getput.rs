@@ -54,6 +54,7 @@ impl ClientFlags {
             overwrite: self.overwrite.map(|o| o.to_pref()).unwrap_or_default(),
             resume: self.resume.map(|r| r.to_pref()).unwrap_or_default(),
             backend: None,
+            bind_ip: None,
         }
     }
 }

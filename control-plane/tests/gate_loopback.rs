@@ -154,6 +154,7 @@ fn opts() -> ClientOptions {
         overwrite: Default::default(),
         resume: Default::default(),
         backend: None,
+        bind_ip: None,
     }
 }
 
@@ -304,4 +305,30 @@ fn twenty_concurrent_transfers() {
     }
     assert_eq!(server.counters.transfers_ok.load(Ordering::Relaxed), 20);
     std::fs::remove_dir_all(root).unwrap();
+}
+
+/// No reflection: a client whose UDP comes from a third address (127.0.0.3, not the SSH
+/// connection's 127.0.0.1) asks for a download; the gate sends that address nothing.
+#[test]
+fn a_download_is_never_aimed_at_a_third_address() {
+    let root = tmpdir("root");
+    random_file(&root.join("f"), 4 << 20);
+    let server = start(&root, Limits::default());
+    let pin = HostKeyCheck::Pinned(server.fingerprint.clone());
+    let dest = tmpdir("dest");
+    let third: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    let o = ClientOptions { bind_ip: Some(third), ..opts() };
+    let r = run_blocking(
+        target(&server, pin),
+        &ask(Direction::Download, "/f", "good"),
+        Job::Get { dest: dest.clone() },
+        &o,
+    );
+    assert!(r.is_err(), "the download cannot complete");
+    assert!(!dest.join("f").exists());
+    assert_eq!(server.counters.transfers_failed.load(Ordering::Relaxed), 1);
+    assert_eq!(*server.authz.finished.lock().unwrap(), [Outcome::Interrupted]);
+    for d in [root, dest] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
 }

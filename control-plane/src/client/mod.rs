@@ -279,7 +279,8 @@ pub fn run_blocking(
     // on this (non-runtime) thread too.
     let _context = rt.enter();
     let conn = rt.block_on(connect(target.addr, target.check, &target.user, target.key))?;
-    let ends = transfer::Endpoints { local_ip: conn.local.ip(), server_ip: conn.server.ip() };
+    let local_ip = opts.bind_ip.unwrap_or(conn.local.ip());
+    let ends = transfer::Endpoints { local_ip, server_ip: conn.server.ip() };
     let bridge = tokio_util::io::SyncIoBridge::new_with_handle(conn.stream, rt.handle().clone());
     let mut s = Counting::new(bridge);
     let report = match job {

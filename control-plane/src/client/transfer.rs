@@ -33,6 +33,8 @@ pub struct ClientOptions {
     pub overwrite: OverwritePref,
     pub resume: ResumePref,
     pub backend: Option<BackendKind>,
+    /// Where the client's UDP sockets bind (default: the SSH connection's local address).
+    pub bind_ip: Option<IpAddr>,
 }
 
 /// Where the two ends are: the client's shards bind `local_ip`; the gate's shards are at
@@ -175,7 +177,7 @@ pub fn get<S: Read + Write>(
         pin_cores: true,
     };
     drop(keys);
-    let result = run_receiver_to(job, &peers, None);
+    let result = run_receiver_to(job, &peers, Some(ends.server_ip), None);
     send_message(s, &Message::Summary(summary_of(&result)))?;
     let _ = read_frame(s);
     let report = result?;

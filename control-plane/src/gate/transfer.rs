@@ -18,7 +18,7 @@ use std::sync::Arc;
 use haul_io::backend::BackendKind;
 use haul_io::transfer::{
     Keys, RecvJob, RecvOptions, SendJob, TransferReport, bind_shards, prepare_receive,
-    run_receiver, run_sender,
+    run_receiver_to, run_sender_from,
 };
 use haul_proto::session::Role;
 use haul_proto::setup::{Accept, Message, OverwritePref, ResumePref, validate_offer};
@@ -122,7 +122,7 @@ fn run_granted<S: Read + Write>(
     let keys = derive_keys(&ask.client_random, &g.server_random, ask_frame, &reply);
     crate::testhook::expose_keys(&keys, &ask.token);
     match grant.direction {
-        Direction::Upload => receive_upload(s, keys, &g, grant, cfg),
+        Direction::Upload => receive_upload(s, keys, &g, grant, client_ip, cfg),
         Direction::Download => send_download(s, keys, &g, grant, client_ip, cfg),
     }
 }
@@ -146,6 +146,7 @@ fn receive_upload<S: Read + Write>(
     keys: SessionKeys,
     g: &Granted,
     grant: &Grant,
+    client_ip: IpAddr,
     cfg: &DataPlaneConfig,
 ) -> Result<TransferReport, SessionError> {
     let Message::Offer(offer) = read_message(s, "offer")? else {
@@ -202,7 +203,7 @@ fn receive_upload<S: Read + Write>(
         pin_cores: false,
     };
     drop(keys);
-    let result = run_receiver(job, None);
+    let result = run_receiver_to(job, &[], Some(client_ip), None);
     send_message(s, &Message::Summary(summary_of(&result)))?;
     // Bye is a courtesy; a client that vanished after the Summary changes nothing.
     let _ = read_frame(s);
@@ -255,13 +256,13 @@ fn send_download<S: Read + Write>(
         sources,
         sockets,
         // No reflection: the client's announced ports are ignored; each shard learns its peer
-        // from the client's first authenticated datagram.
+        // from the client's first authenticated datagram, and only from the SSH client's IP.
         peers: vec![],
         resume: theirs.resume,
         pin_cores: false,
     };
     drop(keys);
-    let report = run_sender(job, None)?;
+    let report = run_sender_from(job, Some(client_ip), None)?;
     let summary = match read_message(s, "summary")? {
         Message::Summary(sm) => sm,
         other => return Err(SessionError::Peer(format!("the client sent {}", other.name()))),

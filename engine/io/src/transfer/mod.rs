@@ -269,6 +269,7 @@ impl Threads {
 fn spawn_shards<F>(
     sockets: ShardSockets,
     peers: &[Option<SocketAddr>],
+    peer_ip: Option<IpAddr>,
     datagram_size: usize,
     source: &store::FileSource,
     pin_cores: bool,
@@ -290,6 +291,7 @@ where
             index: i as u8,
             backend,
             peer: peers.get(i).copied().flatten(),
+            peer_ip,
             datagram_size,
             commands: cmd_rx,
             events: ev_tx.clone(),
@@ -529,6 +531,16 @@ pub fn run_sender(
     job: SendJob,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
 ) -> Result<TransferReport, TransferError> {
+    run_sender_from(job, None, progress)
+}
+
+/// Run the sending side, its shards learning their peer only from datagrams whose source is
+/// `peer_ip` (SSH-mode downloads: the SSH client's address; with `job.peers` empty).
+pub fn run_sender_from(
+    job: SendJob,
+    peer_ip: Option<IpAddr>,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+) -> Result<TransferReport, TransferError> {
     let SendJob { params, keys, manifest, sources, sockets, peers, resume, pin_cores } = job;
     check_counts(&params, &sockets, manifest.files().len(), sources.len())?;
     check_resume(&resume, manifest.files().len())?;
@@ -551,6 +563,7 @@ pub fn run_sender(
     let threads = spawn_shards(
         sockets,
         &peers,
+        peer_ip,
         usize::from(params.datagram_size),
         &source,
         pin_cores,
@@ -572,15 +585,17 @@ pub fn run_receiver(
     job: RecvJob,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
 ) -> Result<TransferReport, TransferError> {
-    run_receiver_to(job, &[], progress)
+    run_receiver_to(job, &[], None, progress)
 }
 
 /// Run the receiving side, its shards speaking first to `peers` (the sender's shard
 /// addresses, in shard order): SSH-mode downloads, where the client receives and the gate's
-/// sender waits for an authenticated datagram before it sends anything (no reflection).
+/// sender waits for an authenticated datagram before it sends anything (no reflection). With
+/// `peer_ip`, a shard without a peer learns one only from datagrams from that address.
 pub fn run_receiver_to(
     job: RecvJob,
     peers: &[SocketAddr],
+    peer_ip: Option<IpAddr>,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
 ) -> Result<TransferReport, TransferError> {
     let peers: Vec<Option<SocketAddr>> = peers.iter().copied().map(Some).collect();
@@ -606,6 +621,7 @@ pub fn run_receiver_to(
     let threads = spawn_shards(
         sockets,
         &peers,
+        peer_ip,
         usize::from(params.datagram_size),
         &source,
         pin_cores,
