@@ -116,6 +116,7 @@ pub fn print_run(run: &ClientRun, role: &str, json: bool) {
             "bytes_sent": run.channel_bytes_sent,
             "bytes_received": run.channel_bytes_received,
         });
+        v["setup_ms"] = serde_json::json!(run.setup.as_secs_f64() * 1e3);
         v["udp"] = serde_json::json!({
             "datagrams_sent": io.datagrams_sent,
             "datagrams_received": io.datagrams_received,

@@ -239,6 +239,9 @@ pub struct ClientRun {
     pub report: haul_io::transfer::TransferReport,
     pub channel_bytes_sent: u64,
     pub channel_bytes_received: u64,
+    /// From the call to the data plane's start: connect, host key check, login, Ask, grant,
+    /// key derivation, Offer and Accept (the set-up latency; the benchmark prints it).
+    pub setup: Duration,
 }
 
 /// Why a client run failed.
@@ -270,6 +273,7 @@ pub fn run_blocking(
     job: Job,
     opts: &transfer::ClientOptions,
 ) -> Result<ClientRun, RunError> {
+    let started = std::time::Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -283,9 +287,13 @@ pub fn run_blocking(
     let ends = transfer::Endpoints { local_ip, server_ip: conn.server.ip() };
     let bridge = tokio_util::io::SyncIoBridge::new_with_handle(conn.stream, rt.handle().clone());
     let mut s = Counting::new(bridge);
+    let mut data_plane_at = None;
+    let mut mark = || data_plane_at = Some(started.elapsed());
     let report = match job {
-        Job::Put { files, sources } => transfer::put(&mut s, ask, files, sources, ends, opts),
-        Job::Get { dest } => transfer::get(&mut s, ask, &dest, ends, opts),
+        Job::Put { files, sources } => {
+            transfer::put(&mut s, ask, files, sources, ends, opts, &mut mark)
+        }
+        Job::Get { dest } => transfer::get(&mut s, ask, &dest, ends, opts, &mut mark),
     };
     let (sent, received) = (s.written.load(Ordering::Relaxed), s.read.load(Ordering::Relaxed));
     drop(s);
@@ -293,5 +301,10 @@ pub fn run_blocking(
     rt.block_on(async move {
         let _ = handle.disconnect(russh::Disconnect::ByApplication, "", "").await;
     });
-    Ok(ClientRun { report: report?, channel_bytes_sent: sent, channel_bytes_received: received })
+    Ok(ClientRun {
+        report: report?,
+        channel_bytes_sent: sent,
+        channel_bytes_received: received,
+        setup: data_plane_at.unwrap_or_default(),
+    })
 }

@@ -78,6 +78,7 @@ pub fn put<S: Read + Write>(
     sources: Vec<PathBuf>,
     ends: Endpoints,
     opts: &ClientOptions,
+    on_data_plane: &mut dyn FnMut(),
 ) -> Result<TransferReport, SessionError> {
     let (g, keys) = ask_for(s, ask)?;
     let prefs = (opts.overwrite, opts.resume);
@@ -109,6 +110,7 @@ pub fn put<S: Read + Write>(
         pin_cores: true,
     };
     drop(keys);
+    on_data_plane();
     let report = run_sender(job, None)?;
     let summary = match read_message(s, "summary")? {
         Message::Summary(sm) => sm,
@@ -126,6 +128,7 @@ pub fn get<S: Read + Write>(
     dest: &Path,
     ends: Endpoints,
     opts: &ClientOptions,
+    on_data_plane: &mut dyn FnMut(),
 ) -> Result<TransferReport, SessionError> {
     let (g, keys) = ask_for(s, ask)?;
     let Message::Offer(offer) = read_message(s, "offer")? else {
@@ -177,6 +180,7 @@ pub fn get<S: Read + Write>(
         pin_cores: true,
     };
     drop(keys);
+    on_data_plane();
     let result = run_receiver_to(job, &peers, Some(ends.server_ip), None);
     send_message(s, &Message::Summary(summary_of(&result)))?;
     let _ = read_frame(s);

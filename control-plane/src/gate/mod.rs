@@ -200,6 +200,7 @@ impl Conn {
         };
         self.exec_used = true;
         session.channel_success(id)?;
+        tracing::info!(ip = %self.ip, "transfer session started");
         let handle = session.handle();
         let state = self.state.clone();
         let ip = self.ip;
