@@ -125,7 +125,8 @@ pub fn print_run(run: &ClientRun, role: &str, json: bool) {
     } else {
         crate::report::print(&run.report, role, false);
         println!(
-            "ssh channel: {} bytes sent, {} received; udp: {} datagrams sent, {} received",
+            "set-up {:.1} ms; ssh channel: {} bytes sent, {} received; udp: {} datagrams sent, {} received",
+            run.setup.as_secs_f64() * 1e3,
             run.channel_bytes_sent,
             run.channel_bytes_received,
             io.datagrams_sent,

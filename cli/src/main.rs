@@ -14,6 +14,7 @@
 mod admin;
 mod args;
 mod bench;
+mod cp;
 mod frames;
 mod getput;
 mod keyfile;
@@ -96,6 +97,8 @@ enum Command {
     Get(getput::GetArgs),
     /// Upload files with a haul:// URL (docs/URL.md).
     Put(getput::PutArgs),
+    /// Copy to or from your storage with your own SSH key: `cp -i KEY user@host:path DEST`.
+    Cp(cp::CpArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +188,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::serve(a)?,
         Command::Get(a) => a.run()?,
         Command::Put(a) => a.run()?,
+        Command::Cp(a) => a.run()?,
     }
     Ok(())
 }

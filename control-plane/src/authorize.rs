@@ -309,6 +309,38 @@ impl Authorizer for TokenAuthorizer {
         }
     }
 
+    fn is_user_key(&self, user: &str, key_fingerprint: &str) -> bool {
+        // A store error means "not known": the login is refused, never let through.
+        self.store
+            .user_by_ssh_fingerprint(key_fingerprint)
+            .ok()
+            .flatten()
+            .is_some_and(|u| u.name.as_str() == user)
+    }
+
+    /// `haul cp` (added by the gate's branch): the same user, suite and path checks as a
+    /// token, confined to the whole of the user's storage root; no caps but the settings'.
+    fn authorize_user(&self, user: &str, ask: &TransferAsk<'_>) -> Result<Grant, Refusal> {
+        let now_s = (self.clock)();
+        let u = self.check_user(user, ask, now_s)?;
+        let settings = self.store.admin_settings().map_err(internal)?;
+        let suite = choose_suite(ask.suite, DEFAULT_SUITE, settings.min_suite())?;
+        let (root, path) = self.check_path(&u, &[String::new()], ask)?;
+        let (rate_bps, min_rate_bps, policy) = clamp(ask, 0, Policy::Fixed);
+        Ok(Grant {
+            token_id: new_token_id().map_err(internal)?,
+            user: u.name.to_string(),
+            direction: ask.direction,
+            root,
+            paths: vec![path],
+            suite,
+            rate_bps,
+            min_rate_bps,
+            policy,
+            single_use: false,
+        })
+    }
+
     fn resume_partial_bytes(&self, grant: &Grant, path: &str) -> Option<u64> {
         if !grant.single_use {
             return None;

@@ -153,11 +153,11 @@ pub trait Authorizer: Send + Sync + 'static {
     /// Releases the grant's hold and records how the transfer ended.
     fn finish(&self, grant: &Grant, outcome: Outcome);
 
-    /// Whether `openssh_public_key` (one `ssh-ed25519 AAAA...` line, no comment) is one of
-    /// `user`'s own keys (the users table): such a login may run `haul cp` transfers without a
-    /// token. The default knows no user keys.
-    fn is_user_key(&self, user: &str, openssh_public_key: &str) -> bool {
-        let _ = (user, openssh_public_key);
+    /// Whether the key with this fingerprint (`SHA256:<base64 no pad>` of its public blob, as
+    /// OpenSSH prints it) is one of `user`'s own keys (the users table): such a login may run
+    /// `haul cp` transfers without a token. The default knows no user keys.
+    fn is_user_key(&self, user: &str, key_fingerprint: &str) -> bool {
+        let _ = (user, key_fingerprint);
         false
     }
 

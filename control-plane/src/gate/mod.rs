@@ -144,10 +144,9 @@ impl Conn {
         if user == TRANSFER_ACCOUNT && key.key_data() == self.state.shipped_key.key_data() {
             return Some(Identity::TransferAccount);
         }
-        let line = key.to_openssh().ok()?;
         // Never the shipped key as a user's own key: it is public.
         if key.key_data() != self.state.shipped_key.key_data()
-            && self.state.authz.is_user_key(user, &line)
+            && self.state.authz.is_user_key(user, &crate::hostkey::fingerprint(key))
         {
             return Some(Identity::User(user.to_string()));
         }
