@@ -1,4 +1,5 @@
-//! Admin commands on a data directory: `haul user ...`, `haul token mint`, `haul secret ...`.
+//! Admin commands on a data directory: `haul user ...`, `haul token mint`, `haul secret ...`,
+//! `haul settings ...`.
 //! Thin: parsing here, the work in `haul_control` (users, store, token, secret).
 //!
 //! Invariants:
@@ -17,6 +18,10 @@ use haul_control::authorize::system_now_s;
 use haul_control::authz::Direction;
 use haul_control::secret::{self, DEFAULT_ROTATION_GRACE_S, Keyring};
 use haul_control::store::Store;
+use haul_control::store::settings::{
+    KEY_ENCRYPT_TRANSFERS, KEY_POLICY_CAP, KEY_PUBLIC_HOST, KEY_PUBLIC_PORT, KEY_RATE_CAP_BPS,
+    KEY_TOKEN_LIFETIME_S,
+};
 use haul_control::token::hostkey_pin::host_key_fingerprint;
 use haul_control::token::{MintRequest, Minter, transfer_url};
 use haul_control::users::{
@@ -26,6 +31,15 @@ use haul_control::users::{
 
 /// Most bytes read from one `--ssh-key` file.
 const MAX_SSH_KEY_FILE: u64 = 256 * 1024;
+/// The settings `haul settings set` may change (the console owns any others).
+const ADMIN_KEYS: [&str; 6] = [
+    KEY_ENCRYPT_TRANSFERS,
+    KEY_TOKEN_LIFETIME_S,
+    KEY_RATE_CAP_BPS,
+    KEY_POLICY_CAP,
+    KEY_PUBLIC_HOST,
+    KEY_PUBLIC_PORT,
+];
 /// Most users `haul user list` prints.
 const MAX_LIST: u32 = 10_000;
 
@@ -149,6 +163,21 @@ pub enum SecretCommand {
     Show(DataDirArg),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Print the admin settings tokens take their floor and caps from.
+    Show(DataDirArg),
+    /// Set one admin setting (docs/STORE.md, "Settings keys").
+    Set {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// encrypt_transfers, token_lifetime_s, rate_cap_bps, policy_cap, public_host,
+        /// public_port.
+        key: String,
+        value: String,
+    },
+}
+
 /// `10m`, `1h`, `30s`, `2d`, or a number of seconds.
 pub fn parse_duration_s(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -193,6 +222,9 @@ pub fn user(cmd: UserCommand) -> Result<()> {
             let (store, _) = open_data_dir(&a.dir.data_dir)?;
             let name = UserName::parse(&a.name)?;
             let u = store.update_user(&name, &user_change(&a)?, now)?;
+            // Repairs a root an interrupted `user add` did not get to create.
+            create_storage_root(&a.dir.data_dir, &name)
+                .with_context(|| format!("creating the storage root of {name}"))?;
             print_user(&u);
         }
         UserCommand::Disable(n) => set_disabled(&n, true, now)?,
@@ -334,7 +366,10 @@ pub fn secret(cmd: SecretCommand) -> Result<()> {
             open_data_dir(&dir.data_dir)?;
             let grace_s = grace.map_or(DEFAULT_ROTATION_GRACE_S, |g| g as i64);
             let ring = secret::rotate(&dir.data_dir, system_now_s(), grace_s)?;
-            eprintln!("haul: rotated the server secret; restart or reload haul serve to use it");
+            eprintln!(
+                "haul: rotated the server secret; token checks pick it up by themselves; \
+                 restart haul serve so that everything it signs uses the new one"
+            );
             print_keys(&ring);
         }
         SecretCommand::Show(dir) => {
@@ -342,6 +377,37 @@ pub fn secret(cmd: SecretCommand) -> Result<()> {
             print_keys(&ring);
         }
     }
+    Ok(())
+}
+
+pub fn settings(cmd: SettingsCommand) -> Result<()> {
+    let dir = match &cmd {
+        SettingsCommand::Show(d) => d,
+        SettingsCommand::Set { dir, .. } => dir,
+    };
+    let (store, _) = open_data_dir(&dir.data_dir)?;
+    if let SettingsCommand::Set { key, value, .. } = &cmd {
+        if !ADMIN_KEYS.contains(&key.as_str()) {
+            bail!("unknown setting {key:?}; known: {}", ADMIN_KEYS.join(", "));
+        }
+        let before = store.setting(key)?;
+        store.set_setting(key, value, system_now_s())?;
+        if let Err(e) = store.admin_settings() {
+            // Put the old value back: a bad value must not stop every token check.
+            match before {
+                Some(old) => store.set_setting(key, &old, system_now_s())?,
+                None => store.clear_setting(key)?,
+            }
+            bail!("{e}");
+        }
+    }
+    let s = store.admin_settings()?;
+    println!("{KEY_ENCRYPT_TRANSFERS}: {}", s.encrypt_transfers);
+    println!("{KEY_TOKEN_LIFETIME_S}: {}", s.token_lifetime_s);
+    println!("{KEY_RATE_CAP_BPS}: {}", s.rate_cap_bps);
+    println!("{KEY_POLICY_CAP}: {}", s.policy_cap.name());
+    println!("{KEY_PUBLIC_HOST}: {}", s.public_host);
+    println!("{KEY_PUBLIC_PORT}: {}", s.public_port);
     Ok(())
 }
 

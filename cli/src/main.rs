@@ -91,6 +91,9 @@ enum Command {
     /// Rotate or inspect the server secret.
     #[command(subcommand)]
     Secret(admin::SecretCommand),
+    /// Show or change the admin settings (encrypt transfers, caps, token lifetime, URL host).
+    #[command(subcommand)]
+    Settings(admin::SettingsCommand),
     /// Run the appliance: the SSH gate and the data plane (docs/GATE.md).
     Serve(serve::ServeArgs),
     /// Download what a haul:// URL grants (docs/URL.md).
@@ -143,8 +146,8 @@ Haul is being built. What exists today:
   - benchmarks: crypto and codec (`cargo bench -p haul-benches`), loopback and WAN harnesses
     (benches/), figures in benches/RESULTS.md.
 
-  - issue 5 (part): haul user, haul token mint, haul secret (administer a data directory;
-    docs/TOKENS.md, docs/STORE.md).
+  - issue 5 (part): haul user, haul token mint, haul secret, haul settings (administer a
+    data directory; docs/TOKENS.md, docs/STORE.md).
 
 Not yet here (no command below works today):
   - issue 5: haul serve (the appliance), haul get, haul put, haul cp;
@@ -185,6 +188,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::User(c) => admin::user(c)?,
         Command::Token(c) => admin::token(c)?,
         Command::Secret(c) => admin::secret(c)?,
+        Command::Settings(c) => admin::settings(c)?,
         Command::Serve(a) => serve::serve(a)?,
         Command::Get(a) => a.run()?,
         Command::Put(a) => a.run()?,

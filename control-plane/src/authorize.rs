@@ -3,7 +3,8 @@
 //! Order of checks (cheapest and most telling first; nothing is written to the store until
 //! every check has passed, so a refusal leaves no trace but its log line):
 //! 1. the token opens: version, key id (current secret, or the previous one inside its grace
-//!    period), AEAD tag, claims, expiry;
+//!    period; an unknown key id re-reads the secret file first, rate-limited, so a rotation
+//!    by `haul secret rotate` is picked up without a restart), AEAD tag, claims, expiry;
 //! 2. the direction asked is the token's;
 //! 3. a client-address binding, if the token has one;
 //! 4. the user: exists, enabled, not expired, direction limit, the upload/download allow-list;
@@ -16,6 +17,10 @@
 //! 9. single-use tokens: the use is claimed (`store::token_uses`): a concurrent second use is
 //!    `InUse`, a spent one `AlreadyUsed`, an interrupted one resumes for the same path.
 //!
+//! `haul cp` (a user's own SSH key, no token): [`TokenAuthorizer::verify_user_key`] at login,
+//! then [`TokenAuthorizer::authorize_for_user`] runs steps 4 to 8 with the whole storage root as
+//! the allowed path and the admin settings as the floor and caps.
+//!
 //! Invariants:
 //! - A [`Grant`] is built only at the end of [`TokenAuthorizer::authorize`]; a [`Refusal`]
 //!   carries a stable code and a detail for the server log that never contains the token.
@@ -23,6 +28,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use haul_proto::crypto::SuiteId;
@@ -35,10 +41,12 @@ use crate::store::token_uses::{UseAsk, UseClaim, UseRefusal};
 use crate::token::claims::{policy_rank, suite_strength};
 use crate::token::path::{PathError, confine, open_root, resolve_beneath};
 use crate::token::{OpenedToken, TokenError, new_token_id, open};
-use crate::users::{DirectionLimit, IpPurpose, User, is_allowed, storage_root};
+use crate::users::{DirectionLimit, IpPurpose, User, is_allowed, parse_ssh_keys, storage_root};
 
 /// The target rate when neither the URL nor a cap gives one (as `haul send`'s default).
 pub const DEFAULT_TARGET_RATE_BPS: u64 = 10_000_000_000;
+/// Least time between two re-reads of the secret file prompted by unknown key ids.
+pub const KEYRING_RELOAD_INTERVAL_S: i64 = 1;
 /// The suite when the URL asks for none.
 pub const DEFAULT_SUITE: SuiteId = SuiteId::Aes128CfbCmac;
 
@@ -50,6 +58,17 @@ pub trait PackageCheck: Send + Sync {
 
 type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// What a transfer is limited to: a token's claims, or the settings for `haul cp`.
+struct Limits<'a> {
+    token_id: [u8; 16],
+    paths: &'a [String],
+    package_id: Option<&'a str>,
+    min_suite: SuiteId,
+    rate_cap_bps: u64,
+    policy_cap: Policy,
+    single_use: bool,
+}
+
 /// The token side of the gate.
 pub struct TokenAuthorizer {
     store: Arc<Store>,
@@ -58,6 +77,8 @@ pub struct TokenAuthorizer {
     /// This process's id in `token_uses.holder`.
     holder: [u8; 16],
     clock: Clock,
+    /// When the secret file was last re-read (unix seconds).
+    last_reload_s: AtomicI64,
     packages: Option<Box<dyn PackageCheck>>,
 }
 
@@ -80,13 +101,17 @@ pub fn system_now_s() -> i64 {
 
 impl TokenAuthorizer {
     /// An authorizer over `store`, `keyring` and the storage roots under `data_dir/storage`.
+    /// Purges the use rows of tokens that have expired (they can never be presented again).
     pub fn new(store: Arc<Store>, keyring: Keyring, data_dir: &Path) -> Result<Self, TokenError> {
+        // Best effort: stale rows only take space.
+        let _ = store.purge_token_uses(system_now_s());
         Ok(TokenAuthorizer {
             store,
             keyring: RwLock::new(Arc::new(keyring)),
             data_dir: data_dir.to_owned(),
             holder: new_token_id()?,
             clock: Arc::new(system_now_s),
+            last_reload_s: AtomicI64::new(i64::MIN),
             packages: None,
         })
     }
@@ -109,14 +134,42 @@ impl TokenAuthorizer {
         *guard = Arc::new(keyring);
     }
 
+    /// Re-reads the server secret (after `haul secret rotate` by another process, tokens carry
+    /// a key id this process has not seen), at most once per [`KEYRING_RELOAD_INTERVAL_S`]
+    /// so forged key ids cannot make every ask read the file. True if a new keyring was
+    /// loaded. A file that fails its checks leaves the current keyring in place.
+    fn reload_keyring_if_due(&self, now_s: i64) -> bool {
+        let last = self.last_reload_s.load(Ordering::Relaxed);
+        if now_s.saturating_sub(last) < KEYRING_RELOAD_INTERVAL_S
+            || self
+                .last_reload_s
+                .compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        match crate::secret::load(&self.data_dir) {
+            Ok(ring) if ring.current_id() != self.keyring().current_id() => {
+                self.replace_keyring(ring);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn keyring(&self) -> Arc<Keyring> {
         self.keyring.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Steps 1 to 8: everything but claiming a single use. Writes nothing.
     fn verify(&self, ask: &TransferAsk<'_>, now_s: i64) -> Result<(OpenedToken, Grant), Refusal> {
-        let opened =
-            open(&self.keyring(), &ask.token.0, now_s).map_err(|e: TokenError| e.refusal())?;
+        let opened = match open(&self.keyring(), &ask.token.0, now_s) {
+            Err(TokenError::UnknownKey(_)) if self.reload_keyring_if_due(now_s) => {
+                open(&self.keyring(), &ask.token.0, now_s)
+            }
+            other => other,
+        }
+        .map_err(|e| e.refusal())?;
         let c = opened.claims();
         if ask.direction != c.direction {
             return Err(refuse(
@@ -132,37 +185,86 @@ impl TokenAuthorizer {
                 format!("token is bound to {bound}, used from {}", ask.client_ip),
             ));
         }
-        let user = self.check_user(c.user.as_str(), ask, now_s)?;
+        let limits = Limits {
+            token_id: c.token_id,
+            paths: &c.paths,
+            package_id: c.package_id.as_deref(),
+            min_suite: c.min_suite,
+            rate_cap_bps: c.rate_cap_bps,
+            policy_cap: c.policy_cap,
+            single_use: c.single_use,
+        };
+        let grant = self.grant_for(c.user.as_str(), ask, &limits, now_s)?;
+        Ok((opened, grant))
+    }
+
+    /// Steps 4 to 8, for a user, within `limits` (a token's, or the settings' for `haul cp`).
+    fn grant_for(
+        &self,
+        user_name: &str,
+        ask: &TransferAsk<'_>,
+        limits: &Limits<'_>,
+        now_s: i64,
+    ) -> Result<Grant, Refusal> {
+        let user = self.check_user(user_name, ask, now_s)?;
         let settings = self.store.admin_settings().map_err(internal)?;
-        let suite = choose_suite(ask.suite, c.min_suite, settings.min_suite())?;
-        let (root, path) = self.check_path(&user, &c.paths, ask)?;
-        if let Some(package_id) = &c.package_id {
+        let suite = choose_suite(ask.suite, limits.min_suite, settings.min_suite())?;
+        let (root, path) = self.check_path(&user, limits.paths, ask)?;
+        if let Some(package_id) = limits.package_id {
             match &self.packages {
                 Some(p) => p.check(package_id, &user, ask.direction)?,
                 None => {
                     return Err(refuse(
                         RefusalCode::PackageGone,
-                        format!(
-                            "token names package {package_id}, and this server keeps no packages"
-                        ),
+                        format!("token names package {package_id}; this server keeps no packages"),
                     ));
                 }
             }
         }
-        let (rate_bps, min_rate_bps, policy) = clamp(ask, c.rate_cap_bps, c.policy_cap);
-        let grant = Grant {
-            token_id: c.token_id,
+        let (rate_bps, min_rate_bps, policy) = clamp(ask, limits.rate_cap_bps, limits.policy_cap);
+        Ok(Grant {
+            token_id: limits.token_id,
             user: user.name.to_string(),
-            direction: c.direction,
+            direction: ask.direction,
             root,
             paths: vec![path],
             suite,
             rate_bps,
             min_rate_bps,
             policy,
-            single_use: c.single_use,
+            single_use: limits.single_use,
+        })
+    }
+
+    /// `haul cp`: whether `openssh_public_key` (an authorized_keys line) is one of `user`'s
+    /// own keys. The gate asks this at SSH login; the transfer is then authorized by
+    /// [`TokenAuthorizer::authorize_for_user`].
+    pub fn verify_user_key(&self, user: &str, openssh_public_key: &str) -> bool {
+        let Ok(keys) = parse_ssh_keys(openssh_public_key) else { return false };
+        let [key] = keys.as_slice() else { return false };
+        match self.store.user_by_ssh_fingerprint(&key.fingerprint()) {
+            Ok(Some(u)) => u.name.as_str() == user,
+            _ => false,
+        }
+    }
+
+    /// `haul cp`: authorizes a transfer for `user`, whose own key the SSH login proved. No
+    /// token: the path may be anywhere in the user's storage root, the user's restrictions
+    /// apply as for a token, and the suite floor and caps come from the admin settings.
+    pub fn authorize_for_user(&self, user: &str, ask: &TransferAsk<'_>) -> Result<Grant, Refusal> {
+        let now_s = (self.clock)();
+        let settings = self.store.admin_settings().map_err(internal)?;
+        let root = [String::new()];
+        let limits = Limits {
+            token_id: new_token_id().map_err(|e| e.refusal())?,
+            paths: &root,
+            package_id: None,
+            min_suite: settings.min_suite(),
+            rate_cap_bps: settings.rate_cap_bps,
+            policy_cap: settings.policy_cap,
+            single_use: false,
         };
-        Ok((opened, grant))
+        self.grant_for(user, ask, &limits, now_s)
     }
 
     fn check_user(&self, name: &str, ask: &TransferAsk<'_>, now_s: i64) -> Result<User, Refusal> {
@@ -309,36 +411,12 @@ impl Authorizer for TokenAuthorizer {
         }
     }
 
-    fn is_user_key(&self, user: &str, key_fingerprint: &str) -> bool {
-        // A store error means "not known": the login is refused, never let through.
-        self.store
-            .user_by_ssh_fingerprint(key_fingerprint)
-            .ok()
-            .flatten()
-            .is_some_and(|u| u.name.as_str() == user)
+    fn is_user_key(&self, user: &str, openssh_public_key: &str) -> bool {
+        self.verify_user_key(user, openssh_public_key)
     }
 
-    /// `haul cp` (added by the gate's branch): the same user, suite and path checks as a
-    /// token, confined to the whole of the user's storage root; no caps but the settings'.
     fn authorize_user(&self, user: &str, ask: &TransferAsk<'_>) -> Result<Grant, Refusal> {
-        let now_s = (self.clock)();
-        let u = self.check_user(user, ask, now_s)?;
-        let settings = self.store.admin_settings().map_err(internal)?;
-        let suite = choose_suite(ask.suite, DEFAULT_SUITE, settings.min_suite())?;
-        let (root, path) = self.check_path(&u, &[String::new()], ask)?;
-        let (rate_bps, min_rate_bps, policy) = clamp(ask, 0, Policy::Fixed);
-        Ok(Grant {
-            token_id: new_token_id().map_err(internal)?,
-            user: u.name.to_string(),
-            direction: ask.direction,
-            root,
-            paths: vec![path],
-            suite,
-            rate_bps,
-            min_rate_bps,
-            policy,
-            single_use: false,
-        })
+        self.authorize_for_user(user, ask)
     }
 
     fn resume_partial_bytes(&self, grant: &Grant, path: &str) -> Option<u64> {

@@ -49,7 +49,8 @@ impl fmt::Debug for SecretToken {
 pub struct TransferAsk<'a> {
     pub token: &'a SecretToken,
     pub direction: Direction,
-    /// The path part of the URL, as sent (untrusted; the authorizer confines it).
+    /// The path part of the URL, percent-decoded, with its leading `/` (untrusted; the
+    /// authorizer normalizes and confines it: docs/TOKENS.md, "What the gate checks").
     pub path: &'a str,
     /// The address the SSH connection came from.
     pub client_ip: IpAddr,
@@ -153,11 +154,11 @@ pub trait Authorizer: Send + Sync + 'static {
     /// Releases the grant's hold and records how the transfer ended.
     fn finish(&self, grant: &Grant, outcome: Outcome);
 
-    /// Whether the key with this fingerprint (`SHA256:<base64 no pad>` of its public blob, as
-    /// OpenSSH prints it) is one of `user`'s own keys (the users table): such a login may run
-    /// `haul cp` transfers without a token. The default knows no user keys.
-    fn is_user_key(&self, user: &str, key_fingerprint: &str) -> bool {
-        let _ = (user, key_fingerprint);
+    /// Whether `openssh_public_key` (one authorized_keys line: `ssh-ed25519 AAAA... [comment]`)
+    /// is one of `user`'s own keys (the users table): such a login may run `haul cp` transfers
+    /// without a token. The default knows no user keys.
+    fn is_user_key(&self, user: &str, openssh_public_key: &str) -> bool {
+        let _ = (user, openssh_public_key);
         false
     }
 

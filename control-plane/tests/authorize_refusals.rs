@@ -458,3 +458,93 @@ fn refusal_details_never_hold_the_token() {
     assert!(!format!("{r:?}").contains(t.0.as_str()));
     assert!(!format!("{:?}", ask(&t, Direction::Upload, "/pkg")).contains(t.0.as_str()));
 }
+
+const ALICE_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIImHtiLu4/ui8qSx74NU3l8zibip/LD64hCAmlHx21Ru";
+
+#[test]
+fn haul_cp_with_a_users_own_key_is_confined_and_restricted() {
+    let w = World::new();
+    w.set_user(UserChange {
+        ssh_keys: Some(haul_control::users::parse_ssh_keys(ALICE_KEY).unwrap()),
+        ..UserChange::default()
+    });
+    assert!(w.auth.verify_user_key("alice", ALICE_KEY));
+    assert!(w.auth.verify_user_key("alice", &format!("{ALICE_KEY} a comment")));
+    assert!(!w.auth.verify_user_key("bob", ALICE_KEY));
+    assert!(!w.auth.verify_user_key("alice", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGc0"));
+    assert!(!w.auth.verify_user_key("alice", ""));
+
+    let none = SecretToken(Zeroizing::new(String::new()));
+    let g =
+        w.auth.authorize_for_user("alice", &ask(&none, Direction::Download, "/pkg/f.bin")).unwrap();
+    assert_eq!(g.paths, vec!["pkg/f.bin".to_owned()]);
+    assert!(!g.single_use);
+    assert!(w.auth.authorize_for_user("alice", &ask(&none, Direction::Upload, "/new/dir")).is_ok());
+    for path in ["/../bob/x", "//etc/passwd", "/pkg/../../x"] {
+        let r = refused(w.auth.authorize_for_user("alice", &ask(&none, Direction::Upload, path)));
+        assert_eq!(r.code, RefusalCode::PathOutside, "{path}");
+    }
+    std::os::unix::fs::symlink("/etc", w.root().join("etc")).unwrap();
+    let r = refused(
+        w.auth.authorize_for_user("alice", &ask(&none, Direction::Download, "/etc/passwd")),
+    );
+    assert_eq!(r.code, RefusalCode::PathOutside);
+
+    let mut a = ask(&none, Direction::Download, "/pkg/f.bin");
+    a.suite = Some(SuiteId::IntegrityCmac);
+    assert_eq!(code(w.auth.authorize_for_user("alice", &a)), RefusalCode::CipherTooWeak);
+    w.set_user(UserChange {
+        direction_limit: Some(DirectionLimit::UploadOnly),
+        ..UserChange::default()
+    });
+    assert_eq!(
+        code(w.auth.authorize_for_user("alice", &ask(&none, Direction::Download, "/pkg/f.bin"))),
+        RefusalCode::UploadOnly
+    );
+    w.set_user(UserChange {
+        ip_allow_upload: Some(parse_cidr_list("10.0.0.0/8").unwrap()),
+        ..UserChange::default()
+    });
+    assert_eq!(
+        code(w.auth.authorize_for_user("alice", &ask(&none, Direction::Upload, "/x"))),
+        RefusalCode::AddressNotAllowed
+    );
+    w.set_user(UserChange { is_disabled: Some(true), ..UserChange::default() });
+    assert_eq!(
+        code(w.auth.authorize_for_user("alice", &ask(&none, Direction::Upload, "/x"))),
+        RefusalCode::UserDisabled
+    );
+    assert_eq!(
+        code(w.auth.authorize_for_user("nobody", &ask(&none, Direction::Upload, "/x"))),
+        RefusalCode::NotEntitled
+    );
+}
+
+#[test]
+fn a_rotation_by_another_process_is_picked_up_without_a_restart() {
+    let w = World::new();
+    // `haul secret rotate` in another process, then a token minted under the new secret.
+    let rotated = haul_control::secret::rotate(w.dir.path(), T0, 3600).unwrap();
+    let req = MintRequest {
+        user: UserName::parse("alice").unwrap(),
+        direction: Direction::Download,
+        paths: vec!["/pkg".into()],
+        lifetime_s: Some(600),
+        single_use: false,
+        client_ip: None,
+        package_id: None,
+    };
+    let (_, t) = Minter::new(&w.store, &rotated).mint(&req, T0).unwrap();
+    let t = SecretToken(Zeroizing::new(t.expose().to_owned()));
+    assert!(w.auth.authorize(&ask(&t, Direction::Download, "/pkg")).is_ok());
+    // Tokens of the old secret still pass inside the grace period.
+    let old = w.mint(Direction::Download, "/pkg", false);
+    assert!(w.auth.authorize(&ask(&old, Direction::Download, "/pkg")).is_ok());
+    // Another server's token is still refused (the reload finds nothing new).
+    let other = World::new().mint(Direction::Download, "/pkg", false);
+    assert_eq!(
+        code(w.auth.authorize(&ask(&other, Direction::Download, "/pkg"))),
+        RefusalCode::UnknownKey
+    );
+}

@@ -145,8 +145,9 @@ impl Conn {
             return Some(Identity::TransferAccount);
         }
         // Never the shipped key as a user's own key: it is public.
+        let line = key.to_openssh().ok()?;
         if key.key_data() != self.state.shipped_key.key_data()
-            && self.state.authz.is_user_key(user, &crate::hostkey::fingerprint(key))
+            && self.state.authz.is_user_key(user, &line)
         {
             return Some(Identity::User(user.to_string()));
         }

@@ -89,6 +89,14 @@ impl Store {
         })
     }
 
+    /// Removes a settings key: it reads as its default again.
+    pub fn clear_setting(&self, key: &str) -> Result<(), StoreError> {
+        self.with_conn(|c| {
+            c.execute("DELETE FROM settings WHERE key = ?1", [key])?;
+            Ok(())
+        })
+    }
+
     /// The admin settings, defaults filled in.
     pub fn admin_settings(&self) -> Result<AdminSettings, StoreError> {
         let d = AdminSettings::default();

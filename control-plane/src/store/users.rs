@@ -31,10 +31,7 @@ impl Store {
                 return Err(StoreError::UserExists(name.to_string()));
             }
             let id = tx.last_insert_rowid();
-            apply_change(&tx, id, change, now_s)?;
-            let user = load_user(&tx, name.as_str())?;
-            tx.commit()?;
-            user.ok_or_else(|| StoreError::UserNotFound(name.to_string()))
+            change_and_commit(tx, id, name, change, now_s)
         })
     }
 
@@ -51,10 +48,7 @@ impl Store {
                 .query_row("SELECT id FROM users WHERE name = ?1", [name.as_str()], |r| r.get(0))
                 .optional()?;
             let id = id.ok_or_else(|| StoreError::UserNotFound(name.to_string()))?;
-            apply_change(&tx, id, change, now_s)?;
-            let user = load_user(&tx, name.as_str())?;
-            tx.commit()?;
-            user.ok_or_else(|| StoreError::UserNotFound(name.to_string()))
+            change_and_commit(tx, id, name, change, now_s)
         })
     }
 
@@ -95,6 +89,20 @@ impl Store {
             }
         })
     }
+}
+
+/// Applies `change` to user `id`, reads the user back and commits.
+fn change_and_commit(
+    tx: Transaction<'_>,
+    id: i64,
+    name: &UserName,
+    change: &UserChange,
+    now_s: i64,
+) -> Result<User, StoreError> {
+    apply_change(&tx, id, change, now_s)?;
+    let user = load_user(&tx, name.as_str())?;
+    tx.commit()?;
+    user.ok_or_else(|| StoreError::UserNotFound(name.to_string()))
 }
 
 fn apply_change(

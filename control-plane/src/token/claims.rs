@@ -210,30 +210,8 @@ impl Claims {
             6 => Some(IpAddr::V6(Ipv6Addr::from(r.array::<16>()?))),
             _ => return Err(ClaimsError::BadField("client address")),
         };
-        let count = usize::from(r.u8()?);
-        if count > MAX_PATHS {
-            return Err(ClaimsError::PathCount);
-        }
-        let mut paths = Vec::with_capacity(count);
-        for _ in 0..count {
-            let len = usize::from(u16::from_be_bytes(r.array()?));
-            paths.push(r.string(len)?);
-        }
-        let count = usize::from(r.u8()?);
-        if count > MAX_EXTENSIONS {
-            return Err(ClaimsError::ExtensionLimit);
-        }
-        let mut extensions = Vec::with_capacity(count);
-        for _ in 0..count {
-            let kind = u16::from_be_bytes(r.array()?);
-            let flags = r.u8()?;
-            let len = usize::from(u16::from_be_bytes(r.array()?));
-            if len > MAX_EXTENSION_LEN || flags & !EXT_CRITICAL != 0 {
-                return Err(ClaimsError::ExtensionLimit);
-            }
-            let value = r.take(len)?.to_vec();
-            extensions.push(Extension { kind, is_critical: flags & EXT_CRITICAL != 0, value });
-        }
+        let paths = read_paths(&mut r)?;
+        let extensions = read_extensions(&mut r)?;
         if !r.0.is_empty() {
             return Err(ClaimsError::TrailingBytes(r.0.len()));
         }
@@ -255,6 +233,38 @@ impl Claims {
         claims.check()?;
         Ok(claims)
     }
+}
+
+fn read_paths(r: &mut Reader<'_>) -> Result<Vec<String>, ClaimsError> {
+    let count = usize::from(r.u8()?);
+    if count > MAX_PATHS {
+        return Err(ClaimsError::PathCount);
+    }
+    let mut paths = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = usize::from(u16::from_be_bytes(r.array()?));
+        paths.push(r.string(len)?);
+    }
+    Ok(paths)
+}
+
+fn read_extensions(r: &mut Reader<'_>) -> Result<Vec<Extension>, ClaimsError> {
+    let count = usize::from(r.u8()?);
+    if count > MAX_EXTENSIONS {
+        return Err(ClaimsError::ExtensionLimit);
+    }
+    let mut extensions = Vec::with_capacity(count);
+    for _ in 0..count {
+        let kind = u16::from_be_bytes(r.array()?);
+        let flags = r.u8()?;
+        let len = usize::from(u16::from_be_bytes(r.array()?));
+        if len > MAX_EXTENSION_LEN || flags & !EXT_CRITICAL != 0 {
+            return Err(ClaimsError::ExtensionLimit);
+        }
+        let value = r.take(len)?.to_vec();
+        extensions.push(Extension { kind, is_critical: flags & EXT_CRITICAL != 0, value });
+    }
+    Ok(extensions)
 }
 
 fn policy_from_u8(v: u8) -> Option<Policy> {
