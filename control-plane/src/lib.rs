@@ -16,7 +16,6 @@
 //! - [`testhook`]: the secret-exposure hook of the no-secrets-in-logs test.
 //! - [`web`]: the web console (HTTPS, accounts, sessions, admin console, packages, JSON API;
 //!   docs/WEB.md says what is still to come).
-//!
 
 #![forbid(unsafe_code)]
 

@@ -79,14 +79,14 @@ fn disposition(name: &str) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
-/// `GET /packages/{id}/files/{name}`.
-pub async fn file(
-    State(state): State<AppState>,
-    m: Member,
-    Path((id, name)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, AppError> {
-    let (pid, uid) = (parse_id(&id)?, m.ctx.account.user_id);
+/// The package file `name` as `m` may download it: (package id, title, open file, name).
+async fn locate(
+    state: &AppState,
+    m: &Member,
+    id: &str,
+    name: &str,
+) -> Result<(i64, String, std::fs::File, String), AppError> {
+    let (pid, uid) = (parse_id(id)?, m.ctx.account.user_id);
     let p = state.db(move |s| s.package_for(pid, uid)).await?.ok_or(AppError::NotFound)?;
     let is_sender = p.sender_id == uid;
     if m.ctx.user.direction_limit == DirectionLimit::UploadOnly {
@@ -111,11 +111,22 @@ pub async fn file(
             .map_err(|e| AppError::Internal(format!("package files: {e}")))?
     };
     let f = listed.into_iter().find(|f| f.name == name).ok_or(AppError::NotFound)?;
-    let std_file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(O_NOFOLLOW)
         .open(dir.join(&f.name))
         .map_err(|e| AppError::Internal(format!("opening package file: {e}")))?;
+    Ok((pid, p.title, file, f.name))
+}
+
+/// `GET /packages/{id}/files/{name}`.
+pub async fn file(
+    State(state): State<AppState>,
+    m: Member,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let (pid, title, std_file, name) = locate(&state, &m, &id, &name).await?;
     let len = std_file.metadata().map_err(|e| AppError::Internal(e.to_string()))?.len();
     let ask = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), len);
     let (status, start, end) = match ask {
@@ -147,7 +158,7 @@ pub async fn file(
                 Outcome::Ok,
                 &detail,
             )
-            .target(&p.title),
+            .target(&title),
         )
         .await?;
     let mut res = (status, body).into_response();
@@ -155,7 +166,7 @@ pub async fn file(
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-    h.insert(header::CONTENT_DISPOSITION, disposition(&f.name));
+    h.insert(header::CONTENT_DISPOSITION, disposition(&name));
     if status == StatusCode::PARTIAL_CONTENT {
         let cr = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1))
             .map_err(|e| AppError::Internal(e.to_string()))?;
