@@ -243,7 +243,7 @@ async fn transfer_link(
 }
 
 fn files_json(files: &[PackageFile]) -> Vec<Value> {
-    files.iter().map(|f| json!({ "name": f.name, "size": f.size })).collect()
+    files.iter().map(|f| json!({ "name": f.name, "size": views::human_bytes(f.size) })).collect()
 }
 
 async fn load(state: &AppState, m: &Member, raw: &str) -> Result<Package, AppError> {
@@ -306,7 +306,7 @@ async fn detail_view(
             let link =
                 transfer_link(state, &m.ctx.user, Direction::Download, path, &p.public_id).await?;
             let href = format!("/packages/{}/files/{}", p.id, views::percent_encode(&f.name));
-            links.push(json!({ "name": f.name, "size": f.size, "href": href, "url": link.as_ref().ok(), "error": link.err() }));
+            links.push(json!({ "name": f.name, "size": views::human_bytes(f.size), "href": href, "url": link.as_ref().ok(), "error": link.err() }));
         }
     }
     let ctx = json!({
@@ -324,7 +324,13 @@ async fn detail_view(
     });
     let status =
         if ctx["error"].is_null() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
-    Ok((status, views::render("package.html", with(base(&m.visit, &p.title, "sent"), ctx))?)
+    Ok((
+        status,
+        views::render(
+            "package.html",
+            with(base(&m.visit, &p.title, if is_sender { "sent" } else { "inbox" }), ctx),
+        )?,
+    )
         .into_response())
 }
 
