@@ -399,6 +399,50 @@ struct ReceiverSide {
     failure: Option<String>,
 }
 
+impl ReceiverSide {
+    /// Finalize every verified file in batches of at most [`rx::FINALIZE_BATCH_FILES`]: one
+    /// filesystem sync before the batch's renames and one after (files::FinalizeBatch), then
+    /// each file is acknowledged. Durability is per file as with a lone finalize.
+    fn finalize_ready(&mut self, now: haul_proto::time::Instant) {
+        let mut more = true;
+        while more {
+            let mut batch = crate::files::FinalizeBatch::new();
+            let mut staged = Vec::new();
+            more = false;
+            while let Some(op) = self.coord.poll_file_op() {
+                let FileOp::Finalize { file } = op;
+                match self.files.stage_finalize(&self.manifest, file, &self.options, &mut batch) {
+                    Ok(()) => staged.push(op),
+                    Err(failure) => self.finish_op(now, op, Err(failure)),
+                }
+                if staged.len() >= rx::FINALIZE_BATCH_FILES {
+                    more = true;
+                    break;
+                }
+            }
+            if staged.is_empty() {
+                return;
+            }
+            for (op, res) in staged.into_iter().zip(rx::commit_finalize(batch)) {
+                self.finish_op(now, op, res);
+            }
+        }
+    }
+
+    fn finish_op(
+        &mut self,
+        now: haul_proto::time::Instant,
+        op: FileOp,
+        res: Result<(), (haul_proto::session::DiskError, String)>,
+    ) {
+        let res = res.map_err(|(disk, message)| {
+            self.failure.get_or_insert(message);
+            disk
+        });
+        self.coord.handle_file_op_done(now, op, res);
+    }
+}
+
 impl Side for ReceiverSide {
     fn handle_event(&mut self, now: haul_proto::time::Instant, shard: u8, ev: ShardEvent) {
         if let ShardEvent::BlockHashed { file, .. } = &ev
@@ -424,15 +468,7 @@ impl Side for ReceiverSide {
             let prefix = self.coord.file_progress(file, &self.manifest);
             self.files.record_progress(&self.manifest, file, prefix);
         }
-        while let Some(op) = self.coord.poll_file_op() {
-            let FileOp::Finalize { file } = op;
-            let res = self.files.finalize(&self.manifest, file, &self.options);
-            let res = res.map_err(|(disk, message)| {
-                self.failure.get_or_insert(message);
-                disk
-            });
-            self.coord.handle_file_op_done(now, op, res);
-        }
+        self.finalize_ready(now);
     }
     fn file_hash(&self, file: u32) -> Option<[u8; 32]> {
         self.coord.file_hash(file)

@@ -8,10 +8,11 @@
 
 use super::{Overwrite, RecvOptions, TransferError};
 use crate::files::{
-    self, Action, CheckpointWriter, DestRoot, FileError, FileIdentity, FinalAttrs, PartialFile,
-    PartialOptions, SafeName, SourceHints, plan_file,
+    self, Action, CheckpointWriter, DestRoot, FileError, FileIdentity, FinalAttrs, FinalizeBatch,
+    ParentDir, PartialFile, PartialOptions, SafeName, SourceHints, plan_file,
 };
 use haul_proto::session::{DiskError, Manifest};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -44,6 +45,37 @@ pub(crate) fn prepare(
         .collect()
 }
 
+/// Files at most this size are created without reserving space (one `fallocate` each is a
+/// large share of a tiny file's cost); their total is checked against free space once.
+pub(crate) const SMALL_FILE_BYTES: u64 = 1 << 20;
+/// Most directories kept open for creating, checkpointing and finalizing files.
+const MAX_OPEN_DIRS: usize = 64;
+/// Most files finalized with one pair of filesystem syncs; each holds a descriptor until the
+/// commit, so this stays well under the usual 1024-descriptor limit.
+pub(crate) const FINALIZE_BATCH_FILES: usize = 256;
+
+/// Directories beneath the destination opened once and reused for every file in them.
+#[derive(Debug, Default)]
+struct DirCache {
+    dirs: HashMap<String, ParentDir>,
+}
+
+impl DirCache {
+    /// The directory holding `name` (created if missing), as a handle of its own.
+    fn parent(&mut self, dest: &DestRoot, name: &SafeName) -> Result<ParentDir, FileError> {
+        let dir = name.as_str().rsplit_once('/').map_or("", |(d, _)| d);
+        if let Some(p) = self.dirs.get(dir) {
+            return p.try_clone(name.as_str());
+        }
+        let p = dest.create_parent(name)?;
+        if self.dirs.len() >= MAX_OPEN_DIRS {
+            self.dirs.clear();
+        }
+        self.dirs.insert(dir.to_owned(), p.try_clone(name.as_str())?);
+        Ok(p)
+    }
+}
+
 /// The partial files of one receive, and what the coordinator needs to checkpoint and
 /// finalize them.
 #[derive(Debug)]
@@ -55,6 +87,7 @@ pub(crate) struct RxFiles {
     replace: Vec<bool>,
     checkpoints: Vec<Option<CheckpointWriter>>,
     recorded: Vec<u64>,
+    dirs: DirCache,
 }
 
 fn partial_rel(name: &SafeName) -> String {
@@ -80,16 +113,27 @@ pub(crate) fn create_partials(
         replace: Vec::with_capacity(n),
         checkpoints: (0..n).map(|_| None).collect(),
         recorded: resume.to_vec(),
+        dirs: DirCache::default(),
     };
-    let mut partials = Vec::with_capacity(n);
-    for (i, entry) in manifest.files().iter().enumerate() {
-        let name = SafeName::parse(&entry.name).map_err(|reason| {
+    let mut names = Vec::with_capacity(n);
+    for entry in manifest.files() {
+        names.push(SafeName::parse(&entry.name).map_err(|reason| {
             file_error(&FileError::BadName { name: entry.name.clone(), reason })
-        })?;
+        })?);
+    }
+    check_small_files_fit(&rx.dest, manifest, &names, resume)?;
+    let mut partials = Vec::with_capacity(n);
+    for ((i, entry), name) in manifest.files().iter().enumerate().zip(names) {
         let kept = resume.get(i).copied().unwrap_or(0);
-        let opts = PartialOptions { direct_io: false, fresh: kept == 0 };
+        let opts = PartialOptions {
+            direct_io: false,
+            fresh: kept == 0,
+            skip_prealloc: entry.size <= SMALL_FILE_BYTES,
+        };
         // Created (and space reserved) now, then closed: the shards open what they need.
-        PartialFile::create(&rx.dest, &name, entry.size, opts).map_err(|e| file_error(&e))?;
+        let parent = rx.dirs.parent(&rx.dest, &name).map_err(|e| file_error(&e))?;
+        PartialFile::create_in(&rx.dest, parent, &name, entry.size, opts)
+            .map_err(|e| file_error(&e))?;
         partials.push(partial_rel(&name));
         rx.replace.push(options.overwrite != Overwrite::Never);
         rx.names.push(name);
@@ -98,23 +142,69 @@ pub(crate) fn create_partials(
     Ok(rx)
 }
 
+/// The small files are not preallocated one by one: check once that all of them fit, naming
+/// the first that does not.
+fn check_small_files_fit(
+    dest: &DestRoot,
+    manifest: &Manifest,
+    names: &[SafeName],
+    resume: &[u64],
+) -> Result<(), TransferError> {
+    let space = dest.space().map_err(|e| file_error(&e))?;
+    let mut needed = 0u64;
+    for ((i, entry), name) in manifest.files().iter().enumerate().zip(names) {
+        if entry.size > SMALL_FILE_BYTES {
+            continue;
+        }
+        needed = needed.saturating_add(entry.size - resume.get(i).copied().unwrap_or(0));
+        if needed > space.available_bytes {
+            return Err(file_error(&FileError::DiskFull {
+                file: name.to_string(),
+                needed,
+                available: space.available_bytes,
+                fs: dest.path().to_owned(),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Why finalizing failed, as the protocol and the operator see it.
+fn finalize_failure(e: &FileError) -> (DiskError, String) {
+    let disk = match e {
+        FileError::DiskFull { .. } => DiskError::NoSpace,
+        FileError::DestReadOnly { .. } | FileError::DestNoPermission { .. } => {
+            DiskError::Permission
+        }
+        _ => DiskError::Io,
+    };
+    (disk, e.to_string())
+}
+
 impl RxFiles {
+    /// Reopens the partial of file `i` (a manifest index the caller checked) of `size` bytes.
+    fn open_partial(&mut self, i: usize, size: u64) -> Option<Result<PartialFile, FileError>> {
+        let name = self.names.get(i)?;
+        Some(
+            self.dirs
+                .parent(&self.dest, name)
+                .and_then(|parent| PartialFile::open_in(&self.dest, parent, name, size)),
+        )
+    }
+
     /// `prefix` bytes of `file` are on disk and verified by block: record them, and write a
-    /// checkpoint (data synced first) once a checkpoint interval has passed.
+    /// checkpoint (data synced first) once a checkpoint interval has passed. A file verified
+    /// whole gets no checkpoint: its finalize follows at once and makes it durable.
     pub fn record_progress(&mut self, manifest: &Manifest, file: u32, prefix: u64) {
         let i = file as usize;
         let (Some(entry), Some(done)) = (manifest.file(file), self.recorded.get(i).copied()) else {
             return;
         };
-        if prefix <= done {
+        if prefix <= done || (prefix >= entry.size && self.checkpoints[i].is_none()) {
             return;
         }
         if self.checkpoints[i].is_none() {
-            let opts = PartialOptions { direct_io: false, fresh: false };
-            let Ok(partial) = PartialFile::create(&self.dest, &self.names[i], entry.size, opts)
-            else {
-                return;
-            };
+            let Some(Ok(partial)) = self.open_partial(i, entry.size) else { return };
             let identity =
                 FileIdentity { size: entry.size, mtime_ns: entry.mtime_ns, head_hash: None };
             // A failed checkpoint only weakens resume; the transfer itself goes on.
@@ -129,30 +219,24 @@ impl RxFiles {
         }
     }
 
-    /// fsync, set attributes, rename into place.
-    pub fn finalize(
+    /// Set `file`'s attributes and add it to `batch`, which syncs and renames it at its commit
+    /// ([`FinalizeBatch`]: data and attributes durable before the rename).
+    pub fn stage_finalize(
         &mut self,
         manifest: &Manifest,
         file: u32,
         options: &RecvOptions,
+        batch: &mut FinalizeBatch,
     ) -> Result<(), (DiskError, String)> {
         let i = file as usize;
-        let (Some(entry), Some(name)) = (manifest.file(file), self.names.get(i)) else {
+        let Some(entry) = manifest.file(file) else {
             return Err((DiskError::Missing, format!("file {file} is not in the manifest")));
         };
         self.checkpoints[i] = None;
-        let fail = |e: FileError| {
-            let disk = match &e {
-                FileError::DiskFull { .. } => DiskError::NoSpace,
-                FileError::DestReadOnly { .. } | FileError::DestNoPermission { .. } => {
-                    DiskError::Permission
-                }
-                _ => DiskError::Io,
-            };
-            (disk, e.to_string())
+        let Some(partial) = self.open_partial(i, entry.size) else {
+            return Err((DiskError::Missing, format!("file {file} has no partial file")));
         };
-        let opts = PartialOptions { direct_io: false, fresh: false };
-        let partial = PartialFile::create(&self.dest, name, entry.size, opts).map_err(fail)?;
+        let partial = partial.map_err(|e| finalize_failure(&e))?;
         let attrs = FinalAttrs {
             mode: entry.mode,
             mtime_ns: entry.mtime_ns,
@@ -160,8 +244,24 @@ impl RxFiles {
             owner: None,
             xattrs: Vec::new(),
         };
-        partial.finalize(&attrs, self.replace[i]).map_err(fail)?;
-        Ok(())
+        let replace = self.replace.get(i).copied().unwrap_or(false);
+        batch.push(partial, &attrs, replace).map_err(|e| finalize_failure(&e))
+    }
+}
+
+/// Commits `batch`: per staged file, in staging order, `Ok` once it is in place and durable.
+/// A failed sync fails every file of the batch with the same error.
+pub(crate) fn commit_finalize(batch: FinalizeBatch) -> Vec<Result<(), (DiskError, String)>> {
+    let n = batch.len();
+    match batch.commit() {
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .map(|(_, r)| r.map(|_| ()).map_err(|e| finalize_failure(&e)))
+            .collect(),
+        Err(e) => {
+            let f = finalize_failure(&e);
+            (0..n).map(|_| Err(f.clone())).collect()
+        }
     }
 }
 
