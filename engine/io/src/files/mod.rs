@@ -19,6 +19,7 @@ pub mod dest;
 pub mod error;
 pub mod names;
 pub mod partial;
+pub mod pause;
 pub mod plan;
 pub mod policy;
 pub mod space;

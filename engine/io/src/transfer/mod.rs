@@ -410,6 +410,7 @@ impl ReceiverSide {
             let mut staged = Vec::new();
             more = false;
             while let Some(op) = self.coord.poll_file_op() {
+                crate::files::pause::pause_if_armed(crate::files::pause::PausePhase::Verify);
                 let FileOp::Finalize { file } = op;
                 match self.files.stage_finalize(&self.manifest, file, &self.options, &mut batch) {
                     Ok(()) => staged.push(op),
