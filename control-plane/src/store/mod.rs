@@ -12,6 +12,10 @@
 //! - Issue 5 owns `0001`; later issues only add files.
 //! - The database file is created 0600 in a data directory the caller has already checked.
 
+pub mod settings;
+pub mod token_uses;
+pub mod users;
+
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -38,6 +42,18 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store I/O on {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// The caller asked to add a user whose name is taken.
+    #[error("user {0} already exists")]
+    UserExists(String),
+    /// The caller named a user that does not exist.
+    #[error("no user called {0}")]
+    UserNotFound(String),
+    /// The caller gave an SSH key another user (or this one, twice) already has.
+    #[error("SSH key {fingerprint} already belongs to user {owner}")]
+    SshKeyTaken { fingerprint: String, owner: String },
+    /// A settings row holds a value this build cannot read (edited by hand, or a bug).
+    #[error("setting {key} holds {value:?}, which is not a valid value")]
+    BadSetting { key: String, value: String },
 }
 
 /// The store. Cheap to share behind an `Arc`; one connection, serialized by a mutex (SQLite
