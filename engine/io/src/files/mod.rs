@@ -24,6 +24,7 @@ pub mod plan;
 pub mod policy;
 pub mod space;
 pub mod walk;
+pub mod xattr;
 
 pub use batch::{BatchOutcome, FinalizeBatch, MAX_FINALIZE_BATCH};
 pub use checkpoint::{
@@ -40,3 +41,4 @@ pub use policy::{
 };
 pub use space::{FsSpace, check_space, free_space, human_bytes};
 pub use walk::{SourceEntry, Walk, WalkNote, walk, walk_with_limit};
+pub use xattr::{SourceXattrs, read_xattrs};

@@ -57,10 +57,16 @@ pub use crate::files::{Overwrite, ResumeLevel};
 pub struct RecvOptions {
     pub overwrite: Overwrite,
     pub resume: ResumeLevel,
-    /// Preserve owner and group (only when permitted).
+    /// Apply the owner and group the sender sent (only when permitted: root or CAP_CHOWN;
+    /// otherwise skipped and counted).
     pub preserve_owner: bool,
+    /// Apply the extended attributes (POSIX ACLs among them) the sender sent; those the
+    /// filesystem or our privileges refuse are skipped and counted.
+    pub preserve_xattrs: bool,
     /// Keep setuid/setgid bits (only honoured for root).
     pub keep_setid: bool,
+    /// Empty, or per file (manifest order) the owner and xattrs the sender sent.
+    pub file_attrs: Vec<haul_proto::setup::FileAttrs>,
 }
 
 /// The sending side of one transfer.
@@ -129,6 +135,9 @@ pub struct TransferReport {
     pub cpu_seconds: f64,
     /// A human message with more about an abort (the file and the cause), when there is one.
     pub detail: Option<String>,
+    /// Receiver: files whose owner or some extended attribute, asked for and allowed, could
+    /// not be applied (no privilege, or the filesystem refused it).
+    pub attrs_skipped: u64,
 }
 
 #[derive(Debug, Error)]
@@ -397,6 +406,8 @@ struct ReceiverSide {
     touched: Vec<u32>,
     /// The first finalize failure, with its message, for the report.
     failure: Option<String>,
+    /// Files whose owner or some extended attribute asked for could not be applied.
+    attrs_skipped: u64,
 }
 
 impl ReceiverSide {
@@ -425,7 +436,8 @@ impl ReceiverSide {
                 return;
             }
             for (op, res) in staged.into_iter().zip(rx::commit_finalize(batch)) {
-                self.finish_op(now, op, res);
+                self.attrs_skipped += u64::from(res == Ok(true));
+                self.finish_op(now, op, res.map(|_| ()));
             }
         }
     }
@@ -548,6 +560,7 @@ fn report(
         backend,
         cpu_seconds: cpu_seconds() - cpu0,
         detail: None,
+        attrs_skipped: 0,
     }
 }
 
@@ -641,11 +654,13 @@ pub fn run_receiver(
         options,
         touched: Vec::new(),
         failure: None,
+        attrs_skipped: 0,
     };
     let ends = drive(&mut side, threads, total, progress)?;
     let mut r = report(&side, &manifest, &ends, backend, started, cpu0, false);
     if let (Outcome::Aborted { .. }, Some(msg)) = (r.outcome, side.failure.take()) {
         r.detail = Some(msg);
     }
+    r.attrs_skipped = side.attrs_skipped;
     Ok(r)
 }

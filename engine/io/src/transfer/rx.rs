@@ -237,26 +237,34 @@ impl RxFiles {
             return Err((DiskError::Missing, format!("file {file} has no partial file")));
         };
         let partial = partial.map_err(|e| finalize_failure(&e))?;
+        let sent = options.file_attrs.get(i);
         let attrs = FinalAttrs {
             mode: entry.mode,
             mtime_ns: entry.mtime_ns,
             keep_setid: options.keep_setid,
-            owner: None,
-            xattrs: Vec::new(),
+            owner: sent.and_then(|a| a.owner).filter(|_| options.preserve_owner),
+            xattrs: match sent {
+                Some(a) if options.preserve_xattrs => a.xattrs.clone(),
+                _ => Vec::new(),
+            },
         };
         let replace = self.replace.get(i).copied().unwrap_or(false);
         batch.push(partial, &attrs, replace).map_err(|e| finalize_failure(&e))
     }
 }
 
-/// Commits `batch`: per staged file, in staging order, `Ok` once it is in place and durable.
-/// A failed sync fails every file of the batch with the same error.
-pub(crate) fn commit_finalize(batch: FinalizeBatch) -> Vec<Result<(), (DiskError, String)>> {
+/// Commits `batch`: per staged file, in staging order, `Ok` once it is in place and durable,
+/// with `true` if an owner or an extended attribute asked for could not be applied. A failed
+/// sync fails every file of the batch with the same error.
+pub(crate) fn commit_finalize(batch: FinalizeBatch) -> Vec<Result<bool, (DiskError, String)>> {
     let n = batch.len();
     match batch.commit() {
         Ok(outcomes) => outcomes
             .into_iter()
-            .map(|(_, r)| r.map(|_| ()).map_err(|e| finalize_failure(&e)))
+            .map(|(_, r)| {
+                r.map(|done| done.owner_skipped || !done.xattrs_skipped.is_empty())
+                    .map_err(|e| finalize_failure(&e))
+            })
             .collect(),
         Err(e) => {
             let f = finalize_failure(&e);
