@@ -31,11 +31,11 @@ pub use checkpoint::{
     Checkpoint, CheckpointWriter, FileIdentity, FingerprintKind, Leftover, Loaded, ResumeLevel,
     ResumePlan, StartOver, checkpoint_interval_bytes, fingerprint, load_leftover,
 };
-pub use dest::{DestRoot, ExistingFile, ParentDir};
+pub use dest::{DestRoot, DirCache, ExistingFile, ParentDir};
 pub use error::{Fault, FileError, Op};
 pub use names::{NameError, SafeName};
 pub use partial::{FinalAttrs, Finalized, IoMode, PartialFile, PartialOptions, Prealloc};
-pub use plan::{Action, FilePlan, SourceHints, plan_file};
+pub use plan::{Action, FilePlan, SourceHints, plan_file, plan_file_cached};
 pub use policy::{
     ChecksumCompare, Decision, Overwrite, SkipReason, SourceFile, decide, hash_existing,
 };

@@ -8,11 +8,10 @@
 
 use super::{Overwrite, RecvOptions, TransferError};
 use crate::files::{
-    self, Action, CheckpointWriter, DestRoot, FileError, FileIdentity, FinalAttrs, FinalizeBatch,
-    ParentDir, PartialFile, PartialOptions, SafeName, SourceHints, plan_file,
+    self, Action, CheckpointWriter, DestRoot, DirCache, FileError, FileIdentity, FinalAttrs,
+    FinalizeBatch, ParentDir, PartialFile, PartialOptions, SafeName, SourceHints, plan_file_cached,
 };
 use haul_proto::session::{DiskError, Manifest};
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -30,13 +29,14 @@ pub(crate) fn prepare(
 ) -> Result<Vec<u64>, TransferError> {
     let root = DestRoot::open(dest).map_err(|e| file_error(&e))?;
     let block = manifest.block_size();
+    let mut dirs = DirCache::default();
     manifest
         .files()
         .iter()
         .map(|entry| {
+            let (o, r, h) = (options.overwrite, options.resume, SourceHints::default());
             let plan =
-                plan_file(&root, entry, options.overwrite, options.resume, SourceHints::default())
-                    .map_err(|e| file_error(&e))?;
+                plan_file_cached(&root, &mut dirs, entry, o, r, h).map_err(|e| file_error(&e))?;
             Ok(match plan.action {
                 Action::Skip(_) => SKIP_FILE,
                 Action::Write { .. } => plan.resume.kept_prefix(block),
@@ -48,32 +48,17 @@ pub(crate) fn prepare(
 /// Files at most this size are created without reserving space (one `fallocate` each is a
 /// large share of a tiny file's cost); their total is checked against free space once.
 pub(crate) const SMALL_FILE_BYTES: u64 = 1 << 20;
-/// Most directories kept open for creating, checkpointing and finalizing files.
-const MAX_OPEN_DIRS: usize = 64;
 /// Most files finalized with one pair of filesystem syncs; each holds a descriptor until the
 /// commit, so this stays well under the usual 1024-descriptor limit.
 pub(crate) const FINALIZE_BATCH_FILES: usize = 256;
 
-/// Directories beneath the destination opened once and reused for every file in them.
-#[derive(Debug, Default)]
-struct DirCache {
-    dirs: HashMap<String, ParentDir>,
-}
-
-impl DirCache {
-    /// The directory holding `name` (created if missing), as a handle of its own.
-    fn parent(&mut self, dest: &DestRoot, name: &SafeName) -> Result<ParentDir, FileError> {
-        let dir = name.as_str().rsplit_once('/').map_or("", |(d, _)| d);
-        if let Some(p) = self.dirs.get(dir) {
-            return p.try_clone(name.as_str());
-        }
-        let p = dest.create_parent(name)?;
-        if self.dirs.len() >= MAX_OPEN_DIRS {
-            self.dirs.clear();
-        }
-        self.dirs.insert(dir.to_owned(), p.try_clone(name.as_str())?);
-        Ok(p)
-    }
+/// A cached directory of `name`, created if missing.
+fn parent_of(
+    dirs: &mut DirCache,
+    dest: &DestRoot,
+    name: &SafeName,
+) -> Result<ParentDir, FileError> {
+    dirs.parent(dest, name, true)?.ok_or_else(|| FileError::Escape { file: name.to_string() })
 }
 
 /// The partial files of one receive, and what the coordinator needs to checkpoint and
@@ -131,7 +116,7 @@ pub(crate) fn create_partials(
             skip_prealloc: entry.size <= SMALL_FILE_BYTES,
         };
         // Created (and space reserved) now, then closed: the shards open what they need.
-        let parent = rx.dirs.parent(&rx.dest, &name).map_err(|e| file_error(&e))?;
+        let parent = parent_of(&mut rx.dirs, &rx.dest, &name).map_err(|e| file_error(&e))?;
         PartialFile::create_in(&rx.dest, parent, &name, entry.size, opts)
             .map_err(|e| file_error(&e))?;
         partials.push(partial_rel(&name));
@@ -186,8 +171,7 @@ impl RxFiles {
     fn open_partial(&mut self, i: usize, size: u64) -> Option<Result<PartialFile, FileError>> {
         let name = self.names.get(i)?;
         Some(
-            self.dirs
-                .parent(&self.dest, name)
+            parent_of(&mut self.dirs, &self.dest, name)
                 .and_then(|parent| PartialFile::open_in(&self.dest, parent, name, size)),
         )
     }
