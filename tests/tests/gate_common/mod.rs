@@ -43,6 +43,7 @@ impl Appliance {
         let mut cmd = Command::new(haul_bin());
         cmd.args(["serve", "--data-dir"]).arg(&data);
         cmd.args(["--ssh-listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"]);
+        cmd.args(["--web-listen", "127.0.0.1:0"]);
         cmd.args(extra);
         for (k, v) in env {
             cmd.env(k, v);
