@@ -14,8 +14,9 @@
 //! - [`url`]: the `haul://` URL.
 //! - [`serve`]: `haul serve`: the appliance's start-up.
 //! - [`testhook`]: the secret-exposure hook of the no-secrets-in-logs test.
+//! - [`web`]: the web console (HTTPS, accounts, sessions, admin console, JSON API).
 //!
-//! The web console arrives with issue 6 (see README.md, "What works today").
+//! The web console is being built for issue 6 (see README.md, "What works today").
 
 #![forbid(unsafe_code)]
 
@@ -32,3 +33,4 @@ pub mod testhook;
 pub mod token;
 pub mod url;
 pub mod users;
+pub mod web;

@@ -15,6 +15,12 @@
 pub mod settings;
 pub mod token_uses;
 pub mod users;
+pub mod web;
+pub mod web_audit;
+pub mod web_groups;
+pub mod web_packages;
+pub mod web_settings;
+pub mod web_tokens;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -23,8 +29,10 @@ use rusqlite::Connection;
 use thiserror::Error;
 
 /// The migrations, in order: (version, name, SQL). Append only.
-pub const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/0001_init.sql")),
+    (2, "web", include_str!("../../migrations/0002_web.sql")),
+];
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "haul.db";
