@@ -102,6 +102,15 @@ fn record_public_address(store: &Store, ssh: SocketAddr) {
 pub fn serve(a: ServeArgs) -> Result<()> {
     init_logging(&a.log_level);
     haul_io::secmem::make_undumpable().context("making the process non-dumpable")?;
+    if haul_io::secmem::can_lock_all_memory() {
+        haul_io::secmem::lock_all_memory().context("locking memory (mlockall)")?;
+        tracing::info!("memory locked: session keys never reach swap");
+    } else {
+        tracing::warn!(
+            "memory not locked: session keys could reach swap; run with LimitMEMLOCK=infinity \
+             (systemd) or ulimit -l unlimited"
+        );
+    }
     haul_control::secret::ensure_data_dir(&a.data_dir)?;
     let keyring = haul_control::secret::load_or_create(&a.data_dir, system_now_s())?;
     let store = Store::open(&a.data_dir)
