@@ -103,6 +103,11 @@ impl SendArea {
     }
 }
 
+/// The backend's counters plus the shard's disk syscalls.
+fn io_stats(w: &Wiring) -> IoStats {
+    IoStats { disk_syscalls: w.files.syscalls(), ..w.backend.stats() }
+}
+
 fn forward_events(w: &Wiring, mut next: impl FnMut() -> Option<ShardEvent>) {
     while let Some(ev) = next() {
         // The coordinator outlives the shards; a closed channel means the side is over.
@@ -169,6 +174,13 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
             {
                 failed = true;
             }
+            // A short batch means the pacer (or the data) ran dry: wait for the next whole
+            // pacing batch instead of sending the few tokens that trickle in during this send,
+            // which made batches of ~7 datagrams, 150 syscalls per 1,000 datagrams and small
+            // GRO buffers at the receiver.
+            if n < MAX_BATCH {
+                break;
+            }
         }
         forward_events(&w, || shard.poll_event());
         let st = shard.stats();
@@ -184,7 +196,7 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    ShardEnd { stats: *shard.stats(), io: w.backend.stats() }
+    ShardEnd { stats: *shard.stats(), io: io_stats(&w) }
 }
 
 /// Contiguous payloads waiting to be written with one call.
@@ -275,5 +287,5 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
         let st = shard.stats();
         w.counters.bytes.store(st.data_bytes_received, Ordering::Relaxed);
     }
-    ShardEnd { stats: *shard.stats(), io: w.backend.stats() }
+    ShardEnd { stats: *shard.stats(), io: io_stats(&w) }
 }
