@@ -212,8 +212,9 @@ impl Staging {
         if self.len == 0 {
             return;
         }
-        let res = files.write_at(self.file, self.offset, &self.buf[..self.len]);
-        shard.handle_write_done(now, self.file, self.offset, self.len as u32, res);
+        let data = &self.buf[..self.len];
+        let res = files.write_at(self.file, self.offset, data);
+        shard.handle_write_done_data(now, self.file, self.offset, data, res);
         self.len = 0;
     }
 
