@@ -11,11 +11,15 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod args;
 mod bench;
+mod cp;
 mod frames;
+mod getput;
 mod keyfile;
 mod report;
+mod serve;
 mod transfer;
 mod walk;
 
@@ -78,6 +82,26 @@ enum Command {
     /// Quick looks at this machine (not the headline benchmarks, which live in benches/).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Administer users and their restrictions in a data directory.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Mint transfer tokens (prints a haul:// URL).
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
+    /// Rotate or inspect the server secret.
+    #[command(subcommand)]
+    Secret(admin::SecretCommand),
+    /// Show or change the admin settings (encrypt transfers, caps, token lifetime, URL host).
+    #[command(subcommand)]
+    Settings(admin::SettingsCommand),
+    /// Run the appliance: the SSH gate and the data plane (docs/GATE.md).
+    Serve(serve::ServeArgs),
+    /// Download what a haul:// URL grants (docs/URL.md).
+    Get(getput::GetArgs),
+    /// Upload files with a haul:// URL (docs/URL.md).
+    Put(getput::PutArgs),
+    /// Copy to or from your storage with your own SSH key: `cp -i KEY user@host:path DEST`.
+    Cp(cp::CpArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,8 +146,11 @@ Haul is being built. What exists today:
   - benchmarks: crypto and codec (`cargo bench -p haul-benches`), loopback and WAN harnesses
     (benches/), figures in benches/RESULTS.md.
 
+  - issue 5 (part): haul user, haul token mint, haul secret, haul settings (administer a
+    data directory; docs/TOKENS.md, docs/STORE.md).
+
 Not yet here (no command below works today):
-  - issue 5: haul serve (the appliance), haul get, haul put, haul token, haul user;
+  - issue 5: haul serve (the appliance), haul get, haul put, haul cp;
   - issue 6: the web console.
 
 The whole test suite: scripts/test. Start what exists: scripts/start.";
@@ -158,6 +185,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Send { to, key_file, paths, flags } => send(&to, &key_file, &paths, flags)?,
         Command::Bench(BenchCommand::Loopback { size, flags }) => bench::loopback(size, flags)?,
+        Command::User(c) => admin::user(c)?,
+        Command::Token(c) => admin::token(c)?,
+        Command::Secret(c) => admin::secret(c)?,
+        Command::Settings(c) => admin::settings(c)?,
+        Command::Serve(a) => serve::serve(a)?,
+        Command::Get(a) => a.run()?,
+        Command::Put(a) => a.run()?,
+        Command::Cp(a) => a.run()?,
     }
     Ok(())
 }

@@ -49,7 +49,8 @@ impl fmt::Debug for SecretToken {
 pub struct TransferAsk<'a> {
     pub token: &'a SecretToken,
     pub direction: Direction,
-    /// The path part of the URL, as sent (untrusted; the authorizer confines it).
+    /// The path part of the URL, percent-decoded, with its leading `/` (untrusted; the
+    /// authorizer normalizes and confines it: docs/TOKENS.md, "What the gate checks").
     pub path: &'a str,
     /// The address the SSH connection came from.
     pub client_ip: IpAddr,
@@ -152,4 +153,32 @@ pub trait Authorizer: Send + Sync + 'static {
     fn authorize(&self, ask: &TransferAsk<'_>) -> Result<Grant, Refusal>;
     /// Releases the grant's hold and records how the transfer ended.
     fn finish(&self, grant: &Grant, outcome: Outcome);
+
+    /// Whether `openssh_public_key` (one authorized_keys line: `ssh-ed25519 AAAA... [comment]`)
+    /// is one of `user`'s own keys (the users table): such a login may run `haul cp` transfers
+    /// without a token. The default knows no user keys.
+    fn is_user_key(&self, user: &str, openssh_public_key: &str) -> bool {
+        let _ = (user, openssh_public_key);
+        false
+    }
+
+    /// `haul cp`: authorize a transfer for `user`, whose own key the SSH login proved. The
+    /// ask's token is empty; the path is confined to the user's storage and the user's
+    /// restrictions apply as for a token. The default refuses.
+    fn authorize_user(&self, user: &str, ask: &TransferAsk<'_>) -> Result<Grant, Refusal> {
+        let _ = ask;
+        Err(Refusal {
+            code: RefusalCode::NotEntitled,
+            detail: format!("user {user}: per-user transfers are not configured on this server"),
+        })
+    }
+
+    /// Records that `path` (one of `grant.paths`, or a file beneath it) has `partial_bytes`
+    /// safely written, so a resume of a single-use token is bound to that file and partial.
+    /// Optional: the default records nothing.
+    fn record_partial(&self, _grant: &Grant, _path: &str, _partial_bytes: u64) {}
+    /// For a resumed single-use grant: what [`Authorizer::record_partial`] last recorded.
+    fn resume_partial_bytes(&self, _grant: &Grant, _path: &str) -> Option<u64> {
+        None
+    }
 }

@@ -12,6 +12,16 @@
 //! - Issue 5 owns `0001`; later issues only add files.
 //! - The database file is created 0600 in a data directory the caller has already checked.
 
+pub mod settings;
+pub mod token_uses;
+pub mod users;
+pub mod web;
+pub mod web_audit;
+pub mod web_groups;
+pub mod web_packages;
+pub mod web_settings;
+pub mod web_tokens;
+
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -19,8 +29,10 @@ use rusqlite::Connection;
 use thiserror::Error;
 
 /// The migrations, in order: (version, name, SQL). Append only.
-pub const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/0001_init.sql")),
+    (2, "web", include_str!("../../migrations/0002_web.sql")),
+];
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "haul.db";
@@ -38,6 +50,18 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store I/O on {path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// The caller asked to add a user whose name is taken.
+    #[error("user {0} already exists")]
+    UserExists(String),
+    /// The caller named a user that does not exist.
+    #[error("no user called {0}")]
+    UserNotFound(String),
+    /// The caller gave an SSH key another user (or this one, twice) already has.
+    #[error("SSH key {fingerprint} already belongs to user {owner}")]
+    SshKeyTaken { fingerprint: String, owner: String },
+    /// A settings row holds a value this build cannot read (edited by hand, or a bug).
+    #[error("setting {key} holds {value:?}, which is not a valid value")]
+    BadSetting { key: String, value: String },
 }
 
 /// The store. Cheap to share behind an `Arc`; one connection, serialized by a mutex (SQLite
