@@ -43,6 +43,8 @@ const MAX_FILE_DONE_PENDING: usize = 4096;
 /// after each send up to `2^FILE_DONE_BACKOFF_MAX` times it: a receiver busy finalizing
 /// thousands of small files is not flooded with repeats it already has.
 const FILE_DONE_BACKOFF_MAX: u32 = 6;
+/// Most recent resends remembered to ignore stale NAKs (`recent`; about 0.7 MiB at most).
+const MAX_RECENT: usize = 16_384;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
@@ -576,6 +578,9 @@ impl SenderShard {
         } else {
             self.ep.stats.data_bytes_resent += len;
             self.recent.insert(pos, (pos + len, now));
+            if self.recent.len() >= MAX_RECENT {
+                self.prune_recent(now);
+            }
         }
         self.fb_sent_bytes += len;
         let dlen = body + len as usize + crate::crypto::TAG_LEN;
@@ -642,7 +647,7 @@ impl SenderShard {
         }
         let mut want = RangeSet::new();
         want.insert(start..end);
-        let fresh = self.srtt.saturating_mul(5).div(4) + Duration::from_millis(4);
+        let fresh = self.nak_fresh();
         for (&s, &(e, t)) in self.recent.range(..end) {
             if e > start && now.saturating_since(t) < fresh {
                 want.remove(s..e);
@@ -650,6 +655,26 @@ impl SenderShard {
         }
         for r in want.iter() {
             self.fb_naked_bytes += self.resend.insert(r);
+        }
+    }
+
+    /// How long after a resend a NAK of the same range is taken as stale (sent before the
+    /// resend arrived) and ignored.
+    fn nak_fresh(&self) -> Duration {
+        self.srtt.saturating_mul(5).div(4) + Duration::from_millis(4)
+    }
+
+    /// Bound `recent`. It was pruned only below the cumulative ack, so while a hole stayed
+    /// open it kept every resend above it: +10 MiB of sender RSS (+51%) for a 16 GiB file
+    /// with 20% of bytes resent. Entries too old to suppress a NAK go first; if one round trip
+    /// resent more than half the limit, the lowest go too (at worst such a range is resent
+    /// twice within a round trip). Keeping at most half the limit makes the pruning amortized
+    /// O(1) per resend.
+    fn prune_recent(&mut self, now: Instant) {
+        let fresh = self.nak_fresh();
+        self.recent.retain(|_, &mut (_, t)| now.saturating_since(t) < fresh);
+        while self.recent.len() > MAX_RECENT / 2 {
+            self.recent.pop_first();
         }
     }
 
