@@ -94,8 +94,8 @@ impl Look {
                     Some(width),
                     Kind::Overflow,
                     format!(
-                        "scrollWidth {scroll} > innerWidth {inner}; widest: {}",
-                        widest_elements(s, inner).await
+                        "scrollWidth {scroll} > innerWidth {inner}; made wide by: {}",
+                        widest_elements(s, scroll).await
                     ),
                 );
             }
@@ -161,22 +161,23 @@ pub async fn overflow(s: &Session) -> Option<(u64, u64)> {
     (scroll > inner).then_some((scroll, inner))
 }
 
-/// The (up to three) elements whose right edge sticks out furthest past `inner`, for the report.
-async fn widest_elements(s: &Session, inner: u64) -> String {
+/// The (up to three) elements whose right edge is the document's scroll width: they make
+/// the page wide (an element clipped inside a scrolling box does not reach it).
+async fn widest_elements(s: &Session, scroll: u64) -> String {
     let script = r#"
-        const inner = arguments[0], out = [];
+        const edge = arguments[0], out = [];
         for (const el of document.querySelectorAll('body *')) {
           const r = el.getBoundingClientRect();
-          if (r.right > inner + 0.5) out.push([r.right, el.tagName.toLowerCase() +
-            (el.id ? '#' + el.id : '') + (el.className && typeof el.className === 'string'
-              ? '.' + el.className.trim().split(/\s+/).join('.') : '')]);
+          if (Math.abs(r.right + window.scrollX - edge) < 1.5) out.push(el.tagName.toLowerCase() +
+            (el.id ? '#' + el.id : '') + (typeof el.className === 'string' && el.className.trim()
+              ? '.' + el.className.trim().split(/\s+/).join('.') : '') +
+            ' "' + (el.textContent || '').trim().slice(0, 30) + '"');
         }
-        out.sort((a, b) => b[0] - a[0]);
-        return out.slice(0, 3).map(x => x[1] + ' (right ' + Math.round(x[0]) + ')').join(', ');
+        return out.slice(-3).join(', ');
     "#;
-    match s.execute(script, vec![json!(inner)]).await {
+    match s.execute(script, vec![json!(scroll)]).await {
         Json::String(t) if !t.is_empty() => t,
-        _ => "no single element (margins?)".into(),
+        _ => "no element ends there (a margin or padding?)".into(),
     }
 }
 
