@@ -17,9 +17,9 @@ fn main_pages_pass_axe_without_console_errors_or_overflow() {
     run(TEST, async |rig| {
         let mut look = Look::new(TEST);
         sign_in_pages(rig, &mut look).await;
-        admin_pages(rig, &mut look).await;
+        let group = admin_pages(rig, &mut look).await;
         account_pages(rig, &mut look).await;
-        user_pages(rig, &mut look).await;
+        user_pages(rig, &mut look, group).await;
         eprintln!("{TEST}: {} screenshots in {}", look.screenshots().len(), look.dir().display());
         look.assert_clean();
     });
@@ -45,7 +45,7 @@ async fn sign_in_pages(rig: &Rig, look: &mut Look) {
 
 /// Users (list, one-time password, edit with a notice and with an error), workgroups (empty,
 /// new, with members, list), settings, audit log.
-async fn admin_pages(rig: &Rig, look: &mut Look) {
+async fn admin_pages(rig: &Rig, look: &mut Look) -> i64 {
     let (s, c) = (&rig.session, &rig.console);
     s.goto(&c.url("/admin/users")).await;
     look.check_page(s, "users").await;
@@ -76,6 +76,7 @@ async fn admin_pages(rig: &Rig, look: &mut Look) {
     look.check_page(s, "settings").await;
     s.goto(&c.url("/admin/audit")).await;
     look.check_page(s, "audit").await;
+    group
 }
 
 /// API tokens (empty, just created), two-step verification, a page that does not exist.
@@ -97,15 +98,18 @@ async fn account_pages(rig: &Rig, look: &mut Look) {
     s.sign_out().await;
 }
 
-/// What a plain user sees: home and their workgroups.
-async fn user_pages(rig: &Rig, look: &mut Look) {
+/// What a plain user sees: home, their workgroups and one workgroup's members.
+async fn user_pages(rig: &Rig, look: &mut Look, group: i64) {
     let (s, c) = (&rig.session, &rig.console);
     s.sign_in(c, "admin", GOOD_PASSWORD).await;
     let (_, otp) = s.create_user(c, "carol", "carol@example.test", "user").await;
+    s.add_member(c, group, "carol").await;
     s.sign_out().await;
     rig.user_signed_in("carol", &otp).await;
     look.check_page(s, "home-user").await;
     s.goto(&c.url("/workgroups")).await;
     look.check_page(s, "workgroups-user").await;
+    s.goto(&c.url(&format!("/workgroups/{group}"))).await;
+    look.check_page(s, "workgroup-user").await;
     s.sign_out().await;
 }
