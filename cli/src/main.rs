@@ -14,9 +14,12 @@
 mod admin;
 mod args;
 mod bench;
+mod cp;
 mod frames;
+mod getput;
 mod keyfile;
 mod report;
+mod serve;
 mod transfer;
 mod walk;
 
@@ -91,6 +94,14 @@ enum Command {
     /// Show or change the admin settings (encrypt transfers, caps, token lifetime, URL host).
     #[command(subcommand)]
     Settings(admin::SettingsCommand),
+    /// Run the appliance: the SSH gate and the data plane (docs/GATE.md).
+    Serve(serve::ServeArgs),
+    /// Download what a haul:// URL grants (docs/URL.md).
+    Get(getput::GetArgs),
+    /// Upload files with a haul:// URL (docs/URL.md).
+    Put(getput::PutArgs),
+    /// Copy to or from your storage with your own SSH key: `cp -i KEY user@host:path DEST`.
+    Cp(cp::CpArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,6 +189,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Token(c) => admin::token(c)?,
         Command::Secret(c) => admin::secret(c)?,
         Command::Settings(c) => admin::settings(c)?,
+        Command::Serve(a) => serve::serve(a)?,
+        Command::Get(a) => a.run()?,
+        Command::Put(a) => a.run()?,
+        Command::Cp(a) => a.run()?,
     }
     Ok(())
 }

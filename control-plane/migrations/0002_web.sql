@@ -81,3 +81,29 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_at ON audit_log (at);
 CREATE INDEX audit_log_actor ON audit_log (actor, at);
+
+-- Packages: a title, a note and files, sent to users (directly or through a workgroup).
+-- The sender uploads into storage/SENDER/outbox/PUBLIC_ID/; sending hard-links the files into
+-- storage/RECIPIENT/inbox/PUBLIC_ID/ of each recipient, so transfer tokens stay confined to
+-- their user's own storage root.
+CREATE TABLE packages (
+    id INTEGER PRIMARY KEY,
+    -- 128 random bits, hex: the package id in paths and in transfer tokens.
+    public_id TEXT NOT NULL UNIQUE CHECK (length(public_id) = 32),
+    sender_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    title TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL,
+    -- NULL while the sender is still uploading (a draft).
+    sent_at INTEGER
+);
+CREATE INDEX packages_sender ON packages (sender_id, id);
+
+-- Recipients, resolved to users; `via` is '' for a direct recipient or the workgroup's name.
+CREATE TABLE package_recipients (
+    package_id INTEGER NOT NULL REFERENCES packages (id) ON DELETE CASCADE,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    via TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (package_id, user_id)
+);
+CREATE INDEX package_recipients_user ON package_recipients (user_id, package_id);

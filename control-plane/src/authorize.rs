@@ -411,6 +411,14 @@ impl Authorizer for TokenAuthorizer {
         }
     }
 
+    fn is_user_key(&self, user: &str, openssh_public_key: &str) -> bool {
+        self.verify_user_key(user, openssh_public_key)
+    }
+
+    fn authorize_user(&self, user: &str, ask: &TransferAsk<'_>) -> Result<Grant, Refusal> {
+        self.authorize_for_user(user, ask)
+    }
+
     fn resume_partial_bytes(&self, grant: &Grant, path: &str) -> Option<u64> {
         if !grant.single_use {
             return None;

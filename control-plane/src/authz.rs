@@ -153,6 +153,26 @@ pub trait Authorizer: Send + Sync + 'static {
     fn authorize(&self, ask: &TransferAsk<'_>) -> Result<Grant, Refusal>;
     /// Releases the grant's hold and records how the transfer ended.
     fn finish(&self, grant: &Grant, outcome: Outcome);
+
+    /// Whether `openssh_public_key` (one authorized_keys line: `ssh-ed25519 AAAA... [comment]`)
+    /// is one of `user`'s own keys (the users table): such a login may run `haul cp` transfers
+    /// without a token. The default knows no user keys.
+    fn is_user_key(&self, user: &str, openssh_public_key: &str) -> bool {
+        let _ = (user, openssh_public_key);
+        false
+    }
+
+    /// `haul cp`: authorize a transfer for `user`, whose own key the SSH login proved. The
+    /// ask's token is empty; the path is confined to the user's storage and the user's
+    /// restrictions apply as for a token. The default refuses.
+    fn authorize_user(&self, user: &str, ask: &TransferAsk<'_>) -> Result<Grant, Refusal> {
+        let _ = ask;
+        Err(Refusal {
+            code: RefusalCode::NotEntitled,
+            detail: format!("user {user}: per-user transfers are not configured on this server"),
+        })
+    }
+
     /// Records that `path` (one of `grant.paths`, or a file beneath it) has `partial_bytes`
     /// safely written, so a resume of a single-use token is bound to that file and partial.
     /// Optional: the default records nothing.

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use haul_control::users::parse_cidr_list;
-use haul_control::web::app::ROUTES;
+use haul_control::web::app::route_table;
 use reqwest::{Method, StatusCode};
 use web_support::{GOOD_PASSWORD, Server, between};
 
@@ -218,10 +218,18 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
         )
         .await;
     assert!(bob.get(&format!("/workgroups/{gid}")).await.status.is_success());
+    // Bob's draft package.
+    bob.get("/packages/new").await;
+    let r = bob.post_form("/packages", &[("title", "bobs-package"), ("users", "bobsecret")]).await;
+    let pkg = r.location().trim_start_matches("/packages/").to_owned();
+    assert!(pkg.parse::<i64>().is_ok(), "{}", r.body);
 
     let wg = format!("/workgroups/{gid}");
     let probes: Vec<(Method, String, &str)> = vec![
         (Method::POST, format!("/account/tokens/{tok_id}/revoke"), "/account/tokens/{id}/revoke"),
+        (Method::GET, format!("/packages/{pkg}"), "/packages/{id}"),
+        (Method::POST, format!("/packages/{pkg}/send"), "/packages/{id}/send"),
+        (Method::GET, format!("/packages/{pkg}/files/a.bin"), "/packages/{id}/files/{name}"),
         (Method::GET, wg.clone(), "/workgroups/{id}"),
         (Method::POST, format!("{wg}/members"), "/workgroups/{id}/members"),
         (
@@ -241,7 +249,7 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
     let mut covered: Vec<(&str, &str)> = probes.iter().map(|(m, _, r)| (m.as_str(), *r)).collect();
     covered.sort_unstable();
     covered.dedup();
-    let mut id_routes: Vec<(&str, &str)> = ROUTES
+    let mut id_routes: Vec<(&str, &str)> = route_table()
         .iter()
         .copied()
         .filter(|(_, p)| p.contains('{') && !p.starts_with("/assets"))
@@ -252,7 +260,10 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
     let form = [("name", "anna"), ("role", "admin"), ("direction", "both"), ("is_admin", "on")];
     for (method, path, _) in &probes {
         // Ids that are not numbers, and ids that do not exist, get the same answer.
-        let bogus = path.replace(&tok_id, "x9").replace(&gid, "999999");
+        let bogus = path
+            .replace(&tok_id, "x9")
+            .replace(&gid, "999999")
+            .replace(&format!("/packages/{pkg}"), "/packages/777777");
         for p in [path.clone(), bogus] {
             let csrf = a.csrf.clone().unwrap();
             let r = if *method == Method::POST {

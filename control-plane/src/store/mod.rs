@@ -18,6 +18,7 @@ pub mod users;
 pub mod web;
 pub mod web_audit;
 pub mod web_groups;
+pub mod web_packages;
 pub mod web_settings;
 pub mod web_tokens;
 

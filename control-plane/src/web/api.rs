@@ -251,3 +251,11 @@ pub async fn admin_audit(
     let entries = state.db(move |s| s.audit_entries(&f)).await?;
     Ok(Json(json!({ "entries": entries })))
 }
+
+/// The OpenAPI document of this API (embedded; `tests/web_api.rs` checks it against the router).
+pub const OPENAPI_JSON: &str = include_str!("../../assets/openapi.json");
+
+/// `GET /api/v1/openapi.json` (no authentication: it describes, it does not reveal).
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}

@@ -88,17 +88,7 @@ fn entry_json(e: &AuditEntry) -> Value {
 }
 
 fn next_url(q: &AuditQuery, before: i64) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._".contains(&b) {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
+    let enc = views::percent_encode;
     format!(
         "/admin/audit?actor={}&action={}&outcome={}&ip={}&from={}&until={}&before={before}",
         enc(&q.actor),

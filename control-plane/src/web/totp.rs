@@ -69,17 +69,7 @@ pub fn base32(bytes: &[u8]) -> String {
 
 /// The `otpauth://` URI an authenticator app imports.
 pub fn otpauth_uri(secret: &[u8], issuer: &str, account: &str) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
+    let enc = super::views::percent_encode;
     format!(
         "otpauth://totp/{}:{}?secret={}&issuer={}&algorithm=SHA1&digits={DIGITS}&period={STEP_S}",
         enc(issuer),

@@ -29,6 +29,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("admin_settings.html", include_str!("../../templates/admin_settings.html")),
     ("admin_audit.html", include_str!("../../templates/admin_audit.html")),
     ("workgroups.html", include_str!("../../templates/workgroups.html")),
+    ("packages.html", include_str!("../../templates/packages.html")),
+    ("package_new.html", include_str!("../../templates/package_new.html")),
+    ("package.html", include_str!("../../templates/package.html")),
     ("workgroup.html", include_str!("../../templates/workgroup.html")),
 ];
 
@@ -86,6 +89,21 @@ pub fn error_page(status: StatusCode, message: &str) -> Html<String> {
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (for URL parts and
+/// `filename*`).
+pub fn percent_encode(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// `YYYY-MM-DD HH:MM UTC` for tables.

@@ -27,6 +27,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub clock: Arc<ManualClock>,
     pub store: Arc<Store>,
+    pub keys: Arc<Keyring>,
     pub handle: Option<WebHandle>,
 }
 
@@ -43,8 +44,8 @@ impl Server {
         let mut config = WebConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
         config.clock = clock.clone();
         config.trusted_proxies = trusted_proxies;
-        let handle = web::spawn(config, store.clone(), keys).await.unwrap();
-        Server { addr: handle.local_addr(), dir, clock, store, handle: Some(handle) }
+        let handle = web::spawn(config, store.clone(), keys.clone()).await.unwrap();
+        Server { addr: handle.local_addr(), dir, clock, store, keys, handle: Some(handle) }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -72,7 +72,8 @@ pub struct SendJob {
     /// The source path of every manifest file, in manifest order.
     pub sources: Vec<PathBuf>,
     pub sockets: ShardSockets,
-    /// The receiver's shard addresses, in shard order.
+    /// The receiver's shard addresses, in shard order. Empty: each shard sends nothing until
+    /// an authenticated datagram from the receiver tells it where to (SSH-mode downloads).
     pub peers: Vec<SocketAddr>,
     /// Per file: bytes of its prefix the receiver already has (a multiple of the block size).
     pub resume: Vec<u64>,
@@ -268,6 +269,7 @@ impl Threads {
 fn spawn_shards<F>(
     sockets: ShardSockets,
     peers: &[Option<SocketAddr>],
+    peer_ip: Option<IpAddr>,
     datagram_size: usize,
     source: &store::FileSource,
     pin_cores: bool,
@@ -289,6 +291,7 @@ where
             index: i as u8,
             backend,
             peer: peers.get(i).copied().flatten(),
+            peer_ip,
             datagram_size,
             commands: cmd_rx,
             events: ev_tx.clone(),
@@ -528,6 +531,16 @@ pub fn run_sender(
     job: SendJob,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
 ) -> Result<TransferReport, TransferError> {
+    run_sender_from(job, None, progress)
+}
+
+/// Run the sending side, its shards learning their peer only from datagrams whose source is
+/// `peer_ip` (SSH-mode downloads: the SSH client's address; with `job.peers` empty).
+pub fn run_sender_from(
+    job: SendJob,
+    peer_ip: Option<IpAddr>,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+) -> Result<TransferReport, TransferError> {
     let SendJob { params, keys, manifest, sources, sockets, peers, resume, pin_cores } = job;
     check_counts(&params, &sockets, manifest.files().len(), sources.len())?;
     check_resume(&resume, manifest.files().len())?;
@@ -550,6 +563,7 @@ pub fn run_sender(
     let threads = spawn_shards(
         sockets,
         &peers,
+        peer_ip,
         usize::from(params.datagram_size),
         &source,
         pin_cores,
@@ -565,11 +579,26 @@ pub fn run_sender(
     Ok(report(&coord, &manifest, &ends, backend, started, cpu0, true))
 }
 
-/// Run the receiving side to its end.
+/// Run the receiving side to its end. Its shards answer only once the sender's first
+/// authenticated datagram told them where it is.
 pub fn run_receiver(
     job: RecvJob,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
 ) -> Result<TransferReport, TransferError> {
+    run_receiver_to(job, &[], None, progress)
+}
+
+/// Run the receiving side, its shards speaking first to `peers` (the sender's shard
+/// addresses, in shard order): SSH-mode downloads, where the client receives and the gate's
+/// sender waits for an authenticated datagram before it sends anything (no reflection). With
+/// `peer_ip`, a shard without a peer learns one only from datagrams from that address.
+pub fn run_receiver_to(
+    job: RecvJob,
+    peers: &[SocketAddr],
+    peer_ip: Option<IpAddr>,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+) -> Result<TransferReport, TransferError> {
+    let peers: Vec<Option<SocketAddr>> = peers.iter().copied().map(Some).collect();
     let RecvJob { params, keys, manifest, dest, options, sockets, resume, pin_cores } = job;
     check_counts(&params, &sockets, manifest.files().len(), manifest.files().len())?;
     check_resume(&resume, manifest.files().len())?;
@@ -589,13 +618,20 @@ pub fn run_receiver(
     }
     let shards = std::sync::Mutex::new(shards);
     let source = store::FileSource::Beneath(files.dest.clone(), files.partials.clone());
-    let threads =
-        spawn_shards(sockets, &[], usize::from(params.datagram_size), &source, pin_cores, |w| {
+    let threads = spawn_shards(
+        sockets,
+        &peers,
+        peer_ip,
+        usize::from(params.datagram_size),
+        &source,
+        pin_cores,
+        |w| {
             let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());
             Box::new(move || {
                 shard.map_or_else(ShardEnd::default, |s| shard::run_receiver_shard(w, s))
             })
-        })?;
+        },
+    )?;
     let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
     let mut side = ReceiverSide {
         coord,

@@ -65,6 +65,10 @@ pub(crate) struct Wiring {
     pub index: u8,
     pub backend: Backend,
     pub peer: Option<SocketAddr>,
+    /// When set, a peer is learnt only from a datagram from this address (SSH mode: the
+    /// address the SSH connection came from), so a token holder cannot aim the data at a
+    /// third party.
+    pub peer_ip: Option<std::net::IpAddr>,
     pub datagram_size: usize,
     pub commands: Receiver<ShardCommand>,
     pub events: Sender<(u8, ShardEvent)>,
@@ -112,7 +116,15 @@ fn forward_events(w: &Wiring, mut next: impl FnMut() -> Option<ShardEvent>) {
 
 /// Adopt the peer address from the first authenticated datagram (no reflection: we send only
 /// to where an authenticated datagram came from, docs/PROTOCOL.md §6.2).
-fn learn_peer(peer: &mut Option<SocketAddr>, from: SocketAddr, outcome: &RxOutcome) {
+fn learn_peer(
+    peer: &mut Option<SocketAddr>,
+    peer_ip: Option<std::net::IpAddr>,
+    from: SocketAddr,
+    outcome: &RxOutcome,
+) {
+    if peer_ip.is_some_and(|ip| ip != from.ip()) {
+        return;
+    }
     let authenticated = match outcome {
         RxOutcome::Consumed | RxOutcome::Write { .. } => true,
         RxOutcome::Rejected(r) => matches!(
@@ -145,7 +157,7 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
                     chunk.chunks_mut(seg.max(1)).map(RxDatagram::new).collect();
                 shard.handle_datagrams(w.clock.now(), &mut batch);
                 for d in &batch {
-                    learn_peer(&mut peer, from, &d.outcome);
+                    learn_peer(&mut peer, w.peer_ip, from, &d.outcome);
                 }
             }
         });
@@ -159,14 +171,14 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
             let res = w.files.read_at(r.file, r.offset, shard.disk_buffer_mut(r.slot));
             shard.handle_disk(now, r.slot, res);
         }
-        loop {
+        // No peer yet (it is learnt from the first authenticated datagram): send nothing, so
+        // no data is spent into the void and none goes anywhere but to the proven peer.
+        while let Some(peer) = w.peer {
             let n = shard.poll_transmit(w.clock.now(), &mut area.buf, area.stride, &mut area.lens);
             if n == 0 {
                 break;
             }
-            if let Some(peer) = w.peer
-                && area.send(&mut w.backend, peer, n, w.datagram_size).is_err()
-            {
+            if area.send(&mut w.backend, peer, n, w.datagram_size).is_err() {
                 failed = true;
             }
         }
@@ -245,7 +257,7 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
                     chunk.chunks_mut(seg.max(1)).map(RxDatagram::new).collect();
                 shard.handle_datagrams(now, &mut batch);
                 for d in &batch {
-                    learn_peer(&mut peer, from, &d.outcome);
+                    learn_peer(&mut peer, w.peer_ip, from, &d.outcome);
                     if let RxOutcome::Write { file, offset, payload } = &d.outcome {
                         let data = &d.buf[payload.clone()];
                         staging.add(files, &mut shard, now, (*file, *offset, data));

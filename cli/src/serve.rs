@@ -1,0 +1,144 @@
+//! `haul serve`: the appliance. Thin: opens the data directory (server secret, store), builds
+//! the token authorizer, and runs `haul_control::serve` until SIGINT or SIGTERM.
+//!
+//! Invariants: the process is made non-dumpable before any key exists; the server refuses to
+//! start when the secret, the store or the host key fails its checks (the message says how to
+//! fix it); the first two stdout lines are `ssh listening on ADDR` and `host key SHA256:...`;
+//! logs go to stderr (`--log-level`, or `RUST_LOG`), and never hold a token or a key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use haul_control::authorize::{TokenAuthorizer, system_now_s};
+use haul_control::gate::limits::Limits;
+use haul_control::serve::{
+    DEFAULT_SSH_LISTEN, DEFAULT_UDP_LISTEN, DEFAULT_WEB_LISTEN, ServeConfig, Started, run,
+};
+use haul_control::store::Store;
+
+/// `haul serve` flags (docs/GATE.md; the defaults are part of the command-line contract).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The appliance's state: server secret, store, host key, user storage.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The SSH gate's address.
+    #[arg(long, default_value = DEFAULT_SSH_LISTEN)]
+    pub ssh_listen: SocketAddr,
+    /// The address the transfers' UDP shard sockets bind; port 0 (each shard gets a
+    /// kernel-chosen port, announced inside the SSH channel).
+    #[arg(long, default_value = DEFAULT_UDP_LISTEN)]
+    pub udp_listen: SocketAddr,
+    /// The web console's address (the console arrives with issue 6; the flag is accepted now).
+    #[arg(long, default_value = DEFAULT_WEB_LISTEN)]
+    pub web_listen: SocketAddr,
+    /// Concurrent transfers on this server.
+    #[arg(long, default_value_t = Limits::default().transfers)]
+    pub max_transfers: usize,
+    /// Concurrent transfers from one source address.
+    #[arg(long, default_value_t = Limits::default().transfers_per_address)]
+    pub max_transfers_per_address: usize,
+    /// Concurrent SSH connections from one source address.
+    #[arg(long, default_value_t = Limits::default().connections_per_address)]
+    pub max_connections_per_address: usize,
+    /// Authentication attempts per connection.
+    #[arg(long, default_value_t = Limits::default().auth_attempts)]
+    pub max_auth_attempts: usize,
+    /// Seconds a connection may stay silent (clients send keepalives during transfers).
+    #[arg(long, default_value_t = Limits::default().idle_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout: u64,
+    /// Shards per transfer on this side (at most 4).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=4))]
+    pub shards: u8,
+    /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// Record where the gate listens, so `haul token mint` writes it into URLs: the port always,
+/// the host only when the listener names a specific address.
+fn record_public_address(store: &Store, ssh: SocketAddr) {
+    use haul_control::store::settings::{KEY_PUBLIC_HOST, KEY_PUBLIC_PORT};
+    let now = system_now_s();
+    let mut r = store.set_setting(KEY_PUBLIC_PORT, &ssh.port().to_string(), now);
+    if !ssh.ip().is_unspecified() {
+        r = r.and_then(|()| store.set_setting(KEY_PUBLIC_HOST, &ssh.ip().to_string(), now));
+    }
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not record the public address for minted URLs");
+    }
+}
+
+pub fn serve(a: ServeArgs) -> Result<()> {
+    init_logging(&a.log_level);
+    haul_io::secmem::make_undumpable().context("making the process non-dumpable")?;
+    haul_control::secret::ensure_data_dir(&a.data_dir)?;
+    let keyring = haul_control::secret::load_or_create(&a.data_dir, system_now_s())?;
+    let store = Store::open(&a.data_dir)
+        .with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
+    let store = Arc::new(store);
+    let authz = TokenAuthorizer::new(store.clone(), keyring, &a.data_dir)?;
+    let cfg = ServeConfig {
+        data_dir: a.data_dir,
+        ssh_listen: a.ssh_listen,
+        udp_listen: a.udp_listen,
+        web_listen: a.web_listen,
+        limits: Limits {
+            connections_per_address: a.max_connections_per_address,
+            transfers_per_address: a.max_transfers_per_address,
+            transfers: a.max_transfers,
+            auth_attempts: a.max_auth_attempts,
+            idle_timeout: Duration::from_secs(a.idle_timeout),
+        },
+        shards: a.shards,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let on_started = |s: &Started| {
+        record_public_address(&store, s.ssh_addr);
+        println!("ssh listening on {}", s.ssh_addr);
+        println!("host key {}", s.fingerprint);
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    };
+    let counters = rt.block_on(run(cfg, Arc::new(authz), on_started, shutdown_signal()))?;
+    let refused: Vec<String> = counters
+        .snapshot()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    tracing::info!(refused = %refused.join(" "), "haul serve stopped");
+    Ok(())
+}
