@@ -6,8 +6,14 @@
 //! then show and the console enforces at sign-in. The users then sign in, change their own
 //! one-time passwords and see what the admin set.
 //!
-//! Steps 2-4 (packages to users, a workgroup and an external address; `haul get` and the
-//! HTTPS fallback; the external link's download limit and 410) wait for the packages pages.
+//! Then, as far as packages exist (steps 2 and 3): with the SSH gate running over the same
+//! data directory, alice creates a package for bob and the workgroup, uploads its file with
+//! the release `haul put` and the URL from the package page, and sends it; bob opens it from
+//! his inbox and gets the file byte for byte both with `haul get` and the URL from his package
+//! page, and over the HTTPS fallback link on it. Still to come: an external recipient (step 2)
+//! and the external link's download limit and 410 (step 4).
+
+use std::path::Path;
 
 use haul_tests::browser::pages::Restrictions;
 use haul_tests::browser::{GOOD_PASSWORD, Look, Rig, run};
@@ -58,11 +64,15 @@ fn admin_first_sign_in_users_workgroup_and_restrictions() {
         for expect in ["2099-12-31", "Allowed", "127.0.0.0/8", "editors"] {
             assert!(home.contains(expect), "alice's home lacks {expect:?}:\n{home}");
         }
+        let work = tempfile::tempdir().unwrap();
+        rig.console.start_gate().await;
+        let package = alice_sends_a_package(rig, work.path()).await;
         s.sign_out().await;
         rig.user_signed_in("bob", &bob_otp).await;
         let home = s.text("main").await;
         assert!(home.contains("Download only") || home.contains("download only"), "{home}");
         assert!(!s.has("a[href='/admin/users']").await, "a user sees no admin menu");
+        bob_downloads(rig, &package, work.path()).await;
         s.sign_out().await;
         look.check_console(s, "user-flow").await;
 
@@ -77,6 +87,63 @@ fn admin_first_sign_in_users_workgroup_and_restrictions() {
         look.check_console(s, "restriction").await;
         look.assert_clean();
     });
+}
+
+/// The package's file (its bytes are what the recipient must get back).
+const REEL: &[u8] = b"frame 1, frame 2, frame 3: the final grade of reel 4\n";
+
+/// Step 2, the part that exists: alice creates a package for bob and the workgroup, uploads
+/// its file with `haul put` and the URL shown on the package page, sends it and sees it under
+/// Sent.
+async fn alice_sends_a_package(rig: &Rig, work: &Path) -> String {
+    let (s, c) = (&rig.session, &rig.console);
+    let path = s.create_package(c, "Reel 4", "Final grade, please check", "bob", "editors").await;
+    let about = s.text("main").await;
+    assert!(about.contains("bob") && about.contains("editors"), "recipients shown: {about}");
+    let url = s.haul_url("#put-command").await;
+    let file = work.join("reel4.mov");
+    std::fs::write(&file, REEL).unwrap();
+    haul(&["put", &url, file.to_str().unwrap()]).await;
+    s.send_package(c, &path).await;
+    s.goto(&c.url("/packages/sent")).await;
+    assert!(s.text("main").await.contains("Reel 4"), "the package is under Sent");
+    path
+}
+
+/// Step 3: bob finds the package in his inbox and opens it from there; `haul get` with the URL
+/// on its page, and its HTTPS download link, each give back exactly the bytes alice sent.
+async fn bob_downloads(rig: &Rig, package: &str, work: &Path) {
+    use sha2::Digest as _;
+    let (s, c) = (&rig.session, &rig.console);
+    s.goto(&c.url("/packages/inbox")).await;
+    s.click_and_wait(&format!("main a[href='{package}']")).await;
+    let page = s.text("main").await;
+    for expect in ["Reel 4", "Final grade, please check", "alice", "reel4.mov"] {
+        assert!(page.contains(expect), "bob's package page lacks {expect:?}:\n{page}");
+    }
+    let url = s.haul_url("main .get-command").await;
+    let dest = work.join("bob");
+    std::fs::create_dir(&dest).unwrap();
+    haul(&["get", &url, dest.to_str().unwrap()]).await;
+    assert_eq!(std::fs::read(dest.join("reel4.mov")).unwrap(), REEL, "haul get: other bytes");
+    let href = s.attr("main a[href$='/files/reel4.mov']", "href").await;
+    let (status, sha) = s.fetch_sha256(&href).await;
+    assert_eq!(status, 200, "HTTPS download of {href}");
+    assert_eq!(sha, hex(&sha2::Sha256::digest(REEL)), "bob got other bytes than alice sent");
+}
+
+/// Runs the release `haul` client (URLs are the tests' own, so argv is fine here).
+async fn haul(args: &[&str]) {
+    let run = tokio::process::Command::new(haul_tests::haul_bin()).args(args).output();
+    let out = tokio::time::timeout(haul_tests::TRANSFER_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| panic!("haul {} timed out", args[0]))
+        .unwrap();
+    assert!(out.status.success(), "haul {}: {}", args[0], String::from_utf8_lossy(&out.stderr));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The first admin: the one-time password works once, the change is forced, a weak password

@@ -166,6 +166,63 @@ impl Session {
         }
     }
 
+    /// Creates a package (title, note, comma-separated user and workgroup names) on
+    /// `/packages/new` and returns its page's path (`/packages/ID`).
+    pub async fn create_package(
+        &self,
+        console: &Console,
+        title: &str,
+        note: &str,
+        users: &str,
+        groups: &str,
+    ) -> String {
+        self.goto(&console.url("/packages/new")).await;
+        self.fill("#ptitle", title).await;
+        self.fill("#pnote", note).await;
+        self.fill("#pusers", users).await;
+        self.fill("#pgroups", groups).await;
+        self.click_and_wait("form[action='/packages'] button[type=submit]").await;
+        if let Some(e) = self.error_text().await {
+            panic!("creating package {title} refused: {e}");
+        }
+        let path = self.path().await;
+        assert!(path.starts_with("/packages/"), "creating package {title} landed on {path}");
+        path
+    }
+
+    /// Presses "Send the package" on the package page `path`.
+    pub async fn send_package(&self, console: &Console, path: &str) {
+        self.goto(&console.url(path)).await;
+        self.click_and_wait(&format!("form[action='{path}/send'] button[type=submit]")).await;
+        if let Some(e) = self.error_text().await {
+            panic!("sending {path} refused: {e}");
+        }
+    }
+
+    /// Fetches `href` (a link on this page) with the browser's own session, as a click on it
+    /// would, and returns (HTTP status, SHA-256 of the body in hex).
+    pub async fn fetch_sha256(&self, href: &str) -> (u64, String) {
+        let script = r#"
+            const [href, done] = arguments;
+            fetch(href, { credentials: 'same-origin' })
+              .then(async r => {
+                const d = await crypto.subtle.digest('SHA-256', await r.arrayBuffer());
+                done([r.status, [...new Uint8Array(d)].map(b => b.toString(16).padStart(2, '0')).join('')]);
+              })
+              .catch(e => done([0, String(e)]));
+        "#;
+        let v = self.execute_async(script, vec![json!(href)]).await;
+        (v[0].as_u64().unwrap_or(0), v[1].as_str().unwrap_or("").to_owned())
+    }
+
+    /// The `haul://` URL inside the command shown in `css` (`haul put 'URL' ...`).
+    pub async fn haul_url(&self, css: &str) -> String {
+        let cmd = self.text(css).await;
+        let url = cmd.split('\'').nth(1).unwrap_or_default();
+        assert!(url.starts_with("haul://"), "no haul:// URL in {css}: {cmd}");
+        url.to_owned()
+    }
+
     /// Picks the option with `value` in the select `css`.
     pub async fn select(&self, css: &str, value: &str) {
         self.find(css)
