@@ -180,6 +180,18 @@ pub struct TransferFlags {
     /// How much of an interrupted transfer to keep [default: attributes].
     #[arg(long, value_enum)]
     pub resume: Option<ResumeArg>,
+    /// send: send each file's owner and group; recv: apply the owners a sender sends (as
+    /// root, or with CAP_CHOWN; otherwise skipped and reported). Both ends must say it.
+    #[arg(long)]
+    pub preserve_owner: bool,
+    /// send: send each file's extended attributes, POSIX ACLs included; recv: apply them
+    /// (those the filesystem or privileges refuse are skipped and reported). Both ends must
+    /// say it.
+    #[arg(long)]
+    pub preserve_xattrs: bool,
+    /// recv only, as root: keep setuid/setgid bits (otherwise they are always dropped).
+    #[arg(long)]
+    pub keep_setid: bool,
     /// Print one JSON object as the summary on stdout.
     #[arg(long)]
     pub json: bool,

@@ -88,7 +88,7 @@ pub fn loopback(size: u64, flags: TransferFlags) -> Result<()> {
             let (stream, _) = listener.accept().context("accepting the sender")?;
             serve_one(stream, &server_psk, &recv_plan, None)
         });
-        let sent = send(to, psk, SendPlan { files, sources, flags }, None);
+        let sent = send(to, psk, SendPlan { files, sources, attrs: Vec::new(), flags }, None);
         let received = server.join().map_err(|_| anyhow::anyhow!("the receiver thread panicked"));
         (sent, received)
     });

@@ -275,13 +275,15 @@ fn send(
 ) -> Result<()> {
     let psk = keyfile::read_key(key_file)?;
     let (files, sources) = walk::collect(paths)?;
+    let attrs = walk::attrs_of(&sources, flags.preserve_owner, flags.preserve_xattrs)?;
     let addr = resolve(to)?;
     let json = flags.json;
     let bar = report::progress_bar();
     let show: Option<transfer::ProgressFn> = bar.clone().map(|b| {
         std::sync::Arc::new(move |p: &haul_io::transfer::Progress| report::show(&b, p)) as _
     });
-    let result = transfer::send(addr, psk, transfer::SendPlan { files, sources, flags }, show);
+    let result =
+        transfer::send(addr, psk, transfer::SendPlan { files, sources, attrs, flags }, show);
     if let Some(b) = bar {
         b.finish_and_clear();
     }

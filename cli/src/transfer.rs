@@ -37,6 +37,8 @@ const WINDOW_BYTES: u64 = 256 << 20;
 pub struct SendPlan {
     pub files: Vec<FileEntry>,
     pub sources: Vec<PathBuf>,
+    /// Empty, or per file the owner and xattrs to preserve (`walk::attrs_of`).
+    pub attrs: Vec<haul_proto::setup::FileAttrs>,
     pub flags: TransferFlags,
 }
 
@@ -63,6 +65,7 @@ fn offer_of(plan: &SendPlan, peer: SocketAddr, transcript: [u8; 32]) -> Offer {
         overwrite: f.overwrite.map(|o| o.to_pref()).unwrap_or_default(),
         resume: f.resume.map(|r| r.to_pref()).unwrap_or_default(),
         files: plan.files.clone(),
+        attrs: plan.attrs.clone(),
     }
 }
 
@@ -76,6 +79,9 @@ pub fn send(
     plan: SendPlan,
     progress: Option<ProgressFn>,
 ) -> Result<TransferReport> {
+    if plan.flags.keep_setid {
+        bail!("--keep-setid is for `haul recv`: the receiving root decides whether to keep them");
+    }
     let mut stream = TcpStream::connect_timeout(&to, SETUP_TIMEOUT)
         .with_context(|| format!("connecting to {to}"))?;
     stream.set_nodelay(true).context("TCP_NODELAY")?;
@@ -281,6 +287,13 @@ pub fn serve_one(
     };
     let _ = send_message(&mut stream, &mut est.channel, &Message::Summary(summary));
     let report = result.context("receiving")?;
+    if report.attrs_skipped > 0 {
+        eprintln!(
+            "haul: note: {} files arrived without the owner or some extended attributes the \
+             sender asked for (no privilege here, or the filesystem refused them)",
+            report.attrs_skipped
+        );
+    }
     // The Bye is a courtesy; a sender that vanished after the data changes nothing here.
     let _ = read_frame(&mut stream);
     report::check_outcome(&report.outcome, manifest.files())?;
@@ -320,11 +333,14 @@ fn accept_offer(
             "the offered minimum rate exceeds this receiver's cap {target} bit/s"
         )));
     }
+    // Owner and xattrs: the sender asked (it sent them) and this receiver allows it.
     let options = RecvOptions {
         overwrite: args::overwrite_of(f.overwrite.map_or(valid.overwrite, |o| o.to_pref())),
         resume: args::resume_of(f.resume.map_or(valid.resume, |r| r.to_pref())),
-        preserve_owner: false,
-        keep_setid: false,
+        preserve_owner: f.preserve_owner,
+        preserve_xattrs: f.preserve_xattrs,
+        keep_setid: f.keep_setid,
+        file_attrs: valid.attrs.clone(),
     };
     Ok((valid, options, target))
 }

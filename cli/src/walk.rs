@@ -29,6 +29,38 @@ pub fn collect(paths: &[PathBuf]) -> Result<(Vec<FileEntry>, Vec<PathBuf>)> {
     Ok(w.files.into_iter().map(|s| (s.entry, s.path)).unzip())
 }
 
+/// What `--preserve-owner` / `--preserve-xattrs` send for each source, in order: its uid and
+/// gid, and its extended attributes (POSIX ACLs among them). Empty when neither was asked.
+pub fn attrs_of(
+    sources: &[PathBuf],
+    owner: bool,
+    xattrs: bool,
+) -> Result<Vec<haul_proto::setup::FileAttrs>> {
+    use std::os::unix::fs::MetadataExt;
+    if !owner && !xattrs {
+        return Ok(Vec::new());
+    }
+    sources
+        .iter()
+        .map(|path| {
+            let mut a = haul_proto::setup::FileAttrs::default();
+            if owner {
+                let meta = std::fs::symlink_metadata(path)
+                    .with_context(|| format!("reading the owner of {}", path.display()))?;
+                a.owner = Some((meta.uid(), meta.gid()));
+            }
+            if xattrs {
+                let got = haul_io::files::read_xattrs(path)?;
+                for name in &got.left_out {
+                    eprintln!("haul: note: {}: extended attribute {name} not sent", path.display());
+                }
+                a.xattrs = got.xattrs;
+            }
+            Ok(a)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {

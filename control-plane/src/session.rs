@@ -455,6 +455,7 @@ pub fn offer_for(
         overwrite: prefs.0,
         resume: prefs.1,
         files,
+        attrs: Vec::new(),
     }
 }
 

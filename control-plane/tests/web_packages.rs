@@ -209,3 +209,56 @@ async fn download_only_users_cannot_send_and_upload_only_users_get_no_download_u
     let page = down.get(&p).await.body;
     assert!(page.contains("haul get '"), "{page}");
 }
+
+#[tokio::test]
+async fn recipients_forward_only_with_the_permission() {
+    let srv = Server::start().await;
+    host_key(&srv);
+    let mut admin = srv.admin().await;
+    let (_, mut sender) = srv.user(&mut admin, "sender", "user").await;
+    let (fwd_id, mut fwd) = srv.user(&mut admin, "forwarder", "user").await;
+    let (_, mut plain) = srv.user(&mut admin, "plain", "user").await;
+    let (_, mut third) = srv.user(&mut admin, "third", "user").await;
+    sender.get("/packages/new").await;
+    let p = sender
+        .post_form("/packages", &[("title", "Dailies"), ("users", "forwarder, plain")])
+        .await
+        .location()
+        .to_owned();
+    let page = sender.get(&p).await.body;
+    let pid = claims_in(&srv, &page, "haul put '").package_id.unwrap();
+    std::fs::write(srv.data_dir().join("storage/sender/outbox").join(&pid).join("d.mov"), b"day")
+        .unwrap();
+    sender.post_form(&format!("{p}/send"), &[]).await;
+    // Without the permission: no form, and 403.
+    assert!(!plain.get(&p).await.body.contains("/forward"));
+    let r =
+        plain.post_form(&format!("{p}/forward"), &[("users", "third"), ("workgroups", "")]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(third.get(&p).await.status, StatusCode::NOT_FOUND);
+    // With it: the new recipient gets the package and the file.
+    let path = format!("/admin/users/{fwd_id}");
+    admin.get(&path).await;
+    let form = [
+        ("role", "user"),
+        ("direction", "both"),
+        ("may_forward", "on"),
+        ("expires", ""),
+        ("ip_login", ""),
+        ("ip_upload", ""),
+        ("ip_download", ""),
+    ];
+    assert_eq!(admin.post_form(&path, &form).await.status, StatusCode::SEE_OTHER);
+    assert!(fwd.get(&p).await.body.contains("/forward"));
+    let r = fwd.post_form(&format!("{p}/forward"), &[("users", "third"), ("workgroups", "")]).await;
+    assert_eq!(r.location(), p);
+    let page = third.get(&p).await.body;
+    assert!(page.contains("forwarded by forwarder") && page.contains("haul get '"), "{page}");
+    assert_eq!(third.get(&format!("{p}/files/d.mov")).await.body, "day");
+    // The sender cannot forward their own package (they send it).
+    sender.get(&p).await;
+    assert_eq!(
+        sender.post_form(&format!("{p}/forward"), &[("users", "third")]).await.status,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -229,6 +229,7 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
         (Method::POST, format!("/account/tokens/{tok_id}/revoke"), "/account/tokens/{id}/revoke"),
         (Method::GET, format!("/packages/{pkg}"), "/packages/{id}"),
         (Method::POST, format!("/packages/{pkg}/send"), "/packages/{id}/send"),
+        (Method::POST, format!("/packages/{pkg}/forward"), "/packages/{id}/forward"),
         (Method::GET, format!("/packages/{pkg}/files/a.bin"), "/packages/{id}/files/{name}"),
         (Method::GET, wg.clone(), "/workgroups/{id}"),
         (Method::POST, format!("{wg}/members"), "/workgroups/{id}/members"),

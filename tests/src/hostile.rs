@@ -81,6 +81,7 @@ pub fn offer(
         overwrite: OverwritePref::Always,
         resume: ResumePref::None,
         files: vec![entry.clone()],
+        attrs: Vec::new(),
     };
     write_frame(&mut s, &est.channel.seal(&Message::Offer(offer)).unwrap());
     let Some(frame) = read_frame(&mut s) else { return Err(Verdict::Closed) };

@@ -147,7 +147,19 @@ pub struct Receiver {
 impl Receiver {
     /// Start `haul recv --listen LISTEN --key-file KEY DEST EXTRA...`.
     pub fn start(listen: &str, key: &Path, dest: &Path, extra: &[&str]) -> Receiver {
+        Self::start_with_env(listen, key, dest, extra, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables (test hooks).
+    pub fn start_with_env(
+        listen: &str,
+        key: &Path,
+        dest: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Receiver {
         let mut child = Command::new(haul_bin())
+            .envs(env.iter().copied())
             .args(["recv", "--listen", listen, "--key-file"])
             .arg(key)
             .arg(dest)

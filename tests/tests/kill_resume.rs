@@ -1,10 +1,14 @@
-//! Kill and resume (issue 3, "Kill and resume"): `kill -9` the receiver, or the sender, while
-//! data flows; a second transfer into the same DEST completes with the right checksum and sends
-//! again no more than the unfinished part plus one checkpoint interval.
+//! Kill and resume (issue 3, "Kill and resume"): `kill -9` the receiver while data flows,
+//! during verification and during the rename, and the sender while data flows; each time a
+//! second transfer into the same DEST completes with the right checksum and sends again no
+//! more than the unfinished part plus one checkpoint interval.
 //!
-//! "While data flows" is observed, not timed: the kill comes once the receiver has written its
-//! first checkpoint. What the checkpoint covers is read back from it (the files library's
-//! decoder) to bound what the resumed run may send.
+//! The phases are observed, not timed. "While data flows": the kill comes once the receiver
+//! has written its first checkpoint. Verification and rename: the receiver runs with the test
+//! hook `HAUL_TEST_PAUSE=verify|rename:MARKER` (haul_io::files::pause, docs/FILES.md), which
+//! stops it at that phase and creates MARKER; the kill comes once MARKER exists. What the
+//! checkpoint covers is read back from it (the files library's decoder) to bound what the
+//! resumed run may send.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests: a failure is a test failure")]
 
@@ -18,7 +22,7 @@ use std::time::{Duration, Instant};
 const SIZE: usize = 256 << 20;
 /// The first run's rate, so that it is still running when its first checkpoint appears.
 const SLOW_RATE: &str = "300M";
-/// Deadline for a checkpoint to appear (nominally well under a second).
+/// Deadline for a checkpoint (or a pause marker) to appear (nominally a few seconds).
 const CKPT_DEADLINE: Duration = Duration::from_secs(60);
 /// Deadline for the resumed transfer and for a receiver's idle timeout (30 s) to end it.
 const RUN_DEADLINE: Duration = Duration::from_secs(300);
@@ -42,12 +46,25 @@ fn wait_for_checkpoint(dest: &Path) {
     }
 }
 
+fn wait_for_marker(marker: &Path) {
+    let deadline = Instant::now() + CKPT_DEADLINE;
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the receiver did not pause within {CKPT_DEADLINE:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Start a slow sender without waiting for it.
 fn spawn_sender(addr: &str, key: &Path, src: &Path) -> std::process::Child {
+    spawn_sender_at(addr, key, src, &["--rate", SLOW_RATE, "--policy", "fixed"])
+}
+
+/// Start a sender with `flags` without waiting for it.
+fn spawn_sender_at(addr: &str, key: &Path, src: &Path, flags: &[&str]) -> std::process::Child {
     Command::new(haul_bin())
         .args(["send", "--to", addr, "--key-file"])
         .arg(key)
-        .args(["--rate", SLOW_RATE, "--policy", "fixed"])
+        .args(flags)
         .arg(src)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -108,4 +125,39 @@ fn sender_killed_during_data_resumes() {
     assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
     assert!(!dest.join("big.bin").exists(), "no final file from a cut transfer");
     resume_and_check(&dir, &key, &src, &dest, "sender killed");
+}
+
+/// Kill -9 the receiver paused by the test hook at `phase`, and the sender; then resume.
+fn receiver_killed_at(phase: &str, seed: u64) {
+    let dir = TempDir::new(&format!("kill-{phase}"));
+    let src = dir.join("src/big.bin");
+    write_file(&src, SIZE, seed, 0o644);
+    let key = keygen(&dir, "key");
+    let dest = dir.join("dest");
+    let marker = dir.join("paused");
+    let hook = format!("{phase}:{}", marker.display());
+    let env = [("HAUL_TEST_PAUSE", hook.as_str())];
+    let recv = Receiver::start_with_env("127.0.0.1:0", &key, &dest, &[], &env);
+    let mut sender = spawn_sender_at(&recv.addr, &key, &src, &[]);
+    wait_for_marker(&marker);
+    let killed = recv.kill();
+    assert!(!killed.status.success());
+    let _ = sender.kill();
+    let _ = sender.wait();
+    assert!(!dest.join("big.bin").exists(), "{phase}: nothing renamed before the pause");
+    assert!(
+        dest.join(".big.bin.haul-partial").exists(),
+        "{phase}: the partial stays for the resume"
+    );
+    resume_and_check(&dir, &key, &src, &dest, &format!("receiver killed during {phase}"));
+}
+
+#[test]
+fn receiver_killed_during_verification_resumes() {
+    receiver_killed_at("verify", 44);
+}
+
+#[test]
+fn receiver_killed_during_rename_resumes() {
+    receiver_killed_at("rename", 45);
 }

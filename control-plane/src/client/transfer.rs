@@ -145,8 +145,8 @@ pub fn get<S: Read + Write>(
     let options = RecvOptions {
         overwrite: overwrite_of(opts.overwrite),
         resume: resume_of(opts.resume),
-        preserve_owner: false,
-        keep_setid: false,
+        // Owner, xattrs and setid are not preserved through the gate.
+        ..Default::default()
     };
     let resume = prepare_receive(dest, &valid.manifest, &options)?;
     let shards = offer.shards;

@@ -176,8 +176,8 @@ fn receive_upload<S: Read + Write>(
     let options = RecvOptions {
         overwrite: overwrite_of(valid.overwrite),
         resume: resume_of(valid.resume),
-        preserve_owner: false,
-        keep_setid: false,
+        // Owner, xattrs and setid are not preserved through the gate.
+        ..Default::default()
     };
     let resume = match prepare_receive(&dest, &valid.manifest, &options) {
         Ok(r) => r,

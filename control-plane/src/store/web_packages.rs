@@ -79,6 +79,30 @@ impl Store {
         })
     }
 
+    /// Adds recipients to a sent package (forwarding); returns the ones that were new.
+    pub fn add_package_recipients(
+        &self,
+        id: i64,
+        recipients: &[(i64, String)],
+    ) -> Result<Vec<i64>, StoreError> {
+        self.with_conn(|c| {
+            let tx = c.transaction()?;
+            let mut added = Vec::new();
+            for (user_id, via) in recipients.iter().take(MAX_RECIPIENTS) {
+                let n = tx.execute(
+                    "INSERT INTO package_recipients (package_id, user_id, via) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (package_id, user_id) DO NOTHING",
+                    params![id, user_id, via],
+                )?;
+                if n == 1 {
+                    added.push(*user_id);
+                }
+            }
+            tx.commit()?;
+            Ok(added)
+        })
+    }
+
     /// Package `id` as `user_id` may see it: their own (any state), or sent to them.
     pub fn package_for(&self, id: i64, user_id: i64) -> Result<Option<Package>, StoreError> {
         self.with_conn(|c| {

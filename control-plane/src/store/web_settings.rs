@@ -138,6 +138,16 @@ impl Store {
         })
     }
 
+    /// Only the session timeouts `(idle_s, absolute_s)`: read on every signed-in request, so
+    /// two lookups instead of the whole settings set.
+    pub fn web_session_timeouts(&self) -> Result<(i64, i64), StoreError> {
+        let d = WebSettings::default();
+        Ok((
+            self.web_typed(KEY_SESSION_IDLE_S, d.session_idle_s)?,
+            self.web_typed(KEY_SESSION_ABSOLUTE_S, d.session_absolute_s)?,
+        ))
+    }
+
     /// Writes every console setting.
     pub fn set_web_settings(&self, s: &WebSettings, now_s: i64) -> Result<(), StoreError> {
         let pairs = [

@@ -46,6 +46,15 @@ fn parse_role(s: &str) -> Result<(bool, bool), AppError> {
     }
 }
 
+/// The form and API key of a direction limit.
+pub fn direction_key(d: DirectionLimit) -> &'static str {
+    match d {
+        DirectionLimit::Both => "both",
+        DirectionLimit::UploadOnly => "upload_only",
+        DirectionLimit::DownloadOnly => "download_only",
+    }
+}
+
 fn cidr_text(u: &User, p: IpPurpose) -> String {
     u.ip_allow(p).iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
@@ -70,11 +79,7 @@ fn user_json(u: &User, a: Option<&WebAccount>, now_s: i64) -> Value {
         "expires": u.expires_at_s.map(views::when),
         "expires_input": u.expires_at_s.map(|t| users::format_utc(t)[..10].to_owned()).unwrap_or_default(),
         "last_login": a.and_then(|a| a.last_login_at_s).map(views::when),
-        "direction": match u.direction_limit {
-            DirectionLimit::Both => "both",
-            DirectionLimit::UploadOnly => "upload_only",
-            DirectionLimit::DownloadOnly => "download_only",
-        },
+        "direction": direction_key(u.direction_limit),
         "may_send_external": u.may_send_external,
         "may_forward": u.may_forward,
         "ip_login": cidr_text(u, IpPurpose::Login),
@@ -341,30 +346,18 @@ pub async fn update_user(
     let parsed = parse_edit(&f).and_then(|c| {
         Ok((c, bounded(&f.full_name, "full name")?, bounded(&f.email, "e-mail address")?))
     });
+    let refuse = |m: String| {
+        let ctx = json!({ "error": m });
+        user_view(&state, &a, &user, acct.as_ref(), ctx, StatusCode::UNPROCESSABLE_ENTITY)
+    };
     let ((change, is_admin), full, email) = match parsed {
         Ok(v) => v,
-        Err(AppError::BadRequest(m)) => {
-            return user_view(
-                &state,
-                &a,
-                &user,
-                acct.as_ref(),
-                json!({ "error": m }),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await;
-        }
+        Err(AppError::BadRequest(m)) => return refuse(m).await,
         Err(e) => return Err(e),
     };
     if user.id == a.0.ctx.account.user_id && (!is_admin || change.is_disabled == Some(true)) {
-        let m = "You cannot remove your own admin role or disable yourself; ask another admin.";
-        return user_view(
-            &state,
-            &a,
-            &user,
-            acct.as_ref(),
-            json!({ "error": m }),
-            StatusCode::UNPROCESSABLE_ENTITY,
+        return refuse(
+            "You cannot remove your own admin role or disable yourself; ask another admin.".into(),
         )
         .await;
     }

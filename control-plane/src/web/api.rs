@@ -26,7 +26,7 @@ use super::error::{ApiError, AppError};
 use super::session::{Member, SessionCtx, Visit, check_admin_address};
 use super::state::AppState;
 use super::tokens::{self, Scopes};
-use crate::users::{DirectionLimit, IpPurpose, User};
+use crate::users::{IpPurpose, User};
 
 /// Longest `Authorization` header value read.
 pub const MAX_AUTH_HEADER: usize = 256;
@@ -102,11 +102,7 @@ fn user_json(u: &User) -> Value {
         "name": u.name.as_str(),
         "disabled": u.is_disabled,
         "expires_at": u.expires_at_s.map(crate::users::format_utc),
-        "direction": match u.direction_limit {
-            DirectionLimit::Both => "both",
-            DirectionLimit::UploadOnly => "upload_only",
-            DirectionLimit::DownloadOnly => "download_only",
-        },
+        "direction": super::admin::direction_key(u.direction_limit),
         "may_send_external": u.may_send_external,
         "may_forward": u.may_forward,
         "workgroup_admin": u.is_workgroup_admin,

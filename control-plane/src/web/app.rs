@@ -45,6 +45,7 @@ fn routes() -> Vec<(&'static str, &'static str, Handler)> {
         ("POST", "/packages", post(packages::create)),
         ("GET", "/packages/{id}", get(packages::detail)),
         ("POST", "/packages/{id}/send", post(packages::send)),
+        ("POST", "/packages/{id}/forward", post(packages::forward)),
         ("GET", "/packages/{id}/files/{name}", get(download::file)),
         ("GET", "/workgroups", get(workgroups::list)),
         ("POST", "/workgroups", post(workgroups::create)),

@@ -112,9 +112,10 @@ fn names(text: &str) -> Vec<String> {
 async fn resolve(
     state: &AppState,
     m: &Member,
-    f: &NewPackageForm,
+    users: &str,
+    workgroups: &str,
 ) -> Result<Result<Vec<(i64, String)>, String>, AppError> {
-    let (users, groups) = (names(&f.users), names(&f.workgroups));
+    let (users, groups) = (names(users), names(workgroups));
     let (uid, is_admin) = (m.ctx.account.user_id, m.ctx.account.is_admin);
     state
         .db(move |s| {
@@ -170,7 +171,7 @@ pub async fn create(
     if f.note.chars().count() > MAX_NOTE {
         return new_view(&m, &f, Some(format!("The note is at most {MAX_NOTE} characters.")));
     }
-    let recipients = match resolve(&state, &m, &f).await? {
+    let recipients = match resolve(&state, &m, &f.users, &f.workgroups).await? {
         Ok(r) => r,
         Err(msg) => return new_view(&m, &f, Some(msg)),
     };
@@ -242,7 +243,7 @@ async fn transfer_link(
 }
 
 fn files_json(files: &[PackageFile]) -> Vec<Value> {
-    files.iter().map(|f| json!({ "name": f.name, "size": f.size })).collect()
+    files.iter().map(|f| json!({ "name": f.name, "size": views::human_bytes(f.size) })).collect()
 }
 
 async fn load(state: &AppState, m: &Member, raw: &str) -> Result<Package, AppError> {
@@ -305,7 +306,7 @@ async fn detail_view(
             let link =
                 transfer_link(state, &m.ctx.user, Direction::Download, path, &p.public_id).await?;
             let href = format!("/packages/{}/files/{}", p.id, views::percent_encode(&f.name));
-            links.push(json!({ "name": f.name, "size": f.size, "href": href, "url": link.as_ref().ok(), "error": link.err() }));
+            links.push(json!({ "name": f.name, "size": views::human_bytes(f.size), "href": href, "url": link.as_ref().ok(), "error": link.err() }));
         }
     }
     let ctx = json!({
@@ -314,6 +315,7 @@ async fn detail_view(
         "is_sender": is_sender,
         "is_draft": p.sent_at_s.is_none(),
         "upload_only": m.ctx.user.direction_limit == DirectionLimit::UploadOnly,
+        "may_forward": !is_sender && p.sent_at_s.is_some() && m.ctx.user.may_forward,
         "recipients": recipients.iter().map(|r| json!({ "name": r.name, "via": r.via })).collect::<Vec<_>>(),
         "files": files_json(&files),
         "links": links,
@@ -322,7 +324,13 @@ async fn detail_view(
     });
     let status =
         if ctx["error"].is_null() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
-    Ok((status, views::render("package.html", with(base(&m.visit, &p.title, "sent"), ctx))?)
+    Ok((
+        status,
+        views::render(
+            "package.html",
+            with(base(&m.visit, &p.title, if is_sender { "sent" } else { "inbox" }), ctx),
+        )?,
+    )
         .into_response())
 }
 
@@ -368,6 +376,66 @@ pub async fn send(
     state
         .audit(
             audit_for(&m.visit, Some(&m.ctx.account.name), "package.send", Outcome::Ok, &detail)
+                .target(&p.title),
+        )
+        .await?;
+    Ok(Redirect::to(&format!("/packages/{pid}")).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ForwardForm {
+    #[serde(default)]
+    pub users: String,
+    #[serde(default)]
+    pub workgroups: String,
+}
+
+/// `POST /packages/{id}/forward`: a recipient with the forward permission adds recipients; the
+/// files are delivered to them from the sender's outbox as on sending.
+pub async fn forward(
+    State(state): State<AppState>,
+    m: Member,
+    Path(id): Path<String>,
+    Form(f): Form<ForwardForm>,
+) -> Result<Response, AppError> {
+    let p = load(&state, &m, &id).await?;
+    if p.sender_id == m.ctx.account.user_id || p.sent_at_s.is_none() {
+        return Err(AppError::NotFound);
+    }
+    if !m.ctx.user.may_forward {
+        return Err(AppError::Forbidden("Your account may not forward packages."));
+    }
+    let recipients = match resolve(&state, &m, &f.users, &f.workgroups).await? {
+        Ok(r) => r,
+        Err(msg) => return detail_view(&state, &m, &p, Some(msg)).await,
+    };
+    let via = format!("forwarded by {}", m.ctx.account.name);
+    let rows: Vec<(i64, String)> =
+        recipients.into_iter().map(|(uid, _)| (uid, via.clone())).collect();
+    let pid = p.id;
+    let added = state.db(move |s| s.add_package_recipients(pid, &rows)).await?;
+    let names = state
+        .db(move |s| {
+            let mut out = Vec::new();
+            for uid in added {
+                if let Some(n) = s.user_name_by_id(uid)? {
+                    out.extend(UserName::parse(&n).ok());
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    let count = names.len();
+    let sender = UserName::parse(&p.sender).map_err(|e| AppError::Internal(e.to_string()))?;
+    let (dir, pubid) = (state.config.data_dir.clone(), p.public_id.clone());
+    state
+        .blocking(move || package_files::deliver(&dir, &sender, &pubid, &names))
+        .await?
+        .map_err(|e| AppError::Internal(format!("delivering package: {e}")))?;
+    let detail = format!("package {pid} forwarded to {count} new recipients");
+    state
+        .audit(
+            audit_for(&m.visit, Some(&m.ctx.account.name), "package.forward", Outcome::Ok, &detail)
                 .target(&p.title),
         )
         .await?;

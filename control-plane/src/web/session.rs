@@ -135,8 +135,8 @@ async fn load_session(
     let found = state
         .db(move |s| {
             let Some(sess) = s.web_session(&id_hash)? else { return Ok(None) };
-            let settings = s.web_settings()?;
-            let live = is_live(&sess, now_s, settings.session_idle_s, settings.session_absolute_s);
+            let (idle_s, absolute_s) = s.web_session_timeouts()?;
+            let live = is_live(&sess, now_s, idle_s, absolute_s);
             let account = if live { s.web_account(sess.user_id)? } else { None };
             let user = match &account {
                 Some(a) => s.user(&a.name)?,

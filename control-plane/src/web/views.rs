@@ -106,6 +106,21 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+/// A size for people: `1234 bytes`, `1.2 KiB`, `3.4 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 /// `YYYY-MM-DD HH:MM UTC` for tables.
 pub fn when(t_s: i64) -> String {
     let s = crate::users::format_utc(t_s);
@@ -116,6 +131,13 @@ pub fn when(t_s: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_bytes(6), "6 bytes");
+        assert_eq!(human_bytes(1234), "1.2 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
 
     #[test]
     fn every_template_compiles_and_escapes() {

@@ -126,7 +126,7 @@ fn full_destination(path: &Path) {
     // A file that fits still works on the same filesystem; O_DIRECT on tmpfs is either used
     // or reported as refused.
     let small = SafeName::parse("small.bin").unwrap();
-    let options = PartialOptions { direct_io: true, fresh: false };
+    let options = PartialOptions { direct_io: true, fresh: false, ..Default::default() };
     let partial = PartialFile::create(&dest, &small, 64 << 10, options).unwrap();
     println!("tmpfs io mode: {:?}", partial.io_mode());
     partial.write_at(&vec![7; 64 << 10], 0).unwrap();

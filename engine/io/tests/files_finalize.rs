@@ -129,7 +129,7 @@ fn direct_io_is_used_or_reported_and_data_reads_back() {
     let (tmp, dest) = dest();
     let name = SafeName::parse("direct.bin").unwrap();
     let size = (1 << 20) + 100;
-    let options = PartialOptions { direct_io: true, fresh: true };
+    let options = PartialOptions { direct_io: true, fresh: true, ..Default::default() };
     let p = PartialFile::create(&dest, &name, size, options).unwrap();
     println!("io mode on {}: {:?}", tmp.path().display(), p.io_mode());
     match p.io_mode() {

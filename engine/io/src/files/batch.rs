@@ -69,6 +69,7 @@ impl FinalizeBatch {
     /// in push order.
     pub fn commit(self) -> Result<Vec<BatchOutcome>, FileError> {
         self.sync_filesystems()?;
+        super::pause::pause_if_armed(super::pause::PausePhase::Rename);
         let mut outcomes = Vec::with_capacity(self.ready.len());
         for (file, overwrite, done) in &self.ready {
             let outcome = file.rename_into_place(*overwrite).map(|()| done.clone());

@@ -346,8 +346,16 @@ pub struct Leftover {
 /// Reads what an interrupted transfer left of `name` beneath `dest`. I/O errors are errors;
 /// any defect in the content is [`Loaded::Invalid`].
 pub fn load_leftover(dest: &DestRoot, name: &SafeName) -> Result<Leftover, FileError> {
+    load_leftover_in(dest.find_parent(name)?.as_ref(), name)
+}
+
+/// [`load_leftover`] given the directory of `name` (`None`: it does not exist).
+pub fn load_leftover_in(
+    parent: Option<&ParentDir>,
+    name: &SafeName,
+) -> Result<Leftover, FileError> {
     let missing = Leftover { checkpoint: Loaded::Missing, partial_len: None };
-    let Some(parent) = dest.find_parent(name)? else { return Ok(missing) };
+    let Some(parent) = parent else { return Ok(missing) };
     let partial = partial_name(name.file_name());
     let partial_len =
         match rustix::fs::statat(parent.as_fd(), partial.as_str(), AtFlags::SYMLINK_NOFOLLOW) {

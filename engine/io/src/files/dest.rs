@@ -79,6 +79,39 @@ impl ParentDir {
     }
 }
 
+/// Most directories a [`DirCache`] keeps open.
+pub const MAX_CACHED_DIRS: usize = 64;
+
+/// Directories beneath the destination opened once and reused for every file in them (a
+/// tree of many small files otherwise walks the same components for every file). Each entry
+/// was opened through [`open_beneath`] like any other; at most [`MAX_CACHED_DIRS`] are kept.
+#[derive(Debug, Default)]
+pub struct DirCache {
+    dirs: std::collections::HashMap<String, ParentDir>,
+}
+
+impl DirCache {
+    /// The directory holding `name`, as a handle of its own: created if missing when
+    /// `create`, else `None` when a component does not exist.
+    pub fn parent(
+        &mut self,
+        dest: &DestRoot,
+        name: &SafeName,
+        create: bool,
+    ) -> Result<Option<ParentDir>, FileError> {
+        let dir = name.as_str().rsplit_once('/').map_or("", |(d, _)| d);
+        if let Some(p) = self.dirs.get(dir) {
+            return p.try_clone(name.as_str()).map(Some);
+        }
+        let Some(p) = dest.walk_parent(name, create)? else { return Ok(None) };
+        if self.dirs.len() >= MAX_CACHED_DIRS {
+            self.dirs.clear();
+        }
+        self.dirs.insert(dir.to_owned(), p.try_clone(name.as_str())?);
+        Ok(Some(p))
+    }
+}
+
 /// What sits at a final name already.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExistingFile {
@@ -128,20 +161,8 @@ impl DestRoot {
     /// Stats the final name of `name` without following a symlink; `None` if absent.
     pub fn stat_existing(&self, name: &SafeName) -> Result<Option<ExistingFile>, FileError> {
         let Some(parent) = self.find_parent(name)? else { return Ok(None) };
-        match rustix::fs::statat(parent.as_fd(), name.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => Ok(Some(ExistingFile {
-                is_regular: FileType::from_raw_mode(st.st_mode) == FileType::RegularFile,
-                size: st.st_size as u64,
-                mtime_ns: st
-                    .st_mtime
-                    .saturating_mul(1_000_000_000)
-                    .saturating_add(st.st_mtime_nsec as i64),
-            })),
-            Err(Errno::NOENT) => Ok(None),
-            Err(e) => Err(FileError::io(name.as_str(), Op::Stat, e)),
-        }
+        stat_existing_in(&parent, name)
     }
-
     fn walk_parent(&self, name: &SafeName, create: bool) -> Result<Option<ParentDir>, FileError> {
         let mut cur: Option<OwnedFd> = None;
         let mut walked = String::new();
@@ -227,5 +248,24 @@ fn classify_dest_open(path: &Path, e: Errno) -> FileError {
             FileError::DestNoPermission { path: path.to_owned(), source: e.into() }
         }
         e => FileError::io(path.display().to_string(), Op::Open, e),
+    }
+}
+
+/// Stats the final name of `name` in `parent`, its directory, without following a symlink.
+pub fn stat_existing_in(
+    parent: &ParentDir,
+    name: &SafeName,
+) -> Result<Option<ExistingFile>, FileError> {
+    match rustix::fs::statat(parent.as_fd(), name.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(ExistingFile {
+            is_regular: FileType::from_raw_mode(st.st_mode) == FileType::RegularFile,
+            size: st.st_size as u64,
+            mtime_ns: st
+                .st_mtime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec as i64),
+        })),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(FileError::io(name.as_str(), Op::Stat, e)),
     }
 }

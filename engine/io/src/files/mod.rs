@@ -19,23 +19,26 @@ pub mod dest;
 pub mod error;
 pub mod names;
 pub mod partial;
+pub mod pause;
 pub mod plan;
 pub mod policy;
 pub mod space;
 pub mod walk;
+pub mod xattr;
 
 pub use batch::{BatchOutcome, FinalizeBatch, MAX_FINALIZE_BATCH};
 pub use checkpoint::{
     Checkpoint, CheckpointWriter, FileIdentity, FingerprintKind, Leftover, Loaded, ResumeLevel,
     ResumePlan, StartOver, checkpoint_interval_bytes, fingerprint, load_leftover,
 };
-pub use dest::{DestRoot, ExistingFile, ParentDir};
+pub use dest::{DestRoot, DirCache, ExistingFile, ParentDir};
 pub use error::{Fault, FileError, Op};
 pub use names::{NameError, SafeName};
 pub use partial::{FinalAttrs, Finalized, IoMode, PartialFile, PartialOptions, Prealloc};
-pub use plan::{Action, FilePlan, SourceHints, plan_file};
+pub use plan::{Action, FilePlan, SourceHints, plan_file, plan_file_cached};
 pub use policy::{
     ChecksumCompare, Decision, Overwrite, SkipReason, SourceFile, decide, hash_existing,
 };
 pub use space::{FsSpace, check_space, free_space, human_bytes};
 pub use walk::{SourceEntry, Walk, WalkNote, walk, walk_with_limit};
+pub use xattr::{SourceXattrs, read_xattrs};

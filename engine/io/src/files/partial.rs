@@ -83,6 +83,9 @@ pub struct PartialOptions {
     pub direct_io: bool,
     /// Discard what an earlier attempt left (start over) instead of keeping it for resume.
     pub fresh: bool,
+    /// Reserve no space: the caller checked free space for many small files at once, and a
+    /// write that finds the disk full still says so ([`FileError::DiskFull`]).
+    pub skip_prealloc: bool,
 }
 
 /// Attributes to give the file at finalize.
@@ -142,6 +145,18 @@ impl PartialFile {
         options: PartialOptions,
     ) -> Result<PartialFile, FileError> {
         let parent = dest.create_parent(name)?;
+        Self::create_in(dest, parent, name, size, options)
+    }
+
+    /// [`create`](Self::create) in `parent`, the directory of `name` already opened beneath
+    /// `dest` (callers creating many files in one directory open it once).
+    pub fn create_in(
+        dest: &DestRoot,
+        parent: ParentDir,
+        name: &SafeName,
+        size: u64,
+        options: PartialOptions,
+    ) -> Result<PartialFile, FileError> {
         let partial = partial_name(name.file_name());
         let mut flags = OFlags::RDWR | OFlags::CREATE;
         if options.fresh {
@@ -151,25 +166,69 @@ impl PartialFile {
         }
         let fd = open_beneath(parent.as_fd(), &partial, flags, PARTIAL_MODE)
             .map_err(|e| classify_beneath(name, &partial, Op::Create, e))?;
+        let (mut partial_file, len) = Self::adopt(dest, parent, partial, fd, name, size)?;
+        let (direct, mode) = open_direct(
+            &partial_file.parent,
+            &partial_file.partial,
+            &partial_file.file,
+            name,
+            options.direct_io,
+        )?;
+        (partial_file.direct, partial_file.mode) = (direct, mode);
+        partial_file.prealloc = if options.skip_prealloc {
+            if len > size {
+                partial_file.file.set_len(size).map_err(|e| partial_file.write_error(e))?;
+            }
+            Prealloc::SizeOnly
+        } else {
+            partial_file.preallocate(len)?
+        };
+        Ok(partial_file)
+    }
+
+    /// Opens the existing partial file of `name` in `parent` (buffered, nothing created,
+    /// nothing reserved): for checkpoints and finalize once the data is written.
+    /// [`FileError::Io`] with ENOENT if it is gone.
+    pub fn open_in(
+        dest: &DestRoot,
+        parent: ParentDir,
+        name: &SafeName,
+        size: u64,
+    ) -> Result<PartialFile, FileError> {
+        let partial = partial_name(name.file_name());
+        let fd = open_beneath(parent.as_fd(), &partial, OFlags::RDWR, 0)
+            .map_err(|e| classify_beneath(name, &partial, Op::Open, e))?;
+        let (mut partial_file, _) = Self::adopt(dest, parent, partial, fd, name, size)?;
+        partial_file.prealloc = Prealloc::SizeOnly;
+        Ok(partial_file)
+    }
+
+    /// Wraps a freshly opened partial after checking it is a regular file with one link;
+    /// returns it (buffered, no direct fd) and its current length.
+    fn adopt(
+        dest: &DestRoot,
+        parent: ParentDir,
+        partial: String,
+        fd: std::os::fd::OwnedFd,
+        name: &SafeName,
+        size: u64,
+    ) -> Result<(PartialFile, u64), FileError> {
         let st = rustix::fs::fstat(&fd).map_err(|e| FileError::io(name.as_str(), Op::Stat, e))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_nlink != 1 {
             return Err(FileError::PartialNotRegular { file: name.to_string() });
         }
-        let file = File::from(fd);
-        let (direct, mode) = open_direct(&parent, &partial, &file, name, options.direct_io)?;
-        let mut partial_file = PartialFile {
+        let partial_file = PartialFile {
             name: name.clone(),
             parent,
             partial,
-            file,
-            direct,
+            file: File::from(fd),
+            direct: None,
             size,
-            mode,
+            mode: IoMode::Buffered { direct_refused: false },
             prealloc: Prealloc::Reserved,
             dest_path: dest.path().to_owned(),
         };
-        partial_file.prealloc = partial_file.preallocate(st.st_size as u64)?;
-        Ok(partial_file)
+        Ok((partial_file, st.st_size as u64))
     }
 
     /// The file's validated name.

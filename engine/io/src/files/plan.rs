@@ -8,8 +8,8 @@
 //! Invariant: an `Err` names the file and means "do not receive it"; a plan never creates
 //! anything (it only opens and stats beneath the destination).
 
-use super::checkpoint::{FileIdentity, Hash, ResumeLevel, ResumePlan, StartOver, load_leftover};
-use super::dest::DestRoot;
+use super::checkpoint::{FileIdentity, Hash, ResumeLevel, ResumePlan, StartOver, load_leftover_in};
+use super::dest::{DestRoot, DirCache, stat_existing_in};
 use super::error::FileError;
 use super::names::SafeName;
 use super::policy::hash_existing;
@@ -53,9 +53,25 @@ pub fn plan_file(
     level: ResumeLevel,
     hints: SourceHints,
 ) -> Result<FilePlan, FileError> {
+    plan_file_cached(dest, &mut DirCache::default(), entry, overwrite, level, hints)
+}
+
+/// [`plan_file`] reusing the directories `dirs` already opened (for a manifest of many files).
+pub fn plan_file_cached(
+    dest: &DestRoot,
+    dirs: &mut DirCache,
+    entry: &FileEntry,
+    overwrite: Overwrite,
+    level: ResumeLevel,
+    hints: SourceHints,
+) -> Result<FilePlan, FileError> {
     let name = SafeName::parse(&entry.name)
         .map_err(|reason| FileError::BadName { name: entry.name.clone(), reason })?;
-    let existing = dest.stat_existing(&name)?;
+    let parent = dirs.parent(dest, &name, false)?;
+    let existing = match &parent {
+        Some(p) => stat_existing_in(p, &name)?,
+        None => None,
+    };
     let source = SourceFile { size: entry.size, mtime_ns: entry.mtime_ns };
     let mut decision = decide(overwrite, existing.as_ref(), &source, ChecksumCompare::Unknown);
     if decision == Decision::NeedChecksum {
@@ -82,7 +98,7 @@ pub fn plan_file(
                 mtime_ns: entry.mtime_ns,
                 head_hash: hints.head_hash,
             };
-            ResumePlan::decide(level, &load_leftover(dest, &name)?, &identity)
+            ResumePlan::decide(level, &load_leftover_in(parent.as_ref(), &name)?, &identity)
         }
     };
     Ok(FilePlan { name, action, resume })

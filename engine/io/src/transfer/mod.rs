@@ -57,10 +57,16 @@ pub use crate::files::{Overwrite, ResumeLevel};
 pub struct RecvOptions {
     pub overwrite: Overwrite,
     pub resume: ResumeLevel,
-    /// Preserve owner and group (only when permitted).
+    /// Apply the owner and group the sender sent (only when permitted: root or CAP_CHOWN;
+    /// otherwise skipped and counted).
     pub preserve_owner: bool,
+    /// Apply the extended attributes (POSIX ACLs among them) the sender sent; those the
+    /// filesystem or our privileges refuse are skipped and counted.
+    pub preserve_xattrs: bool,
     /// Keep setuid/setgid bits (only honoured for root).
     pub keep_setid: bool,
+    /// Empty, or per file (manifest order) the owner and xattrs the sender sent.
+    pub file_attrs: Vec<haul_proto::setup::FileAttrs>,
 }
 
 /// The sending side of one transfer.
@@ -130,6 +136,9 @@ pub struct TransferReport {
     pub cpu_seconds: f64,
     /// A human message with more about an abort (the file and the cause), when there is one.
     pub detail: Option<String>,
+    /// Receiver: files whose owner or some extended attribute, asked for and allowed, could
+    /// not be applied (no privilege, or the filesystem refused it).
+    pub attrs_skipped: u64,
 }
 
 #[derive(Debug, Error)]
@@ -400,6 +409,54 @@ struct ReceiverSide {
     touched: Vec<u32>,
     /// The first finalize failure, with its message, for the report.
     failure: Option<String>,
+    /// Files whose owner or some extended attribute asked for could not be applied.
+    attrs_skipped: u64,
+}
+
+impl ReceiverSide {
+    /// Finalize every verified file in batches of at most [`rx::FINALIZE_BATCH_FILES`]: one
+    /// filesystem sync before the batch's renames and one after (files::FinalizeBatch), then
+    /// each file is acknowledged. Durability is per file as with a lone finalize.
+    fn finalize_ready(&mut self, now: haul_proto::time::Instant) {
+        let mut more = true;
+        while more {
+            let mut batch = crate::files::FinalizeBatch::new();
+            let mut staged = Vec::new();
+            more = false;
+            while let Some(op) = self.coord.poll_file_op() {
+                crate::files::pause::pause_if_armed(crate::files::pause::PausePhase::Verify);
+                let FileOp::Finalize { file } = op;
+                match self.files.stage_finalize(&self.manifest, file, &self.options, &mut batch) {
+                    Ok(()) => staged.push(op),
+                    Err(failure) => self.finish_op(now, op, Err(failure)),
+                }
+                if staged.len() >= rx::FINALIZE_BATCH_FILES {
+                    more = true;
+                    break;
+                }
+            }
+            if staged.is_empty() {
+                return;
+            }
+            for (op, res) in staged.into_iter().zip(rx::commit_finalize(batch)) {
+                self.attrs_skipped += u64::from(res == Ok(true));
+                self.finish_op(now, op, res.map(|_| ()));
+            }
+        }
+    }
+
+    fn finish_op(
+        &mut self,
+        now: haul_proto::time::Instant,
+        op: FileOp,
+        res: Result<(), (haul_proto::session::DiskError, String)>,
+    ) {
+        let res = res.map_err(|(disk, message)| {
+            self.failure.get_or_insert(message);
+            disk
+        });
+        self.coord.handle_file_op_done(now, op, res);
+    }
 }
 
 impl Side for ReceiverSide {
@@ -427,15 +484,7 @@ impl Side for ReceiverSide {
             let prefix = self.coord.file_progress(file, &self.manifest);
             self.files.record_progress(&self.manifest, file, prefix);
         }
-        while let Some(op) = self.coord.poll_file_op() {
-            let FileOp::Finalize { file } = op;
-            let res = self.files.finalize(&self.manifest, file, &self.options);
-            let res = res.map_err(|(disk, message)| {
-                self.failure.get_or_insert(message);
-                disk
-            });
-            self.coord.handle_file_op_done(now, op, res);
-        }
+        self.finalize_ready(now);
     }
     fn file_hash(&self, file: u32) -> Option<[u8; 32]> {
         self.coord.file_hash(file)
@@ -514,6 +563,7 @@ fn report(
         backend,
         cpu_seconds: cpu_seconds() - cpu0,
         detail: None,
+        attrs_skipped: 0,
     }
 }
 
@@ -640,11 +690,13 @@ pub fn run_receiver_to(
         options,
         touched: Vec::new(),
         failure: None,
+        attrs_skipped: 0,
     };
     let ends = drive(&mut side, threads, total, progress)?;
     let mut r = report(&side, &manifest, &ends, backend, started, cpu0, false);
     if let (Outcome::Aborted { .. }, Some(msg)) = (r.outcome, side.failure.take()) {
         r.detail = Some(msg);
     }
+    r.attrs_skipped = side.attrs_skipped;
     Ok(r)
 }

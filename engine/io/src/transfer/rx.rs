@@ -8,8 +8,8 @@
 
 use super::{Overwrite, RecvOptions, TransferError};
 use crate::files::{
-    self, Action, CheckpointWriter, DestRoot, FileError, FileIdentity, FinalAttrs, PartialFile,
-    PartialOptions, SafeName, SourceHints, plan_file,
+    self, Action, CheckpointWriter, DestRoot, DirCache, FileError, FileIdentity, FinalAttrs,
+    FinalizeBatch, ParentDir, PartialFile, PartialOptions, SafeName, SourceHints, plan_file_cached,
 };
 use haul_proto::session::{DiskError, Manifest};
 use std::path::Path;
@@ -29,19 +29,36 @@ pub(crate) fn prepare(
 ) -> Result<Vec<u64>, TransferError> {
     let root = DestRoot::open(dest).map_err(|e| file_error(&e))?;
     let block = manifest.block_size();
+    let mut dirs = DirCache::default();
     manifest
         .files()
         .iter()
         .map(|entry| {
+            let (o, r, h) = (options.overwrite, options.resume, SourceHints::default());
             let plan =
-                plan_file(&root, entry, options.overwrite, options.resume, SourceHints::default())
-                    .map_err(|e| file_error(&e))?;
+                plan_file_cached(&root, &mut dirs, entry, o, r, h).map_err(|e| file_error(&e))?;
             Ok(match plan.action {
                 Action::Skip(_) => SKIP_FILE,
                 Action::Write { .. } => plan.resume.kept_prefix(block),
             })
         })
         .collect()
+}
+
+/// Files at most this size are created without reserving space (one `fallocate` each is a
+/// large share of a tiny file's cost); their total is checked against free space once.
+pub(crate) const SMALL_FILE_BYTES: u64 = 1 << 20;
+/// Most files finalized with one pair of filesystem syncs; each holds a descriptor until the
+/// commit, so this stays well under the usual 1024-descriptor limit.
+pub(crate) const FINALIZE_BATCH_FILES: usize = 256;
+
+/// A cached directory of `name`, created if missing.
+fn parent_of(
+    dirs: &mut DirCache,
+    dest: &DestRoot,
+    name: &SafeName,
+) -> Result<ParentDir, FileError> {
+    dirs.parent(dest, name, true)?.ok_or_else(|| FileError::Escape { file: name.to_string() })
 }
 
 /// The partial files of one receive, and what the coordinator needs to checkpoint and
@@ -55,6 +72,7 @@ pub(crate) struct RxFiles {
     replace: Vec<bool>,
     checkpoints: Vec<Option<CheckpointWriter>>,
     recorded: Vec<u64>,
+    dirs: DirCache,
 }
 
 fn partial_rel(name: &SafeName) -> String {
@@ -80,16 +98,27 @@ pub(crate) fn create_partials(
         replace: Vec::with_capacity(n),
         checkpoints: (0..n).map(|_| None).collect(),
         recorded: resume.to_vec(),
+        dirs: DirCache::default(),
     };
-    let mut partials = Vec::with_capacity(n);
-    for (i, entry) in manifest.files().iter().enumerate() {
-        let name = SafeName::parse(&entry.name).map_err(|reason| {
+    let mut names = Vec::with_capacity(n);
+    for entry in manifest.files() {
+        names.push(SafeName::parse(&entry.name).map_err(|reason| {
             file_error(&FileError::BadName { name: entry.name.clone(), reason })
-        })?;
+        })?);
+    }
+    check_small_files_fit(&rx.dest, manifest, &names, resume)?;
+    let mut partials = Vec::with_capacity(n);
+    for ((i, entry), name) in manifest.files().iter().enumerate().zip(names) {
         let kept = resume.get(i).copied().unwrap_or(0);
-        let opts = PartialOptions { direct_io: false, fresh: kept == 0 };
+        let opts = PartialOptions {
+            direct_io: false,
+            fresh: kept == 0,
+            skip_prealloc: entry.size <= SMALL_FILE_BYTES,
+        };
         // Created (and space reserved) now, then closed: the shards open what they need.
-        PartialFile::create(&rx.dest, &name, entry.size, opts).map_err(|e| file_error(&e))?;
+        let parent = parent_of(&mut rx.dirs, &rx.dest, &name).map_err(|e| file_error(&e))?;
+        PartialFile::create_in(&rx.dest, parent, &name, entry.size, opts)
+            .map_err(|e| file_error(&e))?;
         partials.push(partial_rel(&name));
         rx.replace.push(options.overwrite != Overwrite::Never);
         rx.names.push(name);
@@ -98,23 +127,68 @@ pub(crate) fn create_partials(
     Ok(rx)
 }
 
+/// The small files are not preallocated one by one: check once that all of them fit, naming
+/// the first that does not.
+fn check_small_files_fit(
+    dest: &DestRoot,
+    manifest: &Manifest,
+    names: &[SafeName],
+    resume: &[u64],
+) -> Result<(), TransferError> {
+    let space = dest.space().map_err(|e| file_error(&e))?;
+    let mut needed = 0u64;
+    for ((i, entry), name) in manifest.files().iter().enumerate().zip(names) {
+        if entry.size > SMALL_FILE_BYTES {
+            continue;
+        }
+        needed = needed.saturating_add(entry.size - resume.get(i).copied().unwrap_or(0));
+        if needed > space.available_bytes {
+            return Err(file_error(&FileError::DiskFull {
+                file: name.to_string(),
+                needed,
+                available: space.available_bytes,
+                fs: dest.path().to_owned(),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Why finalizing failed, as the protocol and the operator see it.
+fn finalize_failure(e: &FileError) -> (DiskError, String) {
+    let disk = match e {
+        FileError::DiskFull { .. } => DiskError::NoSpace,
+        FileError::DestReadOnly { .. } | FileError::DestNoPermission { .. } => {
+            DiskError::Permission
+        }
+        _ => DiskError::Io,
+    };
+    (disk, e.to_string())
+}
+
 impl RxFiles {
+    /// Reopens the partial of file `i` (a manifest index the caller checked) of `size` bytes.
+    fn open_partial(&mut self, i: usize, size: u64) -> Option<Result<PartialFile, FileError>> {
+        let name = self.names.get(i)?;
+        Some(
+            parent_of(&mut self.dirs, &self.dest, name)
+                .and_then(|parent| PartialFile::open_in(&self.dest, parent, name, size)),
+        )
+    }
+
     /// `prefix` bytes of `file` are on disk and verified by block: record them, and write a
-    /// checkpoint (data synced first) once a checkpoint interval has passed.
+    /// checkpoint (data synced first) once a checkpoint interval has passed. A file verified
+    /// whole gets no checkpoint: its finalize follows at once and makes it durable.
     pub fn record_progress(&mut self, manifest: &Manifest, file: u32, prefix: u64) {
         let i = file as usize;
         let (Some(entry), Some(done)) = (manifest.file(file), self.recorded.get(i).copied()) else {
             return;
         };
-        if prefix <= done {
+        if prefix <= done || (prefix >= entry.size && self.checkpoints[i].is_none()) {
             return;
         }
         if self.checkpoints[i].is_none() {
-            let opts = PartialOptions { direct_io: false, fresh: false };
-            let Ok(partial) = PartialFile::create(&self.dest, &self.names[i], entry.size, opts)
-            else {
-                return;
-            };
+            let Some(Ok(partial)) = self.open_partial(i, entry.size) else { return };
             let identity =
                 FileIdentity { size: entry.size, mtime_ns: entry.mtime_ns, head_hash: None };
             // A failed checkpoint only weakens resume; the transfer itself goes on.
@@ -129,39 +203,57 @@ impl RxFiles {
         }
     }
 
-    /// fsync, set attributes, rename into place.
-    pub fn finalize(
+    /// Set `file`'s attributes and add it to `batch`, which syncs and renames it at its commit
+    /// ([`FinalizeBatch`]: data and attributes durable before the rename).
+    pub fn stage_finalize(
         &mut self,
         manifest: &Manifest,
         file: u32,
         options: &RecvOptions,
+        batch: &mut FinalizeBatch,
     ) -> Result<(), (DiskError, String)> {
         let i = file as usize;
-        let (Some(entry), Some(name)) = (manifest.file(file), self.names.get(i)) else {
+        let Some(entry) = manifest.file(file) else {
             return Err((DiskError::Missing, format!("file {file} is not in the manifest")));
         };
         self.checkpoints[i] = None;
-        let fail = |e: FileError| {
-            let disk = match &e {
-                FileError::DiskFull { .. } => DiskError::NoSpace,
-                FileError::DestReadOnly { .. } | FileError::DestNoPermission { .. } => {
-                    DiskError::Permission
-                }
-                _ => DiskError::Io,
-            };
-            (disk, e.to_string())
+        let Some(partial) = self.open_partial(i, entry.size) else {
+            return Err((DiskError::Missing, format!("file {file} has no partial file")));
         };
-        let opts = PartialOptions { direct_io: false, fresh: false };
-        let partial = PartialFile::create(&self.dest, name, entry.size, opts).map_err(fail)?;
+        let partial = partial.map_err(|e| finalize_failure(&e))?;
+        let sent = options.file_attrs.get(i);
         let attrs = FinalAttrs {
             mode: entry.mode,
             mtime_ns: entry.mtime_ns,
             keep_setid: options.keep_setid,
-            owner: None,
-            xattrs: Vec::new(),
+            owner: sent.and_then(|a| a.owner).filter(|_| options.preserve_owner),
+            xattrs: match sent {
+                Some(a) if options.preserve_xattrs => a.xattrs.clone(),
+                _ => Vec::new(),
+            },
         };
-        partial.finalize(&attrs, self.replace[i]).map_err(fail)?;
-        Ok(())
+        let replace = self.replace.get(i).copied().unwrap_or(false);
+        batch.push(partial, &attrs, replace).map_err(|e| finalize_failure(&e))
+    }
+}
+
+/// Commits `batch`: per staged file, in staging order, `Ok` once it is in place and durable,
+/// with `true` if an owner or an extended attribute asked for could not be applied. A failed
+/// sync fails every file of the batch with the same error.
+pub(crate) fn commit_finalize(batch: FinalizeBatch) -> Vec<Result<bool, (DiskError, String)>> {
+    let n = batch.len();
+    match batch.commit() {
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .map(|(_, r)| {
+                r.map(|done| done.owner_skipped || !done.xattrs_skipped.is_empty())
+                    .map_err(|e| finalize_failure(&e))
+            })
+            .collect(),
+        Err(e) => {
+            let f = finalize_failure(&e);
+            (0..n).map(|_| Err(f.clone())).collect()
+        }
     }
 }
 

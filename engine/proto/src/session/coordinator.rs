@@ -17,6 +17,10 @@ use std::collections::VecDeque;
 
 /// Most commands queued for shards; more is our bug, reported as an abort.
 const MAX_COMMANDS: usize = 1 << 16;
+/// Most files announced (`FileDone`) and not yet acknowledged. Further finished files wait
+/// here, in order, until acks make room: shard 0 keeps every unacknowledged `FileDone` for
+/// resending, and its own bound must never be what ends a session of many small files.
+pub const MAX_ANNOUNCED_UNACKED: usize = 1024;
 
 #[derive(Debug)]
 struct Common {
@@ -84,6 +88,10 @@ pub struct SenderCoordinator {
     hashers: Vec<FileHasher>,
     acked: Vec<bool>,
     acked_count: u32,
+    /// Files announced and not yet acknowledged (at most [`MAX_ANNOUNCED_UNACKED`]).
+    announced_unacked: usize,
+    /// Finished files waiting for room to be announced, in the order they finished.
+    held: VecDeque<u32>,
     rate: Box<dyn RateController>,
     shard_rate_bps: u64,
     node_cap: Option<NodeCapShare>,
@@ -110,6 +118,8 @@ impl SenderCoordinator {
             c: Common::new(params.shards),
             acked: vec![false; m.file_count() as usize],
             acked_count: 0,
+            announced_unacked: 0,
+            held: VecDeque::new(),
             hashers,
             rate: controller_for(params.policy, params.rate),
             shard_rate_bps: 0,
@@ -130,9 +140,27 @@ impl SenderCoordinator {
         Ok(me)
     }
 
+    /// Has shard 0 announce `file` now, or once acks make room.
     fn announce(&mut self, file: u32, hash: Hash) {
+        if self.announced_unacked >= MAX_ANNOUNCED_UNACKED {
+            self.held.push_back(file);
+            return;
+        }
+        self.announced_unacked += 1;
         let size = self.layout.manifest().file(file).map_or(0, |f| f.size);
         self.c.send(0, ShardCommand::SendFileDone { file, size, hash });
+    }
+
+    /// An announced file was acknowledged: announce held ones while there is room.
+    fn on_announced_acked(&mut self) {
+        self.announced_unacked = self.announced_unacked.saturating_sub(1);
+        while self.announced_unacked < MAX_ANNOUNCED_UNACKED
+            && let Some(file) = self.held.pop_front()
+        {
+            if let Some(hash) = self.file_hash(file) {
+                self.announce(file, hash);
+            }
+        }
     }
 
     /// Share the session's rate (capped by the node cap, if any) equally among the shards.
@@ -183,6 +211,7 @@ impl SenderCoordinator {
                 {
                     *a = true;
                     self.acked_count += 1;
+                    self.on_announced_acked();
                 }
                 if self.acked_count == self.layout.manifest().file_count() {
                     self.c.complete();
@@ -480,5 +509,56 @@ mod rate_tests {
         a.handle_event(Instant::ZERO, 0, ShardEvent::Sent { ip_bytes: 1 });
         assert_eq!(last_shard_rate(&mut a), Some(30_000_000));
         assert_eq!(last_shard_rate(&mut b), Some(30_000_000));
+    }
+}
+
+#[cfg(test)]
+mod announce_tests {
+    use super::*;
+    use crate::checksum::hash_block;
+    use std::sync::Arc;
+
+    fn announced(c: &mut SenderCoordinator) -> Vec<u32> {
+        let mut files = Vec::new();
+        while let Some((_, cmd)) = c.poll_command() {
+            if let ShardCommand::SendFileDone { file, .. } = cmd {
+                files.push(file);
+            }
+        }
+        files
+    }
+
+    #[test]
+    fn finished_files_beyond_the_unacked_bound_wait_for_acks_in_order() {
+        let n = MAX_ANNOUNCED_UNACKED as u32 + 10;
+        let p = SessionParams::new(1, crate::crypto::SuiteId::Aes128CfbCmac);
+        let files = (0..n)
+            .map(|i| FileEntry { name: format!("f{i}"), size: 100, mode: 0o644, mtime_ns: 0 })
+            .collect();
+        let m = Manifest::new(files, 16).unwrap();
+        let layout = Layout::new(Arc::new(m), 1).unwrap();
+        let mut c = SenderCoordinator::new(&p, layout, Instant::ZERO).unwrap();
+        let hash = hash_block(&[7; 100], 0, 1 << 16, 1);
+        for file in 0..n {
+            c.handle_event(
+                Instant::ZERO,
+                0,
+                ShardEvent::BlockHashed { file, block_in_file: 0, hash },
+            );
+        }
+        let first = announced(&mut c);
+        assert_eq!(first, (0..MAX_ANNOUNCED_UNACKED as u32).collect::<Vec<_>>());
+        for file in 0..3 {
+            c.handle_event(Instant::ZERO, 0, ShardEvent::PeerFileAck { file, verified: true });
+        }
+        let next = MAX_ANNOUNCED_UNACKED as u32;
+        assert_eq!(announced(&mut c), vec![next, next + 1, next + 2]);
+        // A repeated ack makes no room twice.
+        c.handle_event(Instant::ZERO, 0, ShardEvent::PeerFileAck { file: 0, verified: true });
+        assert!(announced(&mut c).is_empty());
+        for file in 3..n {
+            c.handle_event(Instant::ZERO, 0, ShardEvent::PeerFileAck { file, verified: true });
+        }
+        assert_eq!(c.outcome(), Some(Outcome::Complete));
     }
 }

@@ -39,6 +39,10 @@ impl<'a> RxDatagram<'a> {
 const MAX_RESEND_READ: u64 = 256 << 10;
 /// Most files whose `FileDone` shard 0 keeps resending at once.
 const MAX_FILE_DONE_PENDING: usize = 4096;
+/// A `FileDone` not yet acknowledged is resent after the control resend interval, doubled
+/// after each send up to `2^FILE_DONE_BACKOFF_MAX` times it: a receiver busy finalizing
+/// thousands of small files is not flooded with repeats it already has.
+const FILE_DONE_BACKOFF_MAX: u32 = 6;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
@@ -103,7 +107,9 @@ pub struct SenderShard {
     fb_sent_bytes: u64,
     /// Bytes newly NAKed (not already waiting for a resend) since the last feedback sample.
     fb_naked_bytes: u64,
-    file_done: BTreeMap<u32, (u64, crate::checksum::Hash, Option<Instant>)>,
+    /// Files whose `FileDone` waits for its ack: size, hash, when it is next due (`None`:
+    /// never sent) and how many times it was sent.
+    file_done: BTreeMap<u32, (u64, crate::checksum::Hash, Option<Instant>, u32)>,
     life: Life,
     idle_timeout: Duration,
     window_bytes: u64,
@@ -255,7 +261,7 @@ impl SenderShard {
             ShardCommand::SetRate { bps } => self.pacer.set_rate(bps),
             ShardCommand::SendFileDone { file, size, hash } => {
                 if self.file_done.len() < MAX_FILE_DONE_PENDING {
-                    self.file_done.insert(file, (size, hash, None));
+                    self.file_done.insert(file, (size, hash, None, 0));
                 } else {
                     self.life.fail(AbortReason::ResourceLimit, None, None);
                 }
@@ -476,9 +482,12 @@ impl SenderShard {
             Phase::Active => {}
         }
         let resend_after = self.control_resend_interval();
-        for (file, (size, hash, last)) in self.file_done.iter_mut() {
-            if last.is_none_or(|t| now.saturating_since(t) >= resend_after) {
-                *last = Some(now);
+        for (file, (size, hash, due, sends)) in self.file_done.iter_mut() {
+            if due.is_none_or(|t| now >= t) {
+                let backoff =
+                    resend_after.saturating_mul(1u64 << (*sends).min(FILE_DONE_BACKOFF_MAX));
+                *due = Some(now + backoff);
+                *sends += 1;
                 return Some(Body::FileDone { file: *file, size: *size, hash: *hash });
             }
         }
@@ -749,15 +758,29 @@ impl SenderShard {
         if let Some(p) = self.tail_probe_at() {
             t = t.min(p);
         }
-        let resend_after = self.control_resend_interval();
         if let Some(first) = self.file_done.values().map(|v| v.2).min() {
-            t = t.min(first.map_or(Instant::ZERO, |f| f + resend_after));
+            t = t.min(first.unwrap_or(Instant::ZERO));
         }
         if self.has_data_ready() {
             let bits = (self.datagram_size as u64 + self.ip_overhead) * 8;
             t = t.min(self.pacer.next_batch_at(bits));
         }
+        if self.has_read_to_plan() {
+            // A slot is free and there is something to read into it: the driver must come
+            // back for `poll_disk` now, not when the socket next wakes it. With small files
+            // every slot drains in one batch, so waiting here would idle the shard.
+            t = Instant::ZERO;
+        }
         Some(t)
+    }
+
+    /// True when `poll_disk` would queue a read: a resend, or the next first-pass block.
+    fn has_read_to_plan(&self) -> bool {
+        let resend = !self.resend.is_empty() && self.free_slot(false).is_some();
+        let first = self.next_read < self.stream_end
+            && self.next_read < self.limit
+            && self.free_slot(true).is_some();
+        resend || first
     }
 
     fn has_data_ready(&self) -> bool {

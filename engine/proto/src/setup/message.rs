@@ -54,6 +54,24 @@ pub enum ResumePref {
     FullChecksum = 3,
 }
 
+/// Most extended attributes one file carries in an Offer.
+pub const MAX_FILE_XATTRS: usize = 256;
+/// Longest extended attribute name, in bytes (Linux XATTR_NAME_MAX).
+pub const MAX_XATTR_NAME_LEN: usize = 255;
+/// Largest extended attribute value, in bytes (Linux XATTR_SIZE_MAX).
+pub const MAX_XATTR_VALUE_LEN: usize = 65_536;
+
+/// Owner and extended attributes (ACLs among them) of one file: sent only when the sender
+/// was asked to preserve them; the receiver applies them only if it also allows it and is
+/// permitted (docs/FILES.md, "Owner, extended attributes and ACLs").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileAttrs {
+    /// (uid, gid), when the owner is to be preserved.
+    pub owner: Option<(u32, u32)>,
+    /// (name, value) pairs, at most [`MAX_FILE_XATTRS`].
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
 /// The client's proposal: session parameters and the manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Offer {
@@ -71,6 +89,8 @@ pub struct Offer {
     pub overwrite: OverwritePref,
     pub resume: ResumePref,
     pub files: Vec<FileEntry>,
+    /// Empty, or one entry per file in `files` order (owner and xattrs to preserve).
+    pub attrs: Vec<FileAttrs>,
 }
 
 /// The server's yes: the session id, the target rate it agrees to (at most the offered one:
@@ -230,6 +250,41 @@ fn encode_offer(o: &Offer, w: &mut Vec<u8>) {
         w.extend_from_slice(&f.mode.to_le_bytes());
         w.extend_from_slice(&f.mtime_ns.to_le_bytes());
     });
+    put_list(w, &o.attrs, |w, a| {
+        let (uid, gid) = a.owner.unwrap_or((0, 0));
+        w.push(u8::from(a.owner.is_some()));
+        w.extend_from_slice(&uid.to_le_bytes());
+        w.extend_from_slice(&gid.to_le_bytes());
+        // Callers bound the list and its values (the sender reads them within the limits).
+        put_list(w, &a.xattrs[..a.xattrs.len().min(MAX_FILE_XATTRS)], |w, (name, value)| {
+            put_str(w, truncate_utf8(name, MAX_XATTR_NAME_LEN));
+            let value = &value[..value.len().min(MAX_XATTR_VALUE_LEN)];
+            w.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            w.extend_from_slice(value);
+        });
+    });
+}
+
+fn decode_attrs(r: &mut Reader<'_>) -> Result<FileAttrs, SetupError> {
+    let has_owner = match r.u8()? {
+        0 => false,
+        1 => true,
+        v => return Err(SetupError::Malformed("owner flag", v.into())),
+    };
+    let (uid, gid) = (r.u32()?, r.u32()?);
+    // Smallest xattr: an empty name (2) + an empty value (4).
+    let xattrs = r.list(6, |r| {
+        let name = r.string(MAX_XATTR_NAME_LEN)?;
+        let len = r.u32()? as usize;
+        if len > MAX_XATTR_VALUE_LEN {
+            return Err(SetupError::Malformed("xattr value too long", len as u64));
+        }
+        Ok((name, r.take(len)?.to_vec()))
+    })?;
+    if xattrs.len() > MAX_FILE_XATTRS {
+        return Err(SetupError::Malformed("too many xattrs", xattrs.len() as u64));
+    }
+    Ok(FileAttrs { owner: has_owner.then_some((uid, gid)), xattrs })
 }
 
 fn decode_offer(r: &mut Reader<'_>) -> Result<Offer, SetupError> {
@@ -261,6 +316,8 @@ fn decode_offer(r: &mut Reader<'_>) -> Result<Offer, SetupError> {
             mtime_ns: r.i64()?,
         })
     })?;
+    // Smallest entry: flag (1) + uid (4) + gid (4) + an empty xattr list (4).
+    let attrs = r.list(13, decode_attrs)?;
     Ok(Offer {
         transcript,
         suite,
@@ -275,6 +332,7 @@ fn decode_offer(r: &mut Reader<'_>) -> Result<Offer, SetupError> {
         overwrite,
         resume,
         files,
+        attrs,
     })
 }
 
@@ -372,6 +430,12 @@ mod tests {
             .prop_map(|(name, size, mode, mtime_ns)| FileEntry { name, size, mode, mtime_ns })
     }
 
+    fn arb_attrs() -> impl Strategy<Value = FileAttrs> {
+        let xattr = ("[a-z.]{0,20}", prop::collection::vec(any::<u8>(), 0..40));
+        (any::<Option<(u32, u32)>>(), prop::collection::vec(xattr, 0..4))
+            .prop_map(|(owner, xattrs)| FileAttrs { owner, xattrs })
+    }
+
     fn arb_offer() -> impl Strategy<Value = Offer> {
         (
             any::<[u8; 32]>(),
@@ -380,7 +444,8 @@ mod tests {
             any::<(u8, u8)>(),
             0u8..4,
             0u8..4,
-            prop::collection::vec(arb_entry(), 0..6),
+            prop::collection::vec((arb_entry(), arb_attrs()), 0..6),
+            any::<bool>(),
         )
             .prop_map(
                 |(
@@ -390,8 +455,11 @@ mod tests {
                     (pol, bs),
                     ow,
                     rs,
-                    files,
+                    entries,
+                    with_attrs,
                 )| {
+                    let (files, attrs): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
+                    let attrs = if with_attrs { attrs } else { Vec::new() };
                     Offer {
                         transcript,
                         suite,
@@ -416,6 +484,7 @@ mod tests {
                             ResumePref::FullChecksum,
                         ][rs as usize],
                         files,
+                        attrs,
                     }
                 },
             )

@@ -32,7 +32,8 @@ pub use channel::{Channel, ControlKey, PlainChannel, SealedChannel};
 pub use direct::{ClientHello, Established, Psk, server_handle_hello};
 pub use frame::{FrameDecoder, MAX_FRAME_LEN, encode_frame, parse_frame_len};
 pub use message::{
-    Accept, Hello, MAX_NAME_LEN, Message, Offer, OverwritePref, Refuse, RefuseCode, ResumePref,
+    Accept, FileAttrs, Hello, MAX_FILE_XATTRS, MAX_NAME_LEN, MAX_XATTR_NAME_LEN,
+    MAX_XATTR_VALUE_LEN, Message, Offer, OverwritePref, Refuse, RefuseCode, ResumePref,
     SETUP_VERSION, Summary,
 };
 pub use validate::{ValidOffer, check_name, validate_offer};

@@ -6,7 +6,7 @@
 //! bounds. The data plane still creates files with `openat2(RESOLVE_BENEATH |
 //! RESOLVE_NO_SYMLINKS)`; name checks here are the first of two walls, not the only one.
 
-use super::{Offer, OverwritePref, Refuse, RefuseCode, ResumePref};
+use super::{FileAttrs, Offer, OverwritePref, Refuse, RefuseCode, ResumePref};
 use crate::crypto::SuiteId;
 use crate::rate::{Policy, RateLimits};
 use crate::session::layout::{BLOCK_SIZE_LOG2_RANGE, MAX_FILES, MAX_SHARDS};
@@ -35,6 +35,8 @@ pub struct ValidOffer {
     pub manifest: Manifest,
     pub overwrite: OverwritePref,
     pub resume: ResumePref,
+    /// Empty, or per file (manifest order) the owner and xattrs the sender asks to preserve.
+    pub attrs: Vec<FileAttrs>,
 }
 
 impl ValidOffer {
@@ -67,9 +69,21 @@ pub fn validate_offer(offer: &Offer, transcript: &[u8; 32]) -> Result<ValidOffer
             return Err(refuse(RefuseCode::BadName, format!("{:?} is listed twice", f.name)));
         }
     }
+    if !offer.attrs.is_empty() && offer.attrs.len() != offer.files.len() {
+        return Err(refuse(
+            RefuseCode::BadParams,
+            format!("{} attribute entries for {} files", offer.attrs.len(), offer.files.len()),
+        ));
+    }
     let manifest = Manifest::new(offer.files.clone(), offer.block_size_log2)
         .map_err(|e| refuse(RefuseCode::BadParams, e.to_string()))?;
-    Ok(ValidOffer { params, manifest, overwrite: offer.overwrite, resume: offer.resume })
+    Ok(ValidOffer {
+        params,
+        manifest,
+        overwrite: offer.overwrite,
+        resume: offer.resume,
+        attrs: offer.attrs.clone(),
+    })
 }
 
 fn check_params(o: &Offer) -> Result<SessionParams, Refuse> {
@@ -177,7 +191,19 @@ mod tests {
                 .iter()
                 .map(|n| FileEntry { name: (*n).into(), size: 10, mode: 0o644, mtime_ns: 0 })
                 .collect(),
+            attrs: Vec::new(),
         }
+    }
+
+    #[test]
+    fn attributes_are_none_or_one_per_file() {
+        let mut o = offer(&["a", "b"]);
+        o.attrs = vec![FileAttrs { owner: Some((1, 2)), xattrs: vec![] }];
+        let r = validate_offer(&o, &[9; 32]).unwrap_err();
+        assert_eq!(r.code, RefuseCode::BadParams);
+        o.attrs.push(FileAttrs::default());
+        let v = validate_offer(&o, &[9; 32]).unwrap();
+        assert_eq!(v.attrs[0].owner, Some((1, 2)));
     }
 
     #[test]
