@@ -448,8 +448,8 @@ mod rate_tests {
         let mut fixed = coordinator(Policy::Fixed);
         assert_eq!(last_shard_rate(&mut fixed), Some(200_000_000));
         let mut fair = coordinator(Policy::Fair);
-        assert_eq!(fair.rate_bps(), 100_000_000, "adaptive starts at a quarter of the target");
-        assert_eq!(last_shard_rate(&mut fair), Some(50_000_000));
+        assert_eq!(fair.rate_bps(), 200_000_000, "adaptive starts at half the target");
+        assert_eq!(last_shard_rate(&mut fair), Some(100_000_000));
     }
 
     #[test]
