@@ -210,6 +210,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
+Subsystem sftp internal-sftp
 CFG
     head -c "$bytes" /dev/urandom >"$dir/src.bin"
     in_b /usr/sbin/sshd -D -e -f "$dir/sshd_config" 2>"$dir/sshd.err" &
@@ -230,7 +231,10 @@ CFG
     else
         echo "- $cc"
     fi
-    kill "$spid" 2>/dev/null || true
+    # sshd runs under `ip netns exec` in a subshell: stop it by its own pid.
+    if [[ -s "$dir/sshd.pid" ]]; then
+        kill "$(cat "$dir/sshd.pid")" 2>/dev/null || true
+    fi
     wait "$spid" 2>/dev/null || true
     rm -f "$dir/src.bin" "$dir"/dest/*
 }

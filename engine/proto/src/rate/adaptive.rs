@@ -53,6 +53,8 @@ pub const PROBE_GROWTH: f64 = 0.125;
 /// by, so a share of the window would overshoot in proportion to the RTT (measured: a 60 ms
 /// queue swing every 6 RTT at 1 s RTT with 6%/RTT growth).
 pub const PROBE_MAX_STEP: Duration = Duration::from_millis(8);
+/// Below this share of its rate a sender counts as application-limited.
+const APP_LIMITED_SHARE: f64 = 0.8;
 /// Weight of one sample in the smoothed delivered rate.
 const CARRIED_GAIN: f64 = 1.0 / 8.0;
 /// Longest drain after startup, in RTTs.
@@ -90,6 +92,10 @@ pub struct AdaptiveRate {
     /// Average share of sent traffic the receiver reports lost (random loss, not congestion):
     /// the delivered rate divided by `1 - loss` is the rate the bottleneck carried.
     loss_avg: f64,
+    /// IP bits reported by `on_send` since the last sample, and whether any send was ever
+    /// reported (a driver that reports none is taken to keep up with the rate).
+    sent_bits_pending: f64,
+    sends_seen: bool,
     /// Loss-adjusted delivered rate, smoothed over a few samples (one 2-ms sample counts a
     /// handful of datagrams), and its highest value during startup, bits per second.
     carried_avg_bps: f64,
@@ -114,6 +120,8 @@ impl AdaptiveRate {
             last_feedback: None,
             history: VecDeque::new(),
             loss_avg: 0.0,
+            sent_bits_pending: 0.0,
+            sends_seen: false,
             carried_avg_bps: 0.0,
             startup_peak_bps: 0.0,
         }
@@ -154,7 +162,12 @@ impl AdaptiveRate {
         q: Duration,
         recv_bps: u64,
     ) -> Duration {
-        let sent = self.rate_bps as f64 * dt.as_secs_f64();
+        // What was really sent when the driver reports sends, else what the rate allowed.
+        let sent = if self.sends_seen {
+            core::mem::take(&mut self.sent_bits_pending)
+        } else {
+            self.rate_bps as f64 * dt.as_secs_f64()
+        };
         if self.history.len() == MAX_HISTORY {
             self.history.pop_front();
         }
@@ -199,6 +212,7 @@ impl AdaptiveRate {
         // The predicted queue sets the proportional response (what the rate is divided by);
         // the measured one sets the backlog, and so the fixed point shared between flows.
         let q_pred = self.predict_queue(now, rtt, dt, q, recv_rate_bps);
+        let app_limited = self.is_app_limited(now, rtt);
         let rtt_now = self.base_rtt + q_pred;
         let w = self.window_bits.unwrap_or(self.rate_bps as f64 * rtt_now.as_secs_f64());
         let step = dt.as_secs_f64() / rtt.as_secs_f64();
@@ -240,7 +254,8 @@ impl AdaptiveRate {
                 self.apply(w, rtt_now);
             }
             Mode::Startup => {
-                self.apply(w * 2f64.powf(step), rtt_now);
+                let grow = if app_limited { 1.0 } else { 2f64.powf(step) };
+                self.apply(w * grow, rtt_now);
             }
             Mode::Steady => {
                 let err = alpha - backlog;
@@ -250,12 +265,30 @@ impl AdaptiveRate {
                 // (backlog = α) and so the sharing between flows are unchanged.
                 let probe = (PROBE_GROWTH * w)
                     .min(self.rate_bps as f64 * PROBE_MAX_STEP.as_secs_f64() / GAIN);
-                let up = if err > 0.0 { err.max(probe * err / alpha) } else { err };
+                let up = match err {
+                    e if e > 0.0 && app_limited => 0.0,
+                    e if e > 0.0 => e.max(probe * e / alpha),
+                    e => e,
+                };
                 let grown = w + GAIN * step * up;
                 let bound = 2f64.powf(step);
                 self.apply(grown.clamp(w / bound, w * bound), rtt_now);
             }
         }
+    }
+
+    /// Sending well below the rate over the last RTT (the sender is CPU-, disk- or
+    /// window-bound, or has nothing left to send): the path has not been tried at this rate, so
+    /// the window must not grow on the strength of an empty queue (measured on the emulator: a
+    /// sender that could not keep up wound the rate up, then burst into a full queue).
+    fn is_app_limited(&self, now: Instant, rtt: Duration) -> bool {
+        let Some(&(first, _)) = self.history.front() else { return false };
+        let span = now.saturating_since(first).as_secs_f64();
+        if !self.sends_seen || span < rtt.as_secs_f64() / 2.0 {
+            return false;
+        }
+        let sent: f64 = self.history.iter().map(|&(_, b)| b).sum();
+        sent / span < APP_LIMITED_SHARE * self.rate_bps as f64
     }
 
     /// In startup (exponential growth) rather than steady state.
@@ -269,7 +302,10 @@ impl RateController for AdaptiveRate {
         self.rate_bps
     }
 
-    fn on_send(&mut self, _now: Instant, _ip_bytes: u64) {}
+    fn on_send(&mut self, _now: Instant, ip_bytes: u64) {
+        self.sends_seen = true;
+        self.sent_bits_pending = (self.sent_bits_pending + ip_bytes as f64 * 8.0).min(f64::MAX);
+    }
 
     fn on_feedback(&mut self, now: Instant, sample: &FeedbackSample) {
         self.note_loss(sample.loss_fraction);

@@ -163,9 +163,13 @@ impl SenderCoordinator {
                     Err(_) => self.c.abort_all(AbortReason::ProtocolViolation, None, Some(file)),
                 }
             }
-            ShardEvent::Feedback(sample) => {
+            ShardEvent::Feedback(mut sample) => {
                 self.last_feedback = now;
                 self.rtt = sample.rtt;
+                // A shard reports its own receive rate; the controller paces the session, and
+                // the shards are given equal shares of its rate (`share_rate`).
+                sample.recv_rate_bps =
+                    sample.recv_rate_bps.saturating_mul(u64::from(self.c.shards.max(1)));
                 self.rate.on_feedback(now, &sample);
                 self.share_rate(now);
             }
