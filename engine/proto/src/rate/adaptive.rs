@@ -88,7 +88,9 @@ pub struct AdaptiveRate {
     base_rtt: Duration,
     last_feedback: Option<Instant>,
     /// (when, bits sent since the previous sample) over the last RTT, for the predictor.
-    history: VecDeque<(Instant, f64)>,
+    /// (when, bits sent since the previous sample, bits the rate allowed in that time) over
+    /// the last RTT: the predictor's and the application-limited test's memory.
+    history: VecDeque<(Instant, f64, f64)>,
     /// Average share of sent traffic the receiver reports lost (random loss, not congestion):
     /// the delivered rate divided by `1 - loss` is the rate the bottleneck carried.
     loss_avg: f64,
@@ -171,15 +173,16 @@ impl AdaptiveRate {
         if self.history.len() == MAX_HISTORY {
             self.history.pop_front();
         }
-        self.history.push_back((now, sent));
-        while self.history.front().is_some_and(|&(t, _)| now.saturating_since(t) > rtt) {
+        self.history.push_back((now, sent, self.rate_bps as f64 * dt.as_secs_f64()));
+        while self.history.front().is_some_and(|&(t, _, _)| now.saturating_since(t) > rtt) {
             self.history.pop_front();
         }
         if q < SATURATED_QUEUE || recv_bps == 0 {
             return q;
         }
-        let span = self.history.front().map_or(Duration::ZERO, |&(t, _)| now.saturating_since(t));
-        let sum: f64 = self.history.iter().map(|&(_, b)| b).sum();
+        let span =
+            self.history.front().map_or(Duration::ZERO, |&(t, _, _)| now.saturating_since(t));
+        let sum: f64 = self.history.iter().map(|&(_, b, _)| b).sum();
         // What the receiver will not see is lost on the way, not queued.
         let excess = sum * (1.0 - self.loss_avg) - recv_bps as f64 * span.as_secs_f64();
         // Negative when we sent less than was delivered: the queue the feedback still shows
@@ -277,18 +280,19 @@ impl AdaptiveRate {
         }
     }
 
-    /// Sending well below the rate over the last RTT (the sender is CPU-, disk- or
+    /// Sending well below what the rate allowed over the last RTT (the sender is CPU-, disk- or
     /// window-bound, or has nothing left to send): the path has not been tried at this rate, so
     /// the window must not grow on the strength of an empty queue (measured on the emulator: a
     /// sender that could not keep up wound the rate up, then burst into a full queue).
     fn is_app_limited(&self, now: Instant, rtt: Duration) -> bool {
-        let Some(&(first, _)) = self.history.front() else { return false };
+        let Some(&(first, _, _)) = self.history.front() else { return false };
         let span = now.saturating_since(first).as_secs_f64();
         if !self.sends_seen || span < rtt.as_secs_f64() / 2.0 {
             return false;
         }
-        let sent: f64 = self.history.iter().map(|&(_, b)| b).sum();
-        sent / span < APP_LIMITED_SHARE * self.rate_bps as f64
+        let sent: f64 = self.history.iter().map(|&(_, b, _)| b).sum();
+        let allowed: f64 = self.history.iter().map(|&(_, _, a)| a).sum();
+        sent < APP_LIMITED_SHARE * allowed
     }
 
     /// In startup (exponential growth) rather than steady state.
