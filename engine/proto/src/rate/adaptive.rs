@@ -53,8 +53,6 @@ pub const PROBE_GROWTH: f64 = 0.125;
 /// by, so a share of the window would overshoot in proportion to the RTT (measured: a 60 ms
 /// queue swing every 6 RTT at 1 s RTT with 6%/RTT growth).
 pub const PROBE_MAX_STEP: Duration = Duration::from_millis(8);
-/// Below this share of its rate a sender counts as application-limited.
-const APP_LIMITED_SHARE: f64 = 0.8;
 /// Weight of one sample in the smoothed delivered rate.
 const CARRIED_GAIN: f64 = 1.0 / 8.0;
 /// Longest drain after startup, in RTTs.
@@ -88,16 +86,10 @@ pub struct AdaptiveRate {
     base_rtt: Duration,
     last_feedback: Option<Instant>,
     /// (when, bits sent since the previous sample) over the last RTT, for the predictor.
-    /// (when, bits sent since the previous sample, bits the rate allowed in that time) over
-    /// the last RTT: the predictor's and the application-limited test's memory.
-    history: VecDeque<(Instant, f64, f64)>,
+    history: VecDeque<(Instant, f64)>,
     /// Average share of sent traffic the receiver reports lost (random loss, not congestion):
     /// the delivered rate divided by `1 - loss` is the rate the bottleneck carried.
     loss_avg: f64,
-    /// IP bits reported by `on_send` since the last sample, and whether any send was ever
-    /// reported (a driver that reports none is taken to keep up with the rate).
-    sent_bits_pending: f64,
-    sends_seen: bool,
     /// Loss-adjusted delivered rate, smoothed over a few samples (one 2-ms sample counts a
     /// handful of datagrams), and its highest value during startup, bits per second.
     carried_avg_bps: f64,
@@ -122,8 +114,6 @@ impl AdaptiveRate {
             last_feedback: None,
             history: VecDeque::new(),
             loss_avg: 0.0,
-            sent_bits_pending: 0.0,
-            sends_seen: false,
             carried_avg_bps: 0.0,
             startup_peak_bps: 0.0,
         }
@@ -164,25 +154,19 @@ impl AdaptiveRate {
         q: Duration,
         recv_bps: u64,
     ) -> Duration {
-        // What was really sent when the driver reports sends, else what the rate allowed.
-        let sent = if self.sends_seen {
-            core::mem::take(&mut self.sent_bits_pending)
-        } else {
-            self.rate_bps as f64 * dt.as_secs_f64()
-        };
+        let sent = self.rate_bps as f64 * dt.as_secs_f64();
         if self.history.len() == MAX_HISTORY {
             self.history.pop_front();
         }
-        self.history.push_back((now, sent, self.rate_bps as f64 * dt.as_secs_f64()));
-        while self.history.front().is_some_and(|&(t, _, _)| now.saturating_since(t) > rtt) {
+        self.history.push_back((now, sent));
+        while self.history.front().is_some_and(|&(t, _)| now.saturating_since(t) > rtt) {
             self.history.pop_front();
         }
         if q < SATURATED_QUEUE || recv_bps == 0 {
             return q;
         }
-        let span =
-            self.history.front().map_or(Duration::ZERO, |&(t, _, _)| now.saturating_since(t));
-        let sum: f64 = self.history.iter().map(|&(_, b, _)| b).sum();
+        let span = self.history.front().map_or(Duration::ZERO, |&(t, _)| now.saturating_since(t));
+        let sum: f64 = self.history.iter().map(|&(_, b)| b).sum();
         // What the receiver will not see is lost on the way, not queued.
         let excess = sum * (1.0 - self.loss_avg) - recv_bps as f64 * span.as_secs_f64();
         // Negative when we sent less than was delivered: the queue the feedback still shows
@@ -215,7 +199,6 @@ impl AdaptiveRate {
         // The predicted queue sets the proportional response (what the rate is divided by);
         // the measured one sets the backlog, and so the fixed point shared between flows.
         let q_pred = self.predict_queue(now, rtt, dt, q, recv_rate_bps);
-        let app_limited = self.is_app_limited(now, rtt);
         let rtt_now = self.base_rtt + q_pred;
         let w = self.window_bits.unwrap_or(self.rate_bps as f64 * rtt_now.as_secs_f64());
         let step = dt.as_secs_f64() / rtt.as_secs_f64();
@@ -257,8 +240,7 @@ impl AdaptiveRate {
                 self.apply(w, rtt_now);
             }
             Mode::Startup => {
-                let grow = if app_limited { 1.0 } else { 2f64.powf(step) };
-                self.apply(w * grow, rtt_now);
+                self.apply(w * 2f64.powf(step), rtt_now);
             }
             Mode::Steady => {
                 let err = alpha - backlog;
@@ -268,31 +250,12 @@ impl AdaptiveRate {
                 // (backlog = α) and so the sharing between flows are unchanged.
                 let probe = (PROBE_GROWTH * w)
                     .min(self.rate_bps as f64 * PROBE_MAX_STEP.as_secs_f64() / GAIN);
-                let up = match err {
-                    e if e > 0.0 && app_limited => 0.0,
-                    e if e > 0.0 => e.max(probe * e / alpha),
-                    e => e,
-                };
+                let up = if err > 0.0 { err.max(probe * err / alpha) } else { err };
                 let grown = w + GAIN * step * up;
                 let bound = 2f64.powf(step);
                 self.apply(grown.clamp(w / bound, w * bound), rtt_now);
             }
         }
-    }
-
-    /// Sending well below what the rate allowed over the last RTT (the sender is CPU-, disk- or
-    /// window-bound, or has nothing left to send): the path has not been tried at this rate, so
-    /// the window must not grow on the strength of an empty queue (measured on the emulator: a
-    /// sender that could not keep up wound the rate up, then burst into a full queue).
-    fn is_app_limited(&self, now: Instant, rtt: Duration) -> bool {
-        let Some(&(first, _, _)) = self.history.front() else { return false };
-        let span = now.saturating_since(first).as_secs_f64();
-        if !self.sends_seen || span < rtt.as_secs_f64() / 2.0 {
-            return false;
-        }
-        let sent: f64 = self.history.iter().map(|&(_, b, _)| b).sum();
-        let allowed: f64 = self.history.iter().map(|&(_, _, a)| a).sum();
-        sent < APP_LIMITED_SHARE * allowed
     }
 
     /// In startup (exponential growth) rather than steady state.
@@ -306,10 +269,7 @@ impl RateController for AdaptiveRate {
         self.rate_bps
     }
 
-    fn on_send(&mut self, _now: Instant, ip_bytes: u64) {
-        self.sends_seen = true;
-        self.sent_bits_pending = (self.sent_bits_pending + ip_bytes as f64 * 8.0).min(f64::MAX);
-    }
+    fn on_send(&mut self, _now: Instant, _ip_bytes: u64) {}
 
     fn on_feedback(&mut self, now: Instant, sample: &FeedbackSample) {
         self.note_loss(sample.loss_fraction);

@@ -178,22 +178,3 @@ fn rising_delay_lowers_the_rate() {
     assert!(c.rate_bps() < before / 2, "{} vs {before}", c.rate_bps());
     assert!(!c.is_starting());
 }
-
-/// A sender that cannot keep up with its rate (it reports sending half of it) does not wind
-/// the rate up on an empty queue: the emulator regression where the rate ran far above what the
-/// sender achieved, then burst into a full bottleneck queue.
-#[test]
-fn an_app_limited_sender_does_not_wind_the_rate_up() {
-    let mut c = AdaptiveRate::new(Policy::Fair, RateLimits { min_bps: 0, target_bps: 1 << 34 });
-    let mut now = Instant::ZERO;
-    let step = Duration::from_millis(2);
-    let start = c.rate_bps();
-    for _ in 0..2_000 {
-        now += step;
-        let half = c.rate_bps() / 2 * 2 / 1_000 / 8;
-        c.on_send(now, half);
-        c.on_feedback(now, &fb(100, 0, c.rate_bps() / 2));
-    }
-    // Half an RTT passes before the sends say anything (the growth then is 2^0.5).
-    assert!(c.rate_bps() < start / 2 * 3, "{} grew from {start}", c.rate_bps());
-}
