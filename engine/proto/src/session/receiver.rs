@@ -79,6 +79,9 @@ pub struct ReceiverShard {
     cum_ack: u64,
     limit: u64,
     highest: u64,
+    /// End of the slice's last data byte: once `highest` reaches it, nothing more can arrive
+    /// past a hole, so every hole is NAKed without the reordering wait (the tail).
+    last_data_end: u64,
     /// (highest position, when first reached), oldest first.
     checkpoints: VecDeque<(u64, Instant)>,
     reorder_delay: Duration,
@@ -147,9 +150,14 @@ impl ReceiverShard {
                 buf: vec![0; block],
             })
             .collect();
+        let last_data_end = stream_end
+            .checked_sub(layout.block_size())
+            .and_then(|s| Some(s + layout.spot(shard, s)?.block_len))
+            .unwrap_or(stream_end);
         let mut me = ReceiverShard {
             ep: Endpoint::new(params.session_id, shard, tx, rx, now),
             stream_end,
+            last_data_end,
             window_bytes: params.window_bytes,
             received: RangeSet::new(),
             pending: RangeSet::new(),
@@ -705,12 +713,15 @@ impl ReceiverShard {
         let Some(cutoff) = now.as_nanos().checked_sub(self.reorder_delay.as_nanos()) else {
             return;
         };
-        let eligible = self
-            .checkpoints
-            .iter()
-            .take_while(|(_, t)| t.as_nanos() <= cutoff)
-            .last()
-            .map_or(0, |(p, _)| *p);
+        let eligible = if self.highest >= self.last_data_end {
+            self.highest
+        } else {
+            self.checkpoints
+                .iter()
+                .take_while(|(_, t)| t.as_nanos() <= cutoff)
+                .last()
+                .map_or(0, |(p, _)| *p)
+        };
         if eligible <= self.cum_ack {
             return;
         }
