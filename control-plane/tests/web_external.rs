@@ -104,19 +104,21 @@ async fn sent_package(
 }
 
 /// The `.eml` files in the outbox whose text contains `needle`, waiting up to [`WAIT`].
-fn outbox_mail(dir: &Path, needle: &str) -> String {
+async fn outbox_mail(dir: &Path, needle: &str) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Ok(rd) = std::fs::read_dir(dir.join(haul_control::notify::OUTBOX_DIR)) {
             for e in rd {
-                let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+                let raw = std::fs::read_to_string(e.unwrap().path()).unwrap();
+                // Undo quoted-printable soft line breaks and '=' escapes.
+                let text = raw.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
                 if text.contains(needle) {
                     return text;
                 }
             }
         }
         assert!(Instant::now() < deadline, "no message with {needle:?} in the outbox");
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -134,7 +136,7 @@ async fn add_external(
         .post_form(&ext, &[("email", email), ("expires_days", "2"), ("downloads", downloads)])
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
-    let mail = outbox_mail(&srv.data_dir(), &format!("To: {email}"));
+    let mail = outbox_mail(&srv.data_dir(), &format!("To: {email}")).await;
     let id = between(&mail, "/x/", "\n").trim().to_owned();
     assert_eq!(id.len(), 43, "{mail}");
     format!("/x/{id}")
@@ -165,7 +167,7 @@ async fn a_link_works_the_allowed_number_of_times_then_answers_410() {
         assert_eq!(x.get(&format!("{link}/files/b.txt")).await.body, "bravo!");
     }
     // The sender hears of each counted download.
-    outbox_mail(&srv.data_dir(), "(download 2 of 2)");
+    outbox_mail(&srv.data_dir(), "(download 2 of 2)").await;
     let deadline = Instant::now() + WAIT;
     loop {
         let r = x.get(&format!("{link}/files/a.txt")).await;
@@ -224,8 +226,14 @@ async fn aborts_and_range_requests_cannot_drain_a_one_download_link_beyond_one_c
     // Aborted downloads: read a little, then drop the connection.
     for _ in 0..3 {
         let mut res = x.client.get(&url).send().await.unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        received += res.chunk().await.unwrap().map_or(0, |c| c.len() as u64);
+        // After an abort that sent part of the file, a whole copy no longer fits: 409.
+        match res.status() {
+            StatusCode::OK => {
+                received += res.chunk().await.unwrap().map_or(0, |c| c.len() as u64);
+            }
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other}"),
+        }
         drop(res);
         settled(&srv, link_id, "big.bin").await;
     }
@@ -277,8 +285,12 @@ async fn only_permitted_senders_add_external_recipients() {
     let api = format!("/api/v1{p1}/external");
     let body = serde_json::json!({ "email": "x@example.org" });
     let auth = format!("Bearer {token}");
-    let r =
-        plain.request(Method::POST, &api, &[("authorization", &auth)], Some(body.clone())).await;
+    // API calls carry the token only (a cookie on an API POST is refused for CSRF).
+
+    let r = srv
+        .browser()
+        .request(Method::POST, &api, &[("authorization", &auth)], Some(body.clone()))
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert!(
         srv.store
@@ -287,26 +299,27 @@ async fn only_permitted_senders_add_external_recipients() {
             .is_empty()
     );
     // Another sender's package is 404.
-    let r = ext
-        .request(
-            Method::GET,
-            &api,
-            &[("authorization", &format!("Bearer {}", api_token(&mut ext).await))],
-            None,
-        )
-        .await;
+    let token = api_token(&mut ext).await;
+    let other = format!("Bearer {token}");
+    let r = srv.browser().request(Method::GET, &api, &[("authorization", &other)], None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // With the permission, but the admin setting off: 403 too; on: 201, limits clamped.
-    let token = api_token(&mut ext).await;
     let (auth, api) = (format!("Bearer {token}"), format!("/api/v1{p2}/external"));
     settings(&srv, |s| s.external_sending = false);
-    let r = ext.request(Method::POST, &api, &[("authorization", &auth)], Some(body.clone())).await;
+    let r = srv
+        .browser()
+        .request(Method::POST, &api, &[("authorization", &auth)], Some(body.clone()))
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     settings(&srv, |s| s.external_sending = true);
     let too_many = serde_json::json!({ "email": "x@example.org", "downloads": 1000 });
-    let r = ext.request(Method::POST, &api, &[("authorization", &auth)], Some(too_many)).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = ext.request(Method::POST, &api, &[("authorization", &auth)], Some(body)).await;
+    let r = srv
+        .browser()
+        .request(Method::POST, &api, &[("authorization", &auth)], Some(too_many))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let r =
+        srv.browser().request(Method::POST, &api, &[("authorization", &auth)], Some(body)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["max_downloads"], 1);
@@ -339,7 +352,7 @@ async fn link_ids_and_tokens_never_reach_the_logs() {
     alice
         .request(Method::GET, &format!("/api/v1{page}/external"), &[("authorization", &auth)], None)
         .await;
-    outbox_mail(&srv.data_dir(), "(download 1 of 1)");
+    outbox_mail(&srv.data_dir(), "(download 1 of 1)").await;
     let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
     assert!(text.contains("GET /x/{link}/files/{name}"), "routes are logged by template:\n{text}");
     assert!(!text.contains(&id), "link id in log:\n{text}");
@@ -412,7 +425,7 @@ async fn notifications_reach_the_outbox_and_an_smtp_server() {
     let (bob_id, _) = srv.user(&mut admin, "bob", "user").await;
     srv.store.set_web_profile(bob_id, false, "bob@example.com", "").unwrap();
     let page = sent_package(&srv, &mut alice, "alice", "bob", &[("a", b"a")]).await;
-    let mail = outbox_mail(&srv.data_dir(), "To: bob@example.com");
+    let mail = outbox_mail(&srv.data_dir(), "To: bob@example.com").await;
     assert!(mail.contains("Package from alice: Rushes"), "{mail}");
     assert!(mail.contains(&page), "{mail}");
     // SMTP mode: the next package goes to the sink, not the outbox.
