@@ -81,7 +81,7 @@ impl Mailer {
         }
     }
 
-    fn from_address(&self) -> &str {
+    fn sender_address(&self) -> &str {
         match self {
             Mailer::Smtp(s) if !s.from.trim().is_empty() => s.from.trim(),
             _ => DEFAULT_FROM,
@@ -90,7 +90,7 @@ impl Mailer {
 
     /// Builds and delivers `mail`.
     pub async fn send(&self, mail: &Mail) -> Result<(), NotifyError> {
-        let msg = build(self.from_address(), mail)?;
+        let msg = build(self.sender_address(), mail)?;
         match self {
             Mailer::Outbox(dir) => {
                 let (dir, bytes) = (dir.clone(), msg.formatted());
