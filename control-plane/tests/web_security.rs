@@ -245,6 +245,14 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
         (Method::DELETE, format!("/api/v1/tokens/{tok_id}"), "/api/v1/tokens/{id}"),
         (Method::GET, format!("/api/v1/workgroups/{gid}"), "/api/v1/workgroups/{id}"),
         (Method::GET, format!("/api/v1/admin/users/{bob_id}"), "/api/v1/admin/users/{id}"),
+        (Method::GET, format!("/packages/{pkg}/external"), "/packages/{id}/external"),
+        (Method::POST, format!("/packages/{pkg}/external"), "/packages/{id}/external"),
+        (Method::GET, format!("/api/v1/packages/{pkg}/external"), "/api/v1/packages/{id}/external"),
+        (
+            Method::POST,
+            format!("/api/v1/packages/{pkg}/external"),
+            "/api/v1/packages/{id}/external",
+        ),
     ];
     // Every id-taking route of the router is probed (assets take a file name, not an id).
     let mut covered: Vec<(&str, &str)> = probes.iter().map(|(m, _, r)| (m.as_str(), *r)).collect();
@@ -253,7 +261,8 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
     let mut id_routes: Vec<(&str, &str)> = route_table()
         .iter()
         .copied()
-        .filter(|(_, p)| p.contains('{') && !p.starts_with("/assets"))
+        // External link ids are capabilities, not a user's ids (tests/web_external.rs).
+        .filter(|(_, p)| p.contains('{') && !p.starts_with("/assets") && !p.starts_with("/x/"))
         .collect();
     id_routes.sort_unstable();
     assert_eq!(covered, id_routes);
@@ -264,7 +273,8 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
         let bogus = path
             .replace(&tok_id, "x9")
             .replace(&gid, "999999")
-            .replace(&format!("/packages/{pkg}"), "/packages/777777");
+            .replace(&format!("/packages/{pkg}"), "/packages/777777")
+            .replace(&format!("/api/v1/packages/{pkg}"), "/api/v1/packages/777777");
         for p in [path.clone(), bogus] {
             let csrf = a.csrf.clone().unwrap();
             let r = if *method == Method::POST {

@@ -268,10 +268,14 @@ pub async fn api_add(
     c: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<ExternalBody>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let f = ExternalForm::from(body);
+    // The package is checked before the body is read, so another user's id is 404 whatever
+    // the body holds.
     let p = own_package(&state, &c.member, &id).await?;
+    let body: ExternalBody = serde_json::from_slice(&body)
+        .map_err(|e| AppError::BadRequest(format!("The body is not the expected JSON: {e}")))?;
+    let f = ExternalForm::from(body);
     match check(&state, &c.member, &p, &f).await? {
         Ok(ask) => {
             let l = add_link(&state, &headers, &c.member, &p, ask).await?;
