@@ -6,13 +6,10 @@
 
 mod web_support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use haul_control::users::parse_cidr_list;
 use haul_control::web::app::route_table;
 use reqwest::{Method, StatusCode};
-use web_support::{GOOD_PASSWORD, Server, between};
+use web_support::{GOOD_PASSWORD, Server, between, log_buffer};
 
 #[tokio::test]
 async fn every_response_carries_the_security_headers_and_cookies_are_host_only() {
@@ -303,34 +300,6 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(bob.get(&wg).await.body.contains("bobsecret"));
-}
-
-/// Everything the server logs in this test binary.
-fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
-    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUF.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || LogWriter(writer.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        buf
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[tokio::test]
