@@ -5,7 +5,8 @@
 # lo has MTU 1500; runs are interleaved (run 1 of every tool, then run 2, ...) so that a change
 # of load on this shared machine hits every tool alike. For each tool: the median Gbit/s of RUNS
 # runs, CPU seconds per GiB on each end, peak RSS of each end, steal% during its runs, and a
-# check of the received file against the source. Then the issue's targets with PASS/FAIL, and
+# check of the received file against the source, and for haul the syscalls per 1,000 datagrams
+# of each end (from its --json summary). Then the issue's targets with PASS/FAIL, and
 # the memory item (haul's peak RSS for a 1 GiB file and a 16 GiB sparse file).
 #
 #   benches/loopback/run.sh            4 GiB, 5 runs per tool
@@ -90,7 +91,15 @@ run_haul() {
     copy=$(check_copy "$W/dst/src.bin")
     [[ $copy == ok ]] || BENCH_STATUS=${BENCH_STATUS/#ok/$copy}
     record haul "$i" "$BENCH_STATUS" "$(gbit "$BYTES" "$BENCH_T0" "$BENCH_T1")" "$p.send" \
-        "$p.recv" "blake3=$BENCH_BLAKE3"
+        "$p.recv" "blake3=$BENCH_BLAKE3;syscalls_per_1k=$(haul_syscalls "$p.send.out"),$(haul_syscalls "$p.recv.out")"
+}
+
+# haul_syscalls OUT: syscalls per 1,000 datagrams (network + disk, sent + received) from the
+# JSON summary in OUT, or "nan".
+haul_syscalls() {
+    grep '^{' "$1" 2>/dev/null | tail -n1 |
+        jq -r '.io.syscalls_per_1000_datagrams // "nan" | if type == "number" then (. * 10 | round / 10) else . end' \
+            2>/dev/null || echo nan
 }
 
 run_blast() {
@@ -232,6 +241,15 @@ for tool in haul blast iperf3 scp quic; do
 done
 echo "(gbit_s: median; */G: median CPU seconds (user+sys) per GiB moved; *_MiB: peak RSS, max over"
 echo " runs; blast has no file: its gbit_s is its receiver's own, over the datagrams that arrived)"
+if [[ " $TOOLS " == *" haul "* && $HAUL_OK -eq 1 ]]; then
+    # Per end: (network + disk syscalls) x 1000 / (datagrams sent + received), from IoStats.
+    sys_of() {
+        awk '$1 == "haul" && $3 == "ok"' "$RESULTS" | sed -n 's/.*syscalls_per_1k=\([^ ]*\).*/\1/p' |
+            cut -d, -f"$1" | bench_median
+    }
+    echo "haul syscalls per 1,000 datagrams (median of the runs): sender $(sys_of 1)," \
+        "receiver $(sys_of 2)"
+fi
 echo
 echo "== per run"
 cat "$RESULTS"
@@ -250,7 +268,7 @@ if [[ $HAUL_OK -eq 1 ]]; then
         echo "== haul JSON summary, median run ($med_run)"
         for end in send recv; do
             grep '^{' "$LOG/haul.$med_run.$end.out" | tail -n1 |
-                jq -c '{role, outcome, bytes, mbit_per_s, resent_bytes, rejects, backend, cpu_seconds}'
+                jq -c '{role, outcome, bytes, mbit_per_s, resent_bytes, rejects, backend, cpu_seconds, io}'
         done
     fi
 fi

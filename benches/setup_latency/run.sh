@@ -84,7 +84,7 @@ for i in $(seq 1 "$RUNS"); do
 done
 
 stats() { # prints "median min" of the numbers on stdin
-    sort -g | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.2f %.2f", m, v[1]}'
+    sort -g | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.2f %.2f\n", m, v[1]}'
 }
 read -r s_med s_min < <(printf '%s\n' "${setup[@]}" | stats)
 read -r w_med w_min < <(printf '%s\n' "${wall[@]}" | awk '{print $1/1000}' | stats)

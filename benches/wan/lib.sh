@@ -184,3 +184,57 @@ wan_haul() {
         'BEGIN { printf "%.1f %.2f\n", b * 8 / s / 1e6, 100 * r / b }'
     rm -f "$dir/src.bin" "$dir"/dest/*
 }
+
+# wan_scp BYTES SECS: scp of a BYTES-long random file from side A to an sshd run inside
+# namespace B (its own host key, config and authorized key under $WAN_TMP; nothing on the host
+# changes), stopped after SECS. Prints "GOODPUT_MBIT CC": bytes that reached B over the
+# time taken (connection set-up included; when stopped at SECS, the partial file's size over
+# SECS, marked with a trailing "*"), and the sending side's TCP congestion control (side A's
+# netns default: scp sets none); "- CC" when nothing arrived.
+wan_scp() {
+    local bytes=$1 secs=$2 dir cc start end port=2222 got mark=""
+    dir=$(mktemp -d "$WAN_TMP/scp.XXXXXX")
+    mkdir -p "$dir/dest" /run/sshd
+    ssh-keygen -q -t ed25519 -N '' -f "$dir/host_key"
+    ssh-keygen -q -t ed25519 -N '' -f "$dir/user_key"
+    cp "$dir/user_key.pub" "$dir/authorized_keys"
+    chmod 600 "$dir/authorized_keys"
+    cat >"$dir/sshd_config" <<CFG
+ListenAddress $WAN_ADDR_B
+Port $port
+HostKey $dir/host_key
+AuthorizedKeysFile $dir/authorized_keys
+PidFile $dir/sshd.pid
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+Subsystem sftp internal-sftp
+CFG
+    head -c "$bytes" /dev/urandom >"$dir/src.bin"
+    in_b /usr/sbin/sshd -D -e -f "$dir/sshd_config" 2>"$dir/sshd.err" &
+    local spid=$!
+    sleep 0.5
+    cc=$(in_a sysctl -n net.ipv4.tcp_congestion_control)
+    start=$(date +%s.%N)
+    if ! in_a timeout "$secs" scp -q -i "$dir/user_key" -P "$port" -o BatchMode=yes \
+        -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+        "$dir/src.bin" "root@$WAN_ADDR_B:$dir/dest/" 2>"$dir/scp.err"; then
+        mark="*"
+    fi
+    end=$(date +%s.%N)
+    got=$(stat -c %s "$dir/dest/src.bin" 2>/dev/null || echo 0)
+    if [[ $got -gt 0 ]]; then
+        awk -v b="$got" -v s="$start" -v e="$end" -v cc="$cc" -v m="$mark" \
+            'BEGIN { printf "%.2f%s %s\n", b * 8 / (e - s) / 1e6, m, cc }'
+    else
+        echo "- $cc"
+    fi
+    # sshd runs under `ip netns exec` in a subshell: stop it by its own pid.
+    if [[ -s "$dir/sshd.pid" ]]; then
+        kill "$(cat "$dir/sshd.pid")" 2>/dev/null || true
+    fi
+    wait "$spid" 2>/dev/null || true
+    rm -f "$dir/src.bin" "$dir"/dest/*
+}

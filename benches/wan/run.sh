@@ -10,11 +10,13 @@
 #
 #   3. haul with default flags: one file of 50 x BDP (at least 64 MiB) from side A to side B;
 #      goodput = file bytes / the sender's session time (set-up to verified end).
-# Not measured here yet: scp (needs sshd inside a namespace).
+#   4. scp (OpenSSH) of min(the haul file, SCP_BYTES) to an sshd inside namespace B, stopped
+#      after SCP_SECS (then the partial file over the time, marked *); the sender's TCP
+#      congestion control (side A's default, which scp does not change) is printed.
 #
-# Usage: benches/wan/run.sh            (root; about 5 minutes)
+# Usage: benches/wan/run.sh            (root; about 10 minutes)
 # Knobs (environment): SCENARIOS="200M/20ms/0% ..." CEILING_SECS=5 TCP_SECS=20
-#                       HAUL_WANEMU=path
+#                       SCP_BYTES=268435456 SCP_SECS=60 HAUL_WANEMU=path HAUL_BIN=path
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -25,6 +27,11 @@ fi
 SCENARIOS=${SCENARIOS:-"200M/20ms/0% 200M/200ms/0% 200M/200ms/1% 200M/200ms/5% 500M/100ms/2%"}
 CEILING_SECS=${CEILING_SECS:-5}
 TCP_SECS=${TCP_SECS:-20}
+SCP_BYTES=${SCP_BYTES:-268435456}
+SCP_SECS=${SCP_SECS:-60}
+# File bytes per IP byte of a full haul datagram on a 1500-byte IPv4 path: 1420 / 1500
+# (1472-byte UDP payload less 52 bytes of header, offset and tag; the same for every suite).
+HAUL_PAYLOAD_FRACTION=0.9467
 
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -68,15 +75,24 @@ for scenario in $SCENARIOS; do
         if (b < 67108864) b = 67108864; printf "%d", b }')
     echo "== $scenario: haul, default flags, $((bytes >> 20)) MiB"
     read -r haul resent <<<"$(wan_haul "$bytes")"
+    scp_bytes=$((bytes < SCP_BYTES ? bytes : SCP_BYTES))
+    echo "== $scenario: scp, $((scp_bytes >> 20)) MiB, at most ${SCP_SECS}s"
+    read -r scp scp_cc <<<"$(wan_scp "$scp_bytes" "$SCP_SECS")"
     wan_down
     wan_restore
-    rows+=("$(printf '| %s | %s | %s (%s%%) | %s (%s%%, resent %s%%) | %s (%s%%) | %s (%s%%) |' \
+    loss_frac=$(awk -v l="${loss%\%}" 'BEGIN { print l / 100 }')
+    # Utilization target (issue 4): 0.95 x (1 - loss) x min(link, ceiling) x payload fraction.
+    goal=$(awk -v l="$link" -v c="$ceiling" -v p="$loss_frac" -v f="$HAUL_PAYLOAD_FRACTION" \
+        'BEGIN { m = (c != "" && c < l) ? c : l; printf "%.1f", 0.95 * (1 - p) * m * f }')
+    verdict=$(awk -v h="$haul" -v g="$goal" 'BEGIN { print (h != "-" && h + 0 >= g) ? "PASS" : "FAIL" }')
+    rows+=("$(printf '| %s | %s | %s (%s%%) | %s (%s%%, resent %s%%) | %s %s | %s (%s%%) | %s (%s%%) | %s (%s%%, %s) |' \
         "$scenario" "$link" "$ceiling" "$(pct "$ceiling" "$link")" \
-        "$haul" "$(pct "$haul" "$link")" "$resent" \
-        "$cubic" "$(pct "$cubic" "$link")" "$bbr" "$(pct "$bbr" "$link")")")
+        "$haul" "$(pct "$haul" "$link")" "$resent" "$goal" "$verdict" \
+        "$cubic" "$(pct "$cubic" "$link")" "$bbr" "$(pct "$bbr" "$link")" \
+        "$scp" "$(pct "${scp%\*}" "$link")" "$scp_cc")")
 done
 
 echo
-echo "| scenario (rate/RTT/loss) | link Mbit/s | emulator ceiling | haul (defaults) | TCP cubic | TCP bbr |"
-echo "| --- | --- | --- | --- | --- | --- |"
+echo "| scenario (rate/RTT/loss) | link Mbit/s | emulator ceiling | haul (defaults) | target, verdict | TCP cubic | TCP bbr | scp (sender cc) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${rows[@]}"

@@ -1,9 +1,10 @@
 //! The `haul` binary. Thin: all logic lives in the libraries.
 //!
-//! It checks that this CPU can run the binary, then runs one command: direct-mode transfers
-//! (`keygen`, `send`, `recv`), the loopback quick look (`bench loopback`), `version` and the
-//! status text. The appliance (`haul serve`), the URL client commands and the web console
-//! arrive with later issues. No command here pretends to do what it cannot. docs/CLI.md is the
+//! It checks that this CPU can run the binary, then runs one command: the appliance (`serve`,
+//! docs/GATE.md), the URL client (`get`, `put`) and `cp` (docs/URL.md), administration (`user`,
+//! `token`, `secret`, `settings`), direct-mode transfers (`keygen`, `send`, `recv`), the
+//! loopback quick look (`bench loopback`), `version` and the status text. The web console
+//! arrives with issue 6. No command here pretends to do what it cannot. docs/CLI.md is the
 //! reference.
 //!
 //! Exit codes: 0 success, 1 error (network, peer, disk, refused or aborted transfer), 2 a usage
@@ -146,11 +147,12 @@ Haul is being built. What exists today:
   - benchmarks: crypto and codec (`cargo bench -p haul-benches`), loopback and WAN harnesses
     (benches/), figures in benches/RESULTS.md.
 
-  - issue 5 (part): haul user, haul token mint, haul secret, haul settings (administer a
-    data directory; docs/TOKENS.md, docs/STORE.md).
+  - issue 5: haul serve (the appliance: the SSH gate and the data plane; docs/GATE.md),
+    haul get and haul put with haul:// URLs, haul cp with your own SSH key (docs/URL.md),
+    haul user, haul token mint, haul secret, haul settings (administer a data directory;
+    docs/TOKENS.md, docs/STORE.md).
 
 Not yet here (no command below works today):
-  - issue 5: haul serve (the appliance), haul get, haul put, haul cp;
   - issue 6: the web console.
 
 The whole test suite: scripts/test. Start what exists: scripts/start.";

@@ -67,6 +67,17 @@ pub fn to_json(r: &TransferReport, role: &str) -> serde_json::Value {
         "rejects": rejects_json(&r.rejects),
         "backend": r.backend.name(),
         "cpu_seconds": r.cpu_seconds,
+        "io": io_json(&r.io),
+    })
+}
+
+/// The data plane's syscall counters (docs/CLI.md, "JSON summary").
+fn io_json(io: &haul_io::backend::IoStats) -> serde_json::Value {
+    serde_json::json!({
+        "net_syscalls": io.syscalls, "disk_syscalls": io.disk_syscalls,
+        "datagrams_sent": io.datagrams_sent, "datagrams_received": io.datagrams_received,
+        "recv_buffers": io.recv_buffers, "recv_rearms": io.recv_rearms,
+        "syscalls_per_1000_datagrams": io.syscalls_per_1000_datagrams(),
     })
 }
 

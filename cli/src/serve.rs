@@ -19,6 +19,7 @@ use haul_control::serve::{
     DEFAULT_SSH_LISTEN, DEFAULT_UDP_LISTEN, DEFAULT_WEB_LISTEN, ServeConfig, Started, run,
 };
 use haul_control::store::Store;
+use haul_control::web::{self, WebConfig};
 
 /// `haul serve` flags (docs/GATE.md; the defaults are part of the command-line contract).
 #[derive(Debug, Args)]
@@ -33,7 +34,7 @@ pub struct ServeArgs {
     /// kernel-chosen port, announced inside the SSH channel).
     #[arg(long, default_value = DEFAULT_UDP_LISTEN)]
     pub udp_listen: SocketAddr,
-    /// The web console's address (the console arrives with issue 6; the flag is accepted now).
+    /// The web console's address (HTTPS).
     #[arg(long, default_value = DEFAULT_WEB_LISTEN)]
     pub web_listen: SocketAddr,
     /// Concurrent transfers on this server.
@@ -101,12 +102,26 @@ fn record_public_address(store: &Store, ssh: SocketAddr) {
 pub fn serve(a: ServeArgs) -> Result<()> {
     init_logging(&a.log_level);
     haul_io::secmem::make_undumpable().context("making the process non-dumpable")?;
+    if haul_io::secmem::can_lock_all_memory() {
+        haul_io::secmem::lock_all_memory().context("locking memory (mlockall)")?;
+        tracing::info!("memory locked: session keys never reach swap");
+    } else {
+        tracing::warn!(
+            "memory not locked: session keys could reach swap; run with LimitMEMLOCK=infinity \
+             (systemd) or ulimit -l unlimited"
+        );
+    }
     haul_control::secret::ensure_data_dir(&a.data_dir)?;
     let keyring = haul_control::secret::load_or_create(&a.data_dir, system_now_s())?;
     let store = Store::open(&a.data_dir)
         .with_context(|| format!("opening the store in {}", a.data_dir.display()))?;
     let store = Arc::new(store);
-    let authz = TokenAuthorizer::new(store.clone(), keyring, &a.data_dir)?;
+    // The console needs its own keyring: the authorizer owns the one it is given.
+    let web_keys = Arc::new(haul_control::secret::load(&a.data_dir)?);
+    let packages = haul_control::web::package_files::StorePackages { store: store.clone() };
+    let authz = TokenAuthorizer::new(store.clone(), keyring, &a.data_dir)?
+        .with_packages(Box::new(packages));
+    let web_cfg = WebConfig::new(a.web_listen, a.data_dir.clone());
     let cfg = ServeConfig {
         data_dir: a.data_dir,
         ssh_listen: a.ssh_listen,
@@ -126,13 +141,27 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let on_started = |s: &Started| {
-        record_public_address(&store, s.ssh_addr);
-        println!("ssh listening on {}", s.ssh_addr);
-        println!("host key {}", s.fingerprint);
-        let _ = std::io::Write::flush(&mut std::io::stdout());
-    };
-    let counters = rt.block_on(run(cfg, Arc::new(authz), on_started, shutdown_signal()))?;
+    let counters = rt.block_on(async {
+        let web = web::spawn(web_cfg, store.clone(), web_keys).await?;
+        let on_started = |s: &Started| {
+            record_public_address(&store, s.ssh_addr);
+            println!("ssh listening on {}", s.ssh_addr);
+            println!("host key {}", s.fingerprint);
+            println!("web console on https://{}/", web.local_addr());
+            if let Some(path) = web.initial_admin_password_file() {
+                // The path only: the password itself never reaches stdout or a log.
+                println!(
+                    "first admin: user {}, one-time password in {}",
+                    web::first_admin::FIRST_ADMIN_NAME,
+                    path.display()
+                );
+            }
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        };
+        let counters = run(cfg, Arc::new(authz), on_started, shutdown_signal()).await?;
+        web.shutdown().await?;
+        anyhow::Ok(counters)
+    })?;
     let refused: Vec<String> = counters
         .snapshot()
         .into_iter()

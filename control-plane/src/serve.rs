@@ -2,8 +2,8 @@
 //! the data directory, binds the SSH gate and runs it until asked to stop.
 //!
 //! Invariants: nothing listens before the host key is loaded and checked; the process is made
-//! non-dumpable before any session key exists (`haul_io::secmem`); the web listener address is
-//! accepted and kept for the web console (issue 6), which binds it; the first two lines on
+//! non-dumpable before any session key exists (`haul_io::secmem`); the web console is started
+//! beside this by the caller (`haul serve` calls `web::spawn`); the first two lines on
 //! stdout are `ssh listening on ADDR` and `host key SHA256:...` (scripts and tests read them).
 
 use std::net::SocketAddr;
@@ -33,7 +33,7 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub ssh_listen: SocketAddr,
     pub udp_listen: SocketAddr,
-    /// Kept for the web console (issue 6); this module does not bind it.
+    /// The web console's address; `haul serve` binds it with `web::spawn`, not this module.
     pub web_listen: SocketAddr,
     pub limits: Limits,
     pub shards: u8,

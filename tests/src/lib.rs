@@ -16,6 +16,7 @@
     reason = "test helpers: a failure is a test failure"
 )]
 
+pub mod browser;
 pub mod hostile;
 
 use std::collections::BTreeMap;

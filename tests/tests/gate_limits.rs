@@ -46,7 +46,7 @@ fn one_transfer_more_than_the_per_address_limit_is_refused() {
     let key = shipped_key(&dir);
     let mut held = vec![hold(&app, &key), hold(&app, &key)];
     wait_for_log(&app, "transfer session started", 2);
-    let out = run(ssh_cmd(&app, &key).arg("-o").arg("LogLevel=ERROR"), Duration::from_secs(60));
+    let out = run(&mut ssh_cmd(&app, &key), Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
     assert!(stderr(&out).contains("too many concurrent transfers"), "{}", stderr(&out));
     assert!(app.log_text().contains("session-limit"));

@@ -99,8 +99,10 @@ fn refused_tokens_say_why_and_leave_nothing() {
     assert_refused(&haul(&["put", &short, src.to_str().unwrap()], &[]), "expired");
 
     assert_eq!(std::fs::read_dir(&storage).unwrap().count(), 0, "no file and no partial");
+    assert_eq!(app.udp_sockets(), 0, "no UDP socket");
     let log = app.log_text();
     assert!(log.contains("token refused"), "refusals are logged: {log}");
+    assert!(!log.contains("transfer granted"), "no session: {log}");
 }
 
 #[test]
@@ -160,6 +162,7 @@ fn single_use_url_second_concurrent_use_refused_and_resume_after_kill() {
     while std::fs::read_dir(&dest).unwrap().count() == 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(app.udp_sockets() > 0, "the running transfer's shard sockets are seen");
     let dest2 = work.join("dest2");
     std::fs::create_dir(&dest2).unwrap();
     assert_refused(&haul(&["get", &url, dest2.to_str().unwrap()], &[]), "in-use");

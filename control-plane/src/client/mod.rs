@@ -251,8 +251,8 @@ pub enum RunError {
     Ssh(#[from] ClientError),
     #[error(transparent)]
     Session(#[from] crate::session::SessionError),
-    /// The system's: no async runtime.
-    #[error("starting the SSH client runtime: {0}")]
+    /// The system's: no async runtime, or the process could not be hardened.
+    #[error("starting the SSH client: {0}")]
     Runtime(std::io::Error),
 }
 
@@ -274,6 +274,9 @@ pub fn run_blocking(
     opts: &transfer::ClientOptions,
 ) -> Result<ClientRun, RunError> {
     let started = std::time::Instant::now();
+    // Before any key exists: no core file or unprivileged ptrace can copy the keys out.
+    haul_io::secmem::make_undumpable()
+        .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -185,6 +185,9 @@ impl Conn {
         if let Some(c) = self.channels.get_mut(&id) {
             c.taint.get_or_insert(kind);
         }
+        // Say why before the failure: a client that gives up on the failure (ssh -t does)
+        // has still printed the reason.
+        session.extended_data(id, STDERR, format!("{}\n", kind.message()))?;
         session.channel_failure(id)
     }
 

@@ -154,6 +154,31 @@ pub struct IoStats {
     /// Times the multishot receive ended (buffer ring dry, or the kernel stopped it) and was
     /// re-armed; always 0 on the portable backend.
     pub recv_rearms: u64,
+    /// Disk syscalls (pread/pwrite/open) a shard made beside the backend's; 0 from a backend
+    /// itself, filled in by the transfer runtime.
+    pub disk_syscalls: u64,
+}
+
+impl IoStats {
+    /// Network plus disk syscalls per 1,000 datagrams sent and received (0 when none moved):
+    /// the figure the loopback benchmark prints for each end.
+    pub fn syscalls_per_1000_datagrams(&self) -> f64 {
+        let datagrams = self.datagrams_sent + self.datagrams_received;
+        if datagrams == 0 {
+            return 0.0;
+        }
+        (self.syscalls + self.disk_syscalls) as f64 * 1000.0 / datagrams as f64
+    }
+
+    /// Adds `other`'s counters into this one (a side's total over its shards).
+    pub fn merge(&mut self, other: &IoStats) {
+        self.syscalls += other.syscalls;
+        self.datagrams_sent += other.datagrams_sent;
+        self.datagrams_received += other.datagrams_received;
+        self.recv_buffers += other.recv_buffers;
+        self.recv_rearms += other.recv_rearms;
+        self.disk_syscalls += other.disk_syscalls;
+    }
 }
 
 /// The network backend of one shard.

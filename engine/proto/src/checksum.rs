@@ -36,14 +36,43 @@ pub enum BlockHash {
 /// Hash block `index` of a file that has `blocks_in_file` blocks of `block_size` bytes.
 /// `data` is the block's bytes (shorter only for the file's last block).
 pub fn hash_block(data: &[u8], index: u64, block_size: u64, blocks_in_file: u64) -> BlockHash {
-    let mut hasher = blake3::Hasher::new();
-    if blocks_in_file <= 1 {
-        hasher.update(data);
-        return BlockHash::Root(*hasher.finalize().as_bytes());
-    }
-    hasher.set_input_offset(index.saturating_mul(block_size));
+    let mut hasher = BlockHasher::new(index, block_size, blocks_in_file);
     hasher.update(data);
-    BlockHash::Subtree(hasher.finalize_non_root())
+    hasher.finalize()
+}
+
+/// Hashes one block from its bytes given front to back in pieces of any length (the receiver
+/// hashes what it writes while the bytes are hot). Fixed size: no allocation.
+#[derive(Clone, Debug)]
+pub struct BlockHasher {
+    hasher: blake3::Hasher,
+    is_root: bool,
+}
+
+impl BlockHasher {
+    /// For block `index` of a file that has `blocks_in_file` blocks of `block_size` bytes.
+    pub fn new(index: u64, block_size: u64, blocks_in_file: u64) -> Self {
+        let mut hasher = blake3::Hasher::new();
+        let is_root = blocks_in_file <= 1;
+        if !is_root {
+            hasher.set_input_offset(index.saturating_mul(block_size));
+        }
+        BlockHasher { hasher, is_root }
+    }
+
+    /// The next bytes of the block.
+    pub fn update(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+    }
+
+    /// The block's value, as [`hash_block`] gives it for the same bytes.
+    pub fn finalize(&self) -> BlockHash {
+        if self.is_root {
+            BlockHash::Root(*self.hasher.finalize().as_bytes())
+        } else {
+            BlockHash::Subtree(self.hasher.finalize_non_root())
+        }
+    }
 }
 
 /// The checksum of an empty file.

@@ -169,6 +169,7 @@ impl Sim {
                 self.fail(Failure::StepBound(self.sc.max_steps));
             }
             self.pump();
+            self.note_rename();
             if !self.report.failures.is_empty() || self.is_over() {
                 break;
             }
@@ -212,6 +213,16 @@ impl Sim {
             }
         }
         Failure::Livelock { what: "an event stays due without effect".into() }
+    }
+
+    /// Stamp the moment the receiver completes: its last file verified and renamed.
+    fn note_rename(&mut self) {
+        let receiver = &self.ends[Side::Receiver.index()];
+        if self.report.renamed_at.is_none()
+            && receiver.coord.outcome() == Some(haul_proto::session::Outcome::Complete)
+        {
+            self.report.renamed_at = Some(self.now.saturating_since(Instant::ZERO));
+        }
     }
 
     fn is_over(&self) -> bool {

@@ -19,6 +19,10 @@ use haul_proto::session::{
 use haul_proto::time::Instant;
 
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a handful per simulated endpoint, held in a Vec for the run: boxing buys nothing"
+)]
 pub enum AnyShard {
     Sender(SenderShard),
     Receiver(ReceiverShard),

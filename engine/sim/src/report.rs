@@ -60,6 +60,9 @@ pub struct RunReport {
     pub files: usize,
     pub bytes: u64,
     pub sim_time: Duration,
+    /// When the receiver's session completed (every file verified and renamed), from the
+    /// start of the run: the end of the goodput clock. `None` if it never did.
+    pub renamed_at: Option<Duration>,
     pub steps: u64,
     /// File bytes the sender sent again.
     pub resent_bytes: u64,

@@ -43,6 +43,7 @@ impl Appliance {
         let mut cmd = Command::new(haul_bin());
         cmd.args(["serve", "--data-dir"]).arg(&data);
         cmd.args(["--ssh-listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"]);
+        cmd.args(["--web-listen", "127.0.0.1:0"]);
         cmd.args(extra);
         for (k, v) in env {
             cmd.env(k, v);
@@ -107,6 +108,32 @@ impl Appliance {
         a.extend_from_slice(extra);
         let out = self.admin(&a);
         String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// How many UDP sockets the server process holds now (its socket fds matched against
+    /// /proc/net/udp and udp6 by inode).
+    pub fn udp_sockets(&self) -> usize {
+        let pid = self.child.as_ref().map(Child::id).unwrap();
+        let mut inodes = std::collections::HashSet::new();
+        for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+            if let Ok(t) = std::fs::read_link(e.path()) {
+                let t = t.to_string_lossy().into_owned();
+                if let Some(i) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                    inodes.insert(i.to_string());
+                }
+            }
+        }
+        ["/proc/net/udp", "/proc/net/udp6"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_whitespace().nth(9).map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|i| inodes.contains(i))
+            .count()
     }
 
     /// The server's log so far.

@@ -351,11 +351,7 @@ fn sum_ends(ends: &[ShardEnd]) -> (haul_proto::session::ShardStats, IoStats) {
         st.data_bytes_received += e.stats.data_bytes_received;
         st.data_bytes_duplicate += e.stats.data_bytes_duplicate;
         st.rejects.merge(&e.stats.rejects);
-        io.syscalls += e.io.syscalls;
-        io.datagrams_sent += e.io.datagrams_sent;
-        io.datagrams_received += e.io.datagrams_received;
-        io.recv_buffers += e.io.recv_buffers;
-        io.recv_rearms += e.io.recv_rearms;
+        io.merge(&e.io);
     }
     (st, io)
 }

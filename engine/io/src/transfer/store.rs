@@ -43,11 +43,18 @@ pub(crate) enum FileSource {
 pub(crate) struct OpenFiles {
     source: FileSource,
     open: HashMap<u32, File>,
+    /// open/pread/pwrite calls made, for `IoStats::disk_syscalls`.
+    syscalls: u64,
 }
 
 impl OpenFiles {
     pub fn new(source: FileSource) -> Self {
-        OpenFiles { source, open: HashMap::with_capacity(MAX_OPEN_FILES_PER_SHARD) }
+        OpenFiles { source, open: HashMap::with_capacity(MAX_OPEN_FILES_PER_SHARD), syscalls: 0 }
+    }
+
+    /// Disk syscalls made so far (opens, reads, writes).
+    pub fn syscalls(&self) -> u64 {
+        self.syscalls
     }
 
     fn open_one(&self, file: u32) -> Result<File, DiskError> {
@@ -74,6 +81,7 @@ impl OpenFiles {
                     self.open.remove(&k);
                 }
             }
+            self.syscalls += 1;
             let f = self.open_one(file)?;
             self.open.insert(file, f);
         }
@@ -82,8 +90,10 @@ impl OpenFiles {
 
     /// Read at `offset` into `buf`: bytes read (fewer at end of file), or the error.
     pub fn read_at(&mut self, file: u32, offset: u64, buf: &mut [u8]) -> Result<usize, DiskError> {
-        let f = self.file(file)?;
+        self.file(file)?;
+        let f = self.open.get(&file).ok_or(DiskError::Missing)?;
         loop {
+            self.syscalls += 1;
             match f.read_at(buf, offset) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -94,9 +104,11 @@ impl OpenFiles {
 
     /// Write all of `data` at `offset`: bytes written (fewer only on error after progress).
     pub fn write_at(&mut self, file: u32, offset: u64, data: &[u8]) -> Result<usize, DiskError> {
-        let f = self.file(file)?;
+        self.file(file)?;
+        let f = self.open.get(&file).ok_or(DiskError::Missing)?;
         let mut done = 0;
         while done < data.len() {
+            self.syscalls += 1;
             match f.write_at(&data[done..], offset + done as u64) {
                 Ok(0) => return if done > 0 { Ok(done) } else { Err(DiskError::NoSpace) },
                 Ok(n) => done += n,

@@ -191,9 +191,13 @@ impl SenderCoordinator {
                     Err(_) => self.c.abort_all(AbortReason::ProtocolViolation, None, Some(file)),
                 }
             }
-            ShardEvent::Feedback(sample) => {
+            ShardEvent::Feedback(mut sample) => {
                 self.last_feedback = now;
                 self.rtt = sample.rtt;
+                // A shard reports its own receive rate; the controller paces the session, and
+                // the shards are given equal shares of its rate (`share_rate`).
+                sample.recv_rate_bps =
+                    sample.recv_rate_bps.saturating_mul(u64::from(self.c.shards.max(1)));
                 self.rate.on_feedback(now, &sample);
                 self.share_rate(now);
             }
@@ -220,7 +224,17 @@ impl SenderCoordinator {
             ShardEvent::Aborted { reason, by_peer, disk, file } => {
                 self.c.on_shard_abort(reason, by_peer, disk, file);
             }
-            ShardEvent::PeerComplete | ShardEvent::PeerFileDone { .. } => {}
+            ShardEvent::PeerComplete => {
+                // The receiver says Complete only once every file has verified and been renamed
+                // into place: it stands for every FileAck, some of which may have been lost on a
+                // lossy reverse path while the receiver's linger runs out.
+                self.acked.iter_mut().for_each(|a| *a = true);
+                self.acked_count = self.layout.manifest().file_count();
+                self.announced_unacked = 0;
+                self.held.clear();
+                self.c.complete();
+            }
+            ShardEvent::PeerFileDone { .. } => {}
         }
     }
 
@@ -477,8 +491,8 @@ mod rate_tests {
         let mut fixed = coordinator(Policy::Fixed);
         assert_eq!(last_shard_rate(&mut fixed), Some(200_000_000));
         let mut fair = coordinator(Policy::Fair);
-        assert_eq!(fair.rate_bps(), 100_000_000, "adaptive starts at a quarter of the target");
-        assert_eq!(last_shard_rate(&mut fair), Some(50_000_000));
+        assert_eq!(fair.rate_bps(), 200_000_000, "adaptive starts at half the target");
+        assert_eq!(last_shard_rate(&mut fair), Some(100_000_000));
     }
 
     #[test]
@@ -560,5 +574,26 @@ mod announce_tests {
             c.handle_event(Instant::ZERO, 0, ShardEvent::PeerFileAck { file, verified: true });
         }
         assert_eq!(c.outcome(), Some(Outcome::Complete));
+    }
+
+    #[test]
+    fn the_receivers_complete_stands_for_file_acks_lost_on_the_way() {
+        // Seed 121 of the sweep: 19% reverse loss ate a FileAck, the FileDone resend had backed
+        // off past the receiver's linger, and the sender idled out although the receiver was done.
+        let p = SessionParams::new(1, crate::crypto::SuiteId::Aes128CfbCmac);
+        let files = (0..3)
+            .map(|i| FileEntry { name: format!("f{i}"), size: 100, mode: 0o644, mtime_ns: 0 })
+            .collect();
+        let layout = Layout::new(Arc::new(Manifest::new(files, 16).unwrap()), 1).unwrap();
+        let mut c = SenderCoordinator::new(&p, layout, Instant::ZERO).unwrap();
+        c.handle_event(Instant::ZERO, 0, ShardEvent::PeerFileAck { file: 0, verified: true });
+        assert_eq!(c.outcome(), None);
+        c.handle_event(Instant::ZERO, 0, ShardEvent::PeerComplete);
+        assert_eq!(c.outcome(), Some(Outcome::Complete));
+        assert!(
+            std::iter::from_fn(|| c.poll_command())
+                .any(|(_, cmd)| matches!(cmd, ShardCommand::SendComplete)),
+            "the sender answers Complete so the receiver stops lingering"
+        );
     }
 }

@@ -29,6 +29,8 @@ struct Run {
     receiver: Option<Outcome>,
     resent: u64,
     now: Instant,
+    /// Blocks the receivers read back from disk to hash.
+    read_backs: u64,
 }
 
 fn run(sizes: &[u64], shards: u8, loss: f64, seed: u64, suite: SuiteId) -> Run {
@@ -85,6 +87,10 @@ fn run_resumed(
     let mut sc = SenderCoordinator::new(&params, layout.clone(), now0).unwrap();
     let mut rc = ReceiverCoordinator::new(&params, layout.clone(), now0).unwrap();
     let write_faults = if seed >= 100 { 0.05 } else { 0.0 };
+    // Odd seeds report writes with their bytes (blocks written in order are hashed from them),
+    // even seeds without (every block is read back), so both paths run under loss and faults.
+    let hash_from_writes = seed % 2 == 1;
+    let mut read_backs = 0;
     let mut net = Net {
         q: BinaryHeap::new(),
         order: 0,
@@ -108,6 +114,7 @@ fn run_resumed(
                     busy = true;
                 }
                 while let Some(r) = rs[s].poll_disk() {
+                    read_backs += 1;
                     let data = &recv_data[r.file as usize][r.offset as usize..][..r.len as usize];
                     rs[s].disk_buffer_mut(r.slot).copy_from_slice(data);
                     rs[s].handle_disk(now, r.slot, Ok(r.len as usize));
@@ -198,7 +205,12 @@ fn run_resumed(
                     let n = *result.as_ref().unwrap_or(&0);
                     recv_data[file as usize][offset as usize..][..n]
                         .copy_from_slice(&d[payload.start..payload.start + n]);
-                    rs[s as usize].handle_write_done(now, file, offset, len as u32, result);
+                    if hash_from_writes {
+                        let data = &d[payload.start..payload.end];
+                        rs[s as usize].handle_write_done_data(now, file, offset, data, result);
+                    } else {
+                        rs[s as usize].handle_write_done(now, file, offset, len as u32, result);
+                    }
                 }
             } else {
                 ss[s as usize].handle_datagrams(now, &mut batch);
@@ -218,7 +230,8 @@ fn run_resumed(
     }
     let resent = ss.iter().map(|s| s.stats().data_bytes_resent).sum();
     let first = ss.iter().map(|s| s.stats().data_bytes_sent).sum();
-    Run { first, sent_data, recv_data, sender: sc.outcome(), receiver: rc.outcome(), resent, now }
+    let (sender, receiver) = (sc.outcome(), rc.outcome());
+    Run { first, sent_data, recv_data, sender, receiver, resent, now, read_backs }
 }
 
 #[test]
@@ -230,6 +243,21 @@ fn lossless_transfer_is_byte_identical() {
         assert_eq!(r.sent_data, r.recv_data);
         assert_eq!(r.resent, 0);
     }
+}
+
+/// Lossless, in order: every block is hashed from its writes and none is read back; with
+/// writes reported without their bytes, every block is read back. Both complete, so both
+/// paths give the sender's hashes.
+#[test]
+fn in_order_blocks_are_hashed_from_their_writes() {
+    let sizes = [0, 1, 16383, 16384, 16385, 300_000];
+    let r = run(&sizes, 2, 0.0, 1, SuiteId::Aes128CfbCmac);
+    assert_eq!(r.receiver, Some(Outcome::Complete));
+    assert_eq!(r.sent_data, r.recv_data);
+    assert_eq!(r.read_backs, 0);
+    let r = run(&sizes, 2, 0.0, 2, SuiteId::Aes128CfbCmac);
+    assert_eq!(r.receiver, Some(Outcome::Complete));
+    assert!(r.read_backs > 0);
 }
 
 #[test]

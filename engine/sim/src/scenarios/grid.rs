@@ -115,7 +115,9 @@ pub fn run_cell(c: &Cell) -> CellResult {
     };
     let pf = payload_fraction();
     let bytes = sc.total_bytes();
-    let secs = r.sim_time.as_secs_f64();
+    // Goodput's clock (issue 4): from the first datagram (the run starts with it) to the
+    // receiver's verified rename, not to the sender hearing of it half an RTT later.
+    let secs = r.renamed_at.unwrap_or(r.sim_time).as_secs_f64();
     let goodput_bps = if secs > 0.0 { bytes as f64 * 8.0 / secs } else { 0.0 };
     let loss = c.loss_pct as f64 / 100.0;
     CellResult {

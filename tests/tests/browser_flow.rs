@@ -1,0 +1,183 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The console's main flow in headless Chromium, as far as the console has it today (issue 6,
+//! acceptance "Browser test", step 1): the first admin signs in with the one-time password
+//! from the data directory, is made to change it (a weak choice is refused with a message),
+//! creates two users and a workgroup with both in it, and sets restrictions, which the pages
+//! then show and the console enforces at sign-in. The users then sign in, change their own
+//! one-time passwords and see what the admin set.
+//!
+//! Then, as far as packages exist (steps 2 and 3): with the SSH gate running over the same
+//! data directory, alice creates a package for bob and the workgroup, uploads its file with
+//! the release `haul put` and the URL from the package page, and sends it; bob opens it from
+//! his inbox and gets the file byte for byte both with `haul get` and the URL from his package
+//! page, and over the HTTPS fallback link on it. Still to come: an external recipient (step 2)
+//! and the external link's download limit and 410 (step 4).
+
+use std::path::Path;
+
+use haul_tests::browser::pages::Restrictions;
+use haul_tests::browser::{GOOD_PASSWORD, Look, Rig, run};
+
+const TEST: &str = "admin_first_sign_in_users_workgroup_and_restrictions";
+
+#[test]
+fn admin_first_sign_in_users_workgroup_and_restrictions() {
+    run(TEST, async |rig| {
+        let mut look = Look::new(TEST);
+        first_sign_in(rig).await;
+        let s = &rig.session;
+        let c = &rig.console;
+        let (alice, alice_otp) = s.create_user(c, "alice", "alice@example.test", "user").await;
+        let (bob, bob_otp) = s.create_user(c, "bob", "bob@example.test", "user").await;
+        let group = s.create_workgroup(c, "editors", "Picture editors").await;
+        s.add_member(c, group, "alice").await;
+        s.add_member(c, group, "bob").await;
+        let members = s.text("main table tbody").await;
+        assert!(members.contains("alice") && members.contains("bob"), "members: {members}");
+
+        let alice_rules = Restrictions {
+            expires: "2099-12-31".into(),
+            direction: "both".into(),
+            may_send_external: true,
+            may_forward: true,
+            ip_download: "127.0.0.0/8".into(),
+            ..Restrictions::default()
+        };
+        s.set_restrictions(c, alice, &alice_rules).await;
+        assert_eq!(s.path().await, format!("/admin/users/{alice}?notice=saved"));
+        assert_saved(rig, alice, &alice_rules).await;
+        let bob_rules = Restrictions { direction: "download_only".into(), ..Default::default() };
+        s.set_restrictions(c, bob, &bob_rules).await;
+        assert_saved(rig, bob, &bob_rules).await;
+
+        // The users list shows both, active until they set their passwords.
+        s.goto(&c.url("/admin/users")).await;
+        let users = s.text("main table tbody").await;
+        assert!(users.contains("alice") && users.contains("bob"), "users list: {users}");
+        look.check_console(s, "admin-flow").await;
+        s.sign_out().await;
+        assert_eq!(s.path().await, "/login");
+
+        // Alice signs in, sets her password, and sees her restrictions and workgroup.
+        rig.user_signed_in("alice", &alice_otp).await;
+        let home = s.text("main").await;
+        for expect in ["2099-12-31", "Allowed", "127.0.0.0/8", "editors"] {
+            assert!(home.contains(expect), "alice's home lacks {expect:?}:\n{home}");
+        }
+        let work = tempfile::tempdir().unwrap();
+        rig.console.start_gate().await;
+        let package = alice_sends_a_package(rig, work.path()).await;
+        s.sign_out().await;
+        rig.user_signed_in("bob", &bob_otp).await;
+        let home = s.text("main").await;
+        assert!(home.contains("Download only") || home.contains("download only"), "{home}");
+        assert!(!s.has("a[href='/admin/users']").await, "a user sees no admin menu");
+        bob_downloads(rig, &package, work.path()).await;
+        s.sign_out().await;
+        look.check_console(s, "user-flow").await;
+
+        // A sign-in allow-list that excludes this address refuses alice, with a message.
+        s.sign_in(c, "admin", GOOD_PASSWORD).await;
+        let locked = Restrictions { ip_login: "10.0.0.0/8".into(), ..alice_rules };
+        s.set_restrictions(c, alice, &locked).await;
+        s.sign_out().await;
+        s.sign_in(c, "alice", GOOD_PASSWORD).await;
+        assert_eq!(s.path().await, "/login", "alice signed in from outside her allow-list");
+        assert!(s.error_text().await.is_some(), "the refusal shows a message");
+        look.check_console(s, "restriction").await;
+        look.assert_clean();
+    });
+}
+
+/// The package's file (its bytes are what the recipient must get back).
+const REEL: &[u8] = b"frame 1, frame 2, frame 3: the final grade of reel 4\n";
+
+/// Step 2, the part that exists: alice creates a package for bob and the workgroup, uploads
+/// its file with `haul put` and the URL shown on the package page, sends it and sees it under
+/// Sent.
+async fn alice_sends_a_package(rig: &Rig, work: &Path) -> String {
+    let (s, c) = (&rig.session, &rig.console);
+    let path = s.create_package(c, "Reel 4", "Final grade, please check", "bob", "editors").await;
+    let about = s.text("main").await;
+    assert!(about.contains("bob") && about.contains("editors"), "recipients shown: {about}");
+    let url = s.haul_url("#put-command").await;
+    let file = work.join("reel4.mov");
+    std::fs::write(&file, REEL).unwrap();
+    haul(&["put", &url, file.to_str().unwrap()]).await;
+    s.send_package(c, &path).await;
+    s.goto(&c.url("/packages/sent")).await;
+    assert!(s.text("main").await.contains("Reel 4"), "the package is under Sent");
+    path
+}
+
+/// Step 3: bob finds the package in his inbox and opens it from there; `haul get` with the URL
+/// on its page, and its HTTPS download link, each give back exactly the bytes alice sent.
+async fn bob_downloads(rig: &Rig, package: &str, work: &Path) {
+    use sha2::Digest as _;
+    let (s, c) = (&rig.session, &rig.console);
+    s.goto(&c.url("/packages/inbox")).await;
+    s.click_and_wait(&format!("main a[href='{package}']")).await;
+    let page = s.text("main").await;
+    for expect in ["Reel 4", "Final grade, please check", "alice", "reel4.mov"] {
+        assert!(page.contains(expect), "bob's package page lacks {expect:?}:\n{page}");
+    }
+    let url = s.haul_url("main .get-command").await;
+    let dest = work.join("bob");
+    std::fs::create_dir(&dest).unwrap();
+    haul(&["get", &url, dest.to_str().unwrap()]).await;
+    assert_eq!(std::fs::read(dest.join("reel4.mov")).unwrap(), REEL, "haul get: other bytes");
+    let href = s.attr("main a[href$='/files/reel4.mov']", "href").await;
+    let (status, sha) = s.fetch_sha256(&href).await;
+    assert_eq!(status, 200, "HTTPS download of {href}");
+    assert_eq!(sha, hex(&sha2::Sha256::digest(REEL)), "bob got other bytes than alice sent");
+}
+
+/// Runs the release `haul` client (URLs are the tests' own, so argv is fine here).
+async fn haul(args: &[&str]) {
+    let run = tokio::process::Command::new(haul_tests::haul_bin()).args(args).output();
+    let out = tokio::time::timeout(haul_tests::TRANSFER_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| panic!("haul {} timed out", args[0]))
+        .unwrap();
+    assert!(out.status.success(), "haul {}: {}", args[0], String::from_utf8_lossy(&out.stderr));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The first admin: the one-time password works once, the change is forced, a weak password
+/// is refused with the policy's message, a strong one is taken and the file is gone.
+async fn first_sign_in(rig: &Rig) {
+    let (s, c) = (&rig.session, &rig.console);
+    let otp = c.initial_admin_password();
+    s.goto(&c.url("/")).await;
+    assert_eq!(s.path().await, "/login", "the console starts at the sign-in page");
+    s.sign_in(c, "admin", "not-the-password-1!").await;
+    assert_eq!(s.path().await, "/login");
+    assert!(s.error_text().await.is_some(), "a wrong password shows a message");
+    s.sign_in(c, "admin", &otp).await;
+    assert_eq!(s.path().await, "/account/password", "the one-time password forces a change");
+    s.goto(&c.url("/admin/users")).await;
+    assert_eq!(s.path().await, "/account/password", "nothing else until it is changed");
+    s.change_password(&otp, "short").await;
+    let err = s.error_text().await.expect("a weak password is refused with a message");
+    assert!(!err.is_empty());
+    s.change_password(&otp, GOOD_PASSWORD).await;
+    assert_eq!(s.path().await, "/?notice=password");
+    let file = c.data_dir().join(haul_control::web::first_admin::INITIAL_ADMIN_PASSWORD_FILE);
+    assert!(!file.exists(), "the one-time password file is deleted after the change");
+}
+
+/// The user's page, reloaded, shows exactly what was saved.
+async fn assert_saved(rig: &Rig, user: i64, r: &Restrictions) {
+    let s = &rig.session;
+    s.goto(&rig.console.url(&format!("/admin/users/{user}"))).await;
+    assert_eq!(s.value("#expires").await, r.expires);
+    assert_eq!(s.value("#direction").await, r.direction);
+    assert_eq!(s.is_checked("input[name=may_send_external]").await, r.may_send_external);
+    assert_eq!(s.is_checked("input[name=may_forward]").await, r.may_forward);
+    assert_eq!(s.value("#ip_login").await, r.ip_login);
+    assert_eq!(s.value("#ip_upload").await, r.ip_upload);
+    assert_eq!(s.value("#ip_download").await, r.ip_download);
+}
