@@ -24,6 +24,7 @@ pub mod authz;
 pub mod client;
 pub mod gate;
 pub mod hostkey;
+pub mod notify;
 pub mod secret;
 pub mod serve;
 pub mod session;

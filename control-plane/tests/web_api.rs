@@ -34,6 +34,11 @@ async fn every_route_in_the_table_is_served() {
     let srv = Server::start().await;
     let mut b = srv.browser();
     for (method, path) in route_table() {
+        // An external link route answers 404 for every unknown link id by design
+        // (tests/web_external.rs serves it with real links).
+        if path.starts_with("/x/") {
+            continue;
+        }
         let concrete =
             path.replace("{id}", "1").replace("{user_id}", "1").replace("{name}", "app.css");
         let r =

@@ -6,13 +6,10 @@
 
 mod web_support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use haul_control::users::parse_cidr_list;
 use haul_control::web::app::route_table;
 use reqwest::{Method, StatusCode};
-use web_support::{GOOD_PASSWORD, Server, between};
+use web_support::{GOOD_PASSWORD, Server, between, log_buffer};
 
 #[tokio::test]
 async fn every_response_carries_the_security_headers_and_cookies_are_host_only() {
@@ -245,6 +242,14 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
         (Method::DELETE, format!("/api/v1/tokens/{tok_id}"), "/api/v1/tokens/{id}"),
         (Method::GET, format!("/api/v1/workgroups/{gid}"), "/api/v1/workgroups/{id}"),
         (Method::GET, format!("/api/v1/admin/users/{bob_id}"), "/api/v1/admin/users/{id}"),
+        (Method::GET, format!("/packages/{pkg}/external"), "/packages/{id}/external"),
+        (Method::POST, format!("/packages/{pkg}/external"), "/packages/{id}/external"),
+        (Method::GET, format!("/api/v1/packages/{pkg}/external"), "/api/v1/packages/{id}/external"),
+        (
+            Method::POST,
+            format!("/api/v1/packages/{pkg}/external"),
+            "/api/v1/packages/{id}/external",
+        ),
     ];
     // Every id-taking route of the router is probed (assets take a file name, not an id).
     let mut covered: Vec<(&str, &str)> = probes.iter().map(|(m, _, r)| (m.as_str(), *r)).collect();
@@ -253,7 +258,8 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
     let mut id_routes: Vec<(&str, &str)> = route_table()
         .iter()
         .copied()
-        .filter(|(_, p)| p.contains('{') && !p.starts_with("/assets"))
+        // External link ids are capabilities, not a user's ids (tests/web_external.rs).
+        .filter(|(_, p)| p.contains('{') && !p.starts_with("/assets") && !p.starts_with("/x/"))
         .collect();
     id_routes.sort_unstable();
     assert_eq!(covered, id_routes);
@@ -264,7 +270,8 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
         let bogus = path
             .replace(&tok_id, "x9")
             .replace(&gid, "999999")
-            .replace(&format!("/packages/{pkg}"), "/packages/777777");
+            .replace(&format!("/packages/{pkg}"), "/packages/777777")
+            .replace(&format!("/api/v1/packages/{pkg}"), "/api/v1/packages/777777");
         for p in [path.clone(), bogus] {
             let csrf = a.csrf.clone().unwrap();
             let r = if *method == Method::POST {
@@ -293,34 +300,6 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(bob.get(&wg).await.body.contains("bobsecret"));
-}
-
-/// Everything the server logs in this test binary.
-fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
-    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUF.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || LogWriter(writer.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        buf
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[tokio::test]

@@ -13,8 +13,8 @@ use super::error::AppError;
 use super::session::MAX_FORM_BYTES;
 use super::state::AppState;
 use super::{
-    accounts, admin, api, assets, audit, download, mfa, packages, security, session, settings,
-    tokens, trace, workgroups,
+    accounts, admin, api, assets, audit, download, external, external_link, mfa, packages,
+    security, session, settings, tokens, trace, workgroups,
 };
 
 type Handler = MethodRouter<AppState>;
@@ -47,6 +47,10 @@ fn routes() -> Vec<(&'static str, &'static str, Handler)> {
         ("POST", "/packages/{id}/send", post(packages::send)),
         ("POST", "/packages/{id}/forward", post(packages::forward)),
         ("GET", "/packages/{id}/files/{name}", get(download::file)),
+        ("GET", "/packages/{id}/external", get(external::external_page)),
+        ("POST", "/packages/{id}/external", post(external::add)),
+        ("GET", "/x/{link}", get(external_link::link_page)),
+        ("GET", "/x/{link}/files/{name}", get(external_link::link_file)),
         ("GET", "/workgroups", get(workgroups::list)),
         ("POST", "/workgroups", post(workgroups::create)),
         ("GET", "/workgroups/{id}", get(workgroups::detail)),
@@ -71,6 +75,8 @@ fn routes() -> Vec<(&'static str, &'static str, Handler)> {
         ("GET", "/api/v1/admin/users", get(api::admin_users)),
         ("GET", "/api/v1/admin/users/{id}", get(api::admin_user)),
         ("GET", "/api/v1/admin/audit", get(api::admin_audit)),
+        ("GET", "/api/v1/packages/{id}/external", get(external::api_list)),
+        ("POST", "/api/v1/packages/{id}/external", post(external::api_add)),
     ]
 }
 

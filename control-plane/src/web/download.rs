@@ -111,11 +111,7 @@ async fn locate(
             .map_err(|e| AppError::Internal(format!("package files: {e}")))?
     };
     let f = listed.into_iter().find(|f| f.name == name).ok_or(AppError::NotFound)?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(O_NOFOLLOW)
-        .open(dir.join(&f.name))
-        .map_err(|e| AppError::Internal(format!("opening package file: {e}")))?;
+    let file = open_nofollow(&dir.join(&f.name))?;
     Ok((pid, p.title, file, f.name))
 }
 
@@ -132,13 +128,7 @@ pub async fn file(
     let (status, start, end) = match ask {
         RangeAsk::Whole => (StatusCode::OK, 0, len),
         RangeAsk::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
-        RangeAsk::Unsatisfiable => {
-            let cr = HeaderValue::from_str(&format!("bytes */{len}"))
-                .map_err(|e| AppError::Internal(e.to_string()))?;
-            return Ok(
-                (StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, cr)]).into_response()
-            );
-        }
+        RangeAsk::Unsatisfiable => return unsatisfiable(len),
     };
     let mut file = tokio::fs::File::from_std(std_file);
     file.seek(std::io::SeekFrom::Start(start))
@@ -161,18 +151,45 @@ pub async fn file(
             .target(&title),
         )
         .await?;
+    file_response(status, body, (start, end, len), &name)
+}
+
+/// 416 with `Content-Range: bytes */LEN` (shared with the external link download).
+pub fn unsatisfiable(len: u64) -> Result<Response, AppError> {
+    let cr = HeaderValue::from_str(&format!("bytes */{len}"))
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, cr)]).into_response())
+}
+
+/// A file download response: `body` carries bytes `start..end` of a file of `len` bytes
+/// (shared with the external link download).
+pub fn file_response(
+    status: StatusCode,
+    body: Body,
+    (start, end, len): (u64, u64, u64),
+    name: &str,
+) -> Result<Response, AppError> {
     let mut res = (status, body).into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-    h.insert(header::CONTENT_DISPOSITION, disposition(&name));
+    h.insert(header::CONTENT_DISPOSITION, disposition(name));
     if status == StatusCode::PARTIAL_CONTENT {
         let cr = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1))
             .map_err(|e| AppError::Internal(e.to_string()))?;
         h.insert(header::CONTENT_RANGE, cr);
     }
     Ok(res)
+}
+
+/// Opens a package file for reading without following a symlink.
+pub fn open_nofollow(path: &std::path::Path) -> Result<std::fs::File, AppError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| AppError::Internal(format!("opening package file: {e}")))
 }
 
 #[cfg(test)]

@@ -339,6 +339,7 @@ pub async fn send(
     State(state): State<AppState>,
     m: Member,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, AppError> {
     let p = load(&state, &m, &id).await?;
     if p.sender_id != m.ctx.account.user_id || p.sent_at_s.is_some() {
@@ -372,6 +373,7 @@ pub async fn send(
     }
     let (uid, now_s) = (m.ctx.account.user_id, state.now_s());
     state.db(move |s| s.mark_package_sent(pid, uid, now_s)).await?;
+    super::external_notify::package_sent(&state, &headers, &p, &recipients).await;
     let detail = format!("package {pid}: {count} files to {} recipients", recipients.len());
     state
         .audit(

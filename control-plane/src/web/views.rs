@@ -33,6 +33,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("package_new.html", include_str!("../../templates/package_new.html")),
     ("package.html", include_str!("../../templates/package.html")),
     ("workgroup.html", include_str!("../../templates/workgroup.html")),
+    ("package_external.html", include_str!("../../templates/package_external.html")),
+    ("external_link.html", include_str!("../../templates/external_link.html")),
 ];
 
 fn env() -> Result<&'static Environment<'static>, AppError> {
