@@ -392,6 +392,22 @@ pub fn summary_of(result: &Result<TransferReport, haul_io::transfer::TransferErr
     }
 }
 
+/// The sender's end of a transfer, on either side of the gate: read the receiver's Summary
+/// (`peer` names the other end in the error), say Bye, and check the Summary against what was
+/// sent.
+pub fn finish_sending<S: Read + Write>(
+    s: &mut S,
+    report: &TransferReport,
+    peer_name: &str,
+) -> Result<(), SessionError> {
+    let summary = match read_message(s, "summary")? {
+        Message::Summary(sm) => sm,
+        other => return Err(peer(format!("the {peer_name} sent {}", other.name()))),
+    };
+    let _ = send_message(s, &Message::Bye);
+    check_summary(report, &summary)
+}
+
 /// The sender's check of the receiver's Summary against what it sent.
 pub fn check_summary(report: &TransferReport, summary: &Summary) -> Result<(), SessionError> {
     if summary.outcome != OUTCOME_COMPLETE {

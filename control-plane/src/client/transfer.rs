@@ -21,7 +21,7 @@ use haul_proto::session::{FileEntry, Role};
 use haul_proto::setup::{Accept, Message, OverwritePref, ResumePref, validate_offer};
 
 use crate::session::{
-    Ask, Granted, Reply, SessionError, SessionKeys, check_summary, derive_keys, offer_for,
+    Ask, Granted, Reply, SessionError, SessionKeys, derive_keys, finish_sending, offer_for,
     overwrite_of, read_frame, read_message, resume_of, send_message, summary_of, write_frame,
 };
 
@@ -112,12 +112,7 @@ pub fn put<S: Read + Write>(
     drop(keys);
     on_data_plane();
     let report = run_sender(job, None)?;
-    let summary = match read_message(s, "summary")? {
-        Message::Summary(sm) => sm,
-        other => return Err(SessionError::Peer(format!("the gate sent {}", other.name()))),
-    };
-    let _ = send_message(s, &Message::Bye);
-    check_summary(&report, &summary)?;
+    finish_sending(s, &report, "gate")?;
     Ok(report)
 }
 

@@ -25,7 +25,7 @@ use haul_proto::setup::{Accept, Message, OverwritePref, ResumePref, validate_off
 
 use crate::authz::{Authorizer, Direction, Grant, Outcome, TransferAsk};
 use crate::session::{
-    Ask, Granted, Reply, SessionError, SessionKeys, check_summary, derive_keys, fresh_random,
+    Ask, Granted, Reply, SessionError, SessionKeys, derive_keys, finish_sending, fresh_random,
     fresh_session_id, offer_for, overwrite_of, read_frame, read_message, resume_of, send_message,
     summary_of, write_frame,
 };
@@ -263,11 +263,6 @@ fn send_download<S: Read + Write>(
     };
     drop(keys);
     let report = run_sender_from(job, Some(client_ip), None)?;
-    let summary = match read_message(s, "summary")? {
-        Message::Summary(sm) => sm,
-        other => return Err(SessionError::Peer(format!("the client sent {}", other.name()))),
-    };
-    let _ = send_message(s, &Message::Bye);
-    check_summary(&report, &summary)?;
+    finish_sending(s, &report, "client")?;
     Ok(report)
 }
