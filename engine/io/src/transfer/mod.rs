@@ -12,6 +12,7 @@
 //! with [`bind_shards`] (so the ports can be told to the peer), then call [`run_sender`] or
 //! [`run_receiver`].
 
+mod disk;
 mod rx;
 mod shard;
 mod store;
@@ -692,6 +693,16 @@ pub fn run_receiver_to(
     let mut r = report(&side, &manifest, &ends, backend, started, cpu0, false);
     if let (Outcome::Aborted { .. }, Some(msg)) = (r.outcome, side.failure.take()) {
         r.detail = Some(msg);
+    }
+    // A write that found the disk full: say how much the file still needs.
+    if let Outcome::Aborted {
+        disk: Some(haul_proto::session::DiskError::NoSpace),
+        file: Some(f),
+        ..
+    } = r.outcome
+        && r.detail.is_none()
+    {
+        r.detail = side.files.disk_full_message(&manifest, f);
     }
     r.attrs_skipped = side.attrs_skipped;
     Ok(r)
