@@ -53,7 +53,10 @@ fn transfer(
     backend: &str,
     env: &[(&str, &str)],
 ) -> serde_json::Value {
-    let key = keygen(dir, "key");
+    let key = match dir.join("key") {
+        k if k.exists() => k,
+        _ => keygen(dir, "key"),
+    };
     let flags = ["--backend", backend, "--json"];
     let recv = Receiver::start_with_env("127.0.0.1:0", &key, dest, &flags, env);
     let out = send(&recv.addr, &key, srcs, &flags);

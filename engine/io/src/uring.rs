@@ -1,5 +1,6 @@
 //! io_uring backend: multishot `RecvMsg` over a provided buffer ring (with GRO) and GSO
-//! `SendMsg`, one `io_uring_enter` per batch.
+//! `SendMsg`, one `io_uring_enter` per batch; the shard's disk `Read`/`Write` ride the same
+//! ring and the same enters ([`disk`], its own slots and bound).
 //!
 //! Role: the data plane's fast network backend. [`UringBackend::new`] sets the ring up,
 //! probes features and opcodes, maps the receive pool and registers a provided buffer ring

@@ -108,29 +108,24 @@ pub(crate) trait ReadClient {
     fn on_read(&mut self, now: ProtoInstant, slot: u8, res: Result<usize, DiskError>);
 }
 
-impl ReadClient for SenderShard {
-    fn poll_read(&mut self) -> Option<DiskRead> {
-        self.poll_disk()
-    }
-    fn read_buffer(&mut self, slot: u8) -> &mut [u8] {
-        self.disk_buffer_mut(slot)
-    }
-    fn on_read(&mut self, now: ProtoInstant, slot: u8, res: Result<usize, DiskError>) {
-        self.handle_disk(now, slot, res);
-    }
+/// Both proto shard kinds have the same inherent read methods.
+macro_rules! read_client {
+    ($shard:ty) => {
+        impl ReadClient for $shard {
+            fn poll_read(&mut self) -> Option<DiskRead> {
+                self.poll_disk()
+            }
+            fn read_buffer(&mut self, slot: u8) -> &mut [u8] {
+                self.disk_buffer_mut(slot)
+            }
+            fn on_read(&mut self, now: ProtoInstant, slot: u8, res: Result<usize, DiskError>) {
+                self.handle_disk(now, slot, res);
+            }
+        }
+    };
 }
-
-impl ReadClient for ReceiverShard {
-    fn poll_read(&mut self) -> Option<DiskRead> {
-        self.poll_disk()
-    }
-    fn read_buffer(&mut self, slot: u8) -> &mut [u8] {
-        self.disk_buffer_mut(slot)
-    }
-    fn on_read(&mut self, now: ProtoInstant, slot: u8, res: Result<usize, DiskError>) {
-        self.handle_disk(now, slot, res);
-    }
-}
+read_client!(SenderShard);
+read_client!(ReceiverShard);
 
 /// The ring, if this shard's disk I/O goes through it.
 fn ring_of(backend: &mut Backend, mode: DiskMode) -> Option<&mut UringBackend> {
