@@ -40,8 +40,10 @@ pub(crate) const STAGING_BYTES: usize = 1 << 20;
 const MIN_FREE_STAGING: usize = 5;
 /// One wait for write completions when too few buffers are free.
 const STAGING_WAIT: Duration = Duration::from_millis(5);
-/// Most such waits before receiving anyway (payloads then take the synchronous path).
-const MAX_STAGING_WAITS: usize = 200;
+/// Longest a receiver shard waits for free write buffers before receiving anyway (payloads
+/// then take the synchronous path). A time, not a count of waits: every network completion
+/// ends a wait too.
+const MAX_STAGING_WAIT: Duration = Duration::from_millis(100);
 /// Tag bit of a write (else a read); low 8 bits: read slot or staging buffer; bits 8..40:
 /// the file; bits 40..42: which part of a staged write (see [`split`]).
 const TAG_WRITE: u64 = 1 << 63;
@@ -502,14 +504,16 @@ impl DiskIo {
         stager: &mut Stager,
         now: ProtoInstant,
     ) {
-        for _ in 0..MAX_STAGING_WAITS {
+        let deadline = std::time::Instant::now() + MAX_STAGING_WAIT;
+        loop {
             self.take_done(backend, files, shard, Some(stager), now);
-            stager.report_in_order(shard, now);
+            // Writes held back behind a write of the same pages go out once it ended.
+            stager.submit(backend, files, shard, now);
             if stager.free_count() >= MIN_FREE_STAGING.min(stager.bufs.len()) {
                 return;
             }
             match ring_of(backend, self.mode) {
-                Some(ring) if ring.disk_busy() > 0 => {
+                Some(ring) if ring.disk_busy() > 0 && std::time::Instant::now() < deadline => {
                     if ring.wait_disk(STAGING_WAIT).is_err() {
                         return;
                     }
