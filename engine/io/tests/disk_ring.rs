@@ -1,7 +1,8 @@
 //! Disk reads and writes on a shard's io_uring (`uring::disk`): data written and read back
 //! through the ring round-trips with several operations in flight; the in-flight bound holds;
 //! and a write to a full filesystem comes back short or as ENOSPC, never as success (the
-//! shard's stager finishes a short write synchronously and reports `DiskError::NoSpace`).
+//! shard's stager finishes a short write synchronously and reports `DiskError::NoSpace`); and
+//! disk operations in steady state allocate nothing (a counting allocator).
 //!
 //! The full-filesystem test mounts a 1 MiB tmpfs (root only; skipped otherwise) under a fresh
 //! directory and unmounts it when done; it is the only test here touching global state.
@@ -11,12 +12,16 @@
 // below outlives its operation, because each test drains the ring before freeing it.
 #![allow(unsafe_code)]
 
+use haul_io::alloc::{CountingAlloc, measure_thread};
 use haul_io::udp::{UdpOptions, UdpSocket};
 use haul_io::uring::{DiskDone, MAX_DISK_IN_FLIGHT, UringBackend};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc::new();
 
 /// Bytes of one operation in the round-trip test.
 const CHUNK: usize = 256 << 10;
@@ -181,5 +186,42 @@ fn ring_write_to_a_full_filesystem_is_short_or_enospc() {
     drop(file);
     drop(ring);
     drop(fs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ring_disk_operations_allocate_nothing_in_steady_state() {
+    let Some(mut ring) = ring() else { return };
+    let dir = temp_dir("alloc");
+    let file = std::fs::File::create(dir.join("f")).unwrap();
+    let buf = vec![5u8; 64 << 10];
+    let mut cycle = |ring: &mut UringBackend, round: u64| {
+        for i in 0..MAX_DISK_IN_FLIGHT as u64 {
+            let at = (i * buf.len() as u64) % (8 << 20);
+            // SAFETY: `buf` and `file` outlive the ring's use (every completion is taken below).
+            unsafe {
+                ring.push_disk_write(file.as_raw_fd(), buf.as_ptr(), buf.len() as u32, at, round)
+            }
+            .unwrap();
+        }
+        let mut taken = 0;
+        while taken < MAX_DISK_IN_FLIGHT {
+            ring.wait_disk(Duration::from_millis(100)).unwrap();
+            while let Some(d) = ring.poll_disk_done() {
+                assert_eq!(d.result, buf.len() as i32);
+                taken += 1;
+            }
+        }
+    };
+    for round in 0..4 {
+        cycle(&mut ring, round);
+    }
+    let ((), stats) = measure_thread(|| {
+        for round in 0..200 {
+            cycle(&mut ring, round);
+        }
+    });
+    assert_eq!(stats.allocations, 0, "allocations per disk operation: {stats:?}");
+    drop(file);
     let _ = std::fs::remove_dir_all(&dir);
 }
