@@ -195,7 +195,7 @@ fn ring_disk_operations_allocate_nothing_in_steady_state() {
     let dir = temp_dir("alloc");
     let file = std::fs::File::create(dir.join("f")).unwrap();
     let buf = vec![5u8; 64 << 10];
-    let mut cycle = |ring: &mut UringBackend, round: u64| {
+    let cycle = |ring: &mut UringBackend, round: u64| {
         for i in 0..MAX_DISK_IN_FLIGHT as u64 {
             let at = (i * buf.len() as u64) % (8 << 20);
             // SAFETY: `buf` and `file` outlive the ring's use (every completion is taken below).
