@@ -19,6 +19,7 @@ use haul_control::serve::{
     DEFAULT_SSH_LISTEN, DEFAULT_UDP_LISTEN, DEFAULT_WEB_LISTEN, ServeConfig, Started, run,
 };
 use haul_control::store::Store;
+use haul_control::web::gate_ledger::GateLedger;
 use haul_control::web::{self, WebConfig};
 
 /// `haul serve` flags (docs/GATE.md; the defaults are part of the command-line contract).
@@ -158,6 +159,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             }
             let _ = std::io::Write::flush(&mut std::io::stdout());
         };
+        // The ledger audits tokens at the gate and charges external links' downloads.
+        let authz = GateLedger::new(authz, store.clone(), &cfg.data_dir);
         let counters = run(cfg, Arc::new(authz), on_started, shutdown_signal()).await?;
         web.shutdown().await?;
         anyhow::Ok(counters)

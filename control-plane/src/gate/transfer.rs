@@ -95,6 +95,9 @@ pub fn serve_transfer<S: Read + Write>(
         Ok(_) => Outcome::Complete,
         Err(_) => Outcome::Interrupted,
     };
+    if grant.direction == Direction::Download {
+        authz.on_bytes_sent(&grant, outcome, result.as_ref().ok().map(|r| r.bytes));
+    }
     authz.finish(&grant, outcome);
     result.map(|report| Served { direction: grant.direction, report })
 }

@@ -12,6 +12,7 @@
 //! - Issue 5 owns `0001`; later issues only add files.
 //! - The database file is created 0600 in a data directory the caller has already checked.
 
+pub mod deliveries;
 pub mod external;
 pub mod settings;
 pub mod token_uses;
@@ -34,6 +35,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (2, "web", include_str!("../../migrations/0002_web.sql")),
     (3, "external", include_str!("../../migrations/0003_external.sql")),
+    (5, "deliveries", include_str!("../../migrations/0005_deliveries.sql")),
 ];
 
 /// The database file's name inside the data directory.

@@ -35,13 +35,17 @@ use super::keys::id_hash;
 use super::package_files::{self, PackageFile};
 use super::session::Visit;
 use super::state::AppState;
+use super::transfer_urls::{UrlFor, transfer_link};
 use super::views::{self, base, with};
 use crate::store::Store;
+use crate::store::deliveries::MintedFor;
 use crate::store::external::{ExternalLink, LinkBytes, Reservation};
 use crate::users::UserName;
 
 /// Length of a link id: 32 bytes in unpadded base64url.
 pub const LINK_ID_LEN: usize = 43;
+/// Lifetime of the `haul get` URL on a link's page: enough to copy it and start the client.
+pub const LINK_TOKEN_LIFETIME_S: u64 = 15 * 60;
 
 /// A live link with its package.
 #[derive(Debug)]
@@ -141,13 +145,42 @@ pub async fn link_page(
             })
         })
         .collect();
+    let haul_url = link_haul_url(&state, &r, &visit).await?;
     let ctx = json!({
         "title": r.title, "sender": r.sender, "files": files,
+        "haul_url": haul_url.as_ref().ok(), "haul_error": haul_url.err(),
         "expires": r.link.expires_at_s.map(views::when), "max_downloads": max,
     });
     let mut page = with(base(&visit, &r.title, ""), ctx);
     page["me"] = serde_json::Value::Null;
     Ok(Html(views::render("external_link.html", page)?.0).into_response())
+}
+
+/// A short-lived `haul get` URL for the whole package, minted from the link: the token names
+/// the sender (whose outbox holds the files) and the link, so the gate's package check admits it
+/// only while the link lives, and the gate's ledger charges the link's byte accounting.
+async fn link_haul_url(
+    state: &AppState,
+    r: &Resolved,
+    visit: &Visit,
+) -> Result<Result<String, String>, AppError> {
+    let (link_id, package_id) = (r.link.id, r.link.package_id);
+    let name = UserName::parse(&r.sender).map_err(|e| AppError::Internal(e.to_string()))?;
+    let lookup = name.as_str().to_owned();
+    let Some(sender) = state.db(move |s| s.user(&lookup)).await? else {
+        return Ok(Err("The sender's account no longer exists.".into()));
+    };
+    let public_id = r.dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    let want = UrlFor {
+        user: name,
+        direction: crate::authz::Direction::Download,
+        path: package_files::outbox_path(&public_id.unwrap_or_default()),
+        package_id: package_files::link_token_package_id(link_id),
+        minted: MintedFor { package_id, user_id: sender.id, link_id: Some(link_id) },
+        lifetime_s: Some(LINK_TOKEN_LIFETIME_S),
+        ip: visit.ip,
+    };
+    transfer_link(state, want).await
 }
 
 /// What the end of a response must record.
@@ -259,6 +292,7 @@ pub async fn link_file(
             title: r.title.clone(),
             file: f.name.clone(),
             link_id: lid,
+            package_id: r.link.package_id,
             max_downloads: max,
             ip: visit.ip,
         },

@@ -26,6 +26,7 @@ pub mod external;
 pub mod external_link;
 pub mod external_notify;
 pub mod first_admin;
+pub mod gate_ledger;
 pub mod keys;
 pub mod mfa;
 pub mod package_files;
@@ -40,6 +41,7 @@ pub mod tls;
 pub mod tokens;
 pub mod totp;
 pub mod trace;
+pub mod transfer_urls;
 pub mod views;
 pub mod workgroups;
 

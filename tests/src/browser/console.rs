@@ -13,6 +13,7 @@ use haul_control::secret;
 use haul_control::serve::{self, ServeConfig, Started};
 use haul_control::store::Store;
 use haul_control::store::settings::{KEY_PUBLIC_HOST, KEY_PUBLIC_PORT};
+use haul_control::web::gate_ledger::GateLedger;
 use haul_control::web::package_files::StorePackages;
 use haul_control::web::{self, WebConfig, WebHandle};
 
@@ -96,7 +97,7 @@ impl Console {
     }
 
     /// Starts the SSH gate on 127.0.0.1 port 0 over the same data directory and store, the way
-    /// `haul serve` does (token authorizer with the package check), and records its address as
+    /// `haul serve` does (token authorizer with the package check, inside the gate's ledger), and records its address as
     /// the public host and port that the console puts in `haul://` URLs. Returns the address.
     pub async fn start_gate(&self) -> SocketAddr {
         let keys = secret::load(&self.data_dir).unwrap();
@@ -104,6 +105,7 @@ impl Console {
         let authz = TokenAuthorizer::new(self.store.clone(), keys, &self.data_dir)
             .unwrap()
             .with_packages(packages);
+        let authz = GateLedger::new(authz, self.store.clone(), &self.data_dir);
         let cfg = ServeConfig {
             data_dir: self.data_dir.clone(),
             ssh_listen: "127.0.0.1:0".parse().unwrap(),
