@@ -10,10 +10,17 @@ mod web_support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use haul_control::authorize::TokenAuthorizer;
+use haul_control::authz::{Authorizer, Direction, Outcome, RefusalCode, SecretToken, TransferAsk};
+use haul_control::store::external::LinkBytes;
+use haul_control::store::web_audit::AuditFilter;
 use haul_control::store::web_settings::WebSettings;
+use haul_control::web::gate_ledger::GateLedger;
+use haul_control::web::package_files::StorePackages;
+use haul_control::web::state::Clock as _;
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use web_support::{Browser, Server, T0, between, log_buffer};
+use web_support::{Browser, Server, T0, between, host_key, log_buffer};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -431,4 +438,112 @@ async fn notifications_reach_the_outbox_and_an_smtp_server() {
     assert!(msg.contains("Package from alice: Second"), "{msg}");
     assert!(msg.contains("bob@example.com"), "{msg}");
     assert_eq!(std::fs::read_dir(srv.data_dir().join("outbox")).unwrap().count(), before);
+}
+
+/// The `haul get` URL for `file` on a link page: (path asked of the gate, token).
+fn link_url(page: &str, file: &str) -> (String, String) {
+    let cmd = between(page, &format!("<strong>{file}</strong>"), "</code>");
+    let url = between(cmd, "haul get '", "'").replace("&#x2f;", "/").replace("&amp;", "&");
+    assert!(url.starts_with("haul://"), "no haul get URL for {file}: {cmd}");
+    let rest = url.split_once("://").unwrap().1;
+    let path = &rest[rest.find('/').unwrap()..rest.find('?').unwrap()];
+    (path.to_owned(), between(&url, "token=", "&").to_owned())
+}
+
+/// The gate's authorizer over the server's store and secret, inside the gate's ledger, at the
+/// server's clock.
+fn gate_ledger(srv: &Server) -> GateLedger<TokenAuthorizer> {
+    let keys = haul_control::secret::load(&srv.data_dir()).unwrap();
+    let packages = Box::new(StorePackages { store: srv.store.clone() });
+    let (c1, c2) = (srv.clock.clone(), srv.clock.clone());
+    let inner = TokenAuthorizer::new(srv.store.clone(), keys, &srv.data_dir())
+        .unwrap()
+        .with_clock(move || c1.now_s())
+        .with_packages(packages);
+    GateLedger::new(inner, srv.store.clone(), &srv.data_dir()).with_clock(move || c2.now_s())
+}
+
+fn download_ask<'a>(token: &'a SecretToken, path: &'a str) -> TransferAsk<'a> {
+    TransferAsk {
+        token,
+        direction: Direction::Download,
+        path,
+        client_ip: "127.0.0.1".parse().unwrap(),
+        suite: None,
+        rate_bps: None,
+        min_rate_bps: None,
+        policy: None,
+    }
+}
+
+#[tokio::test]
+async fn haul_get_on_a_link_shares_the_https_accounting_and_is_audited() {
+    const SIZE: usize = 1 << 20;
+    let data: Vec<u8> = (0..SIZE).map(|i| (i * 13 % 251) as u8).collect();
+    let srv = Server::start().await;
+    host_key(&srv);
+    settings(&srv, |s| s.external_sending = true);
+    let mut admin = srv.admin().await;
+    let mut alice = sender(&srv, &mut admin, "alice", true).await;
+    srv.user(&mut admin, "bob", "user").await;
+    let page = sent_package(&srv, &mut alice, "alice", "bob", &[("big.bin", &data)]).await;
+    let link = add_external(&srv, &mut alice, &page, "partner@example.org", "1").await;
+    let pkg: i64 = page.trim_start_matches("/packages/").parse().unwrap();
+    let link_id = srv.store.external_links(pkg).unwrap()[0].id;
+    let mut x = srv.browser();
+    let (path, token) = link_url(&x.get(&link).await.body, "big.bin");
+    let token = SecretToken(token.into());
+    let gate = gate_ledger(&srv);
+
+    // haul get starts: the whole file is reserved, so neither a second haul get nor a whole
+    // HTTPS download fits beside it.
+    let grant = gate.authorize(&download_ask(&token, &path)).unwrap();
+    assert_eq!(srv.store.link_bytes(link_id, "big.bin").unwrap().reserved, SIZE as u64);
+    let second = gate.authorize(&download_ask(&token, &path)).unwrap_err();
+    assert_eq!(second.code, RefusalCode::DownloadLimit);
+    let url = format!("{}{link}/files/big.bin", x.base);
+    assert_eq!(x.client.get(&url).send().await.unwrap().status(), StatusCode::CONFLICT);
+    // It is interrupted halfway: only the half it sent is charged.
+    let half = (SIZE / 2) as u64;
+    gate.on_bytes_sent(&grant, Outcome::Interrupted, Some(half));
+    gate.finish(&grant, Outcome::Interrupted);
+    assert_eq!(
+        srv.store.link_bytes(link_id, "big.bin").unwrap(),
+        LinkBytes { sent: half, reserved: 0 }
+    );
+    // The rest over HTTPS with Range completes the one download allowed...
+    let res = x.client.get(&url).header("range", format!("bytes={half}-")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&res.bytes().await.unwrap()[..], &data[SIZE / 2..]);
+    assert_eq!(settled(&srv, link_id, "big.bin").await, SIZE as u64);
+    // ...after which haul get is refused, and the link is gone.
+    let third = gate.authorize(&download_ask(&token, &path)).unwrap_err();
+    assert_eq!(third.code, RefusalCode::DownloadLimit);
+    assert_eq!(x.get(&link).await.status, StatusCode::GONE);
+    let b = srv.store.link_bytes(link_id, "big.bin").unwrap();
+    assert_eq!(b, LinkBytes { sent: SIZE as u64, reserved: 0 }, "never more than one copy");
+
+    // The sender's page shows the delivery; the audit log has the mint, use and refusals, and
+    // neither the token nor the link id.
+    let deadline = Instant::now() + WAIT;
+    while srv.store.package_receipts(pkg).unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no receipt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = alice.get(&page).await.body;
+    let receipts = between(&body, "id=\"receipts\"", "</table>");
+    assert!(receipts.contains("partner@example.org") && receipts.contains("HTTPS"), "{receipts}");
+    let entries =
+        srv.store.audit_entries(&AuditFilter { limit: 500, ..Default::default() }).unwrap();
+    let has = |action: &str, detail: &str| {
+        entries.iter().any(|e| e.action == action && e.detail.contains(detail))
+    };
+    assert!(has("token.mint", &format!("external_link={link_id}")), "{entries:#?}");
+    assert!(has("token.use", &format!("external_link={link_id}")), "{entries:#?}");
+    assert!(has("token.refused", "code=download-limit"), "{entries:#?}");
+    let link_secret = link.trim_start_matches("/x/");
+    for e in &entries {
+        let text = format!("{e:?}");
+        assert!(!text.contains(link_secret) && !text.contains(token.0.as_str()), "{text}");
+    }
 }

@@ -11,18 +11,7 @@ use haul_control::authz::{Direction, RefusalCode};
 use haul_control::token;
 use haul_control::web::package_files::StorePackages;
 use reqwest::StatusCode;
-use web_support::{Server, T0, between};
-
-/// The gate's host key, which the URLs pin (the gate creates it in production).
-fn host_key(srv: &Server) {
-    let key = srv.data_dir().join(haul_control::token::hostkey_pin::HOST_KEY_FILE);
-    let ok = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (openssh-client) is needed for this test");
-    assert!(ok.success());
-}
+use web_support::{Server, T0, between, host_key};
 
 /// The token inside a `haul://` URL on a page, opened with the server's keys.
 fn claims_in(srv: &Server, page: &str, marker: &str) -> token::claims::Claims {

@@ -13,6 +13,8 @@
 //! - A download counts each time a file's bytes sent reach another multiple of its size; the
 //!   link is used up when every non-empty file has reached `max_downloads x size`. Empty files
 //!   send nothing and are never refused by the count.
+//! - The page offers a short-lived `haul get` URL per file with downloads left; the gate charges
+//!   those transfers to the same accounting (`super::gate_ledger`).
 //! - The request log records the route template (`/x/{link}`), never the id; the audit log
 //!   names the link by its row id.
 
@@ -44,8 +46,10 @@ use crate::users::UserName;
 
 /// Length of a link id: 32 bytes in unpadded base64url.
 pub const LINK_ID_LEN: usize = 43;
-/// Lifetime of the `haul get` URL on a link's page: enough to copy it and start the client.
+/// Lifetime of the `haul get` URLs on a link's page: enough to copy one and start the client.
 pub const LINK_TOKEN_LIFETIME_S: u64 = 15 * 60;
+/// Most files of a link's page offered with a `haul get` URL (each is a minted token).
+pub const MAX_LINK_URLS: usize = 50;
 
 /// A live link with its package.
 #[derive(Debug)]
@@ -145,10 +149,17 @@ pub async fn link_page(
             })
         })
         .collect();
-    let haul_url = link_haul_url(&state, &r, &visit).await?;
+    let mut gets = Vec::new();
+    for (f, b) in r.files.iter().take(MAX_LINK_URLS) {
+        let left = max.is_none_or(|m| b.sent < u64::from(m).saturating_mul(f.size));
+        if left {
+            let url = link_haul_url(&state, &r, &f.name, &visit).await?;
+            gets.push(json!({ "name": f.name, "url": url.as_ref().ok(), "error": url.err() }));
+        }
+    }
     let ctx = json!({
-        "title": r.title, "sender": r.sender, "files": files,
-        "haul_url": haul_url.as_ref().ok(), "haul_error": haul_url.err(),
+        "title": r.title, "sender": r.sender, "files": files, "gets": gets,
+        "more_files": r.files.len() > MAX_LINK_URLS,
         "expires": r.link.expires_at_s.map(views::when), "max_downloads": max,
     });
     let mut page = with(base(&visit, &r.title, ""), ctx);
@@ -156,12 +167,13 @@ pub async fn link_page(
     Ok(Html(views::render("external_link.html", page)?.0).into_response())
 }
 
-/// A short-lived `haul get` URL for the whole package, minted from the link: the token names
-/// the sender (whose outbox holds the files) and the link, so the gate's package check admits it
-/// only while the link lives, and the gate's ledger charges the link's byte accounting.
+/// A short-lived `haul get` URL for one file, minted from the link: the token names the sender
+/// (whose outbox holds the files) and the link, so the gate's package check admits it only
+/// while the link lives, and the gate's ledger charges the link's byte accounting.
 async fn link_haul_url(
     state: &AppState,
     r: &Resolved,
+    file: &str,
     visit: &Visit,
 ) -> Result<Result<String, String>, AppError> {
     let (link_id, package_id) = (r.link.id, r.link.package_id);
@@ -174,7 +186,7 @@ async fn link_haul_url(
     let want = UrlFor {
         user: name,
         direction: crate::authz::Direction::Download,
-        path: package_files::outbox_path(&public_id.unwrap_or_default()),
+        path: format!("{}/{file}", package_files::outbox_path(&public_id.unwrap_or_default())),
         package_id: package_files::link_token_package_id(link_id),
         minted: MintedFor { package_id, user_id: sender.id, link_id: Some(link_id) },
         lifetime_s: Some(LINK_TOKEN_LIFETIME_S),

@@ -14,6 +14,7 @@
 //!   reservation: exact for one file; for several, the total is exact.
 //! - Audit entries name the user, the package and the link by row id and the refusal code:
 //!   never a token, a token id or a link id.
+//! - A link token is refused `expired` once its link has expired (the ledger's clock).
 //! - Every hold is settled by [`Authorizer::on_bytes_sent`], which the gate calls for each
 //!   granted download just before `finish`.
 //! - At most [`MAX_HELD`] grants are held at once; beyond that a link grant is refused `in-use`.
@@ -53,7 +54,10 @@ pub struct GateLedger<A> {
     data_dir: PathBuf,
     rt: Option<tokio::runtime::Handle>,
     held: Mutex<HashMap<[u8; 16], Vec<Held>>>,
+    clock: Clock,
 }
+
+type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 impl<A> std::fmt::Debug for GateLedger<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,7 +94,14 @@ impl<A: Authorizer> GateLedger<A> {
             data_dir: data_dir.to_owned(),
             rt: tokio::runtime::Handle::try_current().ok(),
             held: Mutex::new(HashMap::new()),
+            clock: Arc::new(system_now_s),
         }
+    }
+
+    /// Uses `clock` (unix seconds) instead of the system clock, as the authorizer does in tests.
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Vec<Held>>> {
@@ -109,7 +120,7 @@ impl<A: Authorizer> GateLedger<A> {
     ) {
         let outcome = if ok { AuditOutcome::Ok } else { AuditOutcome::Refused };
         let rec = AuditRecord {
-            at_s: system_now_s(),
+            at_s: (self.clock)(),
             actor,
             action,
             target,
@@ -166,6 +177,9 @@ impl<A: Authorizer> GateLedger<A> {
                 .external_link_by_id(link_id)
                 .map_err(|e| refusal(RefusalCode::PackageGone, format!("store: {e}")))?;
             let link = link.ok_or_else(|| refusal(RefusalCode::PackageGone, "link deleted"))?;
+            if link.expires_at_s.is_some_and(|e| (self.clock)() >= e) {
+                return Err(refusal(RefusalCode::Expired, "the external link has expired"));
+            }
             if self.held().len() >= MAX_HELD {
                 return Err(refusal(RefusalCode::InUse, "too many transfers held"));
             }
@@ -212,7 +226,7 @@ impl<A: Authorizer> GateLedger<A> {
 
     /// A completed download of one file through the gate: receipt, audit, mail to the sender.
     fn on_downloaded(&self, h: &Held, who: Downloader, file: &str, user: &str) {
-        let now_s = system_now_s();
+        let now_s = (self.clock)();
         let pkg = h.minted.package_id;
         if let Err(e) = self.store.record_download(pkg, who, file, Via::Haul, now_s) {
             tracing::warn!(target: "haul::gate", "receipt for package {pkg} failed: {e}");

@@ -140,7 +140,8 @@ pub fn link_token_package_id(link_id: i64) -> String {
 const LINK_PREFIX: &str = "link-";
 
 impl StorePackages {
-    /// A link token: downloads only, of a live link of a sent package of `user` (the sender).
+    /// A link token: downloads only, of an existing link of a sent package of `user` (the
+    /// sender). The link's expiry and limit are the gate ledger's to check (`gate_ledger`).
     fn check_link(&self, raw_id: &str, user: &User, direction: Direction) -> Result<(), Refusal> {
         let refuse = |code, detail: &str| Err(Refusal { code, detail: detail.to_owned() });
         let Ok(link_id) = raw_id.parse::<i64>() else {
@@ -154,9 +155,6 @@ impl StorePackages {
             Ok(None) => return refuse(RefusalCode::PackageGone, "no such external link"),
             Err(e) => return refuse(RefusalCode::PackageGone, &format!("link store: {e}")),
         };
-        if link.expires_at_s.is_some_and(|e| crate::authorize::system_now_s() >= e) {
-            return refuse(RefusalCode::Expired, "the external link has expired");
-        }
         match self.store.package_for(link.package_id, user.id) {
             Ok(Some(p)) if p.sender_id == user.id && p.sent_at_s.is_some() => Ok(()),
             Ok(_) => refuse(RefusalCode::NotEntitled, "the link's package is not this sender's"),

@@ -42,7 +42,10 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(T0));
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let keys = Arc::new(Keyring::generate(T0).unwrap());
+        // Written to the data directory, so a test can build the gate's authorizer over the
+        // same secret (`secret::load`).
+        haul_control::secret::ensure_data_dir(dir.path()).unwrap();
+        let keys = Arc::new(haul_control::secret::load_or_create(dir.path(), T0).unwrap());
         let mut config = WebConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
         config.clock = clock.clone();
         config.trusted_proxies = trusted_proxies;
@@ -133,6 +136,17 @@ impl Drop for Server {
 }
 
 /// The text between `a` and the next `b` (panics if absent: the test fails).
+/// The gate's host key, which the URLs pin (the gate creates it in production).
+pub fn host_key(srv: &Server) {
+    let key = srv.data_dir().join(haul_control::token::hostkey_pin::HOST_KEY_FILE);
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen (openssh-client) is needed for this test");
+    assert!(ok.success());
+}
+
 pub fn between<'s>(s: &'s str, a: &str, b: &str) -> &'s str {
     let start = s.find(a).unwrap_or_else(|| panic!("{a:?} not in page:\n{s}")) + a.len();
     let end = s[start..].find(b).unwrap() + start;

@@ -91,6 +91,24 @@ impl Console {
         std::fs::write(drafts[0].join(name), bytes).unwrap();
     }
 
+    /// The first message in the development outbox (`DATA_DIR/outbox/*.eml`) whose text
+    /// (quoted-printable decoded) contains `needle`, waiting for it up to [`COMMAND_TIMEOUT`] (mail is sent on a task).
+    pub async fn mail_containing(&self, needle: &str) -> String {
+        let dir = self.data_dir.join(haul_control::notify::OUTBOX_DIR);
+        let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            let found = std::fs::read_dir(&dir).into_iter().flatten().find_map(|e| {
+                let text = unquote(&std::fs::read_to_string(e.ok()?.path()).ok()?);
+                text.contains(needle).then_some(text)
+            });
+            if let Some(text) = found {
+                return text;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no mail containing {needle:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// What Chromium must trust: the SPKI hash of the console's certificate.
     pub fn spki(&self) -> String {
         spki_sha256_b64(&self.data_dir.join(web::tls::SELF_SIGNED_CERT))
@@ -148,4 +166,26 @@ impl Console {
             h.shutdown().await.unwrap();
         }
     }
+}
+
+/// Decodes quoted-printable text (RFC 2045 6.7): soft line breaks and `=XX` escapes.
+fn unquote(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'=', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
