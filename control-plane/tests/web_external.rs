@@ -399,7 +399,7 @@ async fn notifications_reach_the_outbox_and_an_smtp_server() {
     let mut alice = sender(&srv, &mut admin, "alice", false).await;
     let bob = srv.store.user("bob").unwrap();
     assert!(bob.is_none());
-    let (bob_id, _) = srv.user(&mut admin, "bob", "user").await;
+    let (bob_id, mut bob_b) = srv.user(&mut admin, "bob", "user").await;
     srv.store.set_web_profile(bob_id, false, "bob@example.com", "").unwrap();
     let page = sent_package(&srv, &mut alice, "alice", "bob", &[("a", b"a")]).await;
     let mail = outbox_mail(&srv.data_dir(), "To: bob@example.com").await;
@@ -431,12 +431,25 @@ async fn notifications_reach_the_outbox_and_an_smtp_server() {
         .find(|p| p.title == "Second")
         .unwrap()
         .public_id;
-    std::fs::write(srv.data_dir().join("storage/alice/outbox").join(&pid).join("b"), b"b").unwrap();
+    std::fs::write(srv.data_dir().join("storage/alice/outbox").join(&pid).join("b"), b"bb")
+        .unwrap();
     b2.get(&page2).await;
     b2.post_form(&format!("{page2}/send"), &[]).await;
     let msg = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
     assert!(msg.contains("Package from alice: Second"), "{msg}");
     assert!(msg.contains("bob@example.com"), "{msg}");
+    // Bob downloads: a part (no mail), then the whole file over HTTPS: alice is told, through
+    // the sink, and the package page shows the delivery.
+    let file = format!("{page2}/files/b");
+    let part = bob_b.request(Method::GET, &file, &[("range", "bytes=0-0")], None).await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(bob_b.get(&file).await.body, "bb");
+    let msg = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+    assert!(msg.contains("Downloaded: Second") && msg.contains("alice@example.com"), "{msg}");
+    assert!(msg.contains("bob downloaded b from your package Second"), "{msg}");
+    let receipts = b2.get(&page2).await.body;
+    let receipts = between(&receipts, "id=\"receipts\"", "</table>").to_owned();
+    assert_eq!(receipts.matches("<tr><td>bob").count(), 1, "one receipt, by HTTPS: {receipts}");
     assert_eq!(std::fs::read_dir(srv.data_dir().join("outbox")).unwrap().count(), before);
 }
 

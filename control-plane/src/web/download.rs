@@ -145,7 +145,8 @@ pub async fn file(
         let (state, uid, name) = (state.clone(), m.ctx.account.user_id, name.clone());
         move || receipt_for_user(state, pid, uid, name)
     });
-    let reader = OnComplete { inner: file.take(end - start), on_complete: receipt };
+    let reader =
+        OnComplete { inner: file.take(end - start), left: end - start, on_complete: receipt };
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK_BYTES));
     let detail = format!("package {pid} file bytes {start}-{end} of {len} over HTTPS");
     state
@@ -163,10 +164,12 @@ pub async fn file(
     file_response(status, body, (start, end, len), &name)
 }
 
-/// A reader that calls `on_complete` once, when the inner reader reaches its end: the
-/// response sent its last byte (an aborted response is dropped before that).
+/// A reader that calls `on_complete` once, when `left` bytes have been read: the response read
+/// its last byte (hyper stops polling at the Content-Length, so EOF is never seen; an aborted
+/// response is dropped before that).
 struct OnComplete<R, F: FnOnce()> {
     inner: R,
+    left: u64,
     on_complete: Option<F>,
 }
 
@@ -178,10 +181,13 @@ impl<R: AsyncRead + Unpin, F: FnOnce() + Unpin> AsyncRead for OnComplete<R, F> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let at_end = buf.filled().len() == before && buf.remaining() > 0;
-        if matches!(r, Poll::Ready(Ok(()))) && at_end {
-            if let Some(f) = self.on_complete.take() {
-                f();
+        if matches!(r, Poll::Ready(Ok(()))) {
+            let read = (buf.filled().len() - before) as u64;
+            self.left = self.left.saturating_sub(read);
+            if self.left == 0 {
+                if let Some(f) = self.on_complete.take() {
+                    f();
+                }
             }
         }
         r
