@@ -13,7 +13,9 @@
 //! page, and over the HTTPS fallback link on it. Alice also sends the package to an external
 //! address allowed two downloads (step 2); the partner opens the e-mailed link, downloads with
 //! `haul get` (URL from the link page) and over HTTPS, is refused a third copy by the gate, and
-//! then sees the 410 page (step 4). Alice's package page lists every delivery.
+//! then sees the 410 page (step 4). Alice's package page lists every delivery. Last, the admin
+//! expires bob's account: his earlier `haul get` URL is refused (`user-expired`) and he cannot
+//! sign in.
 
 use std::path::Path;
 
@@ -76,7 +78,7 @@ fn admin_first_sign_in_users_workgroup_and_restrictions() {
         let home = s.text("main").await;
         assert!(home.contains("Download only") || home.contains("download only"), "{home}");
         assert!(!s.has("a[href='/admin/users']").await, "a user sees no admin menu");
-        bob_downloads(rig, &package, work.path()).await;
+        let bob_url = bob_downloads(rig, &package, work.path()).await;
         s.sign_out().await;
         look.check_console(s, "user-flow").await;
 
@@ -90,7 +92,21 @@ fn admin_first_sign_in_users_workgroup_and_restrictions() {
         s.sign_in(c, "admin", GOOD_PASSWORD).await;
         let locked = Restrictions { ip_login: "10.0.0.0/8".into(), ..alice_rules };
         s.set_restrictions(c, alice, &locked).await;
+        // Bob's account is expired through the console (today, 00:00 UTC, has passed): the
+        // `haul get` URL minted for him before is refused at the gate with its code, and he
+        // cannot sign in.
+        let today = haul_control::users::format_utc(now_s())[..10].to_owned();
+        let expired = Restrictions { expires: today, ..bob_rules };
+        s.set_restrictions(c, bob, &expired).await;
         s.sign_out().await;
+        let late = work.path().join("late");
+        std::fs::create_dir(&late).unwrap();
+        let err = haul_refused(&["get", &bob_url, late.to_str().unwrap()]).await;
+        assert!(err.contains("user-expired"), "an expired account's haul get: {err}");
+        assert!(!late.join("reel4.mov").exists(), "the refused haul get wrote the file");
+        s.sign_in(c, "bob", GOOD_PASSWORD).await;
+        assert_eq!(s.path().await, "/login", "an expired account signed in");
+        assert!(s.error_text().await.is_some(), "the expired account's refusal shows a message");
         s.sign_in(c, "alice", GOOD_PASSWORD).await;
         assert_eq!(s.path().await, "/login", "alice signed in from outside her allow-list");
         assert!(s.error_text().await.is_some(), "the refusal shows a message");
@@ -185,7 +201,8 @@ async fn alice_sees_the_deliveries(rig: &Rig, package: &str) {
 
 /// Step 3: bob finds the package in his inbox and opens it from there; `haul get` with the URL
 /// on its page, and its HTTPS download link, each give back exactly the bytes alice sent.
-async fn bob_downloads(rig: &Rig, package: &str, work: &Path) {
+/// Returns the `haul get` URL.
+async fn bob_downloads(rig: &Rig, package: &str, work: &Path) -> String {
     use sha2::Digest as _;
     let (s, c) = (&rig.session, &rig.console);
     s.goto(&c.url("/packages/inbox")).await;
@@ -203,6 +220,12 @@ async fn bob_downloads(rig: &Rig, package: &str, work: &Path) {
     let (status, sha) = s.fetch_sha256(&href).await;
     assert_eq!(status, 200, "HTTPS download of {href}");
     assert_eq!(sha, hex(&sha2::Sha256::digest(REEL)), "bob got other bytes than alice sent");
+    url
+}
+
+fn now_s() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    i64::try_from(now.as_secs()).unwrap()
 }
 
 /// Runs the release `haul` client (URLs are the tests' own, so argv is fine here).
