@@ -30,3 +30,17 @@ CREATE TABLE package_downloads (
     CHECK ((user_id IS NULL) != (link_id IS NULL))
 );
 CREATE INDEX package_downloads_package ON package_downloads (package_id, id);
+
+-- Per-package limits the sender chose within the admin maxima; no row: no limits.
+CREATE TABLE package_limits (
+    package_id INTEGER PRIMARY KEY REFERENCES packages (id) ON DELETE CASCADE,
+    -- NULL: the package does not expire.
+    expires_at INTEGER,
+    -- Completed downloads allowed per recipient and file; NULL: no limit.
+    max_downloads INTEGER CHECK (max_downloads IS NULL OR max_downloads > 0),
+    -- Remove the files once every recipient has downloaded every file.
+    delete_after_download INTEGER NOT NULL DEFAULT 0 CHECK (delete_after_download IN (0, 1)),
+    -- When the sweeper removed the files; NULL while they are kept.
+    files_removed_at INTEGER
+);
+CREATE INDEX package_limits_sweep ON package_limits (files_removed_at, expires_at);

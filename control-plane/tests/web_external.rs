@@ -10,17 +10,13 @@ mod web_support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use haul_control::authorize::TokenAuthorizer;
-use haul_control::authz::{Authorizer, Direction, Outcome, RefusalCode, SecretToken, TransferAsk};
+use haul_control::authz::{Authorizer, Outcome, RefusalCode, SecretToken};
 use haul_control::store::external::LinkBytes;
 use haul_control::store::web_audit::AuditFilter;
 use haul_control::store::web_settings::WebSettings;
-use haul_control::web::gate_ledger::GateLedger;
-use haul_control::web::package_files::StorePackages;
-use haul_control::web::state::Clock as _;
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use web_support::{Browser, Server, T0, between, host_key, log_buffer};
+use web_support::{Browser, Server, T0, between, download_ask, gate_ledger, host_key, log_buffer};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -461,32 +457,6 @@ fn link_url(page: &str, file: &str) -> (String, String) {
     let rest = url.split_once("://").unwrap().1;
     let path = &rest[rest.find('/').unwrap()..rest.find('?').unwrap()];
     (path.to_owned(), between(&url, "token=", "&").to_owned())
-}
-
-/// The gate's authorizer over the server's store and secret, inside the gate's ledger, at the
-/// server's clock.
-fn gate_ledger(srv: &Server) -> GateLedger<TokenAuthorizer> {
-    let keys = haul_control::secret::load(&srv.data_dir()).unwrap();
-    let packages = Box::new(StorePackages { store: srv.store.clone() });
-    let (c1, c2) = (srv.clock.clone(), srv.clock.clone());
-    let inner = TokenAuthorizer::new(srv.store.clone(), keys, &srv.data_dir())
-        .unwrap()
-        .with_clock(move || c1.now_s())
-        .with_packages(packages);
-    GateLedger::new(inner, srv.store.clone(), &srv.data_dir()).with_clock(move || c2.now_s())
-}
-
-fn download_ask<'a>(token: &'a SecretToken, path: &'a str) -> TransferAsk<'a> {
-    TransferAsk {
-        token,
-        direction: Direction::Download,
-        path,
-        client_ip: "127.0.0.1".parse().unwrap(),
-        suite: None,
-        rate_bps: None,
-        min_rate_bps: None,
-        policy: None,
-    }
 }
 
 #[tokio::test]

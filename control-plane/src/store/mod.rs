@@ -14,6 +14,7 @@
 
 pub mod deliveries;
 pub mod external;
+pub mod package_limits;
 pub mod settings;
 pub mod token_uses;
 pub mod users;

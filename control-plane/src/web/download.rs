@@ -7,6 +7,7 @@
 //!   allow-list get 403, as at the transfer gate.
 //! - The file is found by listing the package directory and matching the name exactly, so no
 //!   path from the URL reaches the file system; it is opened without following symlinks.
+//! - A recipient is refused (410) once the package's limits say so (`super::package_limits`).
 //! - A recipient's response that sends the file's last byte writes a delivery receipt
 //!   (`package_downloads`, shown to the sender) and mails the sender; aborted responses do not.
 //! - A `Range` the file cannot satisfy is 416 with `Content-Range: bytes */LEN`; several ranges
@@ -130,6 +131,16 @@ pub async fn file(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let (pid, title, std_file, name, is_sender) = locate(&state, &m, &id, &name).await?;
+    if !is_sender {
+        let (uid, file) = (m.ctx.account.user_id, name.clone());
+        let (limits, done) = state
+            .db(move |s| Ok((s.package_limits(pid)?, s.user_download_count(pid, uid, &file)?)))
+            .await?;
+        if let Err(why) = super::package_limits::check(&limits, state.now_s(), done) {
+            let page = super::views::error_page(StatusCode::GONE, why.message());
+            return Ok((StatusCode::GONE, page).into_response());
+        }
+    }
     let len = std_file.metadata().map_err(|e| AppError::Internal(e.to_string()))?.len();
     let ask = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), len);
     let (status, start, end) = match ask {

@@ -10,6 +10,8 @@
 //!   When the transfer ends the bytes the gate reports as sent become "sent" and the rest is
 //!   freed; bytes the gate cannot report (it failed before its report) are charged in full.
 //!   So haul, HTTPS and Range requests together never copy more than the limit allows.
+//! - A recipient's download of a user package is refused once the package's limits say so
+//!   (`super::package_limits`: `expired`, `package-gone` after the sweeper, `download-limit`).
 //! - The session's bytes are charged to the grant's files in order, each at most its
 //!   reservation: exact for one file; for several, the total is exact.
 //! - Audit entries name the user, the package and the link by row id and the refusal code:
@@ -33,6 +35,7 @@ use crate::store::external::Reservation;
 use crate::store::web_audit::{AuditRecord, Outcome as AuditOutcome};
 
 use super::package_files::{PackageFile, list_files};
+use super::package_limits::{self, Refused};
 
 /// Most grants the ledger holds at once (the gate's own transfer limit is far lower).
 pub const MAX_HELD: usize = 4096;
@@ -171,6 +174,9 @@ impl<A: Authorizer> GateLedger<A> {
         let files = grant_files(grant)
             .map_err(|e| refusal(RefusalCode::PackageGone, format!("package files: {e}")))?;
         let mut max_downloads = None;
+        if minted.link_id.is_none() {
+            self.check_package_limits(&minted, &files)?;
+        }
         if let Some(link_id) = minted.link_id {
             let link = self
                 .store
@@ -187,6 +193,28 @@ impl<A: Authorizer> GateLedger<A> {
             self.reserve_link(link_id, &files, max_downloads)?;
         }
         Ok(Some(Held { minted, client_ip, files, max_downloads }))
+    }
+
+    /// A recipient's download of a user package: the package's limits (expiry, removed files,
+    /// downloads per file).
+    fn check_package_limits(&self, m: &MintedFor, files: &[PackageFile]) -> Result<(), Refusal> {
+        let store_err =
+            |e: crate::store::StoreError| refusal(RefusalCode::PackageGone, format!("store: {e}"));
+        let limits = self.store.package_limits(m.package_id).map_err(store_err)?;
+        for f in files {
+            let done = self
+                .store
+                .user_download_count(m.package_id, m.user_id, &f.name)
+                .map_err(store_err)?;
+            let code = match package_limits::check(&limits, (self.clock)(), done) {
+                Ok(()) => continue,
+                Err(Refused::Expired) => RefusalCode::Expired,
+                Err(Refused::Removed) => RefusalCode::PackageGone,
+                Err(Refused::UsedUp) => RefusalCode::DownloadLimit,
+            };
+            return Err(refusal(code, format!("package {}: {}", m.package_id, f.name)));
+        }
+        Ok(())
     }
 
     /// Charges `sent` (`None`: everything held) to a finished grant's files.

@@ -19,12 +19,14 @@ use serde_json::{Value, json};
 use super::accounts::{audit_for, parse_id};
 use super::error::AppError;
 use super::package_files::{self, PackageFile};
+use super::package_limits;
 use super::session::Member;
 use super::state::AppState;
 use super::transfer_urls::{UrlFor, transfer_link};
 use super::views::{self, base, with};
 use crate::authz::Direction;
 use crate::store::deliveries::MintedFor;
+use crate::store::package_limits::PackageLimits;
 use crate::store::web_audit::Outcome;
 use crate::store::web_packages::{MAX_RECIPIENTS, Package};
 use crate::users::{DirectionLimit, UserName};
@@ -80,11 +82,19 @@ pub struct NewPackageForm {
     pub users: String,
     #[serde(default)]
     pub workgroups: String,
+    /// Days until the package expires; empty: never.
+    #[serde(default)]
+    pub expires_days: String,
+    /// Downloads per recipient and file; empty: no limit.
+    #[serde(default)]
+    pub downloads: String,
+    pub delete_after_download: Option<String>,
 }
 
 fn new_view(m: &Member, f: &NewPackageForm, error: Option<String>) -> Result<Response, AppError> {
     let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-    let ctx = json!({ "form": { "title": f.title, "note": f.note, "users": f.users, "workgroups": f.workgroups }, "error": error });
+    let ctx = json!({ "form": { "title": f.title, "note": f.note, "users": f.users, "workgroups": f.workgroups,
+        "expires_days": f.expires_days, "downloads": f.downloads, "delete_after_download": f.delete_after_download.is_some() }, "error": error });
     Ok((
         status,
         views::render("package_new.html", with(base(&m.visit, "New package", "new"), ctx))?,
@@ -175,6 +185,18 @@ pub async fn create(
         Ok(r) => r,
         Err(msg) => return new_view(&m, &f, Some(msg)),
     };
+    let settings = state.db(|s| s.web_settings()).await?;
+    let delete = f.delete_after_download.is_some();
+    let limits = match package_limits::parse(
+        &f.expires_days,
+        &f.downloads,
+        delete,
+        &settings,
+        state.now_s(),
+    ) {
+        Ok(l) => l,
+        Err(msg) => return new_view(&m, &f, Some(msg)),
+    };
     let public_id = hex::encode(
         &super::keys::random_id().map_err(|e| AppError::Internal(e.to_string()))?[..16],
     );
@@ -186,7 +208,13 @@ pub async fn create(
         .map_err(|e| AppError::Internal(format!("package outbox: {e}")))?;
     let (uid, note, now_s, t2, pid) =
         (m.ctx.account.user_id, f.note.clone(), state.now_s(), title.clone(), public_id.clone());
-    let id = state.db(move |s| s.create_package(&pid, uid, &t2, &note, &recipients, now_s)).await?;
+    let id = state
+        .db(move |s| {
+            let id = s.create_package(&pid, uid, &t2, &note, &recipients, now_s)?;
+            s.set_package_limits(id, &limits)?;
+            Ok(id)
+        })
+        .await?;
     state
         .audit(
             audit_for(
@@ -209,6 +237,41 @@ fn files_json(files: &[PackageFile]) -> Vec<Value> {
 async fn load(state: &AppState, m: &Member, raw: &str) -> Result<Package, AppError> {
     let (id, uid) = (parse_id(raw)?, m.ctx.account.user_id);
     state.db(move |s| s.package_for(id, uid)).await?.ok_or(AppError::NotFound)
+}
+
+/// A recipient's downloads: per file a `haul get` URL and the HTTPS link, or why not (the
+/// package's limits).
+async fn download_links(
+    state: &AppState,
+    m: &Member,
+    p: &Package,
+    files: &[PackageFile],
+    limits: &PackageLimits,
+) -> Result<Vec<Value>, AppError> {
+    let mut links = Vec::new();
+    for f in files {
+        let (pid, uid, name) = (p.id, m.ctx.account.user_id, f.name.clone());
+        let done = state.db(move |s| s.user_download_count(pid, uid, &name)).await?;
+        let size = views::human_bytes(f.size);
+        if let Err(why) = package_limits::check(limits, state.now_s(), done) {
+            links.push(json!({ "name": f.name, "size": size, "refused": why.message() }));
+            continue;
+        }
+        let path = package_files::inbox_file_path(&p.public_id, &f.name);
+        let link = transfer_link(state, url_for(m, p, Direction::Download, path)).await?;
+        let href = format!("/packages/{}/files/{}", p.id, views::percent_encode(&f.name));
+        links.push(json!({ "name": f.name, "size": size, "href": href, "url": link.as_ref().ok(), "error": link.err() }));
+    }
+    Ok(links)
+}
+
+fn limits_json(l: &PackageLimits) -> Value {
+    json!({
+        "expires": l.expires_at_s.map(views::when),
+        "max_downloads": l.max_downloads,
+        "delete_after_download": l.delete_after_download,
+        "removed": l.files_removed_at_s.map(views::when),
+    })
 }
 
 /// The delivery receipts of package `pid`, newest first (for its sender).
@@ -269,6 +332,7 @@ async fn detail_view(
         })
         .await?
         .map_err(|e| AppError::Internal(format!("package files: {e}")))?;
+    let limits = state.db(move |s| s.package_limits(pid)).await?;
     let mut links = Vec::new();
     let mut upload = None;
     if is_sender && p.sent_at_s.is_none() {
@@ -278,16 +342,12 @@ async fn detail_view(
             Err(why) => json!({ "error": why }),
         });
     } else if !is_sender && m.ctx.user.direction_limit != DirectionLimit::UploadOnly {
-        for f in &files {
-            let path = package_files::inbox_file_path(&p.public_id, &f.name);
-            let link = transfer_link(state, url_for(m, p, Direction::Download, path)).await?;
-            let href = format!("/packages/{}/files/{}", p.id, views::percent_encode(&f.name));
-            links.push(json!({ "name": f.name, "size": views::human_bytes(f.size), "href": href, "url": link.as_ref().ok(), "error": link.err() }));
-        }
+        links = download_links(state, m, p, &files, &limits).await?;
     }
     let receipts = if is_sender { receipts_json(state, pid).await? } else { Vec::new() };
     let ctx = json!({
         "p": package_json(p),
+        "limits": limits_json(&limits),
         "receipts": receipts,
         "note": p.note,
         "is_sender": is_sender,
