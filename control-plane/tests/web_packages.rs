@@ -271,7 +271,7 @@ async fn limited_package(
     let page = r.location().to_owned();
     assert!(page.starts_with("/packages/"), "{}", r.body);
     let id: i64 = page.trim_start_matches("/packages/").parse().unwrap();
-    let pid = public_id(&srv, id);
+    let pid = public_id(srv, id);
     let outbox = srv.data_dir().join("storage/alice/outbox").join(&pid);
     std::fs::write(outbox.join("a.bin"), vec![7u8; 4096]).unwrap();
     alice.get(&page).await;

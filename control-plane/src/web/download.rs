@@ -195,10 +195,10 @@ impl<R: AsyncRead + Unpin, F: FnOnce() + Unpin> AsyncRead for OnComplete<R, F> {
         if matches!(r, Poll::Ready(Ok(()))) {
             let read = (buf.filled().len() - before) as u64;
             self.left = self.left.saturating_sub(read);
-            if self.left == 0 {
-                if let Some(f) = self.on_complete.take() {
-                    f();
-                }
+            if self.left == 0
+                && let Some(f) = self.on_complete.take()
+            {
+                f();
             }
         }
         r
