@@ -111,8 +111,32 @@ fn admin_first_sign_in_users_workgroup_and_restrictions() {
         assert_eq!(s.path().await, "/login", "alice signed in from outside her allow-list");
         assert!(s.error_text().await.is_some(), "the refusal shows a message");
         look.check_console(s, "restriction").await;
+        admin_reads_the_transfer_audit(rig, &mut look, &link).await;
         look.assert_clean();
     });
+}
+
+/// The audit log, filtered on the admin page to `token`, holds the mints, uses and refusals
+/// (with their codes) of the flow, and neither a token nor the link id.
+async fn admin_reads_the_transfer_audit(rig: &Rig, look: &mut Look, link: &str) {
+    let (s, c) = (&rig.session, &rig.console);
+    s.sign_in(c, "admin", GOOD_PASSWORD).await;
+    s.goto(&c.url("/admin/audit")).await;
+    s.fill("#fx", "token").await;
+    s.click_and_wait("form[action='/admin/audit'] button[type=submit]").await;
+    let log = s.text("main").await;
+    for expect in
+        ["token.mint", "token.use", "token.refused", "code=download-limit", "code=user-expired"]
+    {
+        assert!(log.contains(expect), "the audit log lacks {expect}:\n{log}");
+    }
+    assert!(!log.contains("package.create"), "the filter let other actions through");
+    let html = s.execute("return document.documentElement.outerHTML;", vec![]).await;
+    let html = html.as_str().unwrap_or_default();
+    assert!(!html.contains(link.trim_start_matches("/x/")), "a link id in the audit log");
+    assert!(!html.contains("token=") && !html.contains("haul://"), "a token in the audit log");
+    look.check_page(s, "audit-tokens").await;
+    s.sign_out().await;
 }
 
 /// The package's file (its bytes are what the recipient must get back).
