@@ -156,8 +156,18 @@ pub async fn file(
         let (state, uid, name) = (state.clone(), m.ctx.account.user_id, name.clone());
         move || receipt_for_user(state, pid, uid, name)
     });
-    let reader =
-        OnComplete { inner: file.take(end - start), left: end - start, on_complete: receipt };
+    // The receipt is written when the response has read its last byte: hyper stops polling at
+    // the Content-Length, so EOF is never seen; an aborted response is dropped before that.
+    let (mut left, mut receipt) = (end - start, receipt);
+    let on_read = move |n: u64| {
+        left = left.saturating_sub(n);
+        if left == 0
+            && let Some(f) = receipt.take()
+        {
+            f();
+        }
+    };
+    let reader = Counted { inner: file.take(end - start), on_read };
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK_BYTES));
     let detail = format!("package {pid} file bytes {start}-{end} of {len} over HTTPS");
     state
@@ -175,16 +185,20 @@ pub async fn file(
     file_response(status, body, (start, end, len), &name)
 }
 
-/// A reader that calls `on_complete` once, when `left` bytes have been read: the response read
-/// its last byte (hyper stops polling at the Content-Length, so EOF is never seen; an aborted
-/// response is dropped before that).
-struct OnComplete<R, F: FnOnce()> {
-    inner: R,
-    left: u64,
-    on_complete: Option<F>,
+/// A reader that tells `on_read` how many bytes each read returned (shared with the external
+/// link download, which meters its responses with it).
+pub struct Counted<R, F> {
+    pub inner: R,
+    pub on_read: F,
 }
 
-impl<R: AsyncRead + Unpin, F: FnOnce() + Unpin> AsyncRead for OnComplete<R, F> {
+impl<R, F> std::fmt::Debug for Counted<R, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counted").finish_non_exhaustive()
+    }
+}
+
+impl<R: AsyncRead + Unpin, F: FnMut(u64) + Unpin> AsyncRead for Counted<R, F> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -194,12 +208,7 @@ impl<R: AsyncRead + Unpin, F: FnOnce() + Unpin> AsyncRead for OnComplete<R, F> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) {
             let read = (buf.filled().len() - before) as u64;
-            self.left = self.left.saturating_sub(read);
-            if self.left == 0
-                && let Some(f) = self.on_complete.take()
-            {
-                f();
-            }
+            (self.on_read)(read);
         }
         r
     }

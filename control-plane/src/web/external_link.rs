@@ -18,9 +18,7 @@
 //! - The request log records the route template (`/x/{link}`), never the id; the audit log
 //!   names the link by its row id.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -28,9 +26,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::download::{self, CHUNK_BYTES, RangeAsk, parse_range};
+use super::download::{self, CHUNK_BYTES, Counted, RangeAsk, parse_range};
 use super::error::AppError;
 use super::external_notify;
 use super::keys::id_hash;
@@ -236,27 +234,6 @@ impl Drop for Meter {
     }
 }
 
-/// A file reader that counts the bytes read for the response.
-struct Metered<R> {
-    inner: R,
-    meter: Meter,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            self.meter.read += (buf.filled().len() - before) as u64;
-        }
-        r
-    }
-}
-
 /// `GET /x/{link}/files/{name}`.
 pub async fn link_file(
     State(state): State<AppState>,
@@ -313,7 +290,15 @@ pub async fn link_file(
     file.seek(std::io::SeekFrom::Start(start))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
-    let reader = Metered { inner: file.take(ask), meter };
+    let mut meter = meter;
+    // The closure must own the whole meter (not just its `read` field, which a `move` closure
+    // naming only `meter.read` would capture): the meter settles the accounting when the
+    // response's body, and with it this closure, is dropped.
+    let on_read = move |n: u64| {
+        let m: &mut Meter = &mut meter;
+        m.read += n;
+    };
+    let reader = Counted { inner: file.take(ask), on_read };
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK_BYTES));
     download::file_response(status, body, (start, end, len), &f.name)
 }
