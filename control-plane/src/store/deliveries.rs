@@ -1,5 +1,5 @@
 //! Store functions for what the console mints for the gate and what was delivered (tables
-//! `minted_tokens` and `package_downloads` of migration 0005).
+//! `minted_tokens` and `package_downloads` of migration 0004).
 //!
 //! Invariants:
 //! - A token is recorded by its 16-byte id only, never the token; rows past their expiry are

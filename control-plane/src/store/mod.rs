@@ -36,7 +36,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (2, "web", include_str!("../../migrations/0002_web.sql")),
     (3, "external", include_str!("../../migrations/0003_external.sql")),
-    (5, "deliveries", include_str!("../../migrations/0005_deliveries.sql")),
+    (4, "deliveries", include_str!("../../migrations/0004_deliveries.sql")),
 ];
 
 /// The database file's name inside the data directory.

@@ -1,4 +1,4 @@
-//! Store functions for packages' limits (table `package_limits` of migration 0005): expiry,
+//! Store functions for packages' limits (table `package_limits` of migration 0004): expiry,
 //! downloads per recipient and file, delete-after-download, and the sweeper's bookkeeping.
 //!
 //! Invariants: a package without a row has no limits; `files_removed_at` is set once, by the
