@@ -1,4 +1,4 @@
--- 0005 (issue 6): what the console mints for the gate, and what was delivered by any path.
+-- 0004 (issue 6): what the console mints for the gate, and what was delivered by any path.
 -- Times are unix seconds.
 
 -- Every transfer token the console mints for a package or an external link, by token id (the
