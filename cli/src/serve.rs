@@ -16,7 +16,8 @@ use clap::Args;
 use haul_control::authorize::{TokenAuthorizer, system_now_s};
 use haul_control::gate::limits::Limits;
 use haul_control::serve::{
-    DEFAULT_SSH_LISTEN, DEFAULT_UDP_LISTEN, DEFAULT_WEB_LISTEN, ServeConfig, Started, run,
+    DEFAULT_SSH_LISTEN, DEFAULT_UDP_LISTEN, DEFAULT_WEB_LISTEN, ServeConfig, Started, UdpListen,
+    run,
 };
 use haul_control::store::Store;
 use haul_control::web::{self, WebConfig};
@@ -30,10 +31,11 @@ pub struct ServeArgs {
     /// The SSH gate's address.
     #[arg(long, default_value = DEFAULT_SSH_LISTEN)]
     pub ssh_listen: SocketAddr,
-    /// The address the transfers' UDP shard sockets bind; port 0 (each shard gets a
-    /// kernel-chosen port, announced inside the SSH channel).
+    /// The address the transfers' UDP shard sockets bind, and their ports: IP:0 (each shard a
+    /// kernel-chosen port, announced inside the SSH channel), IP:PORT (one fixed port) or
+    /// IP:LO-HI (a range, e.g. 0.0.0.0:33001-33100, for firewalls).
     #[arg(long, default_value = DEFAULT_UDP_LISTEN)]
-    pub udp_listen: SocketAddr,
+    pub udp_listen: UdpListen,
     /// The web console's address (HTTPS).
     #[arg(long, default_value = DEFAULT_WEB_LISTEN)]
     pub web_listen: SocketAddr,
@@ -49,6 +51,16 @@ pub struct ServeArgs {
     /// Authentication attempts per connection.
     #[arg(long, default_value_t = Limits::default().auth_attempts)]
     pub max_auth_attempts: usize,
+    /// Failed authentications from one source address within --auth-window before the
+    /// address is blocked for --auth-backoff (doubling for each further block, up to an hour).
+    #[arg(long, default_value_t = Limits::default().auth_failures_per_address, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_auth_failures_per_address: usize,
+    /// Seconds the failed authentications of an address are counted over.
+    #[arg(long, default_value_t = Limits::default().auth_window.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub auth_window: u64,
+    /// Seconds an address is blocked the first time.
+    #[arg(long, default_value_t = Limits::default().auth_backoff.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub auth_backoff: u64,
     /// Seconds a connection may stay silent (clients send keepalives during transfers).
     #[arg(long, default_value_t = Limits::default().idle_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_timeout: u64,
@@ -132,6 +144,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             transfers_per_address: a.max_transfers_per_address,
             transfers: a.max_transfers,
             auth_attempts: a.max_auth_attempts,
+            auth_failures_per_address: a.max_auth_failures_per_address,
+            auth_window: Duration::from_secs(a.auth_window),
+            auth_backoff: Duration::from_secs(a.auth_backoff),
             idle_timeout: Duration::from_secs(a.idle_timeout),
         },
         shards: a.shards,
