@@ -64,6 +64,14 @@ pub struct ServeArgs {
     /// Seconds a connection may stay silent (clients send keepalives during transfers).
     #[arg(long, default_value_t = Limits::default().idle_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_timeout: u64,
+    /// Consent to carry file owners through the gate: uploads whose client sends them
+    /// (`haul put --preserve-owner`) get them applied (needs root or CAP_CHOWN), downloads send
+    /// them (applied by `haul get --preserve-owner`). Off by default.
+    #[arg(long)]
+    pub allow_preserve_owner: bool,
+    /// The same for extended attributes, POSIX ACLs included (`--preserve-xattrs`).
+    #[arg(long)]
+    pub allow_preserve_xattrs: bool,
     /// Shards per transfer on this side (at most 4).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=4))]
     pub shards: u8,
@@ -150,6 +158,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             idle_timeout: Duration::from_secs(a.idle_timeout),
         },
         shards: a.shards,
+        preserve_owner: a.allow_preserve_owner,
+        preserve_xattrs: a.allow_preserve_xattrs,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

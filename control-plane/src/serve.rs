@@ -84,6 +84,10 @@ pub struct ServeConfig {
     pub web_listen: SocketAddr,
     pub limits: Limits,
     pub shards: u8,
+    /// The operator's consent to carry owners / extended attributes through the gate
+    /// (`--allow-preserve-owner`, `--allow-preserve-xattrs`); the client must ask too.
+    pub preserve_owner: bool,
+    pub preserve_xattrs: bool,
 }
 
 /// Start-up failures; each says whose fault.
@@ -132,6 +136,8 @@ pub async fn run(
             udp_ip: cfg.udp_listen.ip,
             udp_ports: cfg.udp_listen.ports.clone(),
             shards,
+            preserve_owner: cfg.preserve_owner,
+            preserve_xattrs: cfg.preserve_xattrs,
             backend: None,
         },
     });

@@ -48,16 +48,24 @@ pub struct DataPlaneConfig {
     pub udp_ports: Option<std::ops::RangeInclusive<u16>>,
     /// Shards per download the gate sends (uploads take the client's count, at most this).
     pub shards: u8,
+    /// The operator's consent (`haul serve --allow-preserve-owner`): uploads may set the
+    /// owners their client sends, downloads send the files' owners.
+    pub preserve_owner: bool,
+    /// The same for extended attributes (`--allow-preserve-xattrs`), POSIX ACLs included.
+    pub preserve_xattrs: bool,
     pub backend: Option<BackendKind>,
 }
 
 impl DataPlaneConfig {
     /// Bind `shards` shard sockets per the `--udp-listen` ports.
     fn bind(&self, shards: u8) -> Result<haul_io::transfer::ShardSockets, SessionError> {
-        Ok(match &self.udp_ports {
+        let sockets = match &self.udp_ports {
             None => bind_shards(self.udp_ip, shards, self.backend)?,
             Some(r) => bind_shards_in(self.udp_ip, r.clone(), shards, self.backend)?,
-        })
+        };
+        let ports: Vec<u16> = sockets.local_addrs().iter().map(SocketAddr::port).collect();
+        tracing::info!(?ports, "data plane bound its UDP ports");
+        Ok(sockets)
     }
 }
 
@@ -239,10 +247,14 @@ fn receive_upload<S: Read + Write>(
         return Err(refuse(s, RefuseCode::BadParams, why.into()));
     }
     let dest = upload_dir(grant);
+    // Owner and xattrs: the client sent them and the operator consents. Setid bits are
+    // never kept through the gate.
     let options = RecvOptions {
         overwrite: overwrite_of(valid.overwrite),
         resume: resume_of(valid.resume),
-        // Owner, xattrs and setid are not preserved through the gate.
+        preserve_owner: cfg.preserve_owner,
+        preserve_xattrs: cfg.preserve_xattrs,
+        file_attrs: valid.attrs.clone(),
         ..Default::default()
     };
     let resume = match prepare_receive(&dest, &valid.manifest, &options) {
@@ -284,6 +296,36 @@ fn receive_upload<S: Read + Write>(
     Ok(report)
 }
 
+/// What a download sends of each file's owner and extended attributes: nothing unless the
+/// operator consents (the client applies them only if it asks too).
+fn attrs_of(
+    sources: &[PathBuf],
+    cfg: &DataPlaneConfig,
+) -> Result<Vec<haul_proto::setup::FileAttrs>, SessionError> {
+    use std::os::unix::fs::MetadataExt;
+    if !cfg.preserve_owner && !cfg.preserve_xattrs {
+        return Ok(Vec::new());
+    }
+    let unreadable = |p: &std::path::Path, e: &dyn std::fmt::Display| {
+        SessionError::Peer(format!("the package cannot be read: {}: {e}", p.display()))
+    };
+    sources
+        .iter()
+        .map(|path| {
+            let mut a = haul_proto::setup::FileAttrs::default();
+            if cfg.preserve_owner {
+                let meta = std::fs::symlink_metadata(path).map_err(|e| unreadable(path, &e))?;
+                a.owner = Some((meta.uid(), meta.gid()));
+            }
+            if cfg.preserve_xattrs {
+                a.xattrs =
+                    haul_io::files::read_xattrs(path).map_err(|e| unreadable(path, &e))?.xattrs;
+            }
+            Ok(a)
+        })
+        .collect()
+}
+
 /// Bytes the resume offsets say are already there (skipped files count as whole).
 fn resume_base(resume: &[u64], manifest: &haul_proto::session::Manifest) -> u64 {
     (0..manifest.file_count())
@@ -318,7 +360,9 @@ fn send_download<S: Read + Write>(
     let (files, sources): (Vec<_>, Vec<_>) =
         walked.files.into_iter().map(|f| (f.entry, f.path)).unzip();
     let prefs = (OverwritePref::default(), ResumePref::default());
-    let offer = offer_for(g, keys.transcript, cfg.shards.max(1), client_ip.is_ipv6(), files, prefs);
+    let mut offer =
+        offer_for(g, keys.transcript, cfg.shards.max(1), client_ip.is_ipv6(), files, prefs);
+    offer.attrs = attrs_of(&sources, cfg)?;
     let valid = validate_offer(&offer, &keys.transcript)
         .map_err(|r| SessionError::Peer(format!("cannot offer the package: {}", r.reason)))?;
     send_message(s, &Message::Offer(offer))?;
