@@ -85,8 +85,8 @@ pub fn put<S: Read + Write>(
 ) -> Result<TransferReport, SessionError> {
     let (g, keys) = ask_for(s, ask)?;
     let prefs = (opts.overwrite, opts.resume);
-    let mut offer =
-        offer_for(&g, keys.transcript, opts.shards.max(1), ends.server_ip.is_ipv6(), files, prefs);
+    let shards = opts.shards.clamp(1, g.max_shards.max(1));
+    let mut offer = offer_for(&g, keys.transcript, shards, ends.server_ip.is_ipv6(), files, prefs);
     offer.attrs = attrs;
     let valid = validate_offer(&offer, &keys.transcript)
         .map_err(|r| SessionError::Peer(format!("cannot offer this transfer: {}", r.reason)))?;

@@ -188,6 +188,7 @@ fn run_granted<S: Read + Write>(
         policy: grant.policy,
         rate_bps: grant.rate_bps,
         min_rate_bps: grant.min_rate_bps,
+        max_shards: run.cfg.shards.max(1),
     };
     let reply = Reply::Granted(g).encode();
     write_frame(s, &reply)?;
