@@ -153,10 +153,11 @@ pub fn serve_transfer<S: Read + Write>(
     };
     tracing::info!(%client_ip, user = %grant.user, direction = grant.direction.name(), "transfer granted");
     let run = Run { authz, grant: &grant, client_ip, cfg, cancel };
-    let mut result = run_granted(s, &ask, &ask_frame, &run);
-    if cancel.is_cancelled() {
+    let result = run_granted(s, &ask, &ask_frame, &run);
+    // A channel closed after a complete transfer (the client's Bye, then close) is no
+    // interruption; one closed before is, and the data plane stopped early because of it.
+    if result.is_err() && cancel.is_cancelled() {
         tracing::warn!(%client_ip, "transfer interrupted: the client's SSH channel closed");
-        result = Err(SessionError::Peer("the client went away (its SSH channel closed)".into()));
     }
     let outcome = match &result {
         Ok(_) => Outcome::Complete,
