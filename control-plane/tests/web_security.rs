@@ -250,6 +250,26 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
             format!("/api/v1/packages/{pkg}/external"),
             "/api/v1/packages/{id}/external",
         ),
+        (Method::GET, format!("/api/v1/packages/{pkg}"), "/api/v1/packages/{id}"),
+        (Method::POST, format!("/api/v1/packages/{pkg}/send"), "/api/v1/packages/{id}/send"),
+        (Method::POST, format!("/api/v1/packages/{pkg}/forward"), "/api/v1/packages/{id}/forward"),
+        (Method::DELETE, format!("/api/v1/workgroups/{gid}"), "/api/v1/workgroups/{id}"),
+        (
+            Method::POST,
+            format!("/api/v1/workgroups/{gid}/members"),
+            "/api/v1/workgroups/{id}/members",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/workgroups/{gid}/members/{bob_id}"),
+            "/api/v1/workgroups/{id}/members/{user_id}",
+        ),
+        (Method::PUT, format!("/api/v1/admin/users/{bob_id}"), "/api/v1/admin/users/{id}"),
+        (
+            Method::POST,
+            format!("/api/v1/admin/users/{bob_id}/reset"),
+            "/api/v1/admin/users/{id}/reset",
+        ),
     ];
     // Every id-taking route of the router is probed (assets take a file name, not an id).
     let mut covered: Vec<(&str, &str)> = probes.iter().map(|(m, _, r)| (m.as_str(), *r)).collect();

@@ -61,7 +61,7 @@ pub async fn sent(State(state): State<AppState>, m: Member) -> Result<Response, 
     list_view(&state, &m, true).await
 }
 
-fn may_send(m: &Member) -> Result<(), AppError> {
+pub(crate) fn may_send(m: &Member) -> Result<(), AppError> {
     match m.ctx.user.direction_limit {
         DirectionLimit::DownloadOnly => {
             Err(AppError::Forbidden("Your account is download-only: it cannot send packages."))
@@ -203,7 +203,7 @@ pub async fn create(
 }
 
 /// A `haul://` URL for `user`, or the reason there is none (shown on the page).
-async fn transfer_link(
+pub(crate) async fn transfer_link(
     state: &AppState,
     user: &User,
     direction: Direction,
@@ -246,7 +246,7 @@ fn files_json(files: &[PackageFile]) -> Vec<Value> {
     files.iter().map(|f| json!({ "name": f.name, "size": views::human_bytes(f.size) })).collect()
 }
 
-async fn load(state: &AppState, m: &Member, raw: &str) -> Result<Package, AppError> {
+pub(crate) async fn load(state: &AppState, m: &Member, raw: &str) -> Result<Package, AppError> {
     let (id, uid) = (parse_id(raw)?, m.ctx.account.user_id);
     state.db(move |s| s.package_for(id, uid)).await?.ok_or(AppError::NotFound)
 }
