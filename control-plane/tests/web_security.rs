@@ -221,6 +221,17 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
     let pkg = r.location().trim_start_matches("/packages/").to_owned();
     assert!(pkg.parse::<i64>().is_ok(), "{}", r.body);
 
+    // Bob's unfinished upload into his draft.
+    let r = bob
+        .request(
+            Method::POST,
+            &format!("/api/v1/packages/{pkg}/uploads"),
+            &[("x-csrf-token", &bob.csrf.clone().unwrap())],
+            Some(serde_json::json!({ "name": "bobsecret.bin", "size": 10 })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let upload = r.header("location").to_owned();
     let wg = format!("/workgroups/{gid}");
     let probes: Vec<(Method, String, &str)> = vec![
         (Method::POST, format!("/account/tokens/{tok_id}/revoke"), "/account/tokens/{id}/revoke"),
@@ -265,6 +276,10 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
             "/api/v1/workgroups/{id}/members/{user_id}",
         ),
         (Method::PUT, format!("/api/v1/admin/users/{bob_id}"), "/api/v1/admin/users/{id}"),
+        (Method::POST, format!("/api/v1/packages/{pkg}/uploads"), "/api/v1/packages/{id}/uploads"),
+        (Method::HEAD, upload.clone(), "/api/v1/uploads/{upload}"),
+        (Method::PATCH, upload.clone(), "/api/v1/uploads/{upload}"),
+        (Method::DELETE, upload.clone(), "/api/v1/uploads/{upload}"),
         (
             Method::POST,
             format!("/api/v1/admin/users/{bob_id}/reset"),
@@ -291,7 +306,8 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
             .replace(&tok_id, "x9")
             .replace(&gid, "999999")
             .replace(&format!("/packages/{pkg}"), "/packages/777777")
-            .replace(&format!("/api/v1/packages/{pkg}"), "/api/v1/packages/777777");
+            .replace(&format!("/api/v1/packages/{pkg}"), "/api/v1/packages/777777")
+            .replace(&upload, "/api/v1/uploads/0123456789abcdef0123456789abcdef");
         for p in [path.clone(), bogus] {
             let csrf = a.csrf.clone().unwrap();
             let r = if *method == Method::POST {
@@ -320,6 +336,8 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(bob.get(&wg).await.body.contains("bobsecret"));
+    let r = bob.request(Method::HEAD, &upload, &[], None).await;
+    assert_eq!((r.status, r.header("upload-offset")), (StatusCode::OK, "0"));
 }
 
 #[tokio::test]

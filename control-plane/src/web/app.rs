@@ -7,14 +7,14 @@
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::routing::{MethodRouter, delete, get, head, patch, post, put};
 
 use super::error::AppError;
 use super::session::MAX_FORM_BYTES;
 use super::state::AppState;
 use super::{
     accounts, admin, api, assets, audit, download, external, external_link, mfa, packages,
-    security, session, settings, tokens, trace, workgroups,
+    security, session, settings, tokens, trace, upload, workgroups,
 };
 
 type Handler = MethodRouter<AppState>;
@@ -93,6 +93,12 @@ fn routes() -> Vec<(&'static str, &'static str, Handler)> {
         ("POST", "/api/v1/admin/users/{id}/reset", post(api::manage::reset_user)),
         ("GET", "/api/v1/admin/settings", get(api::manage::settings)),
         ("PUT", "/api/v1/admin/settings", put(api::manage::put_settings)),
+        ("POST", "/api/v1/packages/{id}/uploads", post(upload::create)),
+        ("HEAD", "/api/v1/uploads/{upload}", head(upload::offset)),
+        ("PATCH", "/api/v1/uploads/{upload}", patch(upload::patch)),
+        ("DELETE", "/api/v1/uploads/{upload}", delete(upload::cancel)),
+        ("GET", "/api/v1/admin/upload-settings", get(upload::settings)),
+        ("PUT", "/api/v1/admin/upload-settings", put(upload::put_settings)),
     ]
 }
 

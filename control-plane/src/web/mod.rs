@@ -40,6 +40,7 @@ pub mod tls;
 pub mod tokens;
 pub mod totp;
 pub mod trace;
+pub mod upload;
 pub mod views;
 pub mod workgroups;
 
