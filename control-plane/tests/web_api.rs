@@ -97,21 +97,11 @@ impl Script {
     }
 }
 
-fn host_key(srv: &Server) {
-    let key = srv.data_dir().join(haul_control::token::hostkey_pin::HOST_KEY_FILE);
-    let ok = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (openssh-client) is needed for this test");
-    assert!(ok.success());
-}
-
 #[tokio::test]
 async fn a_script_runs_the_whole_console_flow_through_the_api() {
     use serde_json::json;
     let srv = Server::start().await;
-    host_key(&srv);
+    srv.host_key();
     let mut admin = srv.admin().await;
     let auth = api_token(&mut admin, &["read", "write", "admin"]).await;
     let mut root = Script { b: srv.browser(), auth };

@@ -42,21 +42,12 @@ impl UploadSettings {
 }
 
 impl Store {
-    fn upload_typed<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, StoreError> {
-        match self.setting(key)? {
-            None => Ok(default),
-            Some(v) => {
-                v.parse().map_err(|_| StoreError::BadSetting { key: key.to_owned(), value: v })
-            }
-        }
-    }
-
     /// The upload limits.
     pub fn upload_settings(&self) -> Result<UploadSettings, StoreError> {
         let d = UploadSettings::default();
         Ok(UploadSettings {
-            max_bytes: self.upload_typed(KEY_UPLOAD_MAX_BYTES, d.max_bytes)?,
-            per_user: self.upload_typed(KEY_UPLOADS_PER_USER, d.per_user)?,
+            max_bytes: self.web_typed(KEY_UPLOAD_MAX_BYTES, d.max_bytes)?,
+            per_user: self.web_typed(KEY_UPLOADS_PER_USER, d.per_user)?,
         })
     }
 

@@ -17,18 +17,13 @@ use axum::{Form, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Caller, PageAnswer, id_in_path, page_answer, page_redirect};
+use super::{Caller, PageAnswer, id_in_path, page_answer, page_redirect, parse_body};
 use crate::web::admin::{self, EditUserForm, NewUserForm};
 use crate::web::error::{ApiError, AppError};
 use crate::web::session::Admin;
 use crate::web::settings::{self, SettingsForm};
 use crate::web::state::AppState;
 use crate::web::workgroups::{self, MemberForm, NewGroupForm};
-
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
-    serde_json::from_slice(body)
-        .map_err(|e| AppError::BadRequest(format!("The body is not the expected JSON: {e}")))
-}
 
 fn created(to: &str) -> Result<Response, ApiError> {
     let id = id_in_path(to).ok_or_else(|| AppError::Internal(format!("created at {to}")))?;

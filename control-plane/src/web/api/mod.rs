@@ -300,6 +300,13 @@ pub(crate) async fn page_redirect(res: Result<Response, AppError>) -> Result<Str
     }
 }
 
+/// A JSON body read after the ids in the path were checked (so another user's id is 404
+/// whatever the body holds).
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
+    serde_json::from_slice(body)
+        .map_err(|e| AppError::BadRequest(format!("The body is not the expected JSON: {e}")))
+}
+
 /// The id at the end of a console path such as `/packages/12` or `/admin/users/5?notice=saved`.
 pub(crate) fn id_in_path(path: &str) -> Option<i64> {
     let path = path.split('?').next().unwrap_or("");

@@ -17,7 +17,7 @@ use axum::{Form, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Caller, id_in_path, page_redirect};
+use super::{Caller, id_in_path, page_redirect, parse_body};
 use crate::authz::Direction;
 use crate::store::web_packages::Package;
 use crate::users::{DirectionLimit, UserName, format_utc};
@@ -74,11 +74,6 @@ fn names_field(names: &[String]) -> Result<String, AppError> {
         return Err(AppError::BadRequest("A name cannot contain a comma.".into()));
     }
     Ok(names.join(","))
-}
-
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
-    serde_json::from_slice(body)
-        .map_err(|e| AppError::BadRequest(format!("The body is not the expected JSON: {e}")))
 }
 
 /// `POST /api/v1/packages`: a draft package; 201 `{ id }`. Recipients are users and
