@@ -21,8 +21,11 @@ RSS_GOAL_KIB=$((256 * 1024))
 
 # shellcheck source=/dev/null
 source "$ROOT/scripts/env.sh"
+# haul_setup_env picks its own target directory; a CARGO_TARGET_DIR given by the caller wins.
+CALLER_TARGET=${CARGO_TARGET_DIR:-}
 haul_setup_env
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+if [[ -n $CALLER_TARGET ]]; then export CARGO_TARGET_DIR=$CALLER_TARGET; fi
+TARGET=$CARGO_TARGET_DIR
 HAUL=$TARGET/release/haul
 command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
 command -v curl >/dev/null || apt-get install -y curl >/dev/null
@@ -50,7 +53,7 @@ for _ in $(seq 1 300); do
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/serve.log"; exit 1; }
     sleep 0.1
 done
-CURL=(curl -sS --fail-with-body --cacert "$DATA/web-cert.pem")
+CURL=(curl -sS --http1.1 --fail-with-body --cacert "$DATA/web-cert.pem")
 PASSWORD='L0ad-bench-password!'
 
 csrf_of() { sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -1; }
@@ -76,10 +79,14 @@ token() {
         python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
 }
 
-api() { # api AUTH METHOD PATH [JSON]
-    local auth=$1 method=$2 path=$3
-    "${CURL[@]}" -X "$method" -H "authorization: Bearer $auth" -H 'content-type: application/json' \
-        ${4:+-d "$4"} "$BASE$path"
+api() { # api AUTH METHOD PATH [JSON]: the answer on stdout; on an error status, it on stderr
+    local auth=$1 method=$2 path=$3 out
+    if ! out=$("${CURL[@]}" -X "$method" -H "authorization: Bearer $auth" \
+        -H 'content-type: application/json' ${4:+-d "$4"} "$BASE$path"); then
+        echo "$method $path: $out" >&2
+        return 1
+    fi
+    echo "$out"
 }
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
 
@@ -114,7 +121,7 @@ COOKIE=$(awk '$6 ~ /^__Host-/ { printf "%s%s=%s", sep, $6, $7; sep="; " }' "$WOR
 run() {
     local name=$1 path=$2 header=$3 out
     out=$(wrk -t "$THREADS" -c "$CONNS" -d "$DURATION" --latency -H "$header" "$BASE$path")
-    echo "$out" >"$WORK/wrk-$name.txt"
+    echo "$out" >>"$WORK/wrk.txt"
     local rps p99 non2xx errors
     rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
     p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
@@ -127,9 +134,12 @@ echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 echo "haul: $(git -C "$ROOT" rev-parse --short HEAD), wrk -t $THREADS -c $CONNS -d $DURATION"
 echo "seeded: $((USERS + 2)) users, $PACKAGES packages in the reader's inbox"
+echo "server peak RSS after seeding (VmHWM): $(($(awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status") / 1024)) MiB"
 echo "load before: $(uptime)"
 run "GET /packages/inbox (page)" /packages/inbox "cookie: $COOKIE"
 run "GET /api/v1/packages/inbox" /api/v1/packages/inbox "authorization: Bearer $READER"
 echo "load after:  $(uptime)"
+[[ ${VERBOSE:-0} == 1 ]] && cat "$WORK/wrk.txt"
 HWM=$(awk '/^VmHWM/ { print $2 }' "/proc/$SERVER_PID/status")
+echo "threads at the end: $(awk '/^Threads/ { print $2 }' "/proc/$SERVER_PID/status")"
 echo "server peak RSS (VmHWM): $((HWM / 1024)) MiB (goal <= 256 MiB: $([[ $HWM -le $RSS_GOAL_KIB ]] && echo met || echo MISSED))"
