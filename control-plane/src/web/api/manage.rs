@@ -266,6 +266,12 @@ pub struct SettingsBody {
     pub external_expiry_max_days: u64,
     pub external_downloads_default: u64,
     pub external_downloads_max: u64,
+    /// Absent: keep the stored maximum.
+    #[serde(default)]
+    pub package_expiry_max_days: Option<u64>,
+    /// Absent: keep the stored maximum.
+    #[serde(default)]
+    pub package_downloads_max: Option<u64>,
     pub smtp_host: String,
     pub smtp_port: u64,
     pub smtp_starttls: bool,
@@ -298,6 +304,14 @@ impl From<SettingsBody> for SettingsForm {
             external_expiry_max_days: b.external_expiry_max_days.to_string(),
             external_downloads_default: b.external_downloads_default.to_string(),
             external_downloads_max: b.external_downloads_max.to_string(),
+            package_expiry_max_days: b
+                .package_expiry_max_days
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            package_downloads_max: b
+                .package_downloads_max
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
             smtp_host: b.smtp_host,
             smtp_port: b.smtp_port.to_string(),
             smtp_starttls: checkbox(b.smtp_starttls),

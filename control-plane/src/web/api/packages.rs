@@ -64,6 +64,15 @@ pub struct NewPackage {
     pub users: Vec<String>,
     #[serde(default)]
     pub workgroups: Vec<String>,
+    /// Days until the package expires (within the admin maximum); absent: never.
+    #[serde(default)]
+    pub expires_days: Option<u64>,
+    /// Downloads per recipient and file (within the admin maximum); absent: no limit.
+    #[serde(default)]
+    pub downloads: Option<u64>,
+    /// Remove the files once every recipient has downloaded every file.
+    #[serde(default)]
+    pub delete_after_download: bool,
 }
 
 /// The console's comma-separated names field; a name holding a comma is refused, not split.
@@ -89,6 +98,9 @@ pub async fn create(
         note: b.note,
         users: names_field(&b.users)?,
         workgroups: names_field(&b.workgroups)?,
+        expires_days: b.expires_days.map(|d| d.to_string()).unwrap_or_default(),
+        downloads: b.downloads.map(|d| d.to_string()).unwrap_or_default(),
+        delete_after_download: b.delete_after_download.then(|| "on".to_owned()),
     };
     let res = packages::create(State(state), c.member, Form(form)).await;
     let to = match page_redirect(res).await {
