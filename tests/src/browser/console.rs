@@ -132,6 +132,8 @@ impl Console {
             limits: Limits::default(),
             // `haul serve`'s default: the client offers as many, and the gate refuses more.
             shards: 2,
+            preserve_owner: false,
+            preserve_xattrs: false,
         };
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
