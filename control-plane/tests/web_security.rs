@@ -224,6 +224,17 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
     let pkg = r.location().trim_start_matches("/packages/").to_owned();
     assert!(pkg.parse::<i64>().is_ok(), "{}", r.body);
 
+    // Bob's unfinished upload into his draft.
+    let r = bob
+        .request(
+            Method::POST,
+            &format!("/api/v1/packages/{pkg}/uploads"),
+            &[("x-csrf-token", &bob.csrf.clone().unwrap())],
+            Some(serde_json::json!({ "name": "bobsecret.bin", "size": 10 })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let upload = r.header("location").to_owned();
     let wg = format!("/workgroups/{gid}");
     let probes: Vec<(Method, String, &str)> = vec![
         (Method::POST, format!("/account/tokens/{tok_id}/revoke"), "/account/tokens/{id}/revoke"),
@@ -253,6 +264,30 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
             format!("/api/v1/packages/{pkg}/external"),
             "/api/v1/packages/{id}/external",
         ),
+        (Method::GET, format!("/api/v1/packages/{pkg}"), "/api/v1/packages/{id}"),
+        (Method::POST, format!("/api/v1/packages/{pkg}/send"), "/api/v1/packages/{id}/send"),
+        (Method::POST, format!("/api/v1/packages/{pkg}/forward"), "/api/v1/packages/{id}/forward"),
+        (Method::DELETE, format!("/api/v1/workgroups/{gid}"), "/api/v1/workgroups/{id}"),
+        (
+            Method::POST,
+            format!("/api/v1/workgroups/{gid}/members"),
+            "/api/v1/workgroups/{id}/members",
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/workgroups/{gid}/members/{bob_id}"),
+            "/api/v1/workgroups/{id}/members/{user_id}",
+        ),
+        (Method::PUT, format!("/api/v1/admin/users/{bob_id}"), "/api/v1/admin/users/{id}"),
+        (Method::POST, format!("/api/v1/packages/{pkg}/uploads"), "/api/v1/packages/{id}/uploads"),
+        (Method::HEAD, upload.clone(), "/api/v1/uploads/{upload}"),
+        (Method::PATCH, upload.clone(), "/api/v1/uploads/{upload}"),
+        (Method::DELETE, upload.clone(), "/api/v1/uploads/{upload}"),
+        (
+            Method::POST,
+            format!("/api/v1/admin/users/{bob_id}/reset"),
+            "/api/v1/admin/users/{id}/reset",
+        ),
     ];
     // Every id-taking route of the router is probed (assets take a file name, not an id).
     let mut covered: Vec<(&str, &str)> = probes.iter().map(|(m, _, r)| (m.as_str(), *r)).collect();
@@ -274,7 +309,8 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
             .replace(&tok_id, "x9")
             .replace(&gid, "999999")
             .replace(&format!("/packages/{pkg}"), "/packages/777777")
-            .replace(&format!("/api/v1/packages/{pkg}"), "/api/v1/packages/777777");
+            .replace(&format!("/api/v1/packages/{pkg}"), "/api/v1/packages/777777")
+            .replace(&upload, "/api/v1/uploads/0123456789abcdef0123456789abcdef");
         for p in [path.clone(), bogus] {
             let csrf = a.csrf.clone().unwrap();
             let r = if *method == Method::POST {
@@ -303,6 +339,8 @@ async fn another_users_ids_give_404_with_no_data_on_every_id_route() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(bob.get(&wg).await.body.contains("bobsecret"));
+    let r = bob.request(Method::HEAD, &upload, &[], None).await;
+    assert_eq!((r.status, r.header("upload-offset")), (StatusCode::OK, "0"));
 }
 
 #[tokio::test]

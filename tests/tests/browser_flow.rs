@@ -10,7 +10,8 @@
 //! data directory, alice creates a package for bob and the workgroup, uploads its file with
 //! the release `haul put` and the URL from the package page, and sends it; bob opens it from
 //! his inbox and gets the file byte for byte both with `haul get` and the URL from his package
-//! page, and over the HTTPS fallback link on it. Alice also sends the package to an external
+//! page, and over the HTTPS fallback link on it; alice also uploads a second file through the
+//! package page's resumable upload form, which bob gets over HTTPS. Alice also sends the package to an external
 //! address allowed two downloads (step 2); the partner opens the e-mailed link, downloads with
 //! `haul get` (URL from the link page) and over HTTPS, is refused a third copy by the gate, and
 //! then sees the 410 page (step 4). Alice's package page lists every delivery. Last, the admin
@@ -139,8 +140,10 @@ async fn admin_reads_the_transfer_audit(rig: &Rig, look: &mut Look, link: &str) 
     s.sign_out().await;
 }
 
-/// The package's file (its bytes are what the recipient must get back).
+/// The package's files (their bytes are what the recipient must get back): one sent with
+/// `haul put`, one uploaded through the page.
 const REEL: &[u8] = b"frame 1, frame 2, frame 3: the final grade of reel 4\n";
+const NOTES: &[u8] = b"grading notes: lift the shadows in shot 12\n";
 
 /// Step 2: alice creates a package for bob and the workgroup, uploads its file with `haul put`
 /// and the URL shown on the package page, sends it and sees it under Sent; then adds an
@@ -155,6 +158,13 @@ async fn alice_sends_a_package(rig: &Rig, work: &Path) -> (String, String) {
     let file = work.join("reel4.mov");
     std::fs::write(&file, REEL).unwrap();
     haul(&["put", &url, file.to_str().unwrap()]).await;
+    // A second file through the page's resumable upload form (upload.js, web/upload.rs).
+    let notes = work.join("notes.txt");
+    std::fs::write(&notes, NOTES).unwrap();
+    s.find("#upload-files").await.send_keys(notes.to_str().unwrap()).await.unwrap();
+    s.click_and_wait("#upload-form button").await;
+    let files = s.text("section[aria-labelledby='pk-files']").await;
+    assert!(files.contains("notes.txt") && files.contains("reel4.mov"), "files: {files}");
     s.send_package(c, &path).await;
     s.goto(&c.url("/packages/sent")).await;
     assert!(s.text("main").await.contains("Reel 4"), "the package is under Sent");
@@ -180,7 +190,7 @@ async fn partner_uses_the_link(rig: &Rig, look: &mut Look, link: &str, work: &Pa
     let page = s.text("main").await;
     assert!(page.contains("Reel 4") && page.contains("reel4.mov"), "link page: {page}");
     look.check_page(s, "external-link").await;
-    let url = s.haul_url("main .get-command").await;
+    let url = s.haul_url("main li[data-file='reel4.mov'] .get-command").await;
     let dest = work.join("partner");
     std::fs::create_dir(&dest).unwrap();
     haul(&["get", &url, dest.to_str().unwrap()]).await;
@@ -190,6 +200,12 @@ async fn partner_uses_the_link(rig: &Rig, look: &mut Look, link: &str, work: &Pa
     let (status, sha) = s.fetch_sha256(&href).await;
     assert_eq!(status, 200, "the second download, over HTTPS");
     assert_eq!(sha, hex(&sha2::Sha256::digest(REEL)));
+    // The link is used up only when every file is: the uploaded notes, twice over HTTPS.
+    let href = s.attr("main a[href$='/files/notes.txt']", "href").await;
+    for _ in 0..2 {
+        let (status, sha) = s.fetch_sha256(&href).await;
+        assert_eq!((status, sha), (200, hex(&sha2::Sha256::digest(NOTES))), "the link's notes");
+    }
     let again = work.join("again");
     std::fs::create_dir(&again).unwrap();
     let err = haul_refused(&["get", &url, again.to_str().unwrap()]).await;
@@ -235,7 +251,7 @@ async fn bob_downloads(rig: &Rig, package: &str, work: &Path) -> String {
     for expect in ["Reel 4", "Final grade, please check", "alice", "reel4.mov"] {
         assert!(page.contains(expect), "bob's package page lacks {expect:?}:\n{page}");
     }
-    let url = s.haul_url("main .get-command").await;
+    let url = s.haul_url("main li:has(a[href$='/files/reel4.mov']) .get-command").await;
     let dest = work.join("bob");
     std::fs::create_dir(&dest).unwrap();
     haul(&["get", &url, dest.to_str().unwrap()]).await;
@@ -244,6 +260,9 @@ async fn bob_downloads(rig: &Rig, package: &str, work: &Path) -> String {
     let (status, sha) = s.fetch_sha256(&href).await;
     assert_eq!(status, 200, "HTTPS download of {href}");
     assert_eq!(sha, hex(&sha2::Sha256::digest(REEL)), "bob got other bytes than alice sent");
+    let href = s.attr("main a[href$='/files/notes.txt']", "href").await;
+    let (status, sha) = s.fetch_sha256(&href).await;
+    assert_eq!((status, sha), (200, hex(&sha2::Sha256::digest(NOTES))), "the browser upload");
     url
 }
 

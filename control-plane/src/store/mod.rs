@@ -24,6 +24,7 @@ pub mod web_groups;
 pub mod web_packages;
 pub mod web_settings;
 pub mod web_tokens;
+pub mod web_uploads;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};

@@ -106,7 +106,12 @@ impl Default for WebSettings {
 }
 
 impl Store {
-    fn web_typed<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, StoreError> {
+    /// A typed setting: the default when absent, `BadSetting` when it does not parse.
+    pub(crate) fn web_typed<T: std::str::FromStr>(
+        &self,
+        key: &str,
+        default: T,
+    ) -> Result<T, StoreError> {
         match self.setting(key)? {
             None => Ok(default),
             Some(v) => {

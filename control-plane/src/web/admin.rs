@@ -28,7 +28,7 @@ use crate::users::{self, DirectionLimit, IpPurpose, User, UserChange, UserName};
 /// Longest full name or e-mail address kept.
 pub const MAX_PROFILE_FIELD: usize = 254;
 
-fn role_key(r: Role) -> &'static str {
+pub(crate) fn role_key(r: Role) -> &'static str {
     match r {
         Role::Admin => "admin",
         Role::WorkgroupAdmin => "workgroup_admin",

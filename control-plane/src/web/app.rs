@@ -7,14 +7,14 @@
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, head, patch, post, put};
 
 use super::error::AppError;
 use super::session::MAX_FORM_BYTES;
 use super::state::AppState;
 use super::{
     accounts, admin, api, assets, audit, download, external, external_link, mfa, packages,
-    security, session, settings, tokens, trace, workgroups,
+    security, session, settings, tokens, trace, upload, workgroups,
 };
 
 type Handler = MethodRouter<AppState>;
@@ -77,6 +77,28 @@ fn routes() -> Vec<(&'static str, &'static str, Handler)> {
         ("GET", "/api/v1/admin/audit", get(api::admin_audit)),
         ("GET", "/api/v1/packages/{id}/external", get(external::api_list)),
         ("POST", "/api/v1/packages/{id}/external", post(external::api_add)),
+        // JSON API for packages, workgroups, users and settings (branch webapi).
+        ("GET", "/api/v1/packages/inbox", get(api::packages::inbox)),
+        ("GET", "/api/v1/packages/sent", get(api::packages::sent)),
+        ("POST", "/api/v1/packages", post(api::packages::create)),
+        ("GET", "/api/v1/packages/{id}", get(api::packages::package)),
+        ("POST", "/api/v1/packages/{id}/send", post(api::packages::send)),
+        ("POST", "/api/v1/packages/{id}/forward", post(api::packages::forward)),
+        ("POST", "/api/v1/workgroups", post(api::manage::create_workgroup)),
+        ("DELETE", "/api/v1/workgroups/{id}", delete(api::manage::delete_workgroup)),
+        ("POST", "/api/v1/workgroups/{id}/members", post(api::manage::add_member)),
+        ("DELETE", "/api/v1/workgroups/{id}/members/{user_id}", delete(api::manage::remove_member)),
+        ("POST", "/api/v1/admin/users", post(api::manage::create_user)),
+        ("PUT", "/api/v1/admin/users/{id}", put(api::manage::update_user)),
+        ("POST", "/api/v1/admin/users/{id}/reset", post(api::manage::reset_user)),
+        ("GET", "/api/v1/admin/settings", get(api::manage::settings)),
+        ("PUT", "/api/v1/admin/settings", put(api::manage::put_settings)),
+        ("POST", "/api/v1/packages/{id}/uploads", post(upload::create)),
+        ("HEAD", "/api/v1/uploads/{upload}", head(upload::offset)),
+        ("PATCH", "/api/v1/uploads/{upload}", patch(upload::patch)),
+        ("DELETE", "/api/v1/uploads/{upload}", delete(upload::cancel)),
+        ("GET", "/api/v1/admin/upload-settings", get(upload::settings)),
+        ("PUT", "/api/v1/admin/upload-settings", put(upload::put_settings)),
     ]
 }
 

@@ -43,6 +43,7 @@ pub mod tokens;
 pub mod totp;
 pub mod trace;
 pub mod transfer_urls;
+pub mod upload;
 pub mod views;
 pub mod workgroups;
 

@@ -63,7 +63,7 @@ pub async fn sent(State(state): State<AppState>, m: Member) -> Result<Response, 
     list_view(&state, &m, true).await
 }
 
-fn may_send(m: &Member) -> Result<(), AppError> {
+pub(crate) fn may_send(m: &Member) -> Result<(), AppError> {
     match m.ctx.user.direction_limit {
         DirectionLimit::DownloadOnly => {
             Err(AppError::Forbidden("Your account is download-only: it cannot send packages."))
@@ -234,7 +234,7 @@ fn files_json(files: &[PackageFile]) -> Vec<Value> {
     files.iter().map(|f| json!({ "name": f.name, "size": views::human_bytes(f.size) })).collect()
 }
 
-async fn load(state: &AppState, m: &Member, raw: &str) -> Result<Package, AppError> {
+pub(crate) async fn load(state: &AppState, m: &Member, raw: &str) -> Result<Package, AppError> {
     let (id, uid) = (parse_id(raw)?, m.ctx.account.user_id);
     state.db(move |s| s.package_for(id, uid)).await?.ok_or(AppError::NotFound)
 }
@@ -287,7 +287,7 @@ async fn receipts_json(state: &AppState, pid: i64) -> Result<Vec<Value>, AppErro
 }
 
 /// A URL for `m` on package `p`.
-fn url_for(m: &Member, p: &Package, direction: Direction, path: String) -> UrlFor {
+pub(crate) fn url_for(m: &Member, p: &Package, direction: Direction, path: String) -> UrlFor {
     let user_id = m.ctx.account.user_id;
     UrlFor {
         user: m.ctx.user.name.clone(),

@@ -196,7 +196,11 @@ async fn resolve_inner(
         (None, None) => {
             let id =
                 keys::random_id().map_err(|e| AppError::Internal(format!("randomness: {e}")))?;
-            new_pre = Some(id);
+            // A script with an API token gets no pre-session cookie: a client that keeps
+            // cookies would otherwise turn its next write into a cookie call needing CSRF.
+            if has_cookie || !is_bearer(headers) {
+                new_pre = Some(id);
+            }
             id
         }
     };

@@ -28,7 +28,7 @@ use crate::users;
 
 const POLICIES: [Policy; 4] = [Policy::Low, Policy::Fair, Policy::High, Policy::Fixed];
 
-fn settings_json(t: &AdminSettings, w: &WebSettings) -> Value {
+pub(crate) fn settings_json(t: &AdminSettings, w: &WebSettings) -> Value {
     json!({
         "strong_passwords": w.strong_passwords,
         "password_min_len": w.password_min_len,

@@ -62,6 +62,17 @@ impl Server {
         format!("https://localhost:{}{}", self.addr.port(), path)
     }
 
+    /// The gate's host key, which transfer URLs pin (the gate creates it in production).
+    pub fn host_key(&self) {
+        let key = self.dir.path().join(haul_control::token::hostkey_pin::HOST_KEY_FILE);
+        let ok = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen (openssh-client) is needed for this test");
+        assert!(ok.success());
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }

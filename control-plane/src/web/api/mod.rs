@@ -249,9 +249,107 @@ pub async fn admin_audit(
 }
 
 /// The OpenAPI document of this API (embedded; `tests/web_api.rs` checks it against the router).
-pub const OPENAPI_JSON: &str = include_str!("../../assets/openapi.json");
+pub const OPENAPI_JSON: &str = include_str!("../../../assets/openapi.json");
 
 /// `GET /api/v1/openapi.json` (no authentication: it describes, it does not reveal).
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
+}
+
+pub mod manage;
+pub mod packages;
+
+/// Largest console page read back when an API route reuses a page handler.
+pub const MAX_PAGE_BYTES: usize = 1 << 20;
+
+/// What a console page handler answered, for the API routes that run the same handler (so the
+/// page and the API cannot drift apart): a redirect is success and names the new or changed
+/// resource; a 200 page is success with content (read by the caller); anything else becomes the
+/// JSON error `{ error, status }` carrying the page's own alert message.
+pub(crate) enum PageAnswer {
+    Redirect(String),
+    Page(String),
+}
+
+pub(crate) async fn page_answer(res: Result<Response, AppError>) -> Result<PageAnswer, Response> {
+    let res = res.map_err(|e| ApiError(e).into_response())?;
+    let status = res.status();
+    if status.is_redirection() {
+        let to = res.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+        return Ok(PageAnswer::Redirect(to.to_owned()));
+    }
+    let body = axum::body::to_bytes(res.into_body(), MAX_PAGE_BYTES).await.map_err(|e| {
+        ApiError(AppError::Internal(format!("reading a page: {e}"))).into_response()
+    })?;
+    let html = String::from_utf8_lossy(&body).into_owned();
+    if status == StatusCode::OK {
+        return Ok(PageAnswer::Page(html));
+    }
+    let message = alert_text(&html).unwrap_or_else(|| status.to_string());
+    Err((status, Json(json!({ "error": message, "status": status.as_u16() }))).into_response())
+}
+
+/// The page handler's success redirect, or its refusal as the response to send.
+pub(crate) async fn page_redirect(res: Result<Response, AppError>) -> Result<String, Response> {
+    match page_answer(res).await? {
+        PageAnswer::Redirect(to) => Ok(to),
+        PageAnswer::Page(_) => Err(ApiError(AppError::Internal(
+            "a console handler answered a page where a redirect was expected".into(),
+        ))
+        .into_response()),
+    }
+}
+
+/// A JSON body read after the ids in the path were checked (so another user's id is 404
+/// whatever the body holds).
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
+    serde_json::from_slice(body)
+        .map_err(|e| AppError::BadRequest(format!("The body is not the expected JSON: {e}")))
+}
+
+/// The id at the end of a console path such as `/packages/12` or `/admin/users/5?notice=saved`.
+pub(crate) fn id_in_path(path: &str) -> Option<i64> {
+    let path = path.split('?').next().unwrap_or("");
+    path.rsplit('/').next().and_then(|s| s.parse().ok())
+}
+
+/// The text of the first `role="alert"` paragraph of a console page (where every page shows its
+/// validation message), unescaped.
+pub(crate) fn alert_text(html: &str) -> Option<String> {
+    let at = html.find("role=\"alert\"")?;
+    let rest = &html[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find("</p>")?;
+    Some(html_unescape(&rest[start..start + end]))
+}
+
+/// The inverse of the template engine's HTML escaping (`& < > " ' /`).
+pub(crate) fn html_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&#x2F;", "/")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_message_is_read_back_unescaped() {
+        let html = r#"<main><p class="error" role="alert" id="x">There is no user named &lt;b&gt; &amp; &#x27;c&#x27;.</p></main>"#;
+        assert_eq!(alert_text(html).as_deref(), Some("There is no user named <b> & 'c'."));
+        assert_eq!(alert_text("<p>nothing</p>"), None);
+    }
+
+    #[test]
+    fn ids_are_read_from_console_paths() {
+        assert_eq!(id_in_path("/packages/12"), Some(12));
+        assert_eq!(id_in_path("/admin/users/5?notice=saved"), Some(5));
+        assert_eq!(id_in_path("/workgroups"), None);
+    }
 }
