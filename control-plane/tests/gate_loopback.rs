@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use haul_control::authz::{
     Authorizer, Direction, Grant, Outcome, Refusal, RefusalCode, TransferAsk,
@@ -79,6 +80,26 @@ impl Drop for Server {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// How long the gate may take to record a transfer's end once the client has returned. Nominal
+/// is microseconds; the deadline is for a loaded 2-core machine.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Wait until `seen()` equals `want`, or fail after [`SETTLE`]. The gate records a transfer's end
+/// (its counters, `Authorizer::finish`) after its last frame to the client (the `Bye` of a
+/// finished transfer, the `Refused` reply), so the client can return first: tests wait for the
+/// state they assert instead of reading it the moment the client returns.
+fn settle<T: PartialEq + std::fmt::Debug>(what: &str, want: T, mut seen: impl FnMut() -> T) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let now = seen();
+        if now == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {now:?} after {SETTLE:?}, want {want:?}");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -217,7 +238,9 @@ fn put_then_get_64_mib_over_the_gate() {
     assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), std::fs::read(&src).unwrap());
     assert!(down.channel_bytes_sent < 64 << 10 && down.channel_bytes_received < 64 << 10);
     assert!(down.report.io.datagrams_received >= (64 << 20) / 1500, "{:?}", down.report.io);
-    assert_eq!(*server.authz.finished.lock().unwrap(), [Outcome::Complete, Outcome::Complete]);
+    settle("outcomes", vec![Outcome::Complete; 2], || {
+        server.authz.finished.lock().unwrap().clone()
+    });
     for d in [root, src_dir, dest] {
         std::fs::remove_dir_all(d).unwrap();
     }
@@ -246,7 +269,8 @@ fn refused_token_leaves_nothing_and_says_why() {
     }
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "no file, no partial");
     assert_eq!(server.authz.grants.load(Ordering::Relaxed), 0);
-    assert_eq!(server.counters.refused(haul_control::gate::policy::RefusalKind::Token), 2);
+    let token = haul_control::gate::policy::RefusalKind::Token;
+    settle("token refusals", 2, || server.counters.refused(token));
     for d in [root, src_dir] {
         std::fs::remove_dir_all(d).unwrap();
     }
@@ -307,7 +331,7 @@ fn twenty_concurrent_transfers() {
         );
         std::fs::remove_dir_all(d).unwrap();
     }
-    assert_eq!(server.counters.transfers_ok.load(Ordering::Relaxed), 20);
+    settle("transfers ok", 20, || server.counters.transfers_ok.load(Ordering::Relaxed));
     std::fs::remove_dir_all(root).unwrap();
 }
 
@@ -330,8 +354,10 @@ fn a_download_is_never_aimed_at_a_third_address() {
     );
     assert!(r.is_err(), "the download cannot complete");
     assert!(!dest.join("f").exists());
-    assert_eq!(server.counters.transfers_failed.load(Ordering::Relaxed), 1);
-    assert_eq!(*server.authz.finished.lock().unwrap(), [Outcome::Interrupted]);
+    settle("transfers failed", 1, || server.counters.transfers_failed.load(Ordering::Relaxed));
+    settle("outcomes", vec![Outcome::Interrupted], || {
+        server.authz.finished.lock().unwrap().clone()
+    });
     for d in [root, dest] {
         std::fs::remove_dir_all(d).unwrap();
     }
