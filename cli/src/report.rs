@@ -17,8 +17,9 @@ pub fn abort_code(outcome: &Outcome) -> u16 {
     }
 }
 
-/// Ok for a complete transfer; otherwise an error naming the reason, disk error and file.
-pub fn check_outcome(outcome: &Outcome, files: &[FileEntry]) -> Result<()> {
+/// Ok for a complete transfer; otherwise an error naming the reason, disk error and file, and
+/// the runtime's detail when it has one (such as the space a full disk lacks).
+pub fn check_outcome(outcome: &Outcome, files: &[FileEntry], detail: Option<&str>) -> Result<()> {
     match outcome {
         Outcome::Complete => Ok(()),
         Outcome::Aborted { reason, by_peer, disk, file } => {
@@ -27,7 +28,8 @@ pub fn check_outcome(outcome: &Outcome, files: &[FileEntry]) -> Result<()> {
                 .and_then(|i| files.get(i as usize))
                 .map_or(String::new(), |f| format!(", file {}", f.name));
             let disk = disk.map_or(String::new(), |d| format!(", disk error: {d}"));
-            bail!("transfer aborted {who}: {reason:?}{disk}{file}")
+            let detail = detail.map_or(String::new(), |d| format!(" ({d})"));
+            bail!("transfer aborted {who}: {reason:?}{disk}{file}{detail}")
         }
     }
 }
@@ -71,10 +73,23 @@ pub fn to_json(r: &TransferReport, role: &str) -> serde_json::Value {
     })
 }
 
+/// How an end did its disk I/O: "io_uring, O_DIRECT", "io_uring, buffered" or
+/// "pread/pwrite, buffered".
+fn disk_name(io: &haul_io::backend::IoStats) -> String {
+    let path = if io.disk_ring_ops > 0 { "io_uring" } else { "pread/pwrite" };
+    let mode = if io.disk_direct_ops > 0 { "O_DIRECT" } else { "buffered" };
+    format!("{path}, {mode}")
+}
+
 /// The data plane's syscall counters (docs/CLI.md, "JSON summary").
 fn io_json(io: &haul_io::backend::IoStats) -> serde_json::Value {
     serde_json::json!({
         "net_syscalls": io.syscalls, "disk_syscalls": io.disk_syscalls,
+        "disk_ring_ops": io.disk_ring_ops,
+        "disk_io": if io.disk_ring_ops > 0 { "io_uring" } else { "pread/pwrite" },
+        "disk_direct_ops": io.disk_direct_ops,
+        "disk_direct_refused_files": io.disk_direct_refused_files,
+        "disk_mode": if io.disk_direct_ops > 0 { "O_DIRECT" } else { "buffered" },
         "datagrams_sent": io.datagrams_sent, "datagrams_received": io.datagrams_received,
         "recv_buffers": io.recv_buffers, "recv_rearms": io.recv_rearms,
         "syscalls_per_1000_datagrams": io.syscalls_per_1000_datagrams(),
@@ -89,7 +104,7 @@ pub fn print(r: &TransferReport, role: &str, json: bool) {
     }
     let secs = r.elapsed.as_secs_f64();
     println!(
-        "{}: {} file(s), {} bytes in {:.2} s ({:.1} Mbit/s), resent {} bytes, backend {}, CPU {:.2} s",
+        "{}: {} file(s), {} bytes in {:.2} s ({:.1} Mbit/s), resent {} bytes, backend {}, disk {}, CPU {:.2} s",
         outcome_name(&r.outcome),
         r.files.len(),
         r.bytes,
@@ -97,6 +112,7 @@ pub fn print(r: &TransferReport, role: &str, json: bool) {
         mbit_per_s(r.bytes, secs),
         r.resent_bytes,
         r.backend.name(),
+        disk_name(&r.io),
         r.cpu_seconds
     );
     let rejects = rejects_json(&r.rejects);

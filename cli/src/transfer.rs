@@ -222,7 +222,7 @@ fn check_summary(report: &TransferReport, summary: &Summary, files: &[FileEntry]
         let reason = haul_proto::session::AbortReason::from_u16(summary.outcome);
         bail!("the receiver reports the transfer aborted: {reason:?}");
     }
-    report::check_outcome(&report.outcome, files)?;
+    report::check_outcome(&report.outcome, files, report.detail.as_deref())?;
     if summary.checksums.len() != report.files.len() {
         bail!(
             "the receiver's summary lists {} files, we sent {}",
@@ -296,7 +296,7 @@ pub fn serve_one(
     }
     // The Bye is a courtesy; a sender that vanished after the data changes nothing here.
     let _ = read_frame(&mut stream);
-    report::check_outcome(&report.outcome, manifest.files())?;
+    report::check_outcome(&report.outcome, manifest.files(), report.detail.as_deref())?;
     Ok(report)
 }
 

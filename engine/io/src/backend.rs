@@ -157,6 +157,14 @@ pub struct IoStats {
     /// Disk syscalls (pread/pwrite/open) a shard made beside the backend's; 0 from a backend
     /// itself, filled in by the transfer runtime.
     pub disk_syscalls: u64,
+    /// Disk reads and writes submitted through the shard's io_uring (no syscall of their
+    /// own); 0 when the shard used pread/pwrite. Filled in by the transfer runtime.
+    pub disk_ring_ops: u64,
+    /// Of those, writes made with O_DIRECT (aligned middles of the receiver's writes).
+    pub disk_direct_ops: u64,
+    /// Receiver files for which O_DIRECT was wanted and not used (the filesystem refused
+    /// it, or it is tmpfs/ramfs, where it brings nothing).
+    pub disk_direct_refused_files: u64,
 }
 
 impl IoStats {
@@ -178,6 +186,9 @@ impl IoStats {
         self.recv_buffers += other.recv_buffers;
         self.recv_rearms += other.recv_rearms;
         self.disk_syscalls += other.disk_syscalls;
+        self.disk_ring_ops += other.disk_ring_ops;
+        self.disk_direct_ops += other.disk_direct_ops;
+        self.disk_direct_refused_files += other.disk_direct_refused_files;
     }
 }
 

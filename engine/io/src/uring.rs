@@ -1,5 +1,6 @@
 //! io_uring backend: multishot `RecvMsg` over a provided buffer ring (with GRO) and GSO
-//! `SendMsg`, one `io_uring_enter` per batch.
+//! `SendMsg`, one `io_uring_enter` per batch; the shard's disk `Read`/`Write` ride the same
+//! ring and the same enters ([`disk`], its own slots and bound).
 //!
 //! Role: the data plane's fast network backend. [`UringBackend::new`] sets the ring up,
 //! probes features and opcodes, maps the receive pool and registers a provided buffer ring
@@ -30,6 +31,9 @@ use std::time::Duration;
 use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 use memmap2::{MmapMut, MmapRaw};
+
+mod disk;
+pub use disk::{DiskDone, MAX_DISK_IN_FLIGHT};
 
 use crate::backend::IoStats;
 use crate::buf::{Backing, BufPool, SlotId};
@@ -69,6 +73,8 @@ pub enum OpKind {
     Send = 2,
     /// A cancellation request.
     Cancel = 3,
+    /// A disk read or write (`uring::disk`).
+    Disk = 4,
 }
 
 /// Packs kind, slot index and generation into a `user_data` value.
@@ -82,6 +88,7 @@ pub fn decode_user_data(value: u64) -> Option<(OpKind, u16, u32)> {
         1 => OpKind::Recv,
         2 => OpKind::Send,
         3 => OpKind::Cancel,
+        4 => OpKind::Disk,
         _ => return None,
     };
     if (value >> 48) & 0xff != 0 {
@@ -111,6 +118,8 @@ pub struct UringFeatures {
     pub has_buf_ring: bool,
     /// IORING_SETUP_COOP_TASKRUN accepted.
     pub is_coop_taskrun: bool,
+    /// Opcodes READ and WRITE supported (Linux 5.6): disk I/O can go through the ring.
+    pub has_read_write: bool,
 }
 
 /// One harvested completion.
@@ -232,6 +241,7 @@ pub struct UringBackend {
     recv_error: Option<IoError>,
     send_generation: u32,
     stats: IoStats,
+    disk: disk::DiskOps,
 }
 
 impl std::fmt::Debug for UringBackend {
@@ -294,6 +304,7 @@ impl UringBackend {
             recv_error: None,
             send_generation: 0,
             stats: IoStats::default(),
+            disk: disk::DiskOps::new(),
         })
     }
 
@@ -397,6 +408,10 @@ impl UringBackend {
                 let (i, g) = match decode_user_data(c.user_data) {
                     Some((OpKind::Send, i, g)) => (i as usize, g),
                     Some((OpKind::Cancel, _, _)) => continue,
+                    Some((OpKind::Disk, i, g)) => {
+                        self.disk.on_completion(i, g, c.result);
+                        continue;
+                    }
                     // Receives wait for the next recv_batch, in order.
                     _ => {
                         self.pending.push(c);
@@ -466,8 +481,9 @@ impl UringBackend {
             self.ring.submit().map_err(|e| map_io("io_uring_enter", &e))?;
         }
         // SAFETY: every SQE we build points only at memory this backend owns (plan msghdrs,
-        // recv msghdr) or at caller slices that `send_batch` keeps borrowed until all its
-        // completions are reaped.
+        // recv msghdr), at caller slices that `send_batch` keeps borrowed until all its
+        // completions are reaped, or at disk buffers whose callers promised (the `# Safety`
+        // of `push_disk_read`/`push_disk_write`) to keep them until their completion is taken.
         unsafe { self.ring.submission().push(entry) }
             .map_err(|_| IoError::Invalid("submission queue full after flush"))
     }
@@ -501,9 +517,13 @@ impl UringBackend {
         let mut returned = false;
         while let Some(c) = self.pending.pop() {
             // Stale sends, cancellations, unknown values: nothing refers to them any more.
-            if let Some((OpKind::Recv, _, _)) = decode_user_data(c.user_data) {
-                count += self.handle_recv(c, &mut on_buffer);
-                returned |= cqueue::buffer_select(c.flags).is_some();
+            match decode_user_data(c.user_data) {
+                Some((OpKind::Recv, _, _)) => {
+                    count += self.handle_recv(c, &mut on_buffer);
+                    returned |= cqueue::buffer_select(c.flags).is_some();
+                }
+                Some((OpKind::Disk, i, g)) => self.disk.on_completion(i, g, c.result),
+                _ => {}
             }
         }
         if returned {
@@ -647,10 +667,12 @@ impl UringBackend {
             }
             self.harvest();
             while let Some(c) = self.pending.pop() {
-                if let Some((OpKind::Recv, _, _)) = decode_user_data(c.user_data)
-                    && !cqueue::more(c.flags)
-                {
-                    self.is_recv_armed = false;
+                match decode_user_data(c.user_data) {
+                    Some((OpKind::Recv, _, _)) if !cqueue::more(c.flags) => {
+                        self.is_recv_armed = false;
+                    }
+                    Some((OpKind::Disk, i, g)) => self.disk.on_completion(i, g, c.result),
+                    _ => {}
                 }
             }
         }
@@ -660,6 +682,9 @@ impl UringBackend {
 
 impl Drop for UringBackend {
     fn drop(&mut self) {
+        // Disk operations point into the caller's buffers: wait for them first (their owner
+        // normally drained them already; this aborts rather than return under a live one).
+        self.drain_disk();
         // The socket is closed and the buffers unmapped only after the kernel let go of them.
         // If it did not (it always does in practice), the buffers are leaked rather than
         // unmapped under a kernel that may still write into them; closing the ring (the
@@ -702,6 +727,8 @@ fn build_ring() -> Result<(IoUring, UringFeatures), IoError> {
     features.has_send_msg = probe.is_supported(opcode::SendMsg::CODE);
     features.has_recv_msg = probe.is_supported(opcode::RecvMsg::CODE);
     features.has_provide_buffers = probe.is_supported(opcode::ProvideBuffers::CODE);
+    features.has_read_write =
+        probe.is_supported(opcode::Read::CODE) && probe.is_supported(opcode::Write::CODE);
     if !(features.has_send_msg && features.has_recv_msg && features.is_ext_arg) {
         return Err(IoError::Unsupported { op: "io_uring SendMsg/RecvMsg/EXT_ARG", errno: 0 });
     }
@@ -738,7 +765,7 @@ mod tests {
 
     #[test]
     fn user_data_round_trips_and_rejects_foreign_values() {
-        for kind in [OpKind::Recv, OpKind::Send, OpKind::Cancel] {
+        for kind in [OpKind::Recv, OpKind::Send, OpKind::Cancel, OpKind::Disk] {
             for (index, generation) in [(0u16, 0u32), (65535, u32::MAX), (7, 12345)] {
                 let ud = encode_user_data(kind, index, generation);
                 assert_eq!(decode_user_data(ud), Some((kind, index, generation)));

@@ -1,4 +1,4 @@
-//! The receiver's partial file: created hidden next to the final name, preallocated, written
+//! The receiver's partial file: created hidden next to the final name, sized, space-checked, written
 //! positionally, and renamed into place only once finished.
 //!
 //! Naming (docs/FILES.md, "Partial files"): `<dir>/.<name>.haul-partial`, or, when that would
@@ -7,8 +7,9 @@
 //!
 //! Invariants:
 //! - Writes and reads never go past the size given at creation ([`FileError::OutOfRange`]).
-//! - ENOSPC, at preallocation or at a write, becomes [`FileError::DiskFull`] naming the file
-//!   and the bytes needed vs available; the partial file is kept for resume.
+//! - ENOSPC, at creation (the unallocated bytes do not fit the free space) or at a write,
+//!   becomes [`FileError::DiskFull`] naming the file and the bytes needed vs available; the
+//!   partial file is kept for resume.
 //! - [`PartialFile::finalize`] makes data and attributes durable (fsync) before the rename, and
 //!   the rename durable (fsync of the directory) before it returns.
 //! - setuid/setgid survive only if the caller asked (`keep_setid`) and the process is root.
@@ -19,7 +20,7 @@ use super::dest::{DestRoot, ParentDir, classify_beneath, open_beneath};
 use super::error::{FileError, Op};
 use super::names::{NAME_MAX, SafeName};
 use super::space::free_space;
-use rustix::fs::{AtFlags, FallocateFlags, FileType, OFlags, RenameFlags, StatxFlags, Timestamps};
+use rustix::fs::{AtFlags, FileType, OFlags, RenameFlags, StatxFlags, Timestamps};
 use rustix::io::Errno;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -67,12 +68,16 @@ pub enum IoMode {
     Buffered { direct_refused: bool },
 }
 
-/// How the space of a partial file was reserved.
+/// How the space of a partial file is reserved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prealloc {
-    /// fallocate reserved every byte.
-    Reserved,
-    /// The filesystem has no fallocate: only the size was set (sparse file).
+    /// The size was set (sparse) and the unallocated bytes were checked against free space;
+    /// the writer reserves as it goes, a chunk ahead of its writes
+    /// ([`ReserveAhead`](super::space::ReserveAhead)). No whole-file `fallocate`: on tmpfs it
+    /// cost 20-25% of the receiver's CPU, and it allocated a sparse source's holes.
+    Ahead,
+    /// Nothing checked or reserved: only the size was set (the caller checked many small
+    /// files at once, or the file was reopened for a checkpoint or finalize).
     SizeOnly,
 }
 
@@ -225,7 +230,7 @@ impl PartialFile {
             direct: None,
             size,
             mode: IoMode::Buffered { direct_refused: false },
-            prealloc: Prealloc::Reserved,
+            prealloc: Prealloc::SizeOnly,
             dest_path: dest.path().to_owned(),
         };
         Ok((partial_file, st.st_size as u64))
@@ -358,23 +363,24 @@ impl PartialFile {
         }
     }
 
+    /// Sets the size (a sparse file: nothing allocated) and checks that the bytes not yet
+    /// allocated fit the free space now, so a too-big file is refused before any data moves.
     fn preallocate(&self, current_len: u64) -> Result<Prealloc, FileError> {
         let file = self.name.as_str();
-        if current_len > self.size {
+        if current_len != self.size {
             self.file.set_len(self.size).map_err(|e| FileError::io(file, Op::Preallocate, e))?;
         }
-        if self.size == 0 {
-            return Ok(Prealloc::Reserved);
+        let available = free_space(&self.file, file)?.available_bytes;
+        if self.unallocated_bytes() > available {
+            return Err(self.disk_full());
         }
-        match rustix::fs::fallocate(&self.file, FallocateFlags::empty(), 0, self.size) {
-            Ok(()) => Ok(Prealloc::Reserved),
-            Err(Errno::OPNOTSUPP | Errno::NOSYS) => {
-                self.file.set_len(self.size).map_err(|e| self.write_error(e))?;
-                Ok(Prealloc::SizeOnly)
-            }
-            Err(Errno::NOSPC) => Err(self.disk_full()),
-            Err(e) => Err(FileError::io(file, Op::Preallocate, e)),
-        }
+        Ok(Prealloc::Ahead)
+    }
+
+    /// Bytes of the file not yet allocated on disk (what writing it whole still needs).
+    pub fn unallocated_bytes(&self) -> u64 {
+        let allocated = rustix::fs::fstat(&self.file).map_or(0, |st| (st.st_blocks as u64) * 512);
+        self.size.saturating_sub(allocated)
     }
 
     fn write_error(&self, e: std::io::Error) -> FileError {
@@ -384,13 +390,13 @@ impl PartialFile {
         FileError::io(self.name.as_str(), Op::Write, e)
     }
 
-    /// DiskFull with `needed` = bytes of the file not yet allocated on disk.
-    fn disk_full(&self) -> FileError {
-        let allocated = rustix::fs::fstat(&self.file).map_or(0, |st| (st.st_blocks as u64) * 512);
+    /// [`FileError::DiskFull`] for this file now: the bytes not yet allocated and the free
+    /// space (for a disk that filled during the writes).
+    pub fn disk_full(&self) -> FileError {
         let available = free_space(&self.file, self.name.as_str()).map_or(0, |s| s.available_bytes);
         FileError::DiskFull {
             file: self.name.to_string(),
-            needed: self.size.saturating_sub(allocated),
+            needed: self.unallocated_bytes(),
             available,
             fs: self.dest_path.clone(),
         }

@@ -106,7 +106,7 @@ pub(crate) fn create_partials(
             file_error(&FileError::BadName { name: entry.name.clone(), reason })
         })?);
     }
-    check_small_files_fit(&rx.dest, manifest, &names, resume)?;
+    let (mut needed, available) = check_small_files_fit(&rx.dest, manifest, &names, resume)?;
     let mut partials = Vec::with_capacity(n);
     for ((i, entry), name) in manifest.files().iter().enumerate().zip(names) {
         let kept = resume.get(i).copied().unwrap_or(0);
@@ -115,10 +115,24 @@ pub(crate) fn create_partials(
             fresh: kept == 0,
             skip_prealloc: entry.size <= SMALL_FILE_BYTES,
         };
-        // Created (and space reserved) now, then closed: the shards open what they need.
+        // Created (sized, its space checked) now, then closed: the shards open what they
+        // need and reserve space a chunk ahead of their writes (`files::space::ReserveAhead`).
         let parent = parent_of(&mut rx.dirs, &rx.dest, &name).map_err(|e| file_error(&e))?;
-        PartialFile::create_in(&rx.dest, parent, &name, entry.size, opts)
+        let partial = PartialFile::create_in(&rx.dest, parent, &name, entry.size, opts)
             .map_err(|e| file_error(&e))?;
+        // All the large files together must fit too, not only each one alone: nothing is
+        // reserved up front any more, so this is what makes a full disk an early error.
+        if !opts.skip_prealloc {
+            needed = needed.saturating_add(partial.unallocated_bytes());
+            if needed > available {
+                return Err(file_error(&FileError::DiskFull {
+                    file: name.to_string(),
+                    needed,
+                    available,
+                    fs: rx.dest.path().to_owned(),
+                }));
+            }
+        }
         partials.push(partial_rel(&name));
         rx.replace.push(options.overwrite != Overwrite::Never);
         rx.names.push(name);
@@ -128,13 +142,13 @@ pub(crate) fn create_partials(
 }
 
 /// The small files are not preallocated one by one: check once that all of them fit, naming
-/// the first that does not.
+/// the first that does not. Returns their bytes and the space available.
 fn check_small_files_fit(
     dest: &DestRoot,
     manifest: &Manifest,
     names: &[SafeName],
     resume: &[u64],
-) -> Result<(), TransferError> {
+) -> Result<(u64, u64), TransferError> {
     let space = dest.space().map_err(|e| file_error(&e))?;
     let mut needed = 0u64;
     for ((i, entry), name) in manifest.files().iter().enumerate().zip(names) {
@@ -151,7 +165,7 @@ fn check_small_files_fit(
             }));
         }
     }
-    Ok(())
+    Ok((needed, space.available_bytes))
 }
 
 /// Why finalizing failed, as the protocol and the operator see it.
@@ -174,6 +188,14 @@ impl RxFiles {
             parent_of(&mut self.dirs, &self.dest, name)
                 .and_then(|parent| PartialFile::open_in(&self.dest, parent, name, size)),
         )
+    }
+
+    /// The full-disk message for `file` (a write found no space): names the file, the bytes
+    /// it still needs and the space available.
+    pub fn disk_full_message(&mut self, manifest: &Manifest, file: u32) -> Option<String> {
+        let size = manifest.file(file)?.size;
+        let partial = self.open_partial(file as usize, size)?.ok()?;
+        Some(partial.disk_full().to_string())
     }
 
     /// `prefix` bytes of `file` are on disk and verified by block: record them, and write a

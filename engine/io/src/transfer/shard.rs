@@ -1,10 +1,13 @@
 //! Shard threads: one per shard, each driving one proto shard over its own socket and files.
 //!
 //! Loop, per iteration: take commands from the coordinator; receive what the socket has
-//! (waiting at most until the shard's next deadline); let timers fire; serve disk reads; send
-//! what the shard has to send, in sealed batches; pass events up. Nothing here allocates per
-//! datagram: the batch arrays, the send area and the write staging buffer are allocated once.
+//! (waiting at most until the shard's next deadline, or a disk completion); hand finished
+//! disk operations back; let timers fire; start disk reads; send what the shard has to send,
+//! in sealed batches; pass events up. Disk reads and writes go through the shard's own ring
+//! when it has one (`transfer::disk`). Nothing here allocates per datagram: the batch arrays,
+//! the send area and the write staging buffers are allocated once.
 
+use super::disk::{DiskIo, Stager, issue_reads};
 use super::store::OpenFiles;
 use crate::backend::{Backend, IoStats};
 use crossbeam_channel::{Receiver, Sender};
@@ -20,8 +23,6 @@ use std::time::{Duration, Instant};
 
 /// Longest a shard waits for the socket before looking at its timers and commands again.
 const MAX_WAIT: Duration = Duration::from_millis(20);
-/// Bytes of the receiver's write staging buffer: contiguous payloads coalesce into one write.
-const STAGING_BYTES: usize = 1 << 20;
 
 /// What a shard thread reports when it ends.
 #[derive(Debug, Default, Clone)]
@@ -107,9 +108,13 @@ impl SendArea {
     }
 }
 
-/// The backend's counters plus the shard's disk syscalls.
+/// The backend's counters plus the shard's disk syscalls and ring disk operations.
 fn io_stats(w: &Wiring) -> IoStats {
-    IoStats { disk_syscalls: w.files.syscalls(), ..w.backend.stats() }
+    let disk_ring_ops = match &w.backend {
+        crate::backend::Backend::Uring(b) => b.disk_ops_submitted(),
+        crate::backend::Backend::Portable(_) => 0,
+    };
+    IoStats { disk_syscalls: w.files.syscalls(), disk_ring_ops, ..w.backend.stats() }
 }
 
 fn forward_events(w: &Wiring, mut next: impl FnMut() -> Option<ShardEvent>) {
@@ -147,6 +152,7 @@ fn learn_peer(
 
 pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEnd {
     let mut area = SendArea::new(w.datagram_size);
+    let disk = DiskIo::new(&w.backend);
     let mut last_resent = 0;
     let mut failed = false;
     while !shard.is_closed() && !w.stop.load(Ordering::Relaxed) {
@@ -171,11 +177,9 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
             failed = true;
         }
         let now = w.clock.now();
+        disk.take_done(&mut w.backend, &mut w.files, &mut shard, None, now);
         shard.handle_timeout(now);
-        while let Some(r) = shard.poll_disk() {
-            let res = w.files.read_at(r.file, r.offset, shard.disk_buffer_mut(r.slot));
-            shard.handle_disk(now, r.slot, res);
-        }
+        issue_reads(&mut w.backend, disk.mode, &mut w.files, &mut shard, now);
         // No peer yet (it is learnt from the first authenticated datagram): send nothing, so
         // no data is spent into the void and none goes anywhere but to the proven peer.
         while let Some(peer) = w.peer {
@@ -208,58 +212,22 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+    // No kernel operation may refer to the shard's read buffers once it is dropped.
+    disk.drain(&mut w.backend, &mut w.files, &mut shard, None, w.clock.now());
     ShardEnd { stats: *shard.stats(), io: io_stats(&w) }
-}
-
-/// Contiguous payloads waiting to be written with one call.
-struct Staging {
-    buf: Vec<u8>,
-    file: u32,
-    offset: u64,
-    len: usize,
-}
-
-impl Staging {
-    fn flush(&mut self, files: &mut OpenFiles, shard: &mut ReceiverShard, now: ProtoInstant) {
-        if self.len == 0 {
-            return;
-        }
-        let data = &self.buf[..self.len];
-        let res = files.write_at(self.file, self.offset, data);
-        shard.handle_write_done_data(now, self.file, self.offset, data, res);
-        self.len = 0;
-    }
-
-    /// Add one payload; flushes first if it does not continue the staged run.
-    fn add(
-        &mut self,
-        files: &mut OpenFiles,
-        shard: &mut ReceiverShard,
-        now: ProtoInstant,
-        (file, offset, data): (u32, u64, &[u8]),
-    ) {
-        let contiguous =
-            self.len > 0 && file == self.file && offset == self.offset + self.len as u64;
-        if !contiguous || self.len + data.len() > self.buf.len() {
-            self.flush(files, shard, now);
-        }
-        if self.len == 0 {
-            self.file = file;
-            self.offset = offset;
-        }
-        self.buf[self.len..self.len + data.len()].copy_from_slice(data);
-        self.len += data.len();
-    }
 }
 
 pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> ShardEnd {
     let mut area = SendArea::new(w.datagram_size);
-    let mut staging = Staging { buf: vec![0; STAGING_BYTES], file: 0, offset: 0, len: 0 };
+    let disk = DiskIo::new(&w.backend);
+    let mut staging = Stager::new(disk.mode);
+    w.files.want_direct(disk.is_direct_wanted());
     while !shard.is_closed() && !w.stop.load(Ordering::Relaxed) {
         let now = w.clock.now();
         while let Ok(cmd) = w.commands.try_recv() {
             shard.handle_command(now, cmd);
         }
+        disk.make_room(&mut w.backend, &mut w.files, &mut shard, &mut staging, now);
         let wait = w.clock.wait_until(shard.poll_timeout());
         let mut peer = w.peer;
         let (files, clock) = (&mut w.files, w.clock);
@@ -280,12 +248,11 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
         });
         w.peer = peer;
         let now = w.clock.now();
-        staging.flush(&mut w.files, &mut shard, now);
+        staging.submit(&mut w.backend, &mut w.files, &mut shard, now);
+        disk.take_done(&mut w.backend, &mut w.files, &mut shard, Some(&mut staging), now);
+        staging.report_in_order(&mut shard, now);
         shard.handle_timeout(now);
-        while let Some(r) = shard.poll_disk() {
-            let res = w.files.read_at(r.file, r.offset, shard.disk_buffer_mut(r.slot));
-            shard.handle_disk(now, r.slot, res);
-        }
+        issue_reads(&mut w.backend, disk.mode, &mut w.files, &mut shard, now);
         loop {
             let n = shard.poll_transmit(w.clock.now(), &mut area.buf, area.stride, &mut area.lens);
             if n == 0 {
@@ -300,5 +267,15 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
         let st = shard.stats();
         w.counters.bytes.store(st.data_bytes_received, Ordering::Relaxed);
     }
-    ShardEnd { stats: *shard.stats(), io: io_stats(&w) }
+    // No kernel operation may refer to the shard's or the stager's buffers once dropped.
+    let now = w.clock.now();
+    staging.submit(&mut w.backend, &mut w.files, &mut shard, now);
+    disk.drain(&mut w.backend, &mut w.files, &mut shard, Some(&mut staging), now);
+    let direct = w.files.direct_stats();
+    let io = IoStats {
+        disk_direct_ops: staging.direct_ops(),
+        disk_direct_refused_files: direct.files_refused,
+        ..io_stats(&w)
+    };
+    ShardEnd { stats: *shard.stats(), io }
 }

@@ -7,9 +7,11 @@
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (`files::dest`); a file is written as a
 //! hidden partial and renamed into place only after its checksum verified.
 
+use crate::files::space::ReserveAhead;
 use haul_proto::session::DiskError;
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
@@ -29,6 +31,11 @@ pub(crate) fn disk_error(e: &std::io::Error) -> DiskError {
     }
 }
 
+/// Map a raw errno (an io_uring completion's `-result`) to the protocol's disk error.
+pub(crate) fn errno_error(errno: i32) -> DiskError {
+    disk_error(&std::io::Error::from_raw_os_error(errno))
+}
+
 /// Where a shard's files are.
 #[derive(Clone, Debug)]
 pub(crate) enum FileSource {
@@ -38,88 +45,226 @@ pub(crate) enum FileSource {
     Beneath(std::sync::Arc<crate::files::DestRoot>, std::sync::Arc<Vec<String>>),
 }
 
+/// Largest O_DIRECT alignment (memory and offset) the shards handle; a filesystem that asks
+/// for more is written buffered.
+pub(crate) const MAX_DIRECT_ALIGN: u32 = 4096;
+
+/// One open file of a shard.
+#[derive(Debug)]
+struct Open {
+    file: File,
+    /// A second, O_DIRECT descriptor of the same inode and the alignment it needs, when
+    /// asked for and the filesystem allows it (receiver partials only).
+    direct: Option<(File, u32)>,
+    /// Ring operations in flight on these descriptors: they are not closed while any are.
+    pins: u32,
+    /// The receiver's reservation ahead of its writes (`None` for the sender's sources).
+    reserve: Option<ReserveAhead>,
+}
+
+/// How one end's disk writes went: O_DIRECT where allowed, buffered otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DirectStats {
+    /// Files opened whose filesystem accepted O_DIRECT.
+    pub files_direct: u64,
+    /// Files opened with O_DIRECT asked for and refused (or not worth it: tmpfs).
+    pub files_refused: u64,
+}
+
+/// Opens the O_DIRECT twin of `file` (`rel` beneath `dest`): `None` where the filesystem
+/// refuses it (EINVAL), holds data in memory anyway (tmpfs, ramfs), or wants an alignment
+/// beyond [`MAX_DIRECT_ALIGN`]. The twin must be the same inode, or someone swapped the name
+/// between the opens.
+fn open_direct_twin(
+    dest: &crate::files::DestRoot,
+    rel: &str,
+    file: &File,
+) -> Result<Option<(File, u32)>, DiskError> {
+    use rustix::fs::{AtFlags, StatxFlags};
+    if crate::files::space::is_memory_fs(file) {
+        return Ok(None);
+    }
+    let align = match rustix::fs::statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::DIOALIGN) {
+        Ok(st) if st.stx_mask & StatxFlags::DIOALIGN.bits() != 0 => {
+            if st.stx_dio_mem_align == 0 {
+                return Ok(None);
+            }
+            st.stx_dio_mem_align.max(st.stx_dio_offset_align)
+        }
+        _ => MAX_DIRECT_ALIGN,
+    };
+    if align > MAX_DIRECT_ALIGN || !align.is_power_of_two() {
+        return Ok(None);
+    }
+    let flags = rustix::fs::OFlags::RDWR | rustix::fs::OFlags::DIRECT;
+    let twin = match crate::files::dest::open_beneath(dest.as_fd(), rel, flags, 0) {
+        Ok(fd) => File::from(fd),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => return Ok(None),
+        Err(e) => return Err(errno_error(e.raw_os_error())),
+    };
+    let (a, b) = (rustix::fs::fstat(file), rustix::fs::fstat(&twin));
+    match (a, b) {
+        (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) => Ok(Some((twin, align))),
+        _ => Err(DiskError::Missing),
+    }
+}
+
 /// A small per-shard cache of open files, by manifest index.
 #[derive(Debug)]
 pub(crate) struct OpenFiles {
     source: FileSource,
-    open: HashMap<u32, File>,
-    /// open/pread/pwrite calls made, for `IoStats::disk_syscalls`.
+    open: HashMap<u32, Open>,
+    /// open/pread/pwrite/fallocate calls made, for `IoStats::disk_syscalls`.
     syscalls: u64,
+    /// Try O_DIRECT for the receiver's partials.
+    is_direct_wanted: bool,
+    direct_stats: DirectStats,
 }
 
 impl OpenFiles {
     pub fn new(source: FileSource) -> Self {
-        OpenFiles { source, open: HashMap::with_capacity(MAX_OPEN_FILES_PER_SHARD), syscalls: 0 }
+        OpenFiles {
+            source,
+            open: HashMap::with_capacity(MAX_OPEN_FILES_PER_SHARD),
+            syscalls: 0,
+            is_direct_wanted: false,
+            direct_stats: DirectStats::default(),
+        }
     }
 
-    /// Disk syscalls made so far (opens, reads, writes).
+    /// Ask for O_DIRECT twins of the receiver's partials (files opened from now on).
+    pub fn want_direct(&mut self, wanted: bool) {
+        self.is_direct_wanted = wanted;
+    }
+
+    /// Which files got O_DIRECT and which were refused.
+    pub fn direct_stats(&self) -> DirectStats {
+        self.direct_stats
+    }
+
+    /// Disk syscalls made so far (opens, reads, writes, reservations).
     pub fn syscalls(&self) -> u64 {
         self.syscalls
     }
 
-    fn open_one(&self, file: u32) -> Result<File, DiskError> {
+    fn open_one(&self, file: u32) -> Result<Open, DiskError> {
         match &self.source {
             FileSource::Paths(paths) => {
                 let path = paths.get(file as usize).ok_or(DiskError::Missing)?;
-                File::open(path).map_err(|e| disk_error(&e))
+                let file = File::open(path).map_err(|e| disk_error(&e))?;
+                Ok(Open { file, direct: None, pins: 0, reserve: None })
             }
             FileSource::Beneath(dest, rel) => {
                 let rel = rel.get(file as usize).ok_or(DiskError::Missing)?;
                 let flags = rustix::fs::OFlags::RDWR;
-                crate::files::dest::open_beneath(dest.as_fd(), rel, flags, 0)
+                let file = crate::files::dest::open_beneath(dest.as_fd(), rel, flags, 0)
                     .map(File::from)
-                    .map_err(|e| disk_error(&std::io::Error::from_raw_os_error(e.raw_os_error())))
+                    .map_err(|e| errno_error(e.raw_os_error()))?;
+                // The coordinator set the partial's final size at creation.
+                let size = file.metadata().map_err(|e| disk_error(&e))?.len();
+                let reserve = Some(ReserveAhead::new(&file, size));
+                let direct = match self.is_direct_wanted {
+                    true => open_direct_twin(dest, rel, &file)?,
+                    false => None,
+                };
+                Ok(Open { file, direct, pins: 0, reserve })
             }
         }
     }
 
-    fn file(&mut self, file: u32) -> Result<&File, DiskError> {
+    fn open(&mut self, file: u32) -> Result<&mut Open, DiskError> {
         if !self.open.contains_key(&file) {
             if self.open.len() >= MAX_OPEN_FILES_PER_SHARD {
-                // Evict one; shards move through files in order, so any old one will do.
-                if let Some(&k) = self.open.keys().next() {
+                // Evict one with nothing in flight; shards move through files in order, so
+                // any old one will do. There always is one: MAX_DISK_IN_FLIGHT is smaller.
+                if let Some(k) = self.open.iter().find(|(_, o)| o.pins == 0).map(|(k, _)| *k) {
                     self.open.remove(&k);
                 }
             }
             self.syscalls += 1;
             let f = self.open_one(file)?;
+            if self.is_direct_wanted {
+                match f.direct {
+                    Some(_) => self.direct_stats.files_direct += 1,
+                    None => self.direct_stats.files_refused += 1,
+                }
+            }
             self.open.insert(file, f);
         }
-        self.open.get(&file).ok_or(DiskError::Missing)
+        self.open.get_mut(&file).ok_or(DiskError::Missing)
+    }
+
+    /// The descriptor of `file` for one ring operation, opened if needed and kept open until
+    /// [`unpin`](Self::unpin).
+    pub fn pin(&mut self, file: u32) -> Result<RawFd, DiskError> {
+        let o = self.open(file)?;
+        o.pins += 1;
+        Ok(o.file.as_raw_fd())
+    }
+
+    /// Like [`pin`](Self::pin), also giving the O_DIRECT descriptor and its alignment when
+    /// the file has one.
+    pub fn pin_with_direct(
+        &mut self,
+        file: u32,
+    ) -> Result<(RawFd, Option<(RawFd, u32)>), DiskError> {
+        let o = self.open(file)?;
+        o.pins += 1;
+        Ok((o.file.as_raw_fd(), o.direct.as_ref().map(|(f, a)| (f.as_raw_fd(), *a))))
+    }
+
+    /// One ring operation on `file` finished.
+    pub fn unpin(&mut self, file: u32) {
+        if let Some(o) = self.open.get_mut(&file) {
+            o.pins = o.pins.saturating_sub(1);
+        }
+    }
+
+    /// Before writing `len` bytes at `offset` of `file`: reserve space ahead of the writes
+    /// (one `fallocate` per `RESERVE_AHEAD_BYTES`; none on memory filesystems).
+    pub fn reserve(&mut self, file: u32, offset: u64, len: usize) -> Result<(), DiskError> {
+        let o = self.open(file)?;
+        let Some(r) = o.reserve.as_mut() else { return Ok(()) };
+        let called = r.before_write(&o.file, offset, len as u64);
+        self.syscalls += u64::from(called != Ok(false));
+        called.map(|_| ()).map_err(|e| errno_error(e.raw_os_error()))
     }
 
     /// Read at `offset` into `buf`: bytes read (fewer at end of file), or the error.
     pub fn read_at(&mut self, file: u32, offset: u64, buf: &mut [u8]) -> Result<usize, DiskError> {
-        self.file(file)?;
-        let f = self.open.get(&file).ok_or(DiskError::Missing)?;
-        loop {
-            self.syscalls += 1;
+        let f = &self.open(file)?.file;
+        let mut calls = 0;
+        let res = loop {
+            calls += 1;
             match f.read_at(buf, offset) {
-                Ok(n) => return Ok(n),
+                Ok(n) => break Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(disk_error(&e)),
+                Err(e) => break Err(disk_error(&e)),
             }
-        }
+        };
+        self.syscalls += calls;
+        res
     }
 
     /// Write all of `data` at `offset`: bytes written (fewer only on error after progress).
     pub fn write_at(&mut self, file: u32, offset: u64, data: &[u8]) -> Result<usize, DiskError> {
-        self.file(file)?;
-        let f = self.open.get(&file).ok_or(DiskError::Missing)?;
-        let mut done = 0;
-        while done < data.len() {
-            self.syscalls += 1;
+        self.reserve(file, offset, data.len())?;
+        let f = &self.open(file)?.file;
+        let (mut done, mut calls) = (0, 0);
+        let res = loop {
+            if done == data.len() {
+                break Ok(done);
+            }
+            calls += 1;
             match f.write_at(&data[done..], offset + done as u64) {
-                Ok(0) => return if done > 0 { Ok(done) } else { Err(DiskError::NoSpace) },
+                Ok(0) => break if done > 0 { Ok(done) } else { Err(DiskError::NoSpace) },
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if done > 0 => {
-                    let _ = e;
-                    return Ok(done);
-                }
-                Err(e) => return Err(disk_error(&e)),
+                Err(_) if done > 0 => break Ok(done),
+                Err(e) => break Err(disk_error(&e)),
             }
-        }
-        Ok(done)
+        };
+        self.syscalls += calls;
+        res
     }
 }

@@ -1,0 +1,573 @@
+//! A shard's disk I/O: source reads (sender), verification reads and data writes (receiver),
+//! submitted on the shard's own io_uring when it has one, with pread/pwrite on the shard
+//! thread otherwise (the portable backend, a ring without Read/Write, or `HAUL_DISK_IO=sync`).
+//!
+//! Reads go straight into the proto shard's read-slot buffers; writes go from [`Stager`]
+//! buffers, into which the receive callback copies contiguous payloads.
+//!
+//! Invariants:
+//! - At most `MAX_DISK_IN_FLIGHT` ring operations at once (the ring's own bound), and at
+//!   most [`STAGING_BUFFERS`] write buffers of [`STAGING_BYTES`]; everything is allocated at
+//!   start-up, nothing per datagram or per operation.
+//! - A buffer the kernel may be using is not touched: a read slot stays `Reading` in the
+//!   proto shard until its completion is handed back; a staging buffer stays in flight until
+//!   its completion is taken; a file descriptor stays open (pinned) until its operations end.
+//!   [`DiskIo::drain`] waits for everything before the shard and its buffers are dropped.
+//! - Writes are reported to the proto shard in the order they were staged, whatever order the
+//!   kernel completes them in, so blocks can still be hashed from their writes.
+//! - A short write is finished synchronously; every errno maps to a typed `DiskError`
+//!   (ENOSPC/EDQUOT to `NoSpace`, which names the file and the space needed upstream).
+
+use super::store::{MAX_DIRECT_ALIGN, OpenFiles, errno_error};
+use crate::backend::Backend;
+use crate::uring::{DiskDone, UringBackend};
+use haul_proto::session::{DiskError, DiskRead, ReceiverShard, SenderShard};
+use haul_proto::time::Instant as ProtoInstant;
+use std::time::Duration;
+
+/// Environment variable choosing how a shard does disk I/O: `sync` (pread/pwrite on the shard
+/// thread), `buffered` (through the ring, never O_DIRECT), or anything else (through the ring
+/// when the backend is io_uring, with O_DIRECT for the receiver's aligned writes where the
+/// filesystem allows it).
+pub const DISK_IO_ENV: &str = "HAUL_DISK_IO";
+/// Write buffers of one receiver shard.
+pub(crate) const STAGING_BUFFERS: usize = 8;
+/// Bytes of one write buffer: contiguous payloads coalesce into one write.
+pub(crate) const STAGING_BYTES: usize = 1 << 20;
+/// Free write buffers wanted before a receive: one receive hands over at most
+/// `RECV_BUFFERS` GRO buffers of 64 KiB (4 MiB), so with this many free, payloads that
+/// arrive in order never run out of buffers.
+const MIN_FREE_STAGING: usize = 5;
+/// One wait for write completions when too few buffers are free.
+const STAGING_WAIT: Duration = Duration::from_millis(5);
+/// Longest a receiver shard waits for free write buffers before receiving anyway (payloads
+/// then take the synchronous path). A time, not a count of waits: every network completion
+/// ends a wait too.
+const MAX_STAGING_WAIT: Duration = Duration::from_millis(100);
+/// Tag bit of a write (else a read); low 8 bits: read slot or staging buffer; bits 8..40:
+/// the file; bits 40..42: which part of a staged write (see [`split`]).
+const TAG_WRITE: u64 = 1 << 63;
+/// Parts of one staged write: unaligned head (buffered), aligned middle (O_DIRECT when the
+/// file has it), unaligned tail (buffered).
+const PARTS: usize = 3;
+
+const _: () = assert!(STAGING_BUFFERS <= 256 && MIN_FREE_STAGING < STAGING_BUFFERS);
+const _: () = assert!(STAGING_BYTES <= u32::MAX as usize);
+
+fn tag(file: u32, index: u8, is_write: bool, part: usize) -> u64 {
+    let kind = if is_write { TAG_WRITE } else { 0 };
+    kind | ((part as u64 & 3) << 40) | (u64::from(file) << 8) | u64::from(index)
+}
+
+fn untag(tag: u64) -> (u32, u8, bool, usize) {
+    ((tag >> 8) as u32, tag as u8, tag & TAG_WRITE != 0, ((tag >> 40) & 3) as usize)
+}
+
+/// The parts of a write of `len` bytes at file offset `offset`, as byte ranges relative to
+/// its start: `[head, middle, tail]`, where the middle is the largest span whose offset and
+/// length are multiples of `align` (0: no O_DIRECT, everything is the head).
+fn split(offset: u64, len: usize, align: u32) -> [std::ops::Range<usize>; PARTS] {
+    if align == 0 {
+        return [0..len, len..len, len..len];
+    }
+    let a = u64::from(align);
+    let end = offset + len as u64;
+    let mid_start = offset.next_multiple_of(a).min(end);
+    let mid_end = (end / a * a).max(mid_start);
+    let (m0, m1) = ((mid_start - offset) as usize, (mid_end - offset) as usize);
+    [0..m0, m0..m1, m1..len]
+}
+
+/// The result of a ring completion as the proto shard wants it.
+fn ring_result(result: i32) -> Result<usize, DiskError> {
+    if result >= 0 { Ok(result as usize) } else { Err(errno_error(-result)) }
+}
+
+/// How this shard does disk I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskMode {
+    /// Read/Write SQEs on the shard's ring.
+    Ring,
+    /// pread/pwrite on the shard thread.
+    Sync,
+}
+
+impl DiskMode {
+    /// The mode for `backend`, as `HAUL_DISK_IO` allows.
+    pub(crate) fn for_backend(backend: &Backend) -> DiskMode {
+        let forced_sync = std::env::var(DISK_IO_ENV).is_ok_and(|v| v.trim() == "sync");
+        match backend {
+            Backend::Uring(b) if b.has_disk_ops() && !forced_sync => DiskMode::Ring,
+            _ => DiskMode::Sync,
+        }
+    }
+}
+
+/// The proto shards' read interface (both kinds have the same one).
+pub(crate) trait ReadClient {
+    fn poll_read(&mut self) -> Option<DiskRead>;
+    fn read_buffer(&mut self, slot: u8) -> &mut [u8];
+    fn on_read(&mut self, now: ProtoInstant, slot: u8, res: Result<usize, DiskError>);
+}
+
+/// Both proto shard kinds have the same inherent read methods.
+macro_rules! read_client {
+    ($shard:ty) => {
+        impl ReadClient for $shard {
+            fn poll_read(&mut self) -> Option<DiskRead> {
+                self.poll_disk()
+            }
+            fn read_buffer(&mut self, slot: u8) -> &mut [u8] {
+                self.disk_buffer_mut(slot)
+            }
+            fn on_read(&mut self, now: ProtoInstant, slot: u8, res: Result<usize, DiskError>) {
+                self.handle_disk(now, slot, res);
+            }
+        }
+    };
+}
+read_client!(SenderShard);
+read_client!(ReceiverShard);
+
+/// The ring, if this shard's disk I/O goes through it.
+fn ring_of(backend: &mut Backend, mode: DiskMode) -> Option<&mut UringBackend> {
+    match (backend, mode) {
+        (Backend::Uring(b), DiskMode::Ring) => Some(b),
+        _ => None,
+    }
+}
+
+/// Starts the reads the proto shard asks for: on the ring while it has room, else at once.
+pub(crate) fn issue_reads<C: ReadClient>(
+    backend: &mut Backend,
+    mode: DiskMode,
+    files: &mut OpenFiles,
+    client: &mut C,
+    now: ProtoInstant,
+) {
+    let Some(ring) = ring_of(backend, mode) else {
+        while let Some(r) = client.poll_read() {
+            let res = files.read_at(r.file, r.offset, client.read_buffer(r.slot));
+            client.on_read(now, r.slot, res);
+        }
+        return;
+    };
+    while ring.disk_has_room() {
+        let Some(r) = client.poll_read() else { break };
+        let fd = match files.pin(r.file) {
+            Ok(fd) => fd,
+            Err(e) => {
+                client.on_read(now, r.slot, Err(e));
+                continue;
+            }
+        };
+        let buf = client.read_buffer(r.slot);
+        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        // SAFETY: the buffer is the proto shard's read slot, a Vec allocated once at the
+        // shard's creation; the shard leaves a slot in `Reading` (untouched) until
+        // `handle_disk` for it, which we call only after taking this completion, and
+        // `DiskIo::drain` takes every completion before the shard is dropped. The descriptor
+        // stays open: it is pinned until the completion (`unpin`).
+        let pushed = unsafe {
+            ring.push_disk_read(fd, buf.as_mut_ptr(), len, r.offset, tag(r.file, r.slot, false, 0))
+        };
+        if pushed.is_err() {
+            files.unpin(r.file);
+            let res = files.read_at(r.file, r.offset, client.read_buffer(r.slot));
+            client.on_read(now, r.slot, res);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StageState {
+    Free,
+    Filling,
+    /// Full or ended by a discontinuity; waits to be submitted.
+    Sealed,
+    InFlight,
+    Done(Result<usize, DiskError>),
+}
+
+#[derive(Debug)]
+struct StageBuf {
+    /// Data for file offset `o` sits at `start + (o - offset)`, where `start` is the first
+    /// `MAX_DIRECT_ALIGN`-aligned address of the buffer plus `offset % MAX_DIRECT_ALIGN`, so
+    /// an aligned file offset is at an aligned address.
+    buf: Box<[u8]>,
+    start: usize,
+    file: u32,
+    offset: u64,
+    len: usize,
+    state: StageState,
+    /// O_DIRECT alignment used for this write (0: all buffered).
+    align: u32,
+    parts_left: u8,
+    error: Option<DiskError>,
+}
+
+impl StageBuf {
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// The receiver's write buffers and the order their writes were staged in.
+#[derive(Debug)]
+pub(crate) struct Stager {
+    mode: DiskMode,
+    bufs: Vec<StageBuf>,
+    /// Sealed, in-flight and done buffers, oldest first (capacity STAGING_BUFFERS).
+    order: std::collections::VecDeque<u8>,
+    filling: Option<u8>,
+    /// Writes submitted with O_DIRECT.
+    direct_ops: u64,
+}
+
+impl Stager {
+    pub(crate) fn new(mode: DiskMode) -> Stager {
+        // Synchronous writes complete at once: one buffer is all they use.
+        let n = if mode == DiskMode::Ring { STAGING_BUFFERS } else { 1 };
+        let mut bufs = Vec::with_capacity(n);
+        for _ in 0..n {
+            // Room to start at an aligned address and then at any offset within a block.
+            let bytes = STAGING_BYTES + 2 * MAX_DIRECT_ALIGN as usize;
+            let buf = vec![0u8; bytes].into_boxed_slice();
+            bufs.push(StageBuf {
+                buf,
+                start: 0,
+                file: 0,
+                offset: 0,
+                len: 0,
+                state: StageState::Free,
+                align: 0,
+                parts_left: 0,
+                error: None,
+            });
+        }
+        let order = std::collections::VecDeque::with_capacity(n);
+        Stager { mode, bufs, order, filling: None, direct_ops: 0 }
+    }
+
+    /// Writes submitted with O_DIRECT so far.
+    pub(crate) fn direct_ops(&self) -> u64 {
+        self.direct_ops
+    }
+
+    fn free_count(&self) -> usize {
+        self.bufs.iter().filter(|b| b.state == StageState::Free).count()
+    }
+
+    /// Adds one payload, from inside the receive callback (no ring access there): appended
+    /// to the buffer being filled if it continues it, else into a fresh buffer. With no free
+    /// buffer (payloads far out of order), it is written synchronously at once.
+    pub(crate) fn add(
+        &mut self,
+        files: &mut OpenFiles,
+        shard: &mut ReceiverShard,
+        now: ProtoInstant,
+        (file, offset, data): (u32, u64, &[u8]),
+    ) {
+        if let Some(i) = self.filling {
+            let b = &mut self.bufs[usize::from(i)];
+            let contiguous = file == b.file && offset == b.offset + b.len as u64;
+            let at = b.start + b.len;
+            if contiguous && at + data.len() <= b.buf.len() {
+                b.buf[at..at + data.len()].copy_from_slice(data);
+                b.len += data.len();
+                return;
+            }
+            self.seal(files, shard, now);
+        }
+        let in_block = (offset % u64::from(MAX_DIRECT_ALIGN)) as usize;
+        let free = self.bufs.iter().position(|b| b.state == StageState::Free);
+        let start =
+            |b: &StageBuf| b.buf.as_ptr().align_offset(MAX_DIRECT_ALIGN as usize) + in_block;
+        let fits = |b: &StageBuf| start(b) + data.len() <= b.buf.len();
+        let Some(i) = free.filter(|&i| fits(&self.bufs[i])) else {
+            // A buffered write beside an in-flight O_DIRECT write of the same pages could
+            // leave a stale cached page over the direct data: drop it instead (a transient
+            // error; the shard forgets the bytes and asks for them again).
+            let res = if self.overlaps_in_flight(file, offset, data.len()) {
+                Err(DiskError::Interrupted)
+            } else {
+                files.write_at(file, offset, data)
+            };
+            shard.handle_write_done_data(now, file, offset, data, res);
+            return;
+        };
+        let b = &mut self.bufs[i];
+        let start = start(b);
+        b.buf[start..start + data.len()].copy_from_slice(data);
+        (b.start, b.file, b.offset, b.len) = (start, file, offset, data.len());
+        (b.state, b.error) = (StageState::Filling, None);
+        self.filling = Some(i as u8);
+    }
+
+    /// True when a write of `len` bytes at `offset` of `file` would share a page with a
+    /// write in flight. Runs of different data never share a page that one of them covers
+    /// whole, so only repeated data can.
+    fn overlaps_in_flight(&self, file: u32, offset: u64, len: usize) -> bool {
+        let page = u64::from(MAX_DIRECT_ALIGN);
+        let pages = |o: u64, l: usize| (o / page, (o + l as u64).div_ceil(page));
+        let (a0, a1) = pages(offset, len);
+        self.bufs.iter().any(|b| {
+            let (b0, b1) = pages(b.offset, b.len);
+            b.state == StageState::InFlight && b.file == file && a0 < b1 && b0 < a1
+        })
+    }
+
+    /// Ends the buffer being filled: queued for the ring, or written now (sync mode).
+    fn seal(&mut self, files: &mut OpenFiles, shard: &mut ReceiverShard, now: ProtoInstant) {
+        let Some(i) = self.filling.take() else { return };
+        let b = &mut self.bufs[usize::from(i)];
+        b.state = StageState::Sealed;
+        self.order.push_back(i);
+        if self.mode == DiskMode::Sync {
+            let res = files.write_at(b.file, b.offset, b.data());
+            b.state = StageState::Done(res);
+            self.report_in_order(shard, now);
+        }
+    }
+
+    /// Submits the sealed buffers (after the receive), oldest first.
+    pub(crate) fn submit(
+        &mut self,
+        backend: &mut Backend,
+        files: &mut OpenFiles,
+        shard: &mut ReceiverShard,
+        now: ProtoInstant,
+    ) {
+        self.seal(files, shard, now);
+        let Some(ring) = ring_of(backend, self.mode) else { return };
+        for k in 0..self.order.len() {
+            let i = self.order[k];
+            let b = &self.bufs[usize::from(i)];
+            // Repeated data waits until the write of the same pages ends (see
+            // `overlaps_in_flight`); the next round submits it.
+            if b.state == StageState::Sealed && !self.overlaps_in_flight(b.file, b.offset, b.len) {
+                self.submit_one(ring, files, i);
+            }
+        }
+        self.report_in_order(shard, now);
+    }
+
+    /// Submits buffer `i` as up to [`PARTS`] writes (see [`split`]).
+    fn submit_one(&mut self, ring: &mut UringBackend, files: &mut OpenFiles, i: u8) {
+        let b = &mut self.bufs[usize::from(i)];
+        let started =
+            files.reserve(b.file, b.offset, b.len).and_then(|()| files.pin_with_direct(b.file));
+        let (fd, direct) = match started {
+            Ok(fds) => fds,
+            Err(e) => {
+                b.state = StageState::Done(Err(e));
+                return;
+            }
+        };
+        b.align = direct.map_or(0, |(_, a)| a);
+        b.state = StageState::InFlight;
+        b.parts_left = 0;
+        for (part, range) in split(b.offset, b.len, b.align).into_iter().enumerate() {
+            if range.is_empty() {
+                continue;
+            }
+            let (fd, is_direct) = match (part, direct) {
+                (1, Some((dfd, _))) => (dfd, true),
+                _ => (fd, false),
+            };
+            let at = b.offset + range.start as u64;
+            let ptr = b.buf[b.start + range.start..].as_ptr();
+            // SAFETY: the buffer is a mapping owned by this stager, allocated once; it is not
+            // written while `InFlight` (only `Free` buffers are filled) and not freed before
+            // its completions are taken (`DiskIo::drain` before drop). The descriptors are
+            // pinned until the last part completes. An O_DIRECT part is aligned in memory,
+            // offset and length by construction (`split`, and `start`).
+            let pushed = unsafe {
+                ring.push_disk_write(fd, ptr, range.len() as u32, at, tag(b.file, i, true, part))
+            };
+            match pushed {
+                Ok(()) => {
+                    b.parts_left += 1;
+                    self.direct_ops += u64::from(is_direct);
+                }
+                Err(_) => {
+                    let data = &b.buf[b.start + range.start..b.start + range.end];
+                    if let Err(e) = files.write_at(b.file, at, data) {
+                        b.error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        if b.parts_left == 0 {
+            files.unpin(b.file);
+            b.state = StageState::Done(b.error.map_or(Ok(b.len), Err));
+        }
+    }
+
+    /// Part `part` of buffer `i`'s write finished with `result`: a short count is finished
+    /// here, synchronously and buffered; the buffer is done when all its parts are.
+    fn on_write_done(&mut self, files: &mut OpenFiles, i: u8, part: usize, result: i32) {
+        let Some(b) = self.bufs.get_mut(usize::from(i)) else { return };
+        if b.state != StageState::InFlight || b.parts_left == 0 {
+            return;
+        }
+        let range = split(b.offset, b.len, b.align)[part.min(PARTS - 1)].clone();
+        let want = range.len();
+        let res = match ring_result(result) {
+            Ok(n) if n >= want => Ok(()),
+            // Short (or a retryable errno): the rest the synchronous way, which loops until
+            // done or a real error, ENOSPC included.
+            Ok(n) => {
+                let from = range.start + n;
+                let data = &b.buf[b.start + from..b.start + range.end];
+                files
+                    .write_at(b.file, b.offset + from as u64, data)
+                    .and_then(|m| if m == data.len() { Ok(()) } else { Err(DiskError::NoSpace) })
+            }
+            Err(e) if e.is_transient() => {
+                let data = &b.buf[b.start + range.start..b.start + range.end];
+                files.write_at(b.file, b.offset + range.start as u64, data).map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            b.error.get_or_insert(e);
+        }
+        b.parts_left -= 1;
+        if b.parts_left == 0 {
+            files.unpin(b.file);
+            b.state = StageState::Done(b.error.map_or(Ok(b.len), Err));
+        }
+    }
+
+    /// Hands finished writes to the shard in staging order.
+    pub(crate) fn report_in_order(&mut self, shard: &mut ReceiverShard, now: ProtoInstant) {
+        while let Some(&i) = self.order.front() {
+            let b = &mut self.bufs[usize::from(i)];
+            let StageState::Done(res) = b.state else { break };
+            shard.handle_write_done_data(now, b.file, b.offset, b.data(), res);
+            b.state = StageState::Free;
+            self.order.pop_front();
+        }
+    }
+}
+
+/// One shard's disk I/O state.
+#[derive(Debug)]
+pub(crate) struct DiskIo {
+    pub mode: DiskMode,
+}
+
+impl DiskIo {
+    pub(crate) fn new(backend: &Backend) -> DiskIo {
+        DiskIo { mode: DiskMode::for_backend(backend) }
+    }
+
+    /// True when the receiver should try O_DIRECT for its writes: ring mode, unless
+    /// `HAUL_DISK_IO=buffered`.
+    pub(crate) fn is_direct_wanted(&self) -> bool {
+        let buffered = std::env::var(DISK_IO_ENV).is_ok_and(|v| v.trim() == "buffered");
+        self.mode == DiskMode::Ring && !buffered
+    }
+
+    /// Takes every finished ring operation: reads go back to `client`, writes to `stager`
+    /// (and from there, in order, to the receiver shard).
+    pub(crate) fn take_done<C: ReadClient>(
+        &self,
+        backend: &mut Backend,
+        files: &mut OpenFiles,
+        client: &mut C,
+        mut stager: Option<&mut Stager>,
+        now: ProtoInstant,
+    ) {
+        let Some(ring) = ring_of(backend, self.mode) else { return };
+        while let Some(DiskDone { tag, result }) = ring.poll_disk_done() {
+            let (file, index, is_write, part) = untag(tag);
+            if is_write {
+                if let Some(s) = stager.as_deref_mut() {
+                    s.on_write_done(files, index, part, result);
+                }
+            } else {
+                files.unpin(file);
+                client.on_read(now, index, ring_result(result));
+            }
+        }
+    }
+
+    /// Receiver, before a receive: waits (bounded) for writes until enough staging buffers
+    /// are free, so the receive callback rarely has to write synchronously.
+    pub(crate) fn make_room(
+        &self,
+        backend: &mut Backend,
+        files: &mut OpenFiles,
+        shard: &mut ReceiverShard,
+        stager: &mut Stager,
+        now: ProtoInstant,
+    ) {
+        let deadline = std::time::Instant::now() + MAX_STAGING_WAIT;
+        loop {
+            self.take_done(backend, files, shard, Some(stager), now);
+            // Writes held back behind a write of the same pages go out once it ended.
+            stager.submit(backend, files, shard, now);
+            if stager.free_count() >= MIN_FREE_STAGING.min(stager.bufs.len()) {
+                return;
+            }
+            match ring_of(backend, self.mode) {
+                Some(ring) if ring.disk_busy() > 0 && std::time::Instant::now() < deadline => {
+                    if ring.wait_disk(STAGING_WAIT).is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Waits for every ring operation and hands its result on; after this, no kernel
+    /// operation refers to the shard's or the stager's buffers.
+    pub(crate) fn drain<C: ReadClient>(
+        &self,
+        backend: &mut Backend,
+        files: &mut OpenFiles,
+        client: &mut C,
+        stager: Option<&mut Stager>,
+        now: ProtoInstant,
+    ) {
+        if let Some(ring) = ring_of(backend, self.mode) {
+            ring.drain_disk();
+        }
+        self.take_done(backend, files, client, stager, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_makes_an_aligned_middle_and_covers_every_byte() {
+        assert_eq!(split(100, 50, 0), [0..50, 50..50, 50..50]);
+        // Inside one block: nothing aligned.
+        assert_eq!(split(100, 50, 4096), [0..50, 50..50, 50..50]);
+        assert_eq!(split(0, 8192, 4096), [0..0, 0..8192, 8192..8192]);
+        assert_eq!(split(4000, 10000, 4096), [0..96, 96..8288, 8288..10000]);
+        for (offset, len) in [(1u64, 1usize), (4095, 2), (4096, 4095), (12345, 1 << 20), (0, 0)] {
+            let [h, m, t] = split(offset, len, 4096);
+            assert_eq!((h.start, h.end, m.end, t.end), (0, m.start, t.start, len));
+            assert!((offset + m.start as u64).is_multiple_of(4096) || m.is_empty());
+            assert!(m.len().is_multiple_of(4096));
+        }
+    }
+
+    #[test]
+    fn tags_round_trip() {
+        for (file, index, is_write, part) in
+            [(0, 0, false, 0), (u32::MAX, 255, true, 2), (7, 3, true, 1)]
+        {
+            assert_eq!(untag(tag(file, index, is_write, part)), (file, index, is_write, part));
+        }
+        assert_eq!(ring_result(5), Ok(5));
+        assert_eq!(ring_result(-libc::ENOSPC), Err(DiskError::NoSpace));
+        assert_eq!(ring_result(-libc::EINTR), Err(DiskError::Interrupted));
+    }
+}
