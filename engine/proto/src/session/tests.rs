@@ -31,6 +31,8 @@ struct Run {
     now: Instant,
     /// Blocks the receivers read back from disk to hash.
     read_backs: u64,
+    /// The longest read a sender asked for.
+    max_read: u32,
 }
 
 fn run(sizes: &[u64], shards: u8, loss: f64, seed: u64, suite: SuiteId) -> Run {
@@ -44,6 +46,17 @@ fn run_resumed(
     loss: f64,
     seed: u64,
     suite: SuiteId,
+) -> Run {
+    run_blocks(sizes, resume, shards, (loss, seed), suite, 14)
+}
+
+fn run_blocks(
+    sizes: &[u64],
+    resume: &[u64],
+    shards: u8,
+    (loss, seed): (f64, u64),
+    suite: SuiteId,
+    block_log2: u8,
 ) -> Run {
     let mut rng = Rng::new(seed);
     let files: Vec<FileEntry> = sizes
@@ -64,7 +77,7 @@ fn run_resumed(
         let p = p as usize;
         recv_data[f][..p].copy_from_slice(&sent_data[f][..p]);
     }
-    let manifest = Arc::new(Manifest::new(files, 14).unwrap());
+    let manifest = Arc::new(Manifest::new(files, block_log2).unwrap());
     let layout = Layout::new(manifest, shards).unwrap();
     let mut params = SessionParams::new(7, suite);
     params.shards = shards;
@@ -91,6 +104,7 @@ fn run_resumed(
     // even seeds without (every block is read back), so both paths run under loss and faults.
     let hash_from_writes = seed % 2 == 1;
     let mut read_backs = 0;
+    let mut max_read = 0;
     let mut net = Net {
         q: BinaryHeap::new(),
         order: 0,
@@ -108,6 +122,7 @@ fn run_resumed(
             let mut busy = false;
             for s in 0..shards as usize {
                 while let Some(r) = ss[s].poll_disk() {
+                    max_read = max_read.max(r.len);
                     let data = &sent_data[r.file as usize][r.offset as usize..][..r.len as usize];
                     ss[s].disk_buffer_mut(r.slot).copy_from_slice(data);
                     ss[s].handle_disk(now, r.slot, Ok(r.len as usize));
@@ -231,7 +246,7 @@ fn run_resumed(
     let resent = ss.iter().map(|s| s.stats().data_bytes_resent).sum();
     let first = ss.iter().map(|s| s.stats().data_bytes_sent).sum();
     let (sender, receiver) = (sc.outcome(), rc.outcome());
-    Run { first, sent_data, recv_data, sender, receiver, resent, now, read_backs }
+    Run { first, sent_data, recv_data, sender, receiver, resent, now, read_backs, max_read }
 }
 
 #[test]
@@ -258,6 +273,27 @@ fn in_order_blocks_are_hashed_from_their_writes() {
     let r = run(&sizes, 2, 0.0, 2, SuiteId::Aes128CfbCmac);
     assert_eq!(r.receiver, Some(Outcome::Complete));
     assert!(r.read_backs > 0);
+}
+
+/// Blocks larger than a read piece are read, hashed and sent piece by piece (no read longer
+/// than a piece): byte-identical without loss, with loss, and with a resumed prefix whose
+/// kept blocks are read and hashed in pieces but never sent.
+#[test]
+fn blocks_larger_than_a_read_piece_arrive_whole() {
+    let block = 1u64 << 20;
+    let sizes = [3 * block + 12_345, 700_000];
+    for (loss, seed, shards) in [(0.0, 1, 2), (0.05, 3, 1)] {
+        let r = run_blocks(&sizes, &[], shards, (loss, seed), SuiteId::Aes128CfbCmac, 20);
+        assert_eq!(r.sender, Some(Outcome::Complete), "seed {seed} at {:?}", r.now);
+        assert_eq!(r.receiver, Some(Outcome::Complete), "seed {seed}");
+        assert_eq!(r.sent_data, r.recv_data, "seed {seed}");
+        assert!(r.max_read <= 256 << 10, "read of {} bytes", r.max_read);
+    }
+    let resume = [2 * block + 5000, 0];
+    let r = run_blocks(&sizes, &resume, 1, (0.0, 9), SuiteId::Aes128CfbCmac, 20);
+    assert_eq!(r.receiver, Some(Outcome::Complete));
+    assert_eq!(r.sent_data, r.recv_data);
+    assert_eq!(r.first, sizes[0] - 2 * block + sizes[1], "only the unfinished part is sent");
 }
 
 #[test]
