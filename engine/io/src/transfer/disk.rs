@@ -9,8 +9,9 @@
 //! - At most `MAX_DISK_IN_FLIGHT` ring operations at once (the ring's own bound), and at
 //!   most [`STAGING_BUFFERS`] write buffers of [`STAGING_BYTES`]; everything is allocated at
 //!   start-up, nothing per datagram or per operation.
-//! - A buffer the kernel may be using is not touched: a read slot stays `Reading` in the
-//!   proto shard until its completion is handed back; a staging buffer stays in flight until
+//! - A buffer the kernel may be using is not touched: the proto shard hands out only the part
+//!   of a read slot still to be filled (`disk_buffer_mut`), keeps the slot's read in flight
+//!   until its completion is handed back, and meanwhile uses only the part already filled; a staging buffer stays in flight until
 //!   its completion is taken; a file descriptor stays open (pinned) until its operations end.
 //!   [`DiskIo::drain`] waits for everything before the shard and its buffers are dropped.
 //! - Writes are reported to the proto shard in the order they were staged, whatever order the
@@ -163,9 +164,9 @@ pub(crate) fn issue_reads<C: ReadClient>(
         };
         let buf = client.read_buffer(r.slot);
         let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-        // SAFETY: the buffer is the proto shard's read slot, a Vec allocated once at the
-        // shard's creation; the shard leaves a slot in `Reading` (untouched) until
-        // `handle_disk` for it, which we call only after taking this completion, and
+        // SAFETY: the buffer is the unfilled part of the proto shard's read slot, a Vec
+        // allocated once at the shard's creation; until `handle_disk` for it the shard neither
+        // reuses the slot nor touches that part (a sender may send from the part before it), which we call only after taking this completion, and
         // `DiskIo::drain` takes every completion before the shard is dropped. The descriptor
         // stays open: it is pinned until the completion (`unpin`).
         let pushed = unsafe {
