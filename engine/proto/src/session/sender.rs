@@ -114,6 +114,8 @@ pub struct SenderShard {
     next_read: u64,
     /// Next stream position never yet sent.
     next_new: u64,
+    /// Stream range of the newest first-pass datagram (the window-blocked probe resends it).
+    last_new: Option<(u64, u64)>,
     cum_ack: u64,
     limit: u64,
     /// Blocks the receiver kept from an interrupted transfer: read and hashed, never sent.
@@ -197,6 +199,7 @@ impl SenderShard {
             last_data,
             next_read: 0,
             next_new: 0,
+            last_new: None,
             cum_ack: 0,
             limit: params.window_bytes.min(stream_end),
             skip: RangeSet::new(),
@@ -665,6 +668,7 @@ impl SenderShard {
         }
         if first_pass {
             self.ep.stats.data_bytes_sent += len;
+            self.last_new = Some((pos, pos + len));
             self.next_new =
                 if done { self.layout.skip_gap(self.ep.shard, pos + len) } else { pos + len };
             if self.next_new >= self.stream_end && self.ep.stats.data_bytes_resent > 0 {
@@ -863,9 +867,11 @@ impl SenderShard {
         }
     }
 
-    /// Queue the slice's last datagram (not yet acknowledged) for a resend.
+    /// Queue the slice's last datagram (not yet acknowledged) for a resend; while blocked on
+    /// the window, the newest datagram sent instead.
     fn queue_tail_probe(&mut self) {
-        if let Some((block_start, data_end)) = self.last_data {
+        let last = if self.next_new >= self.stream_end { self.last_data } else { self.last_new };
+        if let Some((block_start, data_end)) = last {
             let last = (data_end - block_start - 1) / self.payload_max * self.payload_max;
             let start = (block_start + last).max(self.cum_ack);
             if start < data_end {
@@ -874,10 +880,15 @@ impl SenderShard {
         }
     }
 
+    /// When to probe: every byte sent once (the tail), or every byte the window allows sent
+    /// (blocked), some of it unacknowledged, nothing waiting to be resent and no progress for
+    /// a retransmission timeout. Lost datagrams at the head of what is sent are invisible to
+    /// the receiver (nothing after them arrived), so it cannot NAK them; the probe makes the
+    /// newest position arrive and the holes below it NAKable. With small files the window
+    /// spans mostly block tails, so a few datagrams fill it and one loss burst takes them all.
     fn tail_probe_at(&self) -> Option<Instant> {
-        let waiting = self.next_new >= self.stream_end
-            && self.cum_ack < self.stream_end
-            && self.resend.is_empty();
+        let blocked = self.next_new >= self.stream_end || self.next_new >= self.limit;
+        let waiting = blocked && self.cum_ack < self.next_new && self.resend.is_empty();
         let rto = (self.srtt.saturating_mul(2) + Duration::from_millis(10))
             .saturating_mul(1 << self.probe_backoff);
         waiting.then(|| self.last_progress + rto)
