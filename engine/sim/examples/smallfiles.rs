@@ -1,9 +1,7 @@
 //! Many small files through the simulator: each seed's scenario (faults, shards, suite, roles)
 //! with its files replaced by FILES files of 1-64 KiB and no fatal fault, so every run must
 //! complete; a stall shows as a failure. `cargo run --profile sim -p haul-sim --example smallfiles -- START SEEDS FILES`
-use haul_proto::rng::Rng;
 use haul_sim::Scenario;
-use haul_sim::scenario::{FileKind, FileSpec};
 
 /// Most files one run carries (a run holds every file's bytes in memory).
 const MAX_FILES: u64 = 20_000;
@@ -14,13 +12,7 @@ fn main() {
     let verbose = std::env::var_os("SMALLFILES_VERBOSE").is_some();
     let mut failed = 0;
     for seed in start..start + seeds {
-        let mut s = Scenario::from_seed(seed);
-        let mut r = Rng::new(seed ^ 0x5111);
-        s.files = (0..files)
-            .map(|_| FileSpec { size: (1 + r.below(64)) << 10, kind: FileKind::Stored })
-            .collect();
-        s.fatal = None;
-        s.max_steps *= 20;
+        let mut s = Scenario::small_files(seed, files);
         let res = haul_sim::run_scenario(&s);
         let verdict = res.failures.first().map_or_else(|| "ok".to_string(), |f| f.to_string());
         if !res.failures.is_empty() {

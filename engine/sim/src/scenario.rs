@@ -148,6 +148,20 @@ impl Scenario {
         t
     }
 
+    /// Seed `seed`'s scenario (faults, shards, suite, roles) with its files replaced by `files`
+    /// files of 1-64 KiB and no fatal fault, so the run must complete; 20x the step bound,
+    /// since small files cost more steps per byte. (The `smallfiles` example sweeps these.)
+    pub fn small_files(seed: u64, files: u64) -> Scenario {
+        let mut s = Scenario::from_seed(seed);
+        let mut r = Rng::new(seed ^ 0x5111);
+        s.files = (0..files)
+            .map(|_| FileSpec { size: (1 + r.below(64)) << 10, kind: FileKind::Stored })
+            .collect();
+        s.fatal = None;
+        s.max_steps *= 20;
+        s
+    }
+
     /// The scenario seed `seed` stands for.
     pub fn from_seed(seed: u64) -> Scenario {
         let mut r = Rng::new(seed);

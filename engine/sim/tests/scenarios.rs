@@ -211,3 +211,16 @@ fn idle_deadline_fires_when_reached_seeds_16_29() {
         assert!(r.is_ok(), "{}\n{}", r.line(), r.diagnostics.join("\n"));
     }
 }
+
+/// Regression (smallfiles seeds 94 with 1,000 files and 1019 with 3,000): with small files the
+/// window spans mostly block tails, so a few datagrams fill it; when one loss burst took every
+/// datagram sent after a hole, the receiver saw nothing above the hole to NAK it by, and the
+/// sender, blocked on the window, probed only at the stream's tail: both waited until the
+/// time bound. The sender now probes with its newest datagram when blocked on the window too.
+#[test]
+fn window_blocked_sender_probes_when_its_newest_datagrams_are_lost_seeds_94_1019() {
+    for (seed, files) in [(94, 1_000), (1019, 3_000)] {
+        let r = run_ok(&Scenario::small_files(seed, files));
+        assert!(both_complete(&r), "seed {seed}: {}", r.line());
+    }
+}
