@@ -127,7 +127,9 @@ pub struct SenderShard {
     srtt: Duration,
     rtt_min: Duration,
     base_owd_us: Option<u32>,
-    last_feedback: Option<(Instant, u64)>,
+    /// The receiver's clock (µs, wrapping) when it sent the newest feedback, and the bytes it
+    /// had accepted then.
+    last_feedback: Option<(u32, u64)>,
     /// When the newest datagram the receiver had seen at its latest feedback was sent.
     echo_sent_at: Option<Instant>,
     /// The receiver's wait before it takes a hole for a loss (session parameter).
@@ -810,7 +812,14 @@ impl SenderShard {
         let rtt_us = age_us.wrapping_sub(fb.echo_delay_us);
         if rtt_us < (1 << 31) {
             let rtt = Duration::from_micros(u64::from(rtt_us));
-            self.srtt = Duration::from_nanos((self.srtt.as_nanos() * 7 + rtt.as_nanos()) / 8);
+            // The first sample replaces the initial guess (the CLI's is 100 ms whatever the
+            // path: smoothing from it left the controller's base RTT at ~114 ms on a 200 ms
+            // emulated path for the whole transfer).
+            self.srtt = if self.rtt_min == Duration::MAX {
+                rtt
+            } else {
+                Duration::from_nanos((self.srtt.as_nanos() * 7 + rtt.as_nanos()) / 8)
+            };
             self.rtt_min = self.rtt_min.min(rtt);
         }
         let base = match self.base_owd_us {
@@ -819,17 +828,26 @@ impl SenderShard {
         };
         self.base_owd_us = Some(base);
         let queuing_us = (fb.owd_us_min.wrapping_sub(base) as i32).max(0) as u64;
+        // The receive rate over the receiver's own interval: the receiver's clock when it sent
+        // this feedback is the newest datagram's timestamp + its one-way delay + how long the
+        // echo was held (the clock offset cancels in the difference). Timing by arrival here
+        // read feedback that a busy sender handled in a bunch as rates of many Gbit/s (seen on
+        // the emulated WAN: a 200 Mbit/s link read as 24–106 Gbit/s).
+        let rx_sent_us = fb.ts_echo_us.wrapping_add(fb.owd_us_last).wrapping_add(fb.echo_delay_us);
         let recv_rate_bps = match self.last_feedback {
-            Some((t, bytes)) if now > t => {
+            Some((t_us, bytes)) if (rx_sent_us.wrapping_sub(t_us) as i32) > 0 => {
                 let payload = fb.recv_bytes.saturating_sub(bytes);
                 let ip =
                     payload + u64::from(fb.datagrams) * (DATA_OVERHEAD as u64 + self.ip_overhead);
-                (u128::from(ip) * 8 * 1_000_000_000
-                    / u128::from(now.saturating_since(t).as_nanos())) as u64
+                let interval_us = u64::from(rx_sent_us.wrapping_sub(t_us));
+                (u128::from(ip) * 8 * 1_000_000 / u128::from(interval_us)) as u64
             }
             _ => 0,
         };
-        self.last_feedback = Some((now, fb.recv_bytes));
+        // A feedback overtaken on the way by a newer one does not move the reference back.
+        if self.last_feedback.is_none_or(|(t_us, _)| (rx_sent_us.wrapping_sub(t_us) as i32) > 0) {
+            self.last_feedback = Some((rx_sent_us, fb.recv_bytes));
+        }
         // Loss: bytes newly NAKed over bytes sent since the last sample (§7.2); reported, not
         // acted on by the controllers (random loss is not congestion).
         let naked = core::mem::take(&mut self.fb_naked_bytes);
