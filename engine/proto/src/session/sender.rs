@@ -822,8 +822,7 @@ impl SenderShard {
             self.life.fail(reason, None, None);
             return;
         }
-        self.pmtu.handle_timeout(now);
-        self.sync_datagram_size();
+        self.handle_pmtu_timeout(now);
         if self.tail_probe_due(now) {
             self.queue_tail_probe();
             self.last_progress = now;
@@ -926,6 +925,19 @@ impl SenderShard {
     pub fn handle_too_large(&mut self, now: Instant, size: usize) {
         self.pmtu.handle_too_large(now, u16::try_from(size).unwrap_or(u16::MAX));
         self.sync_datagram_size();
+    }
+
+    /// Probe timers; after a black hole, everything sent and not acknowledged is presumed
+    /// lost at the old size and sent again at the base size (the receiver may have seen
+    /// nothing past it, so it would never NAK it).
+    fn handle_pmtu_timeout(&mut self, now: Instant) {
+        let black_holes = self.pmtu.stats().black_holes;
+        self.pmtu.handle_timeout(now);
+        self.sync_datagram_size();
+        if self.pmtu.stats().black_holes > black_holes && self.cum_ack < self.next_new {
+            self.resend.insert(self.cum_ack..self.next_new);
+            self.recent.clear();
+        }
     }
 
     fn on_probe_ack(&mut self, now: Instant, id: u32, size: u16) {
