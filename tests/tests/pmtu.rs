@@ -68,6 +68,7 @@ fn can_make_namespaces() -> bool {
 
 /// Receive in `ns_b` on `listen`, send `file` from `ns_a`; returns the sender's JSON summary.
 fn transfer(ns_a: &str, ns_b: &str, listen: &str, file: &Path, dir: &TempDir) -> serde_json::Value {
+    let _ = std::fs::remove_file(dir.join("key"));
     let key = keygen(dir, "key");
     let dest = dir.join("dest");
     let mut recv = Command::new("ip")
@@ -145,6 +146,7 @@ fn probing_finds_the_veth_mtu_and_a_smaller_router_mtu() {
         let v = transfer(&a, &b, "10.201.0.2:0", &file, &dir);
         assert_eq!(datagram_size(&v), 4000 - 28, "{v}");
         assert!(v["pmtu"]["probes_acked"].as_u64() >= Some(1), "{v}");
+        println!("veth path: {v}");
         std::fs::remove_dir_all(dir.join("dest")).unwrap();
     }
 
@@ -169,5 +171,6 @@ fn probing_finds_the_veth_mtu_and_a_smaller_router_mtu() {
         let path = 2000 - 28;
         assert!(size <= path && size > 1472, "datagram size {size} for a {path}-byte path: {v}");
         assert!(v["pmtu"]["probes_lost"].as_u64() >= Some(3), "{v}");
+        println!("router path: {v}");
     }
 }
