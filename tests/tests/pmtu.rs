@@ -10,12 +10,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use haul_tests::{TRANSFER_TIMEOUT, TempDir, haul_bin, keygen, stderr, stdout, wait, write_file};
-use std::io::{BufRead, BufReader, Read};
+use haul_tests::{
+    Receiver, TRANSFER_TIMEOUT, TempDir, haul_bin, keygen, run, stderr, stdout, write_file,
+};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 /// File bytes per transfer: at the rate below it lasts several seconds, long enough for the
 /// search (each size the path refuses costs 3 probe timeouts of at least 100 ms).
@@ -23,8 +22,6 @@ const FILE_BYTES: usize = 96 << 20;
 /// The sender's target rate: slow enough that the search ends before the data does, even on
 /// a loaded 2-core machine.
 const RATE: &str = "200M";
-/// Deadline for `haul recv` to print its address.
-const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `ip ARGS...`; panics with its stderr when it fails.
 fn ip(args: &[&str]) {
@@ -71,48 +68,25 @@ fn transfer(ns_a: &str, ns_b: &str, listen: &str, file: &Path, dir: &TempDir) ->
     let _ = std::fs::remove_file(dir.join("key"));
     let key = keygen(dir, "key");
     let dest = dir.join("dest");
-    let mut recv = Command::new("ip")
-        .args(["netns", "exec", ns_b])
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns_b])
         .arg(haul_bin())
         .args(["recv", "--listen", listen, "--key-file"])
         .arg(&key)
-        .arg(&dest)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning haul recv");
-    let stdout_pipe = recv.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let rest = std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout_pipe);
-        let mut line = String::new();
-        let _ = r.read_line(&mut line);
-        let _ = tx.send(line);
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        buf
-    });
-    let Ok(line) = rx.recv_timeout(LISTEN_TIMEOUT) else {
-        let _ = recv.kill();
-        panic!("haul recv printed no address within {LISTEN_TIMEOUT:?}");
-    };
-    let addr = line.trim().strip_prefix("listening on ").expect("listening line").to_owned();
-    let send = Command::new("ip")
-        .args(["netns", "exec", ns_a])
-        .arg(haul_bin())
-        .args(["send", "--to", &addr, "--key-file"])
-        .arg(&key)
-        .args(["--json", "--rate", RATE, "--datagram-size", "auto"])
-        .arg(file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning haul send");
-    let out = wait(send, TRANSFER_TIMEOUT, "haul send");
-    let r = wait(recv, TRANSFER_TIMEOUT, "haul recv");
-    let _ = rest.join();
+        .arg(&dest);
+    let recv = Receiver::spawn(cmd);
+    let addr = recv.addr.clone();
+    let out = run(
+        Command::new("ip")
+            .args(["netns", "exec", ns_a])
+            .arg(haul_bin())
+            .args(["send", "--to", &addr, "--key-file"])
+            .arg(&key)
+            .args(["--json", "--rate", RATE, "--datagram-size", "auto"])
+            .arg(file),
+        TRANSFER_TIMEOUT,
+    );
+    let r = recv.finish(TRANSFER_TIMEOUT);
     assert!(out.status.success(), "send failed: {}", stderr(&out));
     assert!(r.status.success(), "recv failed: {}", stderr(&r));
     let name = file.file_name().unwrap();
