@@ -1,5 +1,6 @@
 //! Path-MTU probing end to end: the release `haul send` and `haul recv` in two network
-//! namespaces this test creates, joined by a veth pair with MTU 4000, and then with a router
+//! namespaces this test creates, joined by a veth pair with MTU 4000 (IPv4, then IPv6), and
+//! then with a router
 //! namespace in the middle whose far link has MTU 2000 (so the sender's interface says 4000
 //! but the path carries only 2000). `--json` says which datagram size the sender settled on;
 //! the file must arrive byte-identical.
@@ -121,6 +122,13 @@ fn probing_finds_the_veth_mtu_and_a_smaller_router_mtu() {
         assert_eq!(datagram_size(&v), 4000 - 28, "{v}");
         assert!(v["pmtu"]["probes_acked"].as_u64() >= Some(1), "{v}");
         println!("veth path: {v}");
+        std::fs::remove_dir_all(dir.join("dest")).unwrap();
+        // The same veth over IPv6 (48 header bytes instead of 28).
+        ip(&["-n", &a, "addr", "add", "fd77:201::1/64", "dev", "hpma", "nodad"]);
+        ip(&["-n", &b, "addr", "add", "fd77:201::2/64", "dev", "hpmb", "nodad"]);
+        let v = transfer(&a, &b, "[fd77:201::2]:0", &file, &dir);
+        assert_eq!(datagram_size(&v), 4000 - 48, "{v}");
+        println!("veth path, IPv6: {v}");
         std::fs::remove_dir_all(dir.join("dest")).unwrap();
     }
 

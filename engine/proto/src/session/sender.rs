@@ -910,11 +910,6 @@ impl SenderShard {
         &self.pmtu
     }
 
-    /// The largest datagram a send of this shard may carry now (data uses the probed size).
-    pub fn datagram_size(&self) -> usize {
-        self.datagram_size
-    }
-
     /// The driver learnt the local limit (route or interface MTU minus IP and UDP headers).
     pub fn set_path_ceiling(&mut self, now: Instant, max: u16) {
         self.pmtu.set_ceiling(now, max);
