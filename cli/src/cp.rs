@@ -86,7 +86,8 @@ impl CpArgs {
             (_, None, Some(r)) => {
                 let paths: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
                 let (files, sources) = crate::walk::collect(&paths)?;
-                (r, Direction::Upload, Job::Put { files, sources })
+                let attrs = self.flags.attrs_of(&sources)?;
+                (r, Direction::Upload, Job::Put { files, sources, attrs })
             }
             _ => bail!(
                 "give one remote source and a local directory, or local files and one remote directory ([user@]host:path)"

@@ -45,6 +45,15 @@ pub struct ClientFlags {
     /// How much of an interrupted transfer to keep.
     #[arg(long, value_enum)]
     pub resume: Option<args::ResumeArg>,
+    /// put: send each file's owner and group; get: apply the owners the server sends (as root
+    /// or with CAP_CHOWN). The server applies or sends them only when its operator allows it
+    /// (`haul serve --allow-preserve-owner`).
+    #[arg(long)]
+    pub preserve_owner: bool,
+    /// put: send each file's extended attributes (POSIX ACLs included); get: apply those the
+    /// server sends. The server needs `--allow-preserve-xattrs`.
+    #[arg(long)]
+    pub preserve_xattrs: bool,
 }
 
 impl ClientFlags {
@@ -55,7 +64,14 @@ impl ClientFlags {
             resume: self.resume.map(|r| r.to_pref()).unwrap_or_default(),
             backend: None,
             bind_ip: None,
+            preserve_owner: self.preserve_owner,
+            preserve_xattrs: self.preserve_xattrs,
         }
+    }
+
+    /// What a put sends of its sources' owners and extended attributes.
+    pub fn attrs_of(&self, sources: &[PathBuf]) -> Result<Vec<haul_proto::setup::FileAttrs>> {
+        crate::walk::attrs_of(sources, self.preserve_owner, self.preserve_xattrs)
     }
 }
 
@@ -188,8 +204,9 @@ pub fn put(
 ) -> Result<()> {
     let text = url_text(url, url_file)?;
     let (files, sources) = crate::walk::collect(paths)?;
-    let r =
-        run(&text, Direction::Upload, Job::Put { files, sources }, flags).context("haul put")?;
+    let attrs = flags.attrs_of(&sources)?;
+    let job = Job::Put { files, sources, attrs };
+    let r = run(&text, Direction::Upload, job, flags).context("haul put")?;
     print_run(&r, "sender", flags.json);
     Ok(())
 }

@@ -16,9 +16,11 @@ use clap::Args;
 use haul_control::authorize::{TokenAuthorizer, system_now_s};
 use haul_control::gate::limits::Limits;
 use haul_control::serve::{
-    DEFAULT_SSH_LISTEN, DEFAULT_UDP_LISTEN, DEFAULT_WEB_LISTEN, ServeConfig, Started, run,
+    DEFAULT_SSH_LISTEN, DEFAULT_UDP_LISTEN, DEFAULT_WEB_LISTEN, ServeConfig, Started, UdpListen,
+    run,
 };
 use haul_control::store::Store;
+use haul_control::web::gate_ledger::GateLedger;
 use haul_control::web::{self, WebConfig};
 
 /// `haul serve` flags (docs/GATE.md; the defaults are part of the command-line contract).
@@ -30,10 +32,11 @@ pub struct ServeArgs {
     /// The SSH gate's address.
     #[arg(long, default_value = DEFAULT_SSH_LISTEN)]
     pub ssh_listen: SocketAddr,
-    /// The address the transfers' UDP shard sockets bind; port 0 (each shard gets a
-    /// kernel-chosen port, announced inside the SSH channel).
+    /// The address the transfers' UDP shard sockets bind, and their ports: IP:0 (each shard a
+    /// kernel-chosen port, announced inside the SSH channel), IP:PORT (one fixed port) or
+    /// IP:LO-HI (a range, e.g. 0.0.0.0:33001-33100, for firewalls).
     #[arg(long, default_value = DEFAULT_UDP_LISTEN)]
-    pub udp_listen: SocketAddr,
+    pub udp_listen: UdpListen,
     /// The web console's address (HTTPS).
     #[arg(long, default_value = DEFAULT_WEB_LISTEN)]
     pub web_listen: SocketAddr,
@@ -49,9 +52,27 @@ pub struct ServeArgs {
     /// Authentication attempts per connection.
     #[arg(long, default_value_t = Limits::default().auth_attempts)]
     pub max_auth_attempts: usize,
+    /// Failed authentications from one source address within --auth-window before the
+    /// address is blocked for --auth-backoff (doubling for each further block, up to an hour).
+    #[arg(long, default_value_t = Limits::default().auth_failures_per_address, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_auth_failures_per_address: usize,
+    /// Seconds the failed authentications of an address are counted over.
+    #[arg(long, default_value_t = Limits::default().auth_window.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub auth_window: u64,
+    /// Seconds an address is blocked the first time.
+    #[arg(long, default_value_t = Limits::default().auth_backoff.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub auth_backoff: u64,
     /// Seconds a connection may stay silent (clients send keepalives during transfers).
     #[arg(long, default_value_t = Limits::default().idle_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_timeout: u64,
+    /// Consent to carry file owners through the gate: uploads whose client sends them
+    /// (`haul put --preserve-owner`) get them applied (needs root or CAP_CHOWN), downloads send
+    /// them (applied by `haul get --preserve-owner`). Off by default.
+    #[arg(long)]
+    pub allow_preserve_owner: bool,
+    /// The same for extended attributes, POSIX ACLs included (`--preserve-xattrs`).
+    #[arg(long)]
+    pub allow_preserve_xattrs: bool,
     /// Shards per transfer on this side (at most 4).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=4))]
     pub shards: u8,
@@ -132,9 +153,14 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             transfers_per_address: a.max_transfers_per_address,
             transfers: a.max_transfers,
             auth_attempts: a.max_auth_attempts,
+            auth_failures_per_address: a.max_auth_failures_per_address,
+            auth_window: Duration::from_secs(a.auth_window),
+            auth_backoff: Duration::from_secs(a.auth_backoff),
             idle_timeout: Duration::from_secs(a.idle_timeout),
         },
         shards: a.shards,
+        preserve_owner: a.allow_preserve_owner,
+        preserve_xattrs: a.allow_preserve_xattrs,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -158,6 +184,8 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             }
             let _ = std::io::Write::flush(&mut std::io::stdout());
         };
+        // The ledger audits tokens at the gate and charges external links' downloads.
+        let authz = GateLedger::new(authz, store.clone(), &cfg.data_dir);
         let counters = run(cfg, Arc::new(authz), on_started, shutdown_signal()).await?;
         web.shutdown().await?;
         anyhow::Ok(counters)

@@ -102,6 +102,8 @@ pub enum RefusalCode {
     CipherTooWeak,
     PackageGone,
     NotEntitled,
+    /// An external link's downloads are used up (or the rest is reserved by another download).
+    DownloadLimit,
 }
 
 impl RefusalCode {
@@ -124,6 +126,7 @@ impl RefusalCode {
             RefusalCode::CipherTooWeak => "cipher-too-weak",
             RefusalCode::PackageGone => "package-gone",
             RefusalCode::NotEntitled => "not-entitled",
+            RefusalCode::DownloadLimit => "download-limit",
         }
     }
 }
@@ -153,6 +156,12 @@ pub trait Authorizer: Send + Sync + 'static {
     fn authorize(&self, ask: &TransferAsk<'_>) -> Result<Grant, Refusal>;
     /// Releases the grant's hold and records how the transfer ended.
     fn finish(&self, grant: &Grant, outcome: Outcome);
+
+    /// The gate calls this once per granted download, just before [`Authorizer::finish`], with
+    /// the file bytes it sent (`None`: unknown, the transfer failed before its report), so the
+    /// token side can charge them (external links' byte accounting, delivery receipts). The
+    /// default records nothing.
+    fn on_bytes_sent(&self, _grant: &Grant, _outcome: Outcome, _sent_bytes: Option<u64>) {}
 
     /// Whether `openssh_public_key` (one authorized_keys line: `ssh-ed25519 AAAA... [comment]`)
     /// is one of `user`'s own keys (the users table): such a login may run `haul cp` transfers

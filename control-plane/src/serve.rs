@@ -6,7 +6,8 @@
 //! beside this by the caller (`haul serve` calls `web::spawn`); the first two lines on
 //! stdout are `ssh listening on ADDR` and `host key SHA256:...` (scripts and tests read them).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,23 +21,73 @@ use crate::hostkey::{HostKeyError, load_or_create, shipped_client_key};
 
 /// `--ssh-listen` default: every address, port 33001.
 pub const DEFAULT_SSH_LISTEN: &str = "0.0.0.0:33001";
-/// `--udp-listen` default: every address; each transfer's shards get kernel-chosen ports.
+/// `--udp-listen` default: every address; each transfer's shards get kernel-chosen ports
+/// (`IP:PORT` or `IP:LO-HI` confine them, see [`UdpListen`]).
 pub const DEFAULT_UDP_LISTEN: &str = "0.0.0.0:0";
 /// `--web-listen` default (the web console, issue 6).
 pub const DEFAULT_WEB_LISTEN: &str = "0.0.0.0:8443";
 /// Most shards one transfer gets on the gate.
 pub const MAX_SHARDS_PER_TRANSFER: u8 = 4;
 
+/// `--udp-listen`: the address the transfers' shard sockets bind, and their ports: `IP:0`
+/// (each shard a kernel-chosen port), `IP:PORT` (one fixed port: one shard of one transfer at
+/// a time) or `IP:LO-HI` (each shard a free port of the range, for firewalls). IPv6: `[::]:LO-HI`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpListen {
+    pub ip: IpAddr,
+    /// `None`: kernel-chosen ports.
+    pub ports: Option<RangeInclusive<u16>>,
+}
+
+impl std::str::FromStr for UdpListen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<UdpListen, String> {
+        let bad = |why: &str| format!("--udp-listen {s:?}: {why} (IP:0, IP:PORT or IP:LO-HI)");
+        let (host, ports) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let ip: IpAddr = host.parse().map_err(|_| bad("not an IP address"))?;
+        let port = |p: &str| p.trim().parse::<u16>().map_err(|_| bad("not a port number"));
+        let ports = match ports.split_once('-') {
+            None if port(ports)? == 0 => None,
+            None => Some(port(ports)?..=port(ports)?),
+            Some((lo, hi)) => {
+                let (lo, hi) = (port(lo)?, port(hi)?);
+                if lo == 0 || hi < lo {
+                    return Err(bad("a range needs 1 <= LO <= HI"));
+                }
+                Some(lo..=hi)
+            }
+        };
+        Ok(UdpListen { ip, ports })
+    }
+}
+
+impl std::fmt::Display for UdpListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ip = SocketAddr::new(self.ip, 0).to_string();
+        let ip = ip.strip_suffix(":0").unwrap_or(&ip);
+        match &self.ports {
+            None => write!(f, "{ip}:0"),
+            Some(r) if r.start() == r.end() => write!(f, "{ip}:{}", r.start()),
+            Some(r) => write!(f, "{ip}:{}-{}", r.start(), r.end()),
+        }
+    }
+}
+
 /// Everything `haul serve` was told.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub ssh_listen: SocketAddr,
-    pub udp_listen: SocketAddr,
+    pub udp_listen: UdpListen,
     /// The web console's address; `haul serve` binds it with `web::spawn`, not this module.
     pub web_listen: SocketAddr,
     pub limits: Limits,
     pub shards: u8,
+    /// The operator's consent to carry owners / extended attributes through the gate
+    /// (`--allow-preserve-owner`, `--allow-preserve-xattrs`); the client must ask too.
+    pub preserve_owner: bool,
+    pub preserve_xattrs: bool,
 }
 
 /// Start-up failures; each says whose fault.
@@ -67,12 +118,10 @@ pub async fn run(
     on_started: impl FnOnce(&Started),
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Arc<Counters>, ServeError> {
-    if cfg.udp_listen.port() != 0 {
-        return Err(ServeError::Config(format!(
-            "--udp-listen {}: give port 0 (each transfer's shards take kernel-chosen ports)",
-            cfg.udp_listen
-        )));
-    }
+    // A port range narrower than the shard count gets fewer shards per transfer.
+    let ports_len = cfg.udp_listen.ports.as_ref().map_or(usize::MAX, |r| r.clone().count());
+    let shards = cfg.shards.clamp(1, MAX_SHARDS_PER_TRANSFER);
+    let shards = u8::try_from(ports_len).map_or(shards, |n| shards.min(n.max(1)));
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| ServeError::Config(format!("data dir {}: {e}", cfg.data_dir.display())))?;
     let host = load_or_create(&cfg.data_dir)?;
@@ -84,8 +133,11 @@ pub async fn run(
         ledger: Ledger::new(cfg.limits.clone()),
         counters: counters.clone(),
         dataplane: DataPlaneConfig {
-            udp_ip: cfg.udp_listen.ip(),
-            shards: cfg.shards.clamp(1, MAX_SHARDS_PER_TRANSFER),
+            udp_ip: cfg.udp_listen.ip,
+            udp_ports: cfg.udp_listen.ports.clone(),
+            shards,
+            preserve_owner: cfg.preserve_owner,
+            preserve_xattrs: cfg.preserve_xattrs,
             backend: None,
         },
     });
@@ -96,7 +148,7 @@ pub async fn run(
     let config = Arc::new(ssh_config(host.private_key().clone(), &cfg.limits));
     drop(host);
     on_started(&Started { ssh_addr, fingerprint, counters: counters.clone() });
-    tracing::info!(%ssh_addr, web_listen = %cfg.web_listen, "haul serve started");
+    tracing::info!(%ssh_addr, udp_listen = %cfg.udp_listen, web_listen = %cfg.web_listen, "haul serve started");
     let mut server = GateServer { state };
     let running = server.run_on_socket(config, &listener);
     let handle = running.handle();
@@ -105,4 +157,24 @@ pub async fn run(
         () = stop => handle.shutdown("haul serve is stopping".into()),
     }
     Ok(counters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_listen_parses_port_zero_a_fixed_port_and_a_range() {
+        let p = |s: &str| s.parse::<UdpListen>();
+        assert_eq!(p("0.0.0.0:0").unwrap().ports, None);
+        assert_eq!(p("127.0.0.1:33001").unwrap().ports, Some(33001..=33001));
+        let r = p("0.0.0.0:33001-33100").unwrap();
+        assert_eq!(r.ports, Some(33001..=33100));
+        assert_eq!(r.to_string(), "0.0.0.0:33001-33100");
+        assert_eq!(p("[::]:5000-5001").unwrap().to_string(), "[::]:5000-5001");
+        for bad in ["0.0.0.0", "x:1", "1.2.3.4:0-5", "1.2.3.4:9-8", "1.2.3.4:70000", "1.2.3.4:a-b"]
+        {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+    }
 }

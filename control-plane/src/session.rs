@@ -6,7 +6,7 @@
 //! client                                           gate
 //!   Ask { direction, client_random, path, token,   ─►   authorize (no socket, no file yet)
 //!         cipher/rate/minrate/policy requests }
-//!                                   ◄─  Reply::Granted { server_random, suite, policy, rates }
+//!                                   ◄─  Reply::Granted { server_random, suite, policy, rates, max_shards }
 //!                                     | Reply::Refused { "unauthorized to transfer: CODE" }
 //!   ── both: transcript = SHA-256(Ask frame ‖ Reply frame);
 //!            secret = HKDF-SHA256(salt = client_random ‖ server_random,
@@ -99,6 +99,9 @@ pub struct Granted {
     pub policy: Policy,
     pub rate_bps: u64,
     pub min_rate_bps: u64,
+    /// Most shards the gate takes for an upload (its `--shards`, fewer with a narrow
+    /// `--udp-listen` port range): the client offers at most this many.
+    pub max_shards: u8,
 }
 
 impl std::fmt::Debug for Granted {
@@ -108,6 +111,7 @@ impl std::fmt::Debug for Granted {
             .field("policy", &self.policy)
             .field("rate_bps", &self.rate_bps)
             .field("min_rate_bps", &self.min_rate_bps)
+            .field("max_shards", &self.max_shards)
             .finish_non_exhaustive()
     }
 }
@@ -229,6 +233,7 @@ impl Reply {
                 out.push(g.policy as u8);
                 out.extend_from_slice(&g.rate_bps.to_le_bytes());
                 out.extend_from_slice(&g.min_rate_bps.to_le_bytes());
+                out.push(g.max_shards);
             }
             Reply::Refused { code } => {
                 out.push(REPLY_REFUSED);
@@ -251,6 +256,10 @@ impl Reply {
                 policy: policy_of(c.u8("policy")?).ok_or(malformed("policy"))?,
                 rate_bps: c.u64("rate")?,
                 min_rate_bps: c.u64("minrate")?,
+                max_shards: match c.u8("shards")? {
+                    0 => return Err(malformed("shards")),
+                    n => n,
+                },
             }),
             REPLY_REFUSED => Reply::Refused { code: c.str(MAX_CODE_LEN, "code")?.to_string() },
             _ => return Err(malformed("reply")),
@@ -516,6 +525,7 @@ mod tests {
             policy: Policy::Fair,
             rate_bps: 10,
             min_rate_bps: 1,
+            max_shards: 2,
         });
         assert_eq!(Reply::decode(&g.encode()).unwrap(), g);
         let r = Reply::Refused { code: "expired".into() };

@@ -104,6 +104,8 @@ fn start(root: &Path, limits: Limits) -> Server {
         web_listen: "127.0.0.1:0".parse().unwrap(),
         limits,
         shards: 2,
+        preserve_owner: false,
+        preserve_xattrs: false,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -155,6 +157,8 @@ fn opts() -> ClientOptions {
         resume: Default::default(),
         backend: None,
         bind_ip: None,
+        preserve_owner: false,
+        preserve_xattrs: false,
     }
 }
 
@@ -170,7 +174,7 @@ fn random_file(path: &Path, len: usize) {
 fn put_job(path: &Path) -> Job {
     let w = haul_io::files::walk(&[path.to_path_buf()]).unwrap();
     let (files, sources) = w.files.into_iter().map(|f| (f.entry, f.path)).unzip();
-    Job::Put { files, sources }
+    Job::Put { files, sources, attrs: Vec::new() }
 }
 
 #[test]

@@ -10,10 +10,13 @@ mod web_support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use haul_control::authz::{Authorizer, Outcome, RefusalCode, SecretToken};
+use haul_control::store::external::LinkBytes;
+use haul_control::store::web_audit::AuditFilter;
 use haul_control::store::web_settings::WebSettings;
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use web_support::{Browser, Server, T0, between, log_buffer};
+use web_support::{Browser, Server, T0, between, download_ask, gate_ledger, host_key, log_buffer};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -392,7 +395,7 @@ async fn notifications_reach_the_outbox_and_an_smtp_server() {
     let mut alice = sender(&srv, &mut admin, "alice", false).await;
     let bob = srv.store.user("bob").unwrap();
     assert!(bob.is_none());
-    let (bob_id, _) = srv.user(&mut admin, "bob", "user").await;
+    let (bob_id, mut bob_b) = srv.user(&mut admin, "bob", "user").await;
     srv.store.set_web_profile(bob_id, false, "bob@example.com", "").unwrap();
     let page = sent_package(&srv, &mut alice, "alice", "bob", &[("a", b"a")]).await;
     let mail = outbox_mail(&srv.data_dir(), "To: bob@example.com").await;
@@ -424,11 +427,106 @@ async fn notifications_reach_the_outbox_and_an_smtp_server() {
         .find(|p| p.title == "Second")
         .unwrap()
         .public_id;
-    std::fs::write(srv.data_dir().join("storage/alice/outbox").join(&pid).join("b"), b"b").unwrap();
+    std::fs::write(srv.data_dir().join("storage/alice/outbox").join(&pid).join("b"), b"bb")
+        .unwrap();
     b2.get(&page2).await;
     b2.post_form(&format!("{page2}/send"), &[]).await;
     let msg = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
     assert!(msg.contains("Package from alice: Second"), "{msg}");
     assert!(msg.contains("bob@example.com"), "{msg}");
+    // Bob downloads: a part (no mail), then the whole file over HTTPS: alice is told, through
+    // the sink, and the package page shows the delivery.
+    let file = format!("{page2}/files/b");
+    let part = bob_b.request(Method::GET, &file, &[("range", "bytes=0-0")], None).await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(bob_b.get(&file).await.body, "bb");
+    let msg = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+    assert!(msg.contains("Downloaded: Second") && msg.contains("alice@example.com"), "{msg}");
+    assert!(msg.contains("bob downloaded b from your package Second"), "{msg}");
+    let receipts = b2.get(&page2).await.body;
+    let receipts = between(&receipts, "id=\"receipts\"", "</table>").to_owned();
+    assert_eq!(receipts.matches("<tr><td>bob").count(), 1, "one receipt, by HTTPS: {receipts}");
     assert_eq!(std::fs::read_dir(srv.data_dir().join("outbox")).unwrap().count(), before);
+}
+
+/// The `haul get` URL for `file` on a link page: (path asked of the gate, token).
+fn link_url(page: &str, file: &str) -> (String, String) {
+    let cmd = between(page, &format!("<strong>{file}</strong>"), "</code>");
+    let url = between(cmd, "haul get '", "'").replace("&#x2f;", "/").replace("&amp;", "&");
+    assert!(url.starts_with("haul://"), "no haul get URL for {file}: {cmd}");
+    let rest = url.split_once("://").unwrap().1;
+    let path = &rest[rest.find('/').unwrap()..rest.find('?').unwrap()];
+    (path.to_owned(), between(&url, "token=", "&").to_owned())
+}
+
+#[tokio::test]
+async fn haul_get_on_a_link_shares_the_https_accounting_and_is_audited() {
+    const SIZE: usize = 1 << 20;
+    let data: Vec<u8> = (0..SIZE).map(|i| (i * 13 % 251) as u8).collect();
+    let srv = Server::start().await;
+    host_key(&srv);
+    settings(&srv, |s| s.external_sending = true);
+    let mut admin = srv.admin().await;
+    let mut alice = sender(&srv, &mut admin, "alice", true).await;
+    srv.user(&mut admin, "bob", "user").await;
+    let page = sent_package(&srv, &mut alice, "alice", "bob", &[("big.bin", &data)]).await;
+    let link = add_external(&srv, &mut alice, &page, "partner@example.org", "1").await;
+    let pkg: i64 = page.trim_start_matches("/packages/").parse().unwrap();
+    let link_id = srv.store.external_links(pkg).unwrap()[0].id;
+    let mut x = srv.browser();
+    let (path, token) = link_url(&x.get(&link).await.body, "big.bin");
+    let token = SecretToken(token.into());
+    let gate = gate_ledger(&srv);
+
+    // haul get starts: the whole file is reserved, so neither a second haul get nor a whole
+    // HTTPS download fits beside it.
+    let grant = gate.authorize(&download_ask(&token, &path)).unwrap();
+    assert_eq!(srv.store.link_bytes(link_id, "big.bin").unwrap().reserved, SIZE as u64);
+    let second = gate.authorize(&download_ask(&token, &path)).unwrap_err();
+    assert_eq!(second.code, RefusalCode::DownloadLimit);
+    let url = format!("{}{link}/files/big.bin", x.base);
+    assert_eq!(x.client.get(&url).send().await.unwrap().status(), StatusCode::CONFLICT);
+    // It is interrupted halfway: only the half it sent is charged.
+    let half = (SIZE / 2) as u64;
+    gate.on_bytes_sent(&grant, Outcome::Interrupted, Some(half));
+    gate.finish(&grant, Outcome::Interrupted);
+    assert_eq!(
+        srv.store.link_bytes(link_id, "big.bin").unwrap(),
+        LinkBytes { sent: half, reserved: 0 }
+    );
+    // The rest over HTTPS with Range completes the one download allowed...
+    let res = x.client.get(&url).header("range", format!("bytes={half}-")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&res.bytes().await.unwrap()[..], &data[SIZE / 2..]);
+    assert_eq!(settled(&srv, link_id, "big.bin").await, SIZE as u64);
+    // ...after which haul get is refused, and the link is gone.
+    let third = gate.authorize(&download_ask(&token, &path)).unwrap_err();
+    assert_eq!(third.code, RefusalCode::DownloadLimit);
+    assert_eq!(x.get(&link).await.status, StatusCode::GONE);
+    let b = srv.store.link_bytes(link_id, "big.bin").unwrap();
+    assert_eq!(b, LinkBytes { sent: SIZE as u64, reserved: 0 }, "never more than one copy");
+
+    // The sender's page shows the delivery; the audit log has the mint, use and refusals, and
+    // neither the token nor the link id.
+    let deadline = Instant::now() + WAIT;
+    while srv.store.package_receipts(pkg).unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no receipt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = alice.get(&page).await.body;
+    let receipts = between(&body, "id=\"receipts\"", "</table>");
+    assert!(receipts.contains("partner@example.org") && receipts.contains("HTTPS"), "{receipts}");
+    let entries =
+        srv.store.audit_entries(&AuditFilter { limit: 500, ..Default::default() }).unwrap();
+    let has = |action: &str, detail: &str| {
+        entries.iter().any(|e| e.action == action && e.detail.contains(detail))
+    };
+    assert!(has("token.mint", &format!("external_link={link_id}")), "{entries:#?}");
+    assert!(has("token.use", &format!("external_link={link_id}")), "{entries:#?}");
+    assert!(has("token.refused", "code=download-limit"), "{entries:#?}");
+    let link_secret = link.trim_start_matches("/x/");
+    for e in &entries {
+        let text = format!("{e:?}");
+        assert!(!text.contains(link_secret) && !text.contains(token.0.as_str()), "{text}");
+    }
 }

@@ -7,22 +7,14 @@
 mod web_support;
 
 use haul_control::authorize::PackageCheck;
+use haul_control::authz::{Authorizer, Outcome, SecretToken};
 use haul_control::authz::{Direction, RefusalCode};
+use haul_control::store::web_audit::AuditFilter;
 use haul_control::token;
 use haul_control::web::package_files::StorePackages;
+use haul_control::web::package_limits::sweep_once;
 use reqwest::StatusCode;
-use web_support::{Server, T0, between};
-
-/// The gate's host key, which the URLs pin (the gate creates it in production).
-fn host_key(srv: &Server) {
-    let key = srv.data_dir().join(haul_control::token::hostkey_pin::HOST_KEY_FILE);
-    let ok = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (openssh-client) is needed for this test");
-    assert!(ok.success());
-}
+use web_support::{Server, T0, between, download_ask, gate_ledger, host_key};
 
 /// The token inside a `haul://` URL on a page, opened with the server's keys.
 fn claims_in(srv: &Server, page: &str, marker: &str) -> token::claims::Claims {
@@ -261,4 +253,114 @@ async fn recipients_forward_only_with_the_permission() {
         sender.post_form(&format!("{p}/forward"), &[("users", "third")]).await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+/// Alice's package to bob and carol with the limits given on the form; returns its page path
+/// and the file's size. The file is written where `haul put` puts it.
+async fn limited_package(
+    srv: &Server,
+    alice: &mut web_support::Browser,
+    title: &str,
+    limits: &[(&str, &str)],
+) -> String {
+    alice.get("/packages/new").await;
+    let mut form =
+        vec![("title", title), ("note", ""), ("users", "bob, carol"), ("workgroups", "")];
+    form.extend_from_slice(limits);
+    let r = alice.post_form("/packages", &form).await;
+    let page = r.location().to_owned();
+    assert!(page.starts_with("/packages/"), "{}", r.body);
+    let id: i64 = page.trim_start_matches("/packages/").parse().unwrap();
+    let pid = public_id(srv, id);
+    let outbox = srv.data_dir().join("storage/alice/outbox").join(&pid);
+    std::fs::write(outbox.join("a.bin"), vec![7u8; 4096]).unwrap();
+    alice.get(&page).await;
+    assert_eq!(alice.post_form(&format!("{page}/send"), &[]).await.location(), page);
+    page
+}
+
+fn public_id(srv: &Server, id: i64) -> String {
+    let alice = srv.store.user("alice").unwrap().unwrap().id;
+    srv.store.package_for(id, alice).unwrap().unwrap().public_id
+}
+
+/// The `haul get` URL for a.bin on a recipient's page: (path asked of the gate, token).
+fn get_url(page: &str) -> (String, SecretToken) {
+    let url = between(page, "haul get '", "'").replace("&#x2f;", "/").replace("&amp;", "&");
+    let rest = url.split_once("://").unwrap().1;
+    let path = rest[rest.find('/').unwrap()..rest.find('?').unwrap()].to_owned();
+    (path, SecretToken(between(&url, "token=", "&").to_owned().into()))
+}
+
+#[tokio::test]
+async fn package_limits_hold_at_the_console_https_and_gate_and_the_sweeper_removes_files() {
+    let srv = Server::start().await;
+    host_key(&srv);
+    let mut ws = srv.store.web_settings().unwrap();
+    ws.package_downloads_max = 3;
+    srv.store.set_web_settings(&ws, T0).unwrap();
+    let mut admin = srv.admin().await;
+    let (_, mut alice) = srv.user(&mut admin, "alice", "user").await;
+    let (_, mut bob) = srv.user(&mut admin, "bob", "user").await;
+    let (_, mut carol) = srv.user(&mut admin, "carol", "user").await;
+    // Above the admin maximum: a validation message.
+    alice.get("/packages/new").await;
+    let r =
+        alice.post_form("/packages", &[("title", "X"), ("users", "bob"), ("downloads", "4")]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("from 1 to 3"), "{}", r.body);
+
+    let limits = [("downloads", "1"), ("delete_after_download", "on"), ("expires_days", "")];
+    let page = limited_package(&srv, &mut alice, "Once", &limits).await;
+    let pkg: i64 = page.trim_start_matches("/packages/").parse().unwrap();
+    let gate = gate_ledger(&srv);
+    // Bob's one download, with haul through the gate.
+    let (path, token) = get_url(&bob.get(&page).await.body);
+    let grant = gate.authorize(&download_ask(&token, &path)).unwrap();
+    gate.on_bytes_sent(&grant, Outcome::Complete, Some(4096));
+    gate.finish(&grant, Outcome::Complete);
+    // Used up: no URL on his page, 410 over HTTPS, `download-limit` at the gate.
+    let body = bob.get(&page).await.body;
+    assert!(body.contains("as many times as the sender allows") && !body.contains("haul get '"));
+    assert_eq!(bob.get(&format!("{page}/files/a.bin")).await.status, StatusCode::GONE);
+    let again = gate.authorize(&download_ask(&token, &path)).unwrap_err();
+    assert_eq!(again.code, RefusalCode::DownloadLimit);
+    // Carol has not downloaded yet: the files stay.
+    assert_eq!(sweep_once(&srv.store, &srv.data_dir(), T0).unwrap(), 0);
+    assert_eq!(carol.get(&format!("{page}/files/a.bin")).await.body.len(), 4096);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while srv.store.package_receipts(pkg).unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "carol's receipt never came");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Both have it: the sweeper removes the sender's and the recipients' copies.
+    assert_eq!(sweep_once(&srv.store, &srv.data_dir(), T0).unwrap(), 1);
+    for dir in ["alice/outbox", "bob/inbox", "carol/inbox"] {
+        let pid = public_id(&srv, pkg);
+        assert!(!srv.data_dir().join("storage").join(dir).join(pid).exists(), "{dir} kept");
+    }
+    let receipts = alice.get(&page).await.body;
+    assert!(receipts.contains("Files removed"), "{receipts}");
+
+    // Expiry: refused everywhere after the date, then swept.
+    let page2 = limited_package(&srv, &mut alice, "Soon", &[("expires_days", "1")]).await;
+    let (path2, token2) = get_url(&bob.get(&page2).await.body);
+    srv.clock.advance(86_400);
+    // A day later bob's session has timed out: he signs in again.
+    bob.login("bob", web_support::GOOD_PASSWORD).await;
+    let body = bob.get(&page2).await.body;
+    assert!(body.contains("This package has expired.") && !body.contains("haul get '"));
+    assert_eq!(bob.get(&format!("{page2}/files/a.bin")).await.status, StatusCode::GONE);
+    let late = gate.authorize(&download_ask(&token2, &path2)).unwrap_err();
+    assert!(matches!(late.code, RefusalCode::Expired), "{late:?}");
+    assert_eq!(sweep_once(&srv.store, &srv.data_dir(), T0 + 86_400).unwrap(), 1);
+    let entries = srv
+        .store
+        .audit_entries(&AuditFilter {
+            action_prefix: Some("package.files_removed".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
 }

@@ -77,7 +77,10 @@ async fn state_changing_requests_need_the_csrf_token() {
     let r = admin.post_form_no_csrf("/admin/users", &fields).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let good = admin.csrf.clone().unwrap();
-    admin.csrf = Some(format!("{}0", &good[..good.len() - 1]));
+    // Change the last character to a different one (a fixed "0" would keep a token ending in 0).
+    let (head, last) = good.split_at(good.len() - 1);
+    let changed = if last == "0" { "1" } else { "0" };
+    admin.csrf = Some(format!("{head}{changed}"));
     assert_eq!(admin.post_form("/admin/users", &fields).await.status, StatusCode::FORBIDDEN);
     admin.csrf = Some(good.clone());
     // A request marked cross-site is refused even with the token.

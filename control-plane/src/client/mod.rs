@@ -227,8 +227,14 @@ impl<S: std::io::Write> std::io::Write for Counting<S> {
 /// What a client run asks for, beyond the connection.
 #[derive(Debug)]
 pub enum Job {
-    /// `haul put`: these files (manifest entries and their sources).
-    Put { files: Vec<haul_proto::session::FileEntry>, sources: Vec<PathBuf> },
+    /// `haul put`: these files (manifest entries and their sources), and either nothing or
+    /// per file the owner and extended attributes to send (`--preserve-owner`/`-xattrs`; the
+    /// gate applies them only when its operator consents).
+    Put {
+        files: Vec<haul_proto::session::FileEntry>,
+        sources: Vec<PathBuf>,
+        attrs: Vec<haul_proto::setup::FileAttrs>,
+    },
     /// `haul get`: into this directory.
     Get { dest: PathBuf },
 }
@@ -293,8 +299,8 @@ pub fn run_blocking(
     let mut data_plane_at = None;
     let mut mark = || data_plane_at = Some(started.elapsed());
     let report = match job {
-        Job::Put { files, sources } => {
-            transfer::put(&mut s, ask, files, sources, ends, opts, &mut mark)
+        Job::Put { files, sources, attrs } => {
+            transfer::put(&mut s, ask, (files, sources, attrs), ends, opts, &mut mark)
         }
         Job::Get { dest } => transfer::get(&mut s, ask, &dest, ends, opts, &mut mark),
     };

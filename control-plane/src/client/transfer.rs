@@ -18,7 +18,7 @@ use haul_io::transfer::{
     run_receiver_to, run_sender,
 };
 use haul_proto::session::{FileEntry, Role};
-use haul_proto::setup::{Accept, Message, OverwritePref, ResumePref, validate_offer};
+use haul_proto::setup::{Accept, FileAttrs, Message, OverwritePref, ResumePref, validate_offer};
 
 use crate::session::{
     Ask, Granted, Reply, SessionError, SessionKeys, derive_keys, finish_sending, offer_for,
@@ -35,6 +35,10 @@ pub struct ClientOptions {
     pub backend: Option<BackendKind>,
     /// Where the client's UDP sockets bind (default: the SSH connection's local address).
     pub bind_ip: Option<IpAddr>,
+    /// `haul get`: apply the owners / extended attributes the gate sends (it sends them only
+    /// when its operator consents; owners need root or CAP_CHOWN here).
+    pub preserve_owner: bool,
+    pub preserve_xattrs: bool,
 }
 
 /// Where the two ends are: the client's shards bind `local_ip`; the gate's shards are at
@@ -74,16 +78,16 @@ fn keys_of(k: &SessionKeys) -> Keys {
 pub fn put<S: Read + Write>(
     s: &mut S,
     ask: &Ask,
-    files: Vec<FileEntry>,
-    sources: Vec<PathBuf>,
+    (files, sources, attrs): (Vec<FileEntry>, Vec<PathBuf>, Vec<FileAttrs>),
     ends: Endpoints,
     opts: &ClientOptions,
     on_data_plane: &mut dyn FnMut(),
 ) -> Result<TransferReport, SessionError> {
     let (g, keys) = ask_for(s, ask)?;
     let prefs = (opts.overwrite, opts.resume);
-    let offer =
-        offer_for(&g, keys.transcript, opts.shards.max(1), ends.server_ip.is_ipv6(), files, prefs);
+    let shards = opts.shards.clamp(1, g.max_shards.max(1));
+    let mut offer = offer_for(&g, keys.transcript, shards, ends.server_ip.is_ipv6(), files, prefs);
+    offer.attrs = attrs;
     let valid = validate_offer(&offer, &keys.transcript)
         .map_err(|r| SessionError::Peer(format!("cannot offer this transfer: {}", r.reason)))?;
     send_message(s, &Message::Offer(offer))?;
@@ -137,10 +141,14 @@ pub fn get<S: Read + Write>(
     {
         return Err(SessionError::Peer("the gate's offer departs from its own grant".into()));
     }
+    // Owner and xattrs: the gate sent them (its operator consents) and this client asks.
+    // Setid bits are never kept through the gate.
     let options = RecvOptions {
         overwrite: overwrite_of(opts.overwrite),
         resume: resume_of(opts.resume),
-        // Owner, xattrs and setid are not preserved through the gate.
+        preserve_owner: opts.preserve_owner,
+        preserve_xattrs: opts.preserve_xattrs,
+        file_attrs: valid.attrs.clone(),
         ..Default::default()
     };
     let resume = prepare_receive(dest, &valid.manifest, &options)?;

@@ -12,7 +12,11 @@
 //!   a message and an exit status; a refused pty/env/X11/agent request taints the channel, so
 //!   the exec that follows is refused too, naming the first refusal.
 //! - Limits are taken as RAII slots before what they limit starts; every refusal is logged
-//!   and counted ([`limits::Counters`]).
+//!   and counted ([`limits::Counters`]). An address with too many failed authentications in a
+//!   window is blocked for a backoff: its connections are refused, logins in progress fail.
+//! - When a connection ends or its channel closes (a killed client), its transfer's data
+//!   plane is cancelled at once ([`CancelHandle`]): the shards stop, their sockets close, and
+//!   the use is recorded as interrupted, so a rerun is not refused `in-use`.
 //! - The token is read from the channel by `serve_transfer`, never from the exec command.
 
 pub mod limits;
@@ -26,6 +30,8 @@ use std::sync::Arc;
 use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
+
+use haul_io::transfer::CancelHandle;
 
 use crate::authz::Authorizer;
 use limits::{Counters, Ledger, Slot};
@@ -68,7 +74,11 @@ impl russh::server::Server for GateServer {
     type Handler = Conn;
     fn new_client(&mut self, peer: Option<SocketAddr>) -> Conn {
         let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip());
-        let slot = self.state.ledger.connect(ip);
+        let slot = if self.state.ledger.is_auth_blocked(ip, std::time::Instant::now()) {
+            Err(RefusalKind::AuthLimit)
+        } else {
+            self.state.ledger.connect(ip)
+        };
         if let Err(kind) = &slot {
             self.state.counters.refuse(*kind, Some(ip));
         }
@@ -79,6 +89,7 @@ impl russh::server::Server for GateServer {
             login: None,
             channels: HashMap::new(),
             exec_used: false,
+            cancel: None,
         }
     }
 }
@@ -98,6 +109,16 @@ pub struct Conn {
     login: Option<Identity>,
     channels: HashMap<ChannelId, Chan>,
     exec_used: bool,
+    /// Stops the running transfer's data plane when the connection or its channel goes away.
+    cancel: Option<(ChannelId, CancelHandle)>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some((_, c)) = &self.cancel {
+            c.cancel();
+        }
+    }
 }
 
 fn publickey_only() -> MethodSet {
@@ -138,7 +159,9 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     fn identity_of(&self, user: &str, key: &PublicKey) -> Option<Identity> {
-        if self.slot.is_err() {
+        if self.slot.is_err()
+            || self.state.ledger.is_auth_blocked(self.ip, std::time::Instant::now())
+        {
             return None;
         }
         if user == TRANSFER_ACCOUNT && key.key_data() == self.state.shipped_key.key_data() {
@@ -156,6 +179,17 @@ impl Conn {
 
     fn refuse(&self, kind: RefusalKind) {
         self.state.counters.refuse(kind, Some(self.ip));
+    }
+
+    /// A failed authentication: counted, and against the address's window.
+    fn auth_failed(&self) -> Auth {
+        self.refuse(RefusalKind::Auth);
+        if let Some(backoff) = self.state.ledger.on_auth_failure(self.ip, std::time::Instant::now())
+        {
+            self.refuse(RefusalKind::AuthLimit);
+            tracing::warn!(ip = %self.ip, backoff_s = backoff.as_secs(), "address blocked for failed authentications");
+        }
+        reject()
     }
 
     /// Answer a shell/exec/subsystem request with the refusal: message, exit status, close.
@@ -207,6 +241,8 @@ impl Conn {
         let handle = session.handle();
         let state = self.state.clone();
         let ip = self.ip;
+        let cancel = CancelHandle::default();
+        self.cancel = Some((id, cancel.clone()));
         let stream = channel.into_stream();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
@@ -217,6 +253,7 @@ impl Conn {
                 &identity,
                 ip,
                 &state.dataplane,
+                &cancel,
             );
             let (status, message) = match &result {
                 Ok(served) => {
@@ -265,8 +302,7 @@ impl russh::server::Handler for Conn {
     }
 
     async fn auth_password(&mut self, _user: &str, _password: &str) -> Result<Auth, Self::Error> {
-        self.refuse(RefusalKind::Auth);
-        Ok(reject())
+        Ok(self.auth_failed())
     }
 
     async fn auth_publickey_offered(
@@ -277,8 +313,7 @@ impl russh::server::Handler for Conn {
         if self.identity_of(user, offer.public_key).is_some() {
             Ok(Auth::Accept)
         } else {
-            self.refuse(RefusalKind::Auth);
-            Ok(reject())
+            Ok(self.auth_failed())
         }
     }
 
@@ -293,10 +328,7 @@ impl russh::server::Handler for Conn {
                 self.login = Some(id);
                 Ok(Auth::Accept)
             }
-            None => {
-                self.refuse(RefusalKind::Auth);
-                Ok(reject())
-            }
+            None => Ok(self.auth_failed()),
         }
     }
 
@@ -316,6 +348,19 @@ impl russh::server::Handler for Conn {
         }
         self.channels.insert(channel.id(), Chan { channel: Some(channel), taint: None });
         reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some((id, c)) = &self.cancel
+            && *id == channel
+        {
+            c.cancel();
+        }
         Ok(())
     }
 

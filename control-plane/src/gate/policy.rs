@@ -32,10 +32,11 @@ pub enum RefusalKind {
     SessionLimit,
     IdleTimeout,
     Token,
+    AuthLimit,
 }
 
 impl RefusalKind {
-    pub const ALL: [RefusalKind; 14] = [
+    pub const ALL: [RefusalKind; 15] = [
         RefusalKind::Shell,
         RefusalKind::Pty,
         RefusalKind::Subsystem,
@@ -50,6 +51,7 @@ impl RefusalKind {
         RefusalKind::SessionLimit,
         RefusalKind::IdleTimeout,
         RefusalKind::Token,
+        RefusalKind::AuthLimit,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -68,6 +70,7 @@ impl RefusalKind {
             RefusalKind::SessionLimit => "session-limit",
             RefusalKind::IdleTimeout => "idle-timeout",
             RefusalKind::Token => "token",
+            RefusalKind::AuthLimit => "auth-limit",
         }
     }
 
@@ -102,12 +105,17 @@ impl RefusalKind {
             }
             RefusalKind::IdleTimeout => "haul gate: closed: idle for too long",
             RefusalKind::Token => "haul gate: unauthorized to transfer",
+            RefusalKind::AuthLimit => {
+                "haul gate: refused: too many failed authentication attempts from your address; try later"
+            }
         }
     }
 
     pub const fn exit_status(self) -> u32 {
         match self {
-            RefusalKind::ConnectionLimit | RefusalKind::SessionLimit => EXIT_LIMIT,
+            RefusalKind::ConnectionLimit | RefusalKind::SessionLimit | RefusalKind::AuthLimit => {
+                EXIT_LIMIT
+            }
             RefusalKind::Token => EXIT_FAILED,
             _ => EXIT_REFUSED,
         }

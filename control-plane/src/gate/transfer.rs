@@ -9,16 +9,25 @@
 //!   and learn it from the client's first authenticated datagram (no reflection), so a
 //!   download starts only when the client's receiver speaks first.
 //! - The token is never logged; the log names the token side's refusal code and detail.
+//! - A single-use grant's progress is recorded ([`Authorizer::record_partial`]) while data
+//!   flows, so its resume grant is bound to the token id, the path and that partial: a resumed
+//!   download whose client claims less than the recorded partial, less one checkpoint interval
+//!   per file and the bytes that may have been in flight, is refused (the token bought one
+//!   copy; it may finish it, not start it again).
+//! - The data plane runs under the connection's [`CancelHandle`]: a client that goes away
+//!   (its SSH channel or connection closes) stops it at once and the use ends interrupted.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use haul_io::backend::BackendKind;
+use haul_io::files::checkpoint::checkpoint_interval_bytes;
 use haul_io::transfer::{
-    Keys, RecvJob, RecvOptions, SendJob, TransferReport, bind_shards, prepare_receive,
-    run_receiver_to, run_sender_from,
+    CancelHandle, Keys, Progress, RecvJob, RecvOptions, SKIP_FILE, SendJob, TransferReport,
+    bind_shards, bind_shards_in, prepare_receive, run_receiver_cancellable, run_sender_cancellable,
 };
 use haul_proto::session::Role;
 use haul_proto::setup::{Accept, Message, OverwritePref, ResumePref, validate_offer};
@@ -33,11 +42,31 @@ use crate::session::{
 /// How the gate runs the data plane of its transfers.
 #[derive(Clone, Debug)]
 pub struct DataPlaneConfig {
-    /// The address its shard sockets bind (port 0: the kernel picks one per shard).
+    /// The address its shard sockets bind.
     pub udp_ip: IpAddr,
+    /// The ports they take (`--udp-listen IP:LO-HI`); `None`: the kernel picks one per shard.
+    pub udp_ports: Option<std::ops::RangeInclusive<u16>>,
     /// Shards per download the gate sends (uploads take the client's count, at most this).
     pub shards: u8,
+    /// The operator's consent (`haul serve --allow-preserve-owner`): uploads may set the
+    /// owners their client sends, downloads send the files' owners.
+    pub preserve_owner: bool,
+    /// The same for extended attributes (`--allow-preserve-xattrs`), POSIX ACLs included.
+    pub preserve_xattrs: bool,
     pub backend: Option<BackendKind>,
+}
+
+impl DataPlaneConfig {
+    /// Bind `shards` shard sockets per the `--udp-listen` ports.
+    fn bind(&self, shards: u8) -> Result<haul_io::transfer::ShardSockets, SessionError> {
+        let sockets = match &self.udp_ports {
+            None => bind_shards(self.udp_ip, shards, self.backend)?,
+            Some(r) => bind_shards_in(self.udp_ip, r.clone(), shards, self.backend)?,
+        };
+        let ports: Vec<u16> = sockets.local_addrs().iter().map(SocketAddr::port).collect();
+        tracing::info!(?ports, "data plane bound its UDP ports");
+        Ok(sockets)
+    }
 }
 
 /// Who the SSH login proved to be.
@@ -47,6 +76,38 @@ pub enum Identity {
     TransferAccount,
     /// A user with their own key (`haul cp`): the user's storage and restrictions decide.
     User(String),
+}
+
+/// How often a single-use grant's progress is written to the store.
+pub const RECORD_PARTIAL_EVERY: Duration = Duration::from_millis(500);
+/// Bytes a download's sender may have counted as sent that never reached the client's disk
+/// (in flight, in socket buffers, not yet checkpointed beyond the per-file interval). A
+/// resumed download may claim this much less than its grant recorded.
+pub const RESUME_IN_FLIGHT_BYTES: u64 = 64 << 20;
+
+/// Writes a single-use grant's progress to its resume grant, at most every
+/// [`RECORD_PARTIAL_EVERY`].
+struct PartialRecorder<'a> {
+    authz: &'a dyn Authorizer,
+    grant: &'a Grant,
+    /// Bytes already there when this session started (its resume offsets).
+    base: u64,
+    last: Mutex<Option<Instant>>,
+}
+
+impl PartialRecorder<'_> {
+    fn on_progress(&self, p: &Progress) {
+        let Some(path) = self.grant.paths.first().filter(|_| self.grant.single_use) else {
+            return;
+        };
+        let Ok(mut last) = self.last.lock() else { return };
+        if last.is_some_and(|t| t.elapsed() < RECORD_PARTIAL_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let fresh = p.bytes_done.saturating_sub(p.resent_bytes);
+        self.authz.record_partial(self.grant, path, self.base.saturating_add(fresh));
+    }
 }
 
 /// What one finished transfer looked like, for the log and the counters.
@@ -63,6 +124,7 @@ pub fn serve_transfer<S: Read + Write>(
     identity: &Identity,
     client_ip: IpAddr,
     cfg: &DataPlaneConfig,
+    cancel: &CancelHandle,
 ) -> Result<Served, SessionError> {
     let ask_frame = read_frame(s)?
         .ok_or_else(|| SessionError::Peer("the client closed before its ask".into()))?;
@@ -90,29 +152,47 @@ pub fn serve_transfer<S: Read + Write>(
         }
     };
     tracing::info!(%client_ip, user = %grant.user, direction = grant.direction.name(), "transfer granted");
-    let result = run_granted(s, &ask, &ask_frame, &grant, client_ip, cfg);
+    let run = Run { authz, grant: &grant, client_ip, cfg, cancel };
+    let result = run_granted(s, &ask, &ask_frame, &run);
+    // A channel closed after a complete transfer (the client's Bye, then close) is no
+    // interruption; one closed before is, and the data plane stopped early because of it.
+    if result.is_err() && cancel.is_cancelled() {
+        tracing::warn!(%client_ip, "transfer interrupted: the client's SSH channel closed");
+    }
     let outcome = match &result {
         Ok(_) => Outcome::Complete,
         Err(_) => Outcome::Interrupted,
     };
+    if grant.direction == Direction::Download {
+        authz.on_bytes_sent(&grant, outcome, result.as_ref().ok().map(|r| r.bytes));
+    }
     authz.finish(&grant, outcome);
     result.map(|report| Served { direction: grant.direction, report })
+}
+
+/// One granted transfer's context.
+struct Run<'a> {
+    authz: &'a dyn Authorizer,
+    grant: &'a Grant,
+    client_ip: IpAddr,
+    cfg: &'a DataPlaneConfig,
+    cancel: &'a CancelHandle,
 }
 
 fn run_granted<S: Read + Write>(
     s: &mut S,
     ask: &Ask,
     ask_frame: &[u8],
-    grant: &Grant,
-    client_ip: IpAddr,
-    cfg: &DataPlaneConfig,
+    run: &Run<'_>,
 ) -> Result<TransferReport, SessionError> {
+    let grant = run.grant;
     let g = Granted {
         server_random: fresh_random()?,
         suite: grant.suite,
         policy: grant.policy,
         rate_bps: grant.rate_bps,
         min_rate_bps: grant.min_rate_bps,
+        max_shards: run.cfg.shards.max(1),
     };
     let reply = Reply::Granted(g).encode();
     write_frame(s, &reply)?;
@@ -122,8 +202,8 @@ fn run_granted<S: Read + Write>(
     let keys = derive_keys(&ask.client_random, &g.server_random, ask_frame, &reply);
     crate::testhook::expose_keys(&keys, &ask.token);
     match grant.direction {
-        Direction::Upload => receive_upload(s, keys, &g, grant, client_ip, cfg),
-        Direction::Download => send_download(s, keys, &g, grant, client_ip, cfg),
+        Direction::Upload => receive_upload(s, keys, &g, run),
+        Direction::Download => send_download(s, keys, &g, run),
     }
 }
 
@@ -145,10 +225,9 @@ fn receive_upload<S: Read + Write>(
     s: &mut S,
     keys: SessionKeys,
     g: &Granted,
-    grant: &Grant,
-    client_ip: IpAddr,
-    cfg: &DataPlaneConfig,
+    run: &Run<'_>,
 ) -> Result<TransferReport, SessionError> {
+    let (grant, cfg) = (run.grant, run.cfg);
     let Message::Offer(offer) = read_message(s, "offer")? else {
         return Err(SessionError::Peer("the client sent something else than its Offer".into()));
     };
@@ -173,10 +252,14 @@ fn receive_upload<S: Read + Write>(
         return Err(refuse(s, RefuseCode::BadParams, why.into()));
     }
     let dest = upload_dir(grant);
+    // Owner and xattrs: the client sent them and the operator consents. Setid bits are
+    // never kept through the gate.
     let options = RecvOptions {
         overwrite: overwrite_of(valid.overwrite),
         resume: resume_of(valid.resume),
-        // Owner, xattrs and setid are not preserved through the gate.
+        preserve_owner: cfg.preserve_owner,
+        preserve_xattrs: cfg.preserve_xattrs,
+        file_attrs: valid.attrs.clone(),
         ..Default::default()
     };
     let resume = match prepare_receive(&dest, &valid.manifest, &options) {
@@ -184,7 +267,7 @@ fn receive_upload<S: Read + Write>(
         Err(e) => return Err(refuse(s, RefuseCode::Destination, e.to_string())),
     };
     let params = valid.params(fresh_session_id()?);
-    let sockets = bind_shards(cfg.udp_ip, params.shards, cfg.backend)?;
+    let sockets = cfg.bind(params.shards)?;
     let accept = Accept {
         session_id: params.session_id,
         target_rate_bps: params.rate.target_bps,
@@ -203,7 +286,11 @@ fn receive_upload<S: Read + Write>(
         pin_cores: false,
     };
     drop(keys);
-    let result = run_receiver_to(job, &[], Some(client_ip), None);
+    let base = resume_base(&job.resume, &job.manifest);
+    let rec = PartialRecorder { authz: run.authz, grant, base, last: Mutex::new(None) };
+    let on_progress = |p: &Progress| rec.on_progress(p);
+    let result =
+        run_receiver_cancellable(job, &[], Some(run.client_ip), Some(&on_progress), run.cancel);
     send_message(s, &Message::Summary(summary_of(&result)))?;
     // Bye is a courtesy; a client that vanished after the Summary changes nothing.
     let _ = read_frame(s);
@@ -214,21 +301,73 @@ fn receive_upload<S: Read + Write>(
     Ok(report)
 }
 
+/// What a download sends of each file's owner and extended attributes: nothing unless the
+/// operator consents (the client applies them only if it asks too).
+fn attrs_of(
+    sources: &[PathBuf],
+    cfg: &DataPlaneConfig,
+) -> Result<Vec<haul_proto::setup::FileAttrs>, SessionError> {
+    use std::os::unix::fs::MetadataExt;
+    if !cfg.preserve_owner && !cfg.preserve_xattrs {
+        return Ok(Vec::new());
+    }
+    let unreadable = |p: &std::path::Path, e: &dyn std::fmt::Display| {
+        SessionError::Peer(format!("the package cannot be read: {}: {e}", p.display()))
+    };
+    sources
+        .iter()
+        .map(|path| {
+            let mut a = haul_proto::setup::FileAttrs::default();
+            if cfg.preserve_owner {
+                let meta = std::fs::symlink_metadata(path).map_err(|e| unreadable(path, &e))?;
+                a.owner = Some((meta.uid(), meta.gid()));
+            }
+            if cfg.preserve_xattrs {
+                a.xattrs =
+                    haul_io::files::read_xattrs(path).map_err(|e| unreadable(path, &e))?.xattrs;
+            }
+            Ok(a)
+        })
+        .collect()
+}
+
+/// Bytes the resume offsets say are already there (skipped files count as whole).
+fn resume_base(resume: &[u64], manifest: &haul_proto::session::Manifest) -> u64 {
+    (0..manifest.file_count())
+        .zip(resume)
+        .map(|(f, &r)| {
+            let size = manifest.file(f).map_or(0, |e| e.size);
+            if r == SKIP_FILE { size } else { r.min(size) }
+        })
+        .sum()
+}
+
+/// What a resumed download of a single-use grant may claim at least: the recorded partial
+/// less one checkpoint interval per file and [`RESUME_IN_FLIGHT_BYTES`].
+fn resume_floor(recorded: u64, manifest: &haul_proto::session::Manifest) -> u64 {
+    let slack: u64 = (0..manifest.file_count())
+        .map(|f| checkpoint_interval_bytes(manifest.file(f).map_or(0, |e| e.size)))
+        .sum::<u64>()
+        .saturating_add(RESUME_IN_FLIGHT_BYTES);
+    recorded.saturating_sub(slack)
+}
+
 fn send_download<S: Read + Write>(
     s: &mut S,
     keys: SessionKeys,
     g: &Granted,
-    grant: &Grant,
-    client_ip: IpAddr,
-    cfg: &DataPlaneConfig,
+    run: &Run<'_>,
 ) -> Result<TransferReport, SessionError> {
+    let (grant, client_ip, cfg) = (run.grant, run.client_ip, run.cfg);
     let roots: Vec<PathBuf> = grant.paths.iter().map(|p| grant.root.join(p)).collect();
     let walked = haul_io::files::walk(&roots)
         .map_err(|e| SessionError::Peer(format!("the package cannot be read: {e}")))?;
     let (files, sources): (Vec<_>, Vec<_>) =
         walked.files.into_iter().map(|f| (f.entry, f.path)).unzip();
     let prefs = (OverwritePref::default(), ResumePref::default());
-    let offer = offer_for(g, keys.transcript, cfg.shards.max(1), client_ip.is_ipv6(), files, prefs);
+    let mut offer =
+        offer_for(g, keys.transcript, cfg.shards.max(1), client_ip.is_ipv6(), files, prefs);
+    offer.attrs = attrs_of(&sources, cfg)?;
     let valid = validate_offer(&offer, &keys.transcript)
         .map_err(|r| SessionError::Peer(format!("cannot offer the package: {}", r.reason)))?;
     send_message(s, &Message::Offer(offer))?;
@@ -239,9 +378,26 @@ fn send_download<S: Read + Write>(
     if theirs.resume.len() != n_files || theirs.target_rate_bps > g.rate_bps {
         return Err(SessionError::Peer("the client's Accept does not match the offer".into()));
     }
+    let base = resume_base(&theirs.resume, &valid.manifest);
+    let recorded = grant.paths.first().and_then(|p| run.authz.resume_partial_bytes(grant, p));
+    if let Some(floor) = recorded.map(|r| resume_floor(r, &valid.manifest))
+        && base < floor
+    {
+        let reason = format!(
+            "unauthorized to transfer: resume-below-grant: this single-use URL already \
+             delivered {} bytes; rerun it into the destination that holds the partial file",
+            recorded.unwrap_or(0)
+        );
+        let refuse = haul_proto::setup::Refuse {
+            code: haul_proto::setup::RefuseCode::BadParams,
+            reason: reason.clone(),
+        };
+        let _ = send_message(s, &Message::Refuse(refuse));
+        return Err(SessionError::Peer(reason));
+    }
     let mut params = valid.params(fresh_session_id()?);
     params.rate.target_bps = theirs.target_rate_bps.max(params.rate.min_bps);
-    let sockets = bind_shards(cfg.udp_ip, params.shards, cfg.backend)?;
+    let sockets = cfg.bind(params.shards)?;
     let ours = Accept {
         session_id: params.session_id,
         target_rate_bps: params.rate.target_bps,
@@ -262,7 +418,9 @@ fn send_download<S: Read + Write>(
         pin_cores: false,
     };
     drop(keys);
-    let report = run_sender_from(job, Some(client_ip), None)?;
+    let rec = PartialRecorder { authz: run.authz, grant, base, last: Mutex::new(None) };
+    let on_progress = |p: &Progress| rec.on_progress(p);
+    let report = run_sender_cancellable(job, Some(client_ip), Some(&on_progress), run.cancel)?;
     finish_sending(s, &report, "client")?;
     Ok(report)
 }

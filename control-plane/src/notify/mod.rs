@@ -103,6 +103,33 @@ impl Mailer {
     }
 }
 
+/// Sends `mail` on a task of runtime `rt`, through the mailer the store's settings choose;
+/// a failure is logged (never the body) and dropped. For callers outside a request (the
+/// gate's ledger), which have a runtime handle but no web state.
+pub fn spawn_send_with(
+    rt: &tokio::runtime::Handle,
+    store: std::sync::Arc<crate::store::Store>,
+    data_dir: PathBuf,
+    mail: Mail,
+) {
+    rt.spawn(async move {
+        let settings = tokio::task::spawn_blocking(move || store.web_settings()).await;
+        let smtp = match settings {
+            Ok(Ok(s)) => s.smtp,
+            Ok(Err(e)) => {
+                return tracing::warn!(target: "haul::notify", "notification not sent: settings: {e}");
+            }
+            Err(e) => {
+                return tracing::warn!(target: "haul::notify", "notification not sent: {e}");
+            }
+        };
+        let mailer = Mailer::from_settings(&smtp, &data_dir);
+        if let Err(e) = mailer.send(&mail).await {
+            tracing::warn!(target: "haul::notify", "notification not sent: {e}");
+        }
+    });
+}
+
 /// Parses an e-mail address (at most [`MAX_ADDRESS`] bytes).
 pub fn parse_address(s: &str) -> Result<Mailbox, NotifyError> {
     let s = s.trim();

@@ -105,6 +105,14 @@ impl Store {
         })
     }
 
+    /// The link with row id `id`, if any.
+    pub fn external_link_by_id(&self, id: i64) -> Result<Option<ExternalLink>, StoreError> {
+        self.with_conn(|c| {
+            let sql = format!("SELECT {COLS} FROM external_links WHERE id = ?1");
+            Ok(c.query_row(&sql, params![id], row).optional()?)
+        })
+    }
+
     /// The sent package a link belongs to: (public id, sender's name, sender's e-mail, title).
     pub fn external_link_package(
         &self,

@@ -12,7 +12,9 @@
 //! - Issue 5 owns `0001`; later issues only add files.
 //! - The database file is created 0600 in a data directory the caller has already checked.
 
+pub mod deliveries;
 pub mod external;
+pub mod package_limits;
 pub mod settings;
 pub mod token_uses;
 pub mod users;
@@ -34,6 +36,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/0001_init.sql")),
     (2, "web", include_str!("../../migrations/0002_web.sql")),
     (3, "external", include_str!("../../migrations/0003_external.sql")),
+    (4, "deliveries", include_str!("../../migrations/0004_deliveries.sql")),
 ];
 
 /// The database file's name inside the data directory.

@@ -15,6 +15,8 @@ pub const KEY_EXTERNAL_EXPIRY_DEFAULT_DAYS: &str = "web.external_expiry_default_
 pub const KEY_EXTERNAL_EXPIRY_MAX_DAYS: &str = "web.external_expiry_max_days";
 pub const KEY_EXTERNAL_DOWNLOADS_DEFAULT: &str = "web.external_downloads_default";
 pub const KEY_EXTERNAL_DOWNLOADS_MAX: &str = "web.external_downloads_max";
+pub const KEY_PACKAGE_EXPIRY_MAX_DAYS: &str = "web.package_expiry_max_days";
+pub const KEY_PACKAGE_DOWNLOADS_MAX: &str = "web.package_downloads_max";
 pub const KEY_ADMIN_CIDRS: &str = "web.admin_cidrs";
 pub const KEY_SESSION_IDLE_S: &str = "web.session_idle_s";
 pub const KEY_SESSION_ABSOLUTE_S: &str = "web.session_absolute_s";
@@ -39,6 +41,10 @@ pub struct WebSettings {
     pub external_expiry_max_days: u32,
     pub external_downloads_default: u32,
     pub external_downloads_max: u32,
+    /// Most days a package may be set to expire after (its sender picks up to this).
+    pub package_expiry_max_days: u32,
+    /// Most downloads per recipient and file a package may be limited to.
+    pub package_downloads_max: u32,
     /// Comma-separated CIDR list the admin console may be used from; empty: anywhere.
     pub admin_cidrs: String,
     pub session_idle_s: i64,
@@ -82,6 +88,8 @@ impl Default for WebSettings {
             external_expiry_max_days: 30,
             external_downloads_default: 1,
             external_downloads_max: 10,
+            package_expiry_max_days: 365,
+            package_downloads_max: 100,
             admin_cidrs: String::new(),
             session_idle_s: 30 * 60,
             session_absolute_s: 12 * 3600,
@@ -124,6 +132,10 @@ impl Store {
                 .web_typed(KEY_EXTERNAL_DOWNLOADS_DEFAULT, d.external_downloads_default)?,
             external_downloads_max: self
                 .web_typed(KEY_EXTERNAL_DOWNLOADS_MAX, d.external_downloads_max)?,
+            package_expiry_max_days: self
+                .web_typed(KEY_PACKAGE_EXPIRY_MAX_DAYS, d.package_expiry_max_days)?,
+            package_downloads_max: self
+                .web_typed(KEY_PACKAGE_DOWNLOADS_MAX, d.package_downloads_max)?,
             admin_cidrs: self.web_typed(KEY_ADMIN_CIDRS, d.admin_cidrs)?,
             session_idle_s: self.web_typed(KEY_SESSION_IDLE_S, d.session_idle_s)?,
             session_absolute_s: self.web_typed(KEY_SESSION_ABSOLUTE_S, d.session_absolute_s)?,
@@ -159,6 +171,8 @@ impl Store {
             (KEY_EXTERNAL_EXPIRY_MAX_DAYS, s.external_expiry_max_days.to_string()),
             (KEY_EXTERNAL_DOWNLOADS_DEFAULT, s.external_downloads_default.to_string()),
             (KEY_EXTERNAL_DOWNLOADS_MAX, s.external_downloads_max.to_string()),
+            (KEY_PACKAGE_EXPIRY_MAX_DAYS, s.package_expiry_max_days.to_string()),
+            (KEY_PACKAGE_DOWNLOADS_MAX, s.package_downloads_max.to_string()),
             (KEY_ADMIN_CIDRS, s.admin_cidrs.clone()),
             (KEY_SESSION_IDLE_S, s.session_idle_s.to_string()),
             (KEY_SESSION_ABSOLUTE_S, s.session_absolute_s.to_string()),

@@ -7,22 +7,29 @@
 //!   allow-list get 403, as at the transfer gate.
 //! - The file is found by listing the package directory and matching the name exactly, so no
 //!   path from the URL reaches the file system; it is opened without following symlinks.
+//! - A recipient is refused (410) once the package's limits say so (`super::package_limits`).
+//! - A recipient's response that sends the file's last byte writes a delivery receipt
+//!   (`package_downloads`, shown to the sender) and mails the sender; aborted responses do not.
 //! - A `Range` the file cannot satisfy is 416 with `Content-Range: bytes */LEN`; several ranges
 //!   are answered with the whole file (RFC 9110 lets a server ignore `Range`).
 
 use std::os::unix::fs::OpenOptionsExt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, ReadBuf};
 
 use super::accounts::{audit_for, parse_id};
 use super::error::AppError;
 use super::package_files::{self, INBOX_DIR, OUTBOX_DIR};
 use super::session::Member;
 use super::state::AppState;
+use crate::notify::Mail;
+use crate::store::deliveries::{Downloader, Via};
 use crate::store::web_audit::Outcome;
 use crate::users::{DirectionLimit, IpPurpose, UserName, is_allowed, storage_root};
 
@@ -79,13 +86,14 @@ fn disposition(name: &str) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
-/// The package file `name` as `m` may download it: (package id, title, open file, name).
+/// The package file `name` as `m` may download it: (package id, title, open file, name, whether
+/// `m` is the sender).
 async fn locate(
     state: &AppState,
     m: &Member,
     id: &str,
     name: &str,
-) -> Result<(i64, String, std::fs::File, String), AppError> {
+) -> Result<(i64, String, std::fs::File, String, bool), AppError> {
     let (pid, uid) = (parse_id(id)?, m.ctx.account.user_id);
     let p = state.db(move |s| s.package_for(pid, uid)).await?.ok_or(AppError::NotFound)?;
     let is_sender = p.sender_id == uid;
@@ -112,7 +120,7 @@ async fn locate(
     };
     let f = listed.into_iter().find(|f| f.name == name).ok_or(AppError::NotFound)?;
     let file = open_nofollow(&dir.join(&f.name))?;
-    Ok((pid, p.title, file, f.name))
+    Ok((pid, p.title, file, f.name, is_sender))
 }
 
 /// `GET /packages/{id}/files/{name}`.
@@ -122,7 +130,17 @@ pub async fn file(
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let (pid, title, std_file, name) = locate(&state, &m, &id, &name).await?;
+    let (pid, title, std_file, name, is_sender) = locate(&state, &m, &id, &name).await?;
+    if !is_sender {
+        let (uid, file) = (m.ctx.account.user_id, name.clone());
+        let (limits, done) = state
+            .db(move |s| Ok((s.package_limits(pid)?, s.user_download_count(pid, uid, &file)?)))
+            .await?;
+        if let Err(why) = super::package_limits::check(&limits, state.now_s(), done) {
+            let page = super::views::error_page(StatusCode::GONE, why.message());
+            return Ok((StatusCode::GONE, page).into_response());
+        }
+    }
     let len = std_file.metadata().map_err(|e| AppError::Internal(e.to_string()))?.len();
     let ask = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), len);
     let (status, start, end) = match ask {
@@ -134,10 +152,23 @@ pub async fn file(
     file.seek(std::io::SeekFrom::Start(start))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        file.take(end - start),
-        CHUNK_BYTES,
-    ));
+    let receipt = (!is_sender && end == len).then(|| {
+        let (state, uid, name) = (state.clone(), m.ctx.account.user_id, name.clone());
+        move || receipt_for_user(state, pid, uid, name)
+    });
+    // The receipt is written when the response has read its last byte: hyper stops polling at
+    // the Content-Length, so EOF is never seen; an aborted response is dropped before that.
+    let (mut left, mut receipt) = (end - start, receipt);
+    let on_read = move |n: u64| {
+        left = left.saturating_sub(n);
+        if left == 0
+            && let Some(f) = receipt.take()
+        {
+            f();
+        }
+    };
+    let reader = Counted { inner: file.take(end - start), on_read };
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK_BYTES));
     let detail = format!("package {pid} file bytes {start}-{end} of {len} over HTTPS");
     state
         .audit(
@@ -152,6 +183,61 @@ pub async fn file(
         )
         .await?;
     file_response(status, body, (start, end, len), &name)
+}
+
+/// A reader that tells `on_read` how many bytes each read returned (shared with the external
+/// link download, which meters its responses with it).
+pub struct Counted<R, F> {
+    pub inner: R,
+    pub on_read: F,
+}
+
+impl<R, F> std::fmt::Debug for Counted<R, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counted").finish_non_exhaustive()
+    }
+}
+
+impl<R: AsyncRead + Unpin, F: FnMut(u64) + Unpin> AsyncRead for Counted<R, F> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) {
+            let read = (buf.filled().len() - before) as u64;
+            (self.on_read)(read);
+        }
+        r
+    }
+}
+
+/// A recipient's HTTPS response sent a file's last byte: receipt, and mail to the sender.
+fn receipt_for_user(state: AppState, package_id: i64, user_id: i64, file: String) {
+    tokio::spawn(async move {
+        let who = Downloader::User(user_id);
+        let now_s = state.now_s();
+        let name = file.clone();
+        let notice = state
+            .db(move |s| {
+                s.record_download(package_id, who, &name, Via::Https, now_s)?;
+                s.download_notice(package_id, who)
+            })
+            .await;
+        match notice {
+            Ok(Some((to, title, by))) if !to.trim().is_empty() => {
+                let body = format!("{by} downloaded {file} from your package {title} (HTTPS).\n");
+                let mail = Mail { to, subject: format!("Downloaded: {title}"), body };
+                super::external_notify::spawn_send(&state, mail);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(target: "haul::web", "receipt for package {package_id}: {e:?}")
+            }
+        }
+    });
 }
 
 /// 416 with `Content-Range: bytes */LEN` (shared with the external link download).

@@ -13,12 +13,12 @@
 //! - A download counts each time a file's bytes sent reach another multiple of its size; the
 //!   link is used up when every non-empty file has reached `max_downloads x size`. Empty files
 //!   send nothing and are never refused by the count.
+//! - The page offers a short-lived `haul get` URL per file with downloads left; the gate charges
+//!   those transfers to the same accounting (`super::gate_ledger`).
 //! - The request log records the route template (`/x/{link}`), never the id; the audit log
 //!   names the link by its row id.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -26,22 +26,28 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::download::{self, CHUNK_BYTES, RangeAsk, parse_range};
+use super::download::{self, CHUNK_BYTES, Counted, RangeAsk, parse_range};
 use super::error::AppError;
 use super::external_notify;
 use super::keys::id_hash;
 use super::package_files::{self, PackageFile};
 use super::session::Visit;
 use super::state::AppState;
+use super::transfer_urls::{UrlFor, transfer_link};
 use super::views::{self, base, with};
 use crate::store::Store;
+use crate::store::deliveries::MintedFor;
 use crate::store::external::{ExternalLink, LinkBytes, Reservation};
 use crate::users::UserName;
 
 /// Length of a link id: 32 bytes in unpadded base64url.
 pub const LINK_ID_LEN: usize = 43;
+/// Lifetime of the `haul get` URLs on a link's page: enough to copy one and start the client.
+pub const LINK_TOKEN_LIFETIME_S: u64 = 15 * 60;
+/// Most files of a link's page offered with a `haul get` URL (each is a minted token).
+pub const MAX_LINK_URLS: usize = 50;
 
 /// A live link with its package.
 #[derive(Debug)]
@@ -141,13 +147,50 @@ pub async fn link_page(
             })
         })
         .collect();
+    let mut gets = Vec::new();
+    for (f, b) in r.files.iter().take(MAX_LINK_URLS) {
+        let left = max.is_none_or(|m| b.sent < u64::from(m).saturating_mul(f.size));
+        if left {
+            let url = link_haul_url(&state, &r, &f.name, &visit).await?;
+            gets.push(json!({ "name": f.name, "url": url.as_ref().ok(), "error": url.err() }));
+        }
+    }
     let ctx = json!({
-        "title": r.title, "sender": r.sender, "files": files,
+        "title": r.title, "sender": r.sender, "files": files, "gets": gets,
+        "more_files": r.files.len() > MAX_LINK_URLS,
         "expires": r.link.expires_at_s.map(views::when), "max_downloads": max,
     });
     let mut page = with(base(&visit, &r.title, ""), ctx);
     page["me"] = serde_json::Value::Null;
     Ok(Html(views::render("external_link.html", page)?.0).into_response())
+}
+
+/// A short-lived `haul get` URL for one file, minted from the link: the token names the sender
+/// (whose outbox holds the files) and the link, so the gate's package check admits it only
+/// while the link lives, and the gate's ledger charges the link's byte accounting.
+async fn link_haul_url(
+    state: &AppState,
+    r: &Resolved,
+    file: &str,
+    visit: &Visit,
+) -> Result<Result<String, String>, AppError> {
+    let (link_id, package_id) = (r.link.id, r.link.package_id);
+    let name = UserName::parse(&r.sender).map_err(|e| AppError::Internal(e.to_string()))?;
+    let lookup = name.as_str().to_owned();
+    let Some(sender) = state.db(move |s| s.user(&lookup)).await? else {
+        return Ok(Err("The sender's account no longer exists.".into()));
+    };
+    let public_id = r.dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    let want = UrlFor {
+        user: name,
+        direction: crate::authz::Direction::Download,
+        path: format!("{}/{file}", package_files::outbox_path(&public_id.unwrap_or_default())),
+        package_id: package_files::link_token_package_id(link_id),
+        minted: MintedFor { package_id, user_id: sender.id, link_id: Some(link_id) },
+        lifetime_s: Some(LINK_TOKEN_LIFETIME_S),
+        ip: visit.ip,
+    };
+    transfer_link(state, want).await
 }
 
 /// What the end of a response must record.
@@ -188,27 +231,6 @@ impl Drop for Meter {
                 Err(e) => tracing::warn!(target: "haul::web", "external link {link_id}: accounting task: {e}"),
             }
         });
-    }
-}
-
-/// A file reader that counts the bytes read for the response.
-struct Metered<R> {
-    inner: R,
-    meter: Meter,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Metered<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            self.meter.read += (buf.filled().len() - before) as u64;
-        }
-        r
     }
 }
 
@@ -259,6 +281,7 @@ pub async fn link_file(
             title: r.title.clone(),
             file: f.name.clone(),
             link_id: lid,
+            package_id: r.link.package_id,
             max_downloads: max,
             ip: visit.ip,
         },
@@ -267,7 +290,15 @@ pub async fn link_file(
     file.seek(std::io::SeekFrom::Start(start))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
-    let reader = Metered { inner: file.take(ask), meter };
+    let mut meter = meter;
+    // The closure must own the whole meter (not just its `read` field, which a `move` closure
+    // naming only `meter.read` would capture): the meter settles the accounting when the
+    // response's body, and with it this closure, is dropped.
+    let on_read = move |n: u64| {
+        let m: &mut Meter = &mut meter;
+        m.read += n;
+    };
+    let reader = Counted { inner: file.take(ask), on_read };
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, CHUNK_BYTES));
     download::file_response(status, body, (start, end, len), &f.name)
 }

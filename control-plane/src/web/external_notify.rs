@@ -12,7 +12,8 @@
 use axum::http::{HeaderMap, header};
 
 use super::state::AppState;
-use crate::notify::{Mail, Mailer};
+use crate::notify::Mail;
+use crate::store::deliveries::{Downloader, Via};
 use crate::store::web_audit::Outcome;
 use crate::store::web_packages::{Package, Recipient};
 
@@ -42,20 +43,8 @@ pub async fn origin(state: &AppState, headers: &HeaderMap) -> String {
 
 /// Sends `mail` on a spawned task through the mailer the settings choose.
 pub fn spawn_send(state: &AppState, mail: Mail) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        let smtp = match state.db(|s| s.web_settings()).await {
-            Ok(s) => s.smtp,
-            Err(e) => {
-                tracing::warn!(target: "haul::notify", "notification not sent: settings: {e}");
-                return;
-            }
-        };
-        let mailer = Mailer::from_settings(&smtp, &state.config.data_dir);
-        if let Err(e) = mailer.send(&mail).await {
-            tracing::warn!(target: "haul::notify", "notification not sent: {e}");
-        }
-    });
+    let rt = tokio::runtime::Handle::current();
+    crate::notify::spawn_send_with(&rt, state.store.clone(), state.config.data_dir.clone(), mail);
 }
 
 /// To each recipient with an e-mail address: a package was sent to them.
@@ -129,12 +118,20 @@ pub struct Downloaded {
     pub title: String,
     pub file: String,
     pub link_id: i64,
+    pub package_id: i64,
     pub max_downloads: Option<u32>,
     pub ip: std::net::IpAddr,
 }
 
-/// An external recipient finished download number `n` of a file: audit it and tell the sender.
+/// An external recipient finished download number `n` of a file over HTTPS: write the
+/// delivery receipt, audit it and tell the sender.
 pub async fn downloaded(state: &AppState, d: Downloaded, n: u64) {
+    let (pkg, link, file, now_s) = (d.package_id, d.link_id, d.file.clone(), state.now_s());
+    let receipt =
+        state.db(move |s| s.record_download(pkg, Downloader::Link(link), &file, Via::Https, now_s));
+    if let Err(e) = receipt.await {
+        tracing::warn!(target: "haul::web", "receipt for package {pkg} failed: {e:?}");
+    }
     let of = d.max_downloads.map_or_else(String::new, |m| format!(" of {m}"));
     let detail = format!("external link {}: download {n}{of} of a file", d.link_id);
     let entry = super::state::Audit {

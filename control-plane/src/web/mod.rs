@@ -26,9 +26,11 @@ pub mod external;
 pub mod external_link;
 pub mod external_notify;
 pub mod first_admin;
+pub mod gate_ledger;
 pub mod keys;
 pub mod mfa;
 pub mod package_files;
+pub mod package_limits;
 pub mod packages;
 pub mod password;
 pub mod security;
@@ -40,6 +42,7 @@ pub mod tls;
 pub mod tokens;
 pub mod totp;
 pub mod trace;
+pub mod transfer_urls;
 pub mod views;
 pub mod workgroups;
 
@@ -111,6 +114,7 @@ pub struct WebHandle {
     initial_admin_password_file: Option<PathBuf>,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl WebHandle {
@@ -126,6 +130,7 @@ impl WebHandle {
 
     /// Stops accepting, lets open requests finish (up to [`SHUTDOWN_GRACE`]) and waits.
     pub async fn shutdown(self) -> Result<(), WebError> {
+        self.sweeper.abort();
         self.handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
         match self.task.await {
             Ok(r) => r.map_err(|e| WebError::Internal(format!("server: {e}"))),
@@ -156,7 +161,10 @@ pub async fn spawn(
         .map_err(|source| WebError::Bind { addr: config.listen, source })?;
     let local_addr =
         listener.local_addr().map_err(|source| WebError::Bind { addr: config.listen, source })?;
-    let router = app::app(state::AppState::new(config, store, keys));
+    let app_state = state::AppState::new(config, store, keys);
+    // Removes expired and fully delivered packages' files (issue 6, package limits).
+    let sweeper = tokio::spawn(package_limits::run(app_state.clone()));
+    let router = app::app(app_state);
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
         axum_server::tls_rustls::RustlsConfig::from_config(tls),
     )
@@ -168,7 +176,7 @@ pub async fn spawn(
         .handle(handle.clone());
     let task =
         tokio::spawn(server.serve(router.into_make_service_with_connect_info::<SocketAddr>()));
-    Ok(WebHandle { local_addr, initial_admin_password_file, handle, task })
+    Ok(WebHandle { local_addr, initial_admin_password_file, handle, task, sweeper })
 }
 
 /// Runs the console until `shutdown` completes (for `haul serve`: pass its signal future).

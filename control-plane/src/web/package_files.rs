@@ -131,8 +131,43 @@ pub struct StorePackages {
     pub store: Arc<Store>,
 }
 
+/// The package id a token minted from an external link's page carries: the link's row id,
+/// which the package check resolves to the link (live) and its package (sent, by this sender).
+pub fn link_token_package_id(link_id: i64) -> String {
+    format!("{LINK_PREFIX}{link_id}")
+}
+
+const LINK_PREFIX: &str = "link-";
+
+impl StorePackages {
+    /// A link token: downloads only, of an existing link of a sent package of `user` (the
+    /// sender). The link's expiry and limit are the gate ledger's to check (`gate_ledger`).
+    fn check_link(&self, raw_id: &str, user: &User, direction: Direction) -> Result<(), Refusal> {
+        let refuse = |code, detail: &str| Err(Refusal { code, detail: detail.to_owned() });
+        let Ok(link_id) = raw_id.parse::<i64>() else {
+            return refuse(RefusalCode::PackageGone, "malformed link package id");
+        };
+        if direction != Direction::Download {
+            return refuse(RefusalCode::WrongDirection, "a link token only downloads");
+        }
+        let link = match self.store.external_link_by_id(link_id) {
+            Ok(Some(l)) => l,
+            Ok(None) => return refuse(RefusalCode::PackageGone, "no such external link"),
+            Err(e) => return refuse(RefusalCode::PackageGone, &format!("link store: {e}")),
+        };
+        match self.store.package_for(link.package_id, user.id) {
+            Ok(Some(p)) if p.sender_id == user.id && p.sent_at_s.is_some() => Ok(()),
+            Ok(_) => refuse(RefusalCode::NotEntitled, "the link's package is not this sender's"),
+            Err(e) => refuse(RefusalCode::PackageGone, &format!("package store: {e}")),
+        }
+    }
+}
+
 impl PackageCheck for StorePackages {
     fn check(&self, package_id: &str, user: &User, direction: Direction) -> Result<(), Refusal> {
+        if let Some(link) = package_id.strip_prefix(LINK_PREFIX) {
+            return self.check_link(link, user, direction);
+        }
         let refuse = |code, detail: &str| Err(Refusal { code, detail: detail.to_owned() });
         let pkg = match self.store.package_by_public_id(package_id) {
             Ok(Some(p)) => p,

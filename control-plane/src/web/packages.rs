@@ -19,15 +19,17 @@ use serde_json::{Value, json};
 use super::accounts::{audit_for, parse_id};
 use super::error::AppError;
 use super::package_files::{self, PackageFile};
+use super::package_limits;
 use super::session::Member;
 use super::state::AppState;
+use super::transfer_urls::{UrlFor, transfer_link};
 use super::views::{self, base, with};
 use crate::authz::Direction;
+use crate::store::deliveries::MintedFor;
+use crate::store::package_limits::PackageLimits;
 use crate::store::web_audit::Outcome;
 use crate::store::web_packages::{MAX_RECIPIENTS, Package};
-use crate::token::hostkey_pin::host_key_fingerprint;
-use crate::token::minter::{MintRequest, Minter, transfer_url};
-use crate::users::{DirectionLimit, User, UserName};
+use crate::users::{DirectionLimit, UserName};
 
 /// Longest title and note.
 pub const MAX_TITLE: usize = 200;
@@ -80,11 +82,19 @@ pub struct NewPackageForm {
     pub users: String,
     #[serde(default)]
     pub workgroups: String,
+    /// Days until the package expires; empty: never.
+    #[serde(default)]
+    pub expires_days: String,
+    /// Downloads per recipient and file; empty: no limit.
+    #[serde(default)]
+    pub downloads: String,
+    pub delete_after_download: Option<String>,
 }
 
 fn new_view(m: &Member, f: &NewPackageForm, error: Option<String>) -> Result<Response, AppError> {
     let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-    let ctx = json!({ "form": { "title": f.title, "note": f.note, "users": f.users, "workgroups": f.workgroups }, "error": error });
+    let ctx = json!({ "form": { "title": f.title, "note": f.note, "users": f.users, "workgroups": f.workgroups,
+        "expires_days": f.expires_days, "downloads": f.downloads, "delete_after_download": f.delete_after_download.is_some() }, "error": error });
     Ok((
         status,
         views::render("package_new.html", with(base(&m.visit, "New package", "new"), ctx))?,
@@ -175,6 +185,18 @@ pub async fn create(
         Ok(r) => r,
         Err(msg) => return new_view(&m, &f, Some(msg)),
     };
+    let settings = state.db(|s| s.web_settings()).await?;
+    let delete = f.delete_after_download.is_some();
+    let limits = match package_limits::parse(
+        &f.expires_days,
+        &f.downloads,
+        delete,
+        &settings,
+        state.now_s(),
+    ) {
+        Ok(l) => l,
+        Err(msg) => return new_view(&m, &f, Some(msg)),
+    };
     let public_id = hex::encode(
         &super::keys::random_id().map_err(|e| AppError::Internal(e.to_string()))?[..16],
     );
@@ -186,7 +208,13 @@ pub async fn create(
         .map_err(|e| AppError::Internal(format!("package outbox: {e}")))?;
     let (uid, note, now_s, t2, pid) =
         (m.ctx.account.user_id, f.note.clone(), state.now_s(), title.clone(), public_id.clone());
-    let id = state.db(move |s| s.create_package(&pid, uid, &t2, &note, &recipients, now_s)).await?;
+    let id = state
+        .db(move |s| {
+            let id = s.create_package(&pid, uid, &t2, &note, &recipients, now_s)?;
+            s.set_package_limits(id, &limits)?;
+            Ok(id)
+        })
+        .await?;
     state
         .audit(
             audit_for(
@@ -202,46 +230,6 @@ pub async fn create(
     Ok(Redirect::to(&format!("/packages/{id}")).into_response())
 }
 
-/// A `haul://` URL for `user`, or the reason there is none (shown on the page).
-async fn transfer_link(
-    state: &AppState,
-    user: &User,
-    direction: Direction,
-    path: String,
-    public_id: &str,
-) -> Result<Result<String, String>, AppError> {
-    let (store, keys, dir, now_s) =
-        (state.store.clone(), state.keys.clone(), state.config.data_dir.clone(), state.now_s());
-    let req = MintRequest {
-        user: user.name.clone(),
-        direction,
-        paths: vec![path.clone()],
-        lifetime_s: None,
-        single_use: false,
-        client_ip: None,
-        package_id: Some(public_id.to_owned()),
-    };
-    state
-        .blocking(move || {
-            let hostkey = match host_key_fingerprint(&dir) {
-                Ok(h) => h,
-                Err(e) => return Ok(Err(format!("Transfers are not available yet: {e}."))),
-            };
-            let settings = store.admin_settings().map_err(AppError::from)?;
-            match Minter::new(&store, &keys).mint(&req, now_s) {
-                Ok((_, token)) => Ok(Ok(transfer_url(
-                    &settings.public_host,
-                    settings.public_port,
-                    &path,
-                    &token,
-                    &hostkey,
-                ))),
-                Err(e) => Ok(Err(format!("No transfer URL: {e}."))),
-            }
-        })
-        .await?
-}
-
 fn files_json(files: &[PackageFile]) -> Vec<Value> {
     files.iter().map(|f| json!({ "name": f.name, "size": views::human_bytes(f.size) })).collect()
 }
@@ -249,6 +237,67 @@ fn files_json(files: &[PackageFile]) -> Vec<Value> {
 async fn load(state: &AppState, m: &Member, raw: &str) -> Result<Package, AppError> {
     let (id, uid) = (parse_id(raw)?, m.ctx.account.user_id);
     state.db(move |s| s.package_for(id, uid)).await?.ok_or(AppError::NotFound)
+}
+
+/// A recipient's downloads: per file a `haul get` URL and the HTTPS link, or why not (the
+/// package's limits).
+async fn download_links(
+    state: &AppState,
+    m: &Member,
+    p: &Package,
+    files: &[PackageFile],
+    limits: &PackageLimits,
+) -> Result<Vec<Value>, AppError> {
+    let mut links = Vec::new();
+    for f in files {
+        let (pid, uid, name) = (p.id, m.ctx.account.user_id, f.name.clone());
+        let done = state.db(move |s| s.user_download_count(pid, uid, &name)).await?;
+        let size = views::human_bytes(f.size);
+        if let Err(why) = package_limits::check(limits, state.now_s(), done) {
+            links.push(json!({ "name": f.name, "size": size, "refused": why.message() }));
+            continue;
+        }
+        let path = package_files::inbox_file_path(&p.public_id, &f.name);
+        let link = transfer_link(state, url_for(m, p, Direction::Download, path)).await?;
+        let href = format!("/packages/{}/files/{}", p.id, views::percent_encode(&f.name));
+        links.push(json!({ "name": f.name, "size": size, "href": href, "url": link.as_ref().ok(), "error": link.err() }));
+    }
+    Ok(links)
+}
+
+fn limits_json(l: &PackageLimits) -> Value {
+    json!({
+        "expires": l.expires_at_s.map(views::when),
+        "max_downloads": l.max_downloads,
+        "delete_after_download": l.delete_after_download,
+        "removed": l.files_removed_at_s.map(views::when),
+    })
+}
+
+/// The delivery receipts of package `pid`, newest first (for its sender).
+async fn receipts_json(state: &AppState, pid: i64) -> Result<Vec<Value>, AppError> {
+    let receipts = state.db(move |s| s.package_receipts(pid)).await?;
+    Ok(receipts
+        .iter()
+        .map(|r| {
+            let via = if r.via == "haul" { "haul get" } else { "HTTPS" };
+            json!({ "who": r.who, "external": r.is_external, "file": r.file_name, "via": via, "at": views::when(r.at_s) })
+        })
+        .collect())
+}
+
+/// A URL for `m` on package `p`.
+fn url_for(m: &Member, p: &Package, direction: Direction, path: String) -> UrlFor {
+    let user_id = m.ctx.account.user_id;
+    UrlFor {
+        user: m.ctx.user.name.clone(),
+        direction,
+        path,
+        package_id: p.public_id.clone(),
+        minted: MintedFor { package_id: p.id, user_id, link_id: None },
+        lifetime_s: None,
+        ip: m.visit.ip,
+    }
 }
 
 /// `GET /packages/{id}`.
@@ -283,34 +332,23 @@ async fn detail_view(
         })
         .await?
         .map_err(|e| AppError::Internal(format!("package files: {e}")))?;
+    let limits = state.db(move |s| s.package_limits(pid)).await?;
     let mut links = Vec::new();
     let mut upload = None;
     if is_sender && p.sent_at_s.is_none() {
-        upload = Some(
-            match transfer_link(
-                state,
-                &m.ctx.user,
-                Direction::Upload,
-                package_files::outbox_path(&p.public_id),
-                &p.public_id,
-            )
-            .await?
-            {
-                Ok(url) => json!({ "url": url }),
-                Err(why) => json!({ "error": why }),
-            },
-        );
+        let want = url_for(m, p, Direction::Upload, package_files::outbox_path(&p.public_id));
+        upload = Some(match transfer_link(state, want).await? {
+            Ok(url) => json!({ "url": url }),
+            Err(why) => json!({ "error": why }),
+        });
     } else if !is_sender && m.ctx.user.direction_limit != DirectionLimit::UploadOnly {
-        for f in &files {
-            let path = package_files::inbox_file_path(&p.public_id, &f.name);
-            let link =
-                transfer_link(state, &m.ctx.user, Direction::Download, path, &p.public_id).await?;
-            let href = format!("/packages/{}/files/{}", p.id, views::percent_encode(&f.name));
-            links.push(json!({ "name": f.name, "size": views::human_bytes(f.size), "href": href, "url": link.as_ref().ok(), "error": link.err() }));
-        }
+        links = download_links(state, m, p, &files, &limits).await?;
     }
+    let receipts = if is_sender { receipts_json(state, pid).await? } else { Vec::new() };
     let ctx = json!({
         "p": package_json(p),
+        "limits": limits_json(&limits),
+        "receipts": receipts,
         "note": p.note,
         "is_sender": is_sender,
         "is_draft": p.sent_at_s.is_none(),

@@ -45,6 +45,8 @@ fn settings_json(t: &AdminSettings, w: &WebSettings) -> Value {
         "external_expiry_max_days": w.external_expiry_max_days,
         "external_downloads_default": w.external_downloads_default,
         "external_downloads_max": w.external_downloads_max,
+        "package_expiry_max_days": w.package_expiry_max_days,
+        "package_downloads_max": w.package_downloads_max,
         "smtp_host": w.smtp.host,
         "smtp_port": w.smtp.port,
         "smtp_starttls": w.smtp.starttls,
@@ -111,6 +113,11 @@ pub struct SettingsForm {
     pub external_downloads_default: String,
     #[serde(default)]
     pub external_downloads_max: String,
+    /// Empty (a form from before these fields): keep the current value.
+    #[serde(default)]
+    pub package_expiry_max_days: String,
+    #[serde(default)]
+    pub package_downloads_max: String,
     #[serde(default)]
     pub smtp_host: String,
     #[serde(default)]
@@ -181,6 +188,14 @@ pub fn parse(
             u64::from(downloads_max),
         )? as u32,
         external_downloads_max: downloads_max,
+        package_expiry_max_days: match f.package_expiry_max_days.trim() {
+            "" => old.package_expiry_max_days,
+            v => num(v, "Package expiry at most", 1, 3650)? as u32,
+        },
+        package_downloads_max: match f.package_downloads_max.trim() {
+            "" => old.package_downloads_max,
+            v => num(v, "Downloads per recipient at most", 1, 1000)? as u32,
+        },
         admin_cidrs: cidrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         session_idle_s: num(&f.session_idle_min, "Idle sign-out", 1, 1440)? as i64 * 60,
         session_absolute_s: num(&f.session_absolute_h, "Longest session", 1, 720)? as i64 * 3600,
@@ -247,6 +262,11 @@ fn changed(old: &(AdminSettings, WebSettings), new: &(AdminSettings, WebSettings
             || ow.external_downloads_default != nw.external_downloads_default
             || ow.external_downloads_max != nw.external_downloads_max,
         "external link limits",
+    );
+    note(
+        ow.package_expiry_max_days != nw.package_expiry_max_days
+            || ow.package_downloads_max != nw.package_downloads_max,
+        "package limits",
     );
     note(
         ow.smtp.host != nw.smtp.host

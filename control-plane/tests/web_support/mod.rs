@@ -13,9 +13,14 @@ use std::sync::Arc;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use haul_control::authorize::TokenAuthorizer;
+use haul_control::authz::{Direction, SecretToken, TransferAsk};
 use haul_control::secret::Keyring;
 use haul_control::store::Store;
 use haul_control::users::Cidr;
+use haul_control::web::gate_ledger::GateLedger;
+use haul_control::web::package_files::StorePackages;
+use haul_control::web::state::Clock as _;
 use haul_control::web::{self, ManualClock, WebConfig, WebHandle};
 use reqwest::header::{HeaderMap, SET_COOKIE};
 use reqwest::{Method, StatusCode};
@@ -42,7 +47,10 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(T0));
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let keys = Arc::new(Keyring::generate(T0).unwrap());
+        // Written to the data directory, so a test can build the gate's authorizer over the
+        // same secret (`secret::load`).
+        haul_control::secret::ensure_data_dir(dir.path()).unwrap();
+        let keys = Arc::new(haul_control::secret::load_or_create(dir.path(), T0).unwrap());
         let mut config = WebConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
         config.clock = clock.clone();
         config.trusted_proxies = trusted_proxies;
@@ -133,6 +141,43 @@ impl Drop for Server {
 }
 
 /// The text between `a` and the next `b` (panics if absent: the test fails).
+/// The gate's host key, which the URLs pin (the gate creates it in production).
+pub fn host_key(srv: &Server) {
+    let key = srv.data_dir().join(haul_control::token::hostkey_pin::HOST_KEY_FILE);
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen (openssh-client) is needed for this test");
+    assert!(ok.success());
+}
+
+/// The gate's authorizer over the server's store and secret, inside the gate's ledger, at the
+/// server's clock.
+pub fn gate_ledger(srv: &Server) -> GateLedger<TokenAuthorizer> {
+    let keys = haul_control::secret::load(&srv.data_dir()).unwrap();
+    let packages = Box::new(StorePackages { store: srv.store.clone() });
+    let (c1, c2) = (srv.clock.clone(), srv.clock.clone());
+    let inner = TokenAuthorizer::new(srv.store.clone(), keys, &srv.data_dir())
+        .unwrap()
+        .with_clock(move || c1.now_s())
+        .with_packages(packages);
+    GateLedger::new(inner, srv.store.clone(), &srv.data_dir()).with_clock(move || c2.now_s())
+}
+
+pub fn download_ask<'a>(token: &'a SecretToken, path: &'a str) -> TransferAsk<'a> {
+    TransferAsk {
+        token,
+        direction: Direction::Download,
+        path,
+        client_ip: "127.0.0.1".parse().unwrap(),
+        suite: None,
+        rate_bps: None,
+        min_rate_bps: None,
+        policy: None,
+    }
+}
+
 pub fn between<'s>(s: &'s str, a: &str, b: &str) -> &'s str {
     let start = s.find(a).unwrap_or_else(|| panic!("{a:?} not in page:\n{s}")) + a.len();
     let end = s[start..].find(b).unwrap() + start;

@@ -13,6 +13,7 @@ use haul_control::secret;
 use haul_control::serve::{self, ServeConfig, Started};
 use haul_control::store::Store;
 use haul_control::store::settings::{KEY_PUBLIC_HOST, KEY_PUBLIC_PORT};
+use haul_control::web::gate_ledger::GateLedger;
 use haul_control::web::package_files::StorePackages;
 use haul_control::web::{self, WebConfig, WebHandle};
 
@@ -90,13 +91,31 @@ impl Console {
         std::fs::write(drafts[0].join(name), bytes).unwrap();
     }
 
+    /// The first message in the development outbox (`DATA_DIR/outbox/*.eml`) whose text
+    /// (quoted-printable decoded) contains `needle`, waiting for it up to [`COMMAND_TIMEOUT`] (mail is sent on a task).
+    pub async fn mail_containing(&self, needle: &str) -> String {
+        let dir = self.data_dir.join(haul_control::notify::OUTBOX_DIR);
+        let deadline = tokio::time::Instant::now() + COMMAND_TIMEOUT;
+        loop {
+            let found = std::fs::read_dir(&dir).into_iter().flatten().find_map(|e| {
+                let text = unquote(&std::fs::read_to_string(e.ok()?.path()).ok()?);
+                text.contains(needle).then_some(text)
+            });
+            if let Some(text) = found {
+                return text;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no mail containing {needle:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// What Chromium must trust: the SPKI hash of the console's certificate.
     pub fn spki(&self) -> String {
         spki_sha256_b64(&self.data_dir.join(web::tls::SELF_SIGNED_CERT))
     }
 
     /// Starts the SSH gate on 127.0.0.1 port 0 over the same data directory and store, the way
-    /// `haul serve` does (token authorizer with the package check), and records its address as
+    /// `haul serve` does (token authorizer with the package check, inside the gate's ledger), and records its address as
     /// the public host and port that the console puts in `haul://` URLs. Returns the address.
     pub async fn start_gate(&self) -> SocketAddr {
         let keys = secret::load(&self.data_dir).unwrap();
@@ -104,6 +123,7 @@ impl Console {
         let authz = TokenAuthorizer::new(self.store.clone(), keys, &self.data_dir)
             .unwrap()
             .with_packages(packages);
+        let authz = GateLedger::new(authz, self.store.clone(), &self.data_dir);
         let cfg = ServeConfig {
             data_dir: self.data_dir.clone(),
             ssh_listen: "127.0.0.1:0".parse().unwrap(),
@@ -112,6 +132,8 @@ impl Console {
             limits: Limits::default(),
             // `haul serve`'s default: the client offers as many, and the gate refuses more.
             shards: 2,
+            preserve_owner: false,
+            preserve_xattrs: false,
         };
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -146,4 +168,26 @@ impl Console {
             h.shutdown().await.unwrap();
         }
     }
+}
+
+/// Decodes quoted-printable text (RFC 2045 6.7): soft line breaks and `=XX` escapes.
+fn unquote(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'=', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

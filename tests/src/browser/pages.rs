@@ -199,6 +199,28 @@ impl Session {
         }
     }
 
+    /// As an admin, turns on "allow sending to external addresses" on the settings page.
+    pub async fn allow_external_sending(&self, console: &Console) {
+        self.goto(&console.url("/admin/settings")).await;
+        self.set_checked("input[name=external_sending]", true).await;
+        self.click_and_wait("form[action='/admin/settings'] button[type=submit]").await;
+        if let Some(e) = self.error_text().await {
+            panic!("saving the settings refused: {e}");
+        }
+    }
+
+    /// As the sender, adds the external recipient `email` with `downloads` downloads on the
+    /// sent package `path`'s external page.
+    pub async fn add_external(&self, console: &Console, path: &str, email: &str, downloads: u32) {
+        self.goto(&console.url(&format!("{path}/external"))).await;
+        self.fill("#xemail", email).await;
+        self.fill("#xdl", &downloads.to_string()).await;
+        self.click_and_wait(&format!("form[action='{path}/external'] button[type=submit]")).await;
+        if let Some(e) = self.error_text().await {
+            panic!("adding external recipient {email} refused: {e}");
+        }
+    }
+
     /// Fetches `href` (a link on this page) with the browser's own session, as a click on it
     /// would, and returns (HTTP status, SHA-256 of the body in hex).
     pub async fn fetch_sha256(&self, href: &str) -> (u64, String) {

@@ -36,13 +36,32 @@ pub struct Appliance {
 impl Appliance {
     /// Start `haul serve` on 127.0.0.1 port 0 with these extra flags and environment.
     pub fn start(extra: &[&str], env: &[(&str, &str)]) -> Appliance {
+        Appliance::start_at(&[], "127.0.0.1:0", "127.0.0.1:0", extra, env)
+    }
+
+    /// Start `haul serve` behind `wrapper` (e.g. `ip netns exec NS`, which execs it: the pid
+    /// stays the server's) with these SSH and UDP listen addresses.
+    pub fn start_at(
+        wrapper: &[&str],
+        ssh_listen: &str,
+        udp_listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Appliance {
         let dir = TempDir::new("appliance");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let data = dir.join("data");
         let log = dir.join("serve.log");
-        let mut cmd = Command::new(haul_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(haul_bin());
+                c
+            }
+            None => Command::new(haul_bin()),
+        };
         cmd.args(["serve", "--data-dir"]).arg(&data);
-        cmd.args(["--ssh-listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"]);
+        cmd.args(["--ssh-listen", ssh_listen, "--udp-listen", udp_listen]);
         cmd.args(["--web-listen", "127.0.0.1:0"]);
         cmd.args(extra);
         for (k, v) in env {

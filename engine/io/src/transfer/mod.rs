@@ -192,6 +192,54 @@ pub fn bind_shards(
     Ok(ShardSockets { backends, choice })
 }
 
+/// Bind one UDP socket per shard on `ip`, each on a free port of `ports` (one fixed port or a
+/// range, for firewalled deployments). The scan starts after where the previous call in this
+/// process stopped, so concurrent transfers spread over the range; each port is tried once.
+pub fn bind_shards_in(
+    ip: IpAddr,
+    ports: std::ops::RangeInclusive<u16>,
+    shards: u8,
+    force: Option<BackendKind>,
+) -> Result<ShardSockets, TransferError> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let (lo, hi) = (usize::from(*ports.start()), usize::from(*ports.end()));
+    if shards == 0 || lo == 0 || hi < lo || hi - lo + 1 < usize::from(shards) {
+        return Err(TransferError::Setup(format!(
+            "{shards} shards cannot bind in ports {lo}-{hi} (give a range with a port per shard)"
+        )));
+    }
+    let len = hi - lo + 1;
+    let start = NEXT.fetch_add(usize::from(shards), Ordering::Relaxed) % len;
+    let (mut backends, mut choice, mut last) = (Vec::new(), None, None);
+    for i in 0..len {
+        if backends.len() == usize::from(shards) {
+            break;
+        }
+        // In range by construction: lo + (x % len) <= hi <= u16::MAX.
+        let port = (lo + (start + i) % len) as u16;
+        let mut b = BackendBuilder::new(SocketAddr::new(ip, port));
+        if let Some(kind) = force {
+            b = b.force(kind);
+        }
+        match b.build() {
+            Ok((backend, c)) => {
+                choice.get_or_insert(c);
+                backends.push(backend);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    match choice {
+        Some(choice) if backends.len() == usize::from(shards) => {
+            Ok(ShardSockets { backends, choice })
+        }
+        _ => Err(TransferError::Setup(format!(
+            "no {shards} free UDP ports in {lo}-{hi} on {ip}{}",
+            last.map(|e| format!(" (last error: {e})")).unwrap_or_default()
+        ))),
+    }
+}
+
 impl ShardSockets {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.backends.iter().map(Backend::local_addr).collect()
@@ -498,6 +546,7 @@ fn drive(
     threads: Threads,
     total: u64,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
+    cancel: &CancelHandle,
 ) -> Result<Vec<ShardEnd>, TransferError> {
     let started = std::time::Instant::now();
     let clock = Clock::new();
@@ -517,6 +566,9 @@ fn drive(
         if let (Some(p), true) = (progress, last_progress.elapsed() >= PROGRESS_EVERY) {
             p(&threads.progress(total, started));
             last_progress = std::time::Instant::now();
+        }
+        if cancel.is_cancelled() && side.outcome().is_none() {
+            side.abort(AbortReason::Cancelled);
         }
         if side.outcome().is_some() {
             let t = *ended_at.get_or_insert_with(std::time::Instant::now);
@@ -606,6 +658,31 @@ pub fn run_sender_from(
     peer_ip: Option<IpAddr>,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
 ) -> Result<TransferReport, TransferError> {
+    run_sender_cancellable(job, peer_ip, progress, &CancelHandle::default())
+}
+
+/// A way to stop a running side from outside, e.g. when the set-up channel of its transfer
+/// closes (the gate: a killed client). The side aborts with `Cancelled` within one progress
+/// interval, its shards end and their sockets are closed; the call returns the report.
+#[derive(Clone, Debug, Default)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// [`run_sender_from`] that `cancel` can stop.
+pub fn run_sender_cancellable(
+    job: SendJob,
+    peer_ip: Option<IpAddr>,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+    cancel: &CancelHandle,
+) -> Result<TransferReport, TransferError> {
     let SendJob { params, keys, manifest, sources, sockets, peers, resume, pin_cores } = job;
     check_counts(&params, &sockets, manifest.files().len(), sources.len())?;
     check_resume(&resume, manifest.files().len())?;
@@ -635,7 +712,7 @@ pub fn run_sender_from(
             })
         })?;
     let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
-    let ends = drive(&mut coord, threads, total, progress)?;
+    let ends = drive(&mut coord, threads, total, progress, cancel)?;
     Ok(report(&coord, &manifest, &ends, backend, started, cpu0, true))
 }
 
@@ -657,6 +734,17 @@ pub fn run_receiver_to(
     peers: &[SocketAddr],
     peer_ip: Option<IpAddr>,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
+) -> Result<TransferReport, TransferError> {
+    run_receiver_cancellable(job, peers, peer_ip, progress, &CancelHandle::default())
+}
+
+/// [`run_receiver_to`] that `cancel` can stop.
+pub fn run_receiver_cancellable(
+    job: RecvJob,
+    peers: &[SocketAddr],
+    peer_ip: Option<IpAddr>,
+    progress: Option<&(dyn Fn(&Progress) + Sync)>,
+    cancel: &CancelHandle,
 ) -> Result<TransferReport, TransferError> {
     let peers: Vec<Option<SocketAddr>> = peers.iter().copied().map(Some).collect();
     let RecvJob { params, keys, manifest, dest, options, sockets, resume, pin_cores } = job;
@@ -702,7 +790,7 @@ pub fn run_receiver_to(
         failure: None,
         attrs_skipped: 0,
     };
-    let ends = drive(&mut side, threads, total, progress)?;
+    let ends = drive(&mut side, threads, total, progress, cancel)?;
     let mut r = report(&side, &manifest, &ends, backend, started, cpu0, false);
     if let (Outcome::Aborted { .. }, Some(msg)) = (r.outcome, side.failure.take()) {
         r.detail = Some(msg);
