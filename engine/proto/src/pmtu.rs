@@ -15,9 +15,11 @@
 //!   (or the base). `low <= size < high` while searching.
 //! - At most one probe is outstanding, and probes are at least [`PROBE_GAP_MIN`] apart (and a
 //!   round trip): probing costs at most one ceiling-sized datagram per round trip.
-//! - Black hole: while `size > base`, data sent and not acknowledged for
+//! - Black hole: while `size > base`, data sent with no evidence of delivery since for
 //!   [`BLACK_HOLE_RTTS`] round trips (at least [`BLACK_HOLE_MIN`]) drops `size` to the base at
-//!   once and searches again later, below the size that failed.
+//!   once and searches again later, below the size that failed. Evidence is the session's to
+//!   give ([`Pmtu::on_delivery`]): datagrams larger than the base arrived. A sender that stops
+//!   sending (flow control, a slow disk at the receiver) never looks like a black hole.
 //! - The kernel refusing a datagram as too large (EMSGSIZE) lowers the ceiling at once.
 //! - Nothing here reads a clock or a socket: time is an argument, outputs are polled.
 
@@ -99,7 +101,7 @@ pub struct Pmtu {
     next_id: u32,
     next_probe_at: Instant,
     srtt: Duration,
-    /// Since when data has been sent that the peer has not acknowledged.
+    /// When data was first sent after the last evidence of delivery.
     unacked_since: Option<Instant>,
     stats: PmtuStats,
 }
@@ -132,6 +134,11 @@ impl Pmtu {
     /// The size data datagrams use now.
     pub fn datagram_size(&self) -> u16 {
         self.size
+    }
+
+    /// The size probing starts from and falls back to.
+    pub fn base(&self) -> u16 {
+        self.base
     }
 
     /// The largest size this search may ever try: buffers sized for it hold any probe.
@@ -232,9 +239,11 @@ impl Pmtu {
         }
     }
 
-    /// The peer acknowledged more data; `all_acked` when nothing sent is unacknowledged.
-    pub fn on_progress(&mut self, now: Instant, all_acked: bool) {
-        self.unacked_since = if all_acked { None } else { Some(now) };
+    /// The peer shows that datagrams larger than the base size arrive (or that data sent at
+    /// the current size was delivered): the path carries the current size. Data sent after
+    /// this starts the black-hole timer again.
+    pub fn on_delivery(&mut self) {
+        self.unacked_since = None;
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

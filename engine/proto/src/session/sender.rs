@@ -749,7 +749,7 @@ impl SenderShard {
         }
         if w.cum_ack > self.cum_ack {
             self.cum_ack = w.cum_ack;
-            self.pmtu.on_progress(now, self.cum_ack >= self.next_new);
+            self.pmtu.on_delivery();
             self.last_progress = now;
             self.probe_backoff = 0;
             self.resend.remove(0..self.cum_ack);
@@ -785,6 +785,7 @@ impl SenderShard {
         };
         self.base_owd_us = Some(base);
         let queuing_us = (fb.owd_us_min.wrapping_sub(base) as i32).max(0) as u64;
+        self.note_large_delivery(&fb);
         let recv_rate_bps = match self.last_feedback {
             Some((t, bytes)) if now > t => {
                 let payload = fb.recv_bytes.saturating_sub(bytes);
@@ -932,6 +933,17 @@ impl SenderShard {
         if self.pmtu.stats().black_holes > black_holes && self.cum_ack < self.next_new {
             self.resend.insert(self.cum_ack..self.next_new);
             self.recent.clear();
+        }
+    }
+
+    /// Feedback whose datagrams carried more payload on average than a base-size datagram
+    /// holds proves that datagrams above the base size arrive: no black hole.
+    fn note_large_delivery(&mut self, fb: &crate::wire::Feedback) {
+        let Some((_, before)) = self.last_feedback else { return };
+        let base_payload = usize::from(self.pmtu.base()).saturating_sub(DATA_OVERHEAD) as u64;
+        let payload = fb.recv_bytes.saturating_sub(before);
+        if fb.datagrams > 0 && payload > u64::from(fb.datagrams) * base_payload {
+            self.pmtu.on_delivery();
         }
     }
 
