@@ -141,6 +141,11 @@ pub struct TransferReport {
     /// Receiver: files whose owner or some extended attribute, asked for and allowed, could
     /// not be applied (no privilege, or the filesystem refused it).
     pub attrs_skipped: u64,
+    /// Sender: the datagram size (UDP payload bytes) the shards ended at, the smallest of
+    /// them; path-MTU probing moves it (docs/DATAPLANE.md "Path MTU").
+    pub datagram_size: Option<u16>,
+    /// Sender: path-MTU probing counters, all shards.
+    pub pmtu: haul_proto::pmtu::PmtuStats,
 }
 
 #[derive(Debug, Error)]
@@ -670,7 +675,21 @@ fn report(
         cpu_seconds: cpu_seconds() - cpu0,
         detail: None,
         attrs_skipped: 0,
+        datagram_size: ends.iter().filter_map(|e| e.pmtu.map(|p| p.0)).min(),
+        pmtu: pmtu_sum(ends),
     }
+}
+
+fn pmtu_sum(ends: &[ShardEnd]) -> haul_proto::pmtu::PmtuStats {
+    let mut sum = haul_proto::pmtu::PmtuStats::default();
+    for (_, p) in ends.iter().filter_map(|e| e.pmtu) {
+        sum.probes_sent += p.probes_sent;
+        sum.probes_acked += p.probes_acked;
+        sum.probes_lost += p.probes_lost;
+        sum.black_holes += p.black_holes;
+        sum.too_large += p.too_large;
+    }
+    sum
 }
 
 fn check_resume(resume: &[u64], n_files: usize) -> Result<(), TransferError> {
@@ -741,20 +760,15 @@ pub fn run_sender_cancellable(
     let shards = std::sync::Mutex::new(shards);
     let peers: Vec<Option<SocketAddr>> = peers.into_iter().map(Some).collect();
     let source = store::FileSource::Paths(Arc::new(sources));
-    let threads = spawn_shards(
-        sockets,
-        &peers,
-        peer_ip,
-        usize::from(params.datagram_size),
-        &source,
-        pin_cores,
-        |w| {
+    // Send slots hold the largest datagram probing may try.
+    let slot_bytes = params.datagram_size.max(params.datagram_size_max);
+    let threads =
+        spawn_shards(sockets, &peers, peer_ip, usize::from(slot_bytes), &source, pin_cores, |w| {
             let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());
             Box::new(move || {
                 shard.map_or_else(ShardEnd::default, |s| shard::run_sender_shard(w, s))
             })
-        },
-    )?;
+        })?;
     let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
     let ends = drive(&mut coord, threads, total, progress, cancel)?;
     Ok(report(&coord, &manifest, &ends, backend, started, cpu0, true))
