@@ -17,6 +17,34 @@ pub const MAX_SHARDS: u8 = 64;
 
 /// A rate in bits per second: a number with an optional k/M/G/T suffix (powers of 1000),
 /// e.g. `200M`, `1G`, `1.5G`.
+/// `--datagram-size`: probe the path, or a fixed size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatagramSize {
+    Auto,
+    Fixed(u16),
+}
+
+impl DatagramSize {
+    /// The fixed size, if one was given.
+    pub fn fixed(self) -> Option<u16> {
+        match self {
+            DatagramSize::Auto => None,
+            DatagramSize::Fixed(n) => Some(n),
+        }
+    }
+}
+
+/// `auto` or a number of UDP payload bytes in 512..=9000.
+pub fn parse_datagram_size(s: &str) -> Result<DatagramSize, String> {
+    if s == "auto" {
+        return Ok(DatagramSize::Auto);
+    }
+    match s.parse::<u16>() {
+        Ok(n) if (512..=9000).contains(&n) => Ok(DatagramSize::Fixed(n)),
+        _ => Err(format!("`{s}` is neither `auto` nor a size in 512..=9000")),
+    }
+}
+
 pub fn parse_rate(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last() {
@@ -171,9 +199,11 @@ pub struct TransferFlags {
     /// Shards (one thread and one UDP port each), 1..=64 [default: number of cores].
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=64))]
     pub shards: Option<u8>,
-    /// UDP payload bytes per datagram, 512..=9000 [default: 1472 IPv4, 1452 IPv6].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(512..=9000))]
-    pub datagram_size: Option<u16>,
+    /// UDP payload bytes per datagram: `auto` starts at 1472 (IPv4) or 1452 (IPv6) and
+    /// probes the path for more, up to jumbo frames; a number 512..=9000 fixes the size and
+    /// turns probing off [default: auto]. recv: a number is the largest size it accepts.
+    #[arg(long, value_parser = parse_datagram_size)]
+    pub datagram_size: Option<DatagramSize>,
     /// What the receiver does when a file exists [default: never].
     #[arg(long, value_enum)]
     pub overwrite: Option<OverwriteArg>,

@@ -70,6 +70,12 @@ pub fn to_json(r: &TransferReport, role: &str) -> serde_json::Value {
         "backend": r.backend.name(),
         "cpu_seconds": r.cpu_seconds,
         "io": io_json(&r.io),
+        "datagram_size": r.datagram_size,
+        "pmtu": serde_json::json!({
+            "probes_sent": r.pmtu.probes_sent, "probes_acked": r.pmtu.probes_acked,
+            "probes_lost": r.pmtu.probes_lost, "black_holes": r.pmtu.black_holes,
+            "too_large": r.pmtu.too_large,
+        }),
     })
 }
 

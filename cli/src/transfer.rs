@@ -55,7 +55,11 @@ fn offer_of(plan: &SendPlan, peer: SocketAddr, transcript: [u8; 32]) -> Offer {
         transcript,
         suite: f.cipher.map_or(haul_proto::crypto::SuiteId::Aes128CfbCmac, |c| c.to_suite()) as u8,
         shards: f.shards.unwrap_or_else(args::default_shards),
-        datagram_size: f.datagram_size.unwrap_or(if v6 { 1452 } else { 1472 }),
+        datagram_size: f.datagram_size.and_then(args::DatagramSize::fixed).unwrap_or(if v6 {
+            1452
+        } else {
+            1472
+        }),
         ip_overhead: if v6 { 48 } else { 28 },
         window_bytes: WINDOW_BYTES,
         min_rate_bps: f.min_rate.unwrap_or(0),
@@ -198,6 +202,11 @@ fn sender_job(
     params.rate.target_bps = accept.target_rate_bps;
     let local = stream.local_addr().context("set-up socket address")?;
     let peer = stream.peer_addr().context("set-up peer address")?;
+    if plan.flags.datagram_size.and_then(args::DatagramSize::fixed).is_none() {
+        // Path-MTU probing (docs/DATAPLANE.md "Path MTU"): up to a 9000-byte jumbo frame; the
+        // shards lower this to the route's MTU once they know the peer.
+        params.datagram_size_max = if peer.is_ipv6() { 8952 } else { 8972 };
+    }
     let sockets = bind_shards(local.ip(), params.shards, plan.flags.backend.forced())
         .context("binding the shard sockets")?;
     Ok(SendJob {
@@ -321,7 +330,9 @@ fn accept_offer(
             offer.shards
         )));
     }
-    if let Some(max) = f.datagram_size.filter(|m| offer.datagram_size > *m) {
+    if let Some(max) =
+        f.datagram_size.and_then(args::DatagramSize::fixed).filter(|m| offer.datagram_size > *m)
+    {
         return Err(refuse(format!(
             "datagram size {} offered, at most {max} here",
             offer.datagram_size

@@ -158,12 +158,19 @@ impl Receiver {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Receiver {
-        let mut child = Command::new(haul_bin())
-            .envs(env.iter().copied())
+        let mut cmd = Command::new(haul_bin());
+        cmd.envs(env.iter().copied())
             .args(["recv", "--listen", listen, "--key-file"])
             .arg(key)
             .arg(dest)
-            .args(extra)
+            .args(extra);
+        Self::spawn(cmd)
+    }
+
+    /// Start a prepared `haul recv` command (one run inside a network namespace, say) and
+    /// wait for its address line.
+    pub fn spawn(mut cmd: Command) -> Receiver {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

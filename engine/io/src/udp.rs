@@ -113,6 +113,11 @@ impl UdpSocket {
             if !set_int_opt(fd, level, name, value) {
                 return Err(last_os_error("setsockopt(MTU_DISCOVER)"));
             }
+            // IPv6: never fragment locally either; a datagram over the MTU fails with
+            // EMSGSIZE, which path-MTU probing takes as a ceiling (haul_proto::pmtu).
+            if addr.is_ipv6() && !set_int_opt(fd, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1) {
+                return Err(last_os_error("setsockopt(IPV6_DONTFRAG)"));
+            }
         }
         let is_gso = probe_gso(fd);
         let is_gro = opts.is_gro_wanted && set_int_opt(fd, libc::SOL_UDP, libc::UDP_GRO, 1);
@@ -182,6 +187,34 @@ pub(crate) fn set_int_opt(fd: RawFd, level: i32, name: i32, value: i32) -> bool 
         )
     };
     rc == 0
+}
+
+/// The MTU of the route to `peer` (the egress interface's, or a smaller one the kernel has
+/// learnt for that path), from a throwaway socket connected to it: `IP_MTU` / `IPV6_MTU`
+/// work only on a connected socket, and the shards' sockets are not connected. `None` if the
+/// kernel cannot say (no route). Path-MTU probing never probes above it.
+pub fn route_mtu(peer: SocketAddr) -> Option<u32> {
+    let socket = Socket::new(Domain::for_address(peer), Type::DGRAM, Some(Protocol::UDP)).ok()?;
+    socket.connect(&peer.into()).ok()?;
+    let (level, name) = if peer.is_ipv6() {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_MTU)
+    };
+    let mut value = 0i32;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live locals of the sizes the call expects; the kernel
+    // writes at most `len` bytes into `value`. A bad option yields an error return.
+    let rc = unsafe {
+        libc::getsockopt(socket.as_raw_fd(), level, name, (&raw mut value).cast(), &raw mut len)
+    };
+    (rc == 0 && value > 0).then_some(value as u32)
+}
+
+/// UDP payload bytes that fit in one IP packet of `mtu` bytes to `peer` (IP + UDP headers:
+/// 28 bytes on IPv4, 48 on IPv6).
+pub fn udp_payload_for_mtu(peer: SocketAddr, mtu: u32) -> u32 {
+    mtu.saturating_sub(if peer.is_ipv6() { 48 } else { 28 })
 }
 
 /// Whether the kernel accepts UDP_SEGMENT on this socket (then GSO sends work).
@@ -550,6 +583,17 @@ mod tests {
         assert!(!sock.is_gso());
         let err = on_send_error(&mut sock, IoError::Other { op: "sendmmsg", errno: libc::EIO });
         assert!(!err.is_transient(), "without GSO an EIO is just an error");
+    }
+
+    #[test]
+    fn route_mtu_of_loopback_is_the_lo_mtu() {
+        let v4: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mtu = route_mtu(v4).expect("loopback has a route");
+        let lo = std::fs::read_to_string("/sys/class/net/lo/mtu").unwrap();
+        // The route's MTU is capped at the largest IPv4 packet.
+        assert_eq!(mtu, lo.trim().parse::<u32>().unwrap().min(65_535));
+        assert_eq!(udp_payload_for_mtu(v4, 1500), 1472);
+        assert_eq!(udp_payload_for_mtu("[::1]:9".parse().unwrap(), 1500), 1452);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`replay`]: the per-shard anti-replay window (§5).
 //! - [`rangeset`]: interval sets; memory grows with holes, not file size.
 //! - [`session`]: the sharded sender and receiver state machines and their coordinators (§6).
+//! - [`pmtu`]: path-MTU probing, the search for the largest datagram the path carries.
 //! - [`rate`]: the rate-control trait and controllers (§7).
 //! - [`checksum`]: the whole-file BLAKE3 checksum, assembled from per-block subtrees (§8).
 
@@ -19,6 +20,7 @@
 
 pub mod checksum;
 pub mod crypto;
+pub mod pmtu;
 pub mod rangeset;
 pub mod rate;
 pub mod replay;

@@ -117,6 +117,7 @@ impl Sim {
         params.policy = sc.policy;
         params.idle_timeout = sc.idle_timeout;
         params.initial_rtt = (sc.forward.delay + sc.reverse.delay).max(Duration::from_millis(1));
+        params.datagram_size_max = sc.pmtu_max.max(params.datagram_size);
         params.check().map_err(|e| Failure::Setup(e.to_string()))?;
         let layout = build_layout(sc)?;
         let mut secret = [0u8; 32];
@@ -134,6 +135,7 @@ impl Sim {
             Link::new(sc.reverse.clone(), rng.next_u64()),
         ];
         let dsize = usize::from(params.datagram_size);
+        let stride = usize::from(params.datagram_size_max);
         let attacker =
             sc.attacker.map(|a| Attacker::new(a, session_id, sc.shards, dsize, rng.next_u64()));
         let mut report = RunReport::new(sc.seed, sc.suite, sc.shards, sc.sender_role);
@@ -149,7 +151,7 @@ impl Sim {
             arrivals: BinaryHeap::new(),
             order: 0,
             attacker,
-            tx_buf: vec![0u8; MAX_BATCH * dsize],
+            tx_buf: vec![0u8; MAX_BATCH * stride],
             report,
         })
     }
@@ -339,7 +341,7 @@ impl Sim {
 
     /// Datagrams from every shard of `side` onto its link.
     fn pump_transmit(&mut self, side: Side) -> bool {
-        let stride = usize::from(self.params.datagram_size);
+        let stride = usize::from(self.params.datagram_size_max);
         let mut lens = [0usize; MAX_BATCH];
         let mut progress = false;
         for shard in 0..self.ends[side.index()].shards.len() {
@@ -385,7 +387,10 @@ impl Sim {
         let fate =
             self.links[side.index()].send(self.now, d.len(), usize::from(self.params.ip_overhead));
         let Fate::Delivered { first, second } = fate else {
-            if fate == Fate::Dropped(crate::net::DropReason::Oversize) {
+            // With probing on, a datagram too large for the path is a probe (or data just
+            // after a black hole appeared): lost, as on a real path. With it off, a bug.
+            let probing = self.params.datagram_size_max > self.params.datagram_size;
+            if fate == Fate::Dropped(crate::net::DropReason::Oversize) && !probing {
                 self.fail(Failure::Oversize { side: side.name(), len: d.len() });
             }
             return;
@@ -599,6 +604,9 @@ impl Sim {
                 self.report.rejects.merge(&s.stats().rejects);
                 if e.side == Side::Sender {
                     self.report.resent_bytes += s.stats().data_bytes_resent;
+                    if let crate::endpoint::AnyShard::Sender(s) = s {
+                        self.report.note_pmtu(s.pmtu());
+                    }
                 } else {
                     self.report.duplicate_bytes += s.stats().data_bytes_duplicate;
                 }

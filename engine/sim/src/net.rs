@@ -7,7 +7,10 @@
 //! `reorder` fraction of datagrams, an extra `reorder_delay`. On the wire it may be lost
 //! (independently with probability `loss`, and in bursts by a Gilbert–Elliott chain), duplicated
 //! (a second copy arrives a little later) or corrupted (random bits flipped). Anything larger
-//! than the MTU is dropped and counted: the protocol must never send it.
+//! than the link's MTU is dropped and counted, silently, as a router without ICMP would: with
+//! path-MTU probing off the protocol must never send it (the driver fails the run), with it on
+//! that is how a probe too large is lost. `mtu_change` makes the MTU shrink or grow mid-run (a
+//! black hole appearing on the path).
 //!
 //! Invariants: every random choice comes from the link's own seeded [`Rng`], so a link's fate
 //! sequence depends only on its seed and on the datagrams offered to it; the queue never holds
@@ -57,6 +60,10 @@ pub struct LinkConfig {
     /// Arrivals are rounded up to a multiple of this (receive interrupt coalescing), so that
     /// datagrams reach the shard in batches. Zero delivers each at its own instant.
     pub coalesce: Duration,
+    /// The IP-layer MTU of the path (largest IP datagram it carries).
+    pub mtu: usize,
+    /// From this time on (since the start of the run), the MTU is this instead.
+    pub mtu_change: Option<(Duration, usize)>,
 }
 
 impl LinkConfig {
@@ -75,6 +82,16 @@ impl LinkConfig {
             corrupt: 0.0,
             jitter: Duration::ZERO,
             coalesce: Duration::ZERO,
+            mtu: MTU,
+            mtu_change: None,
+        }
+    }
+
+    /// The MTU in force at `now`.
+    pub fn mtu_at(&self, now: Instant) -> usize {
+        match self.mtu_change {
+            Some((at, mtu)) if now >= Instant::ZERO + at => mtu,
+            _ => self.mtu,
         }
     }
 }
@@ -232,7 +249,7 @@ impl Link {
     pub fn send(&mut self, now: Instant, len: usize, ip_overhead: usize) -> Fate {
         self.stats.offered += 1;
         let ip_len = len + ip_overhead;
-        if ip_len > MTU {
+        if ip_len > self.cfg.mtu_at(now) {
             self.stats.oversize += 1;
             return Fate::Dropped(DropReason::Oversize);
         }

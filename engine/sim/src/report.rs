@@ -91,6 +91,10 @@ pub struct RunReport {
     pub coverage: Vec<String>,
     /// For a failed run: the state of both sides when it ended (`haul-sim run --verbose`).
     pub diagnostics: Vec<String>,
+    /// The datagram size the sender's shards ended at (the smallest of them; path-MTU
+    /// probing moves it), and their probing counters summed.
+    pub datagram_size: Option<u16>,
+    pub pmtu: haul_proto::pmtu::PmtuStats,
 }
 
 impl RunReport {
@@ -102,6 +106,18 @@ impl RunReport {
             sender_is_client: role == Role::Client,
             ..RunReport::default()
         }
+    }
+
+    /// Add one sender shard's probing state.
+    pub fn note_pmtu(&mut self, p: &haul_proto::pmtu::Pmtu) {
+        let size = p.datagram_size();
+        self.datagram_size = Some(self.datagram_size.map_or(size, |s| s.min(size)));
+        let (a, b) = (&mut self.pmtu, p.stats());
+        a.probes_sent += b.probes_sent;
+        a.probes_acked += b.probes_acked;
+        a.probes_lost += b.probes_lost;
+        a.black_holes += b.black_holes;
+        a.too_large += b.too_large;
     }
 
     pub fn is_ok(&self) -> bool {

@@ -77,6 +77,9 @@ pub struct Scenario {
     /// Stop (without failing) at this simulated time: for measurements over a fixed span, such
     /// as the memory test over a 1 TiB virtual file.
     pub stop_at: Option<Duration>,
+    /// Path-MTU probing: the sender probes datagram sizes up to this (UDP payload bytes);
+    /// 0 or at most the base size leaves it off, as seeded runs do.
+    pub pmtu_max: u16,
 }
 
 impl Scenario {
@@ -102,6 +105,7 @@ impl Scenario {
             max_steps: DEFAULT_MAX_STEPS,
             max_time: DEFAULT_MAX_TIME,
             stop_at: None,
+            pmtu_max: 0,
         }
     }
 

@@ -21,6 +21,7 @@ use crate::backend::{Backend, BackendBuilder, BackendChoice, BackendKind, IoStat
 use crossbeam_channel::{Receiver, Sender, bounded};
 use haul_proto::crypto::KeySchedule;
 use haul_proto::crypto::SessionSecret;
+use haul_proto::rate::RateSnapshot;
 use haul_proto::session::{
     AbortReason, FileOp, Layout, ReceiverCoordinator, ReceiverShard, SenderCoordinator,
     SenderShard, ShardCommand, ShardEvent, shard_suites,
@@ -140,6 +141,11 @@ pub struct TransferReport {
     /// Receiver: files whose owner or some extended attribute, asked for and allowed, could
     /// not be applied (no privilege, or the filesystem refused it).
     pub attrs_skipped: u64,
+    /// Sender: the datagram size (UDP payload bytes) the shards ended at, the smallest of
+    /// them; path-MTU probing moves it (docs/DATAPLANE.md "Path MTU").
+    pub datagram_size: Option<u16>,
+    /// Sender: path-MTU probing counters, all shards.
+    pub pmtu: haul_proto::pmtu::PmtuStats,
 }
 
 #[derive(Debug, Error)]
@@ -424,6 +430,10 @@ trait Side {
     /// After each round of events: the receiver finalizes files and writes checkpoints here.
     fn after_events(&mut self, _now: haul_proto::time::Instant) {}
     fn file_hash(&self, file: u32) -> Option<[u8; 32]>;
+    /// The rate controller's state, on the sending side (for `HAUL_RATE_TRACE`).
+    fn rate_snapshot(&self) -> Option<RateSnapshot> {
+        None
+    }
 }
 
 impl Side for SenderCoordinator {
@@ -441,6 +451,9 @@ impl Side for SenderCoordinator {
     }
     fn file_hash(&self, file: u32) -> Option<[u8; 32]> {
         SenderCoordinator::file_hash(self, file)
+    }
+    fn rate_snapshot(&self) -> Option<RateSnapshot> {
+        Some(SenderCoordinator::rate_snapshot(self))
     }
 }
 
@@ -548,6 +561,7 @@ fn drive(
     let clock = Clock::new();
     let mut last_progress = started;
     let mut ended_at = None;
+    let mut trace = RateTrace::from_env(started);
     loop {
         if let Ok((s, ev)) = threads.events.recv_timeout(PROGRESS_EVERY) {
             side.handle_event(clock.now(), s, ev);
@@ -558,6 +572,9 @@ fn drive(
         side.after_events(clock.now());
         while let Some((s, cmd)) = side.poll_command() {
             threads.command(s, cmd);
+        }
+        if let (Some(t), Some(snap)) = (trace.as_mut(), side.rate_snapshot()) {
+            t.poll(&snap);
         }
         if let (Some(p), true) = (progress, last_progress.elapsed() >= PROGRESS_EVERY) {
             p(&threads.progress(total, started));
@@ -576,6 +593,51 @@ fn drive(
         }
     }
     threads.join()
+}
+
+/// How often `HAUL_RATE_TRACE` prints a line.
+const TRACE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// `HAUL_RATE_TRACE=1`: every [`TRACE_EVERY`] the sender prints one `rate-trace` line to stderr
+/// with the controller's rate, the rate the shards actually sent at over the interval, the
+/// carried (delivered, loss-adjusted) rate, the measured and predicted queue, the loss estimate
+/// and the mode (docs/RATE.md, "Tracing the real data plane").
+struct RateTrace {
+    started: std::time::Instant,
+    last: std::time::Instant,
+    last_sent_bits: u64,
+}
+
+impl RateTrace {
+    fn from_env(started: std::time::Instant) -> Option<RateTrace> {
+        std::env::var_os("HAUL_RATE_TRACE")
+            .filter(|v| !v.is_empty() && v != "0")
+            .map(|_| RateTrace { started, last: started, last_sent_bits: 0 })
+    }
+
+    fn poll(&mut self, s: &RateSnapshot) {
+        let dt = self.last.elapsed();
+        if dt < TRACE_EVERY {
+            return;
+        }
+        let sent = s.sent_bits.saturating_sub(self.last_sent_bits);
+        self.last_sent_bits = s.sent_bits;
+        self.last = std::time::Instant::now();
+        let mbit = |bps: f64| bps / 1e6;
+        eprintln!(
+            "rate-trace t_ms={} rate_mbit={:.1} sent_mbit={:.1} carried_mbit={:.1} q_ms={:.2} \
+             qpred_ms={:.2} loss={:.4} base_rtt_ms={:.1} mode={}",
+            self.started.elapsed().as_millis(),
+            mbit(s.rate_bps as f64),
+            mbit(sent as f64 / dt.as_secs_f64()),
+            mbit(s.carried_bps as f64),
+            s.queue_us as f64 / 1e3,
+            s.predicted_queue_us as f64 / 1e3,
+            s.loss,
+            s.base_rtt_us as f64 / 1e3,
+            s.mode
+        );
+    }
 }
 
 fn report(
@@ -613,7 +675,21 @@ fn report(
         cpu_seconds: cpu_seconds() - cpu0,
         detail: None,
         attrs_skipped: 0,
+        datagram_size: ends.iter().filter_map(|e| e.pmtu.map(|p| p.0)).min(),
+        pmtu: pmtu_sum(ends),
     }
+}
+
+fn pmtu_sum(ends: &[ShardEnd]) -> haul_proto::pmtu::PmtuStats {
+    let mut sum = haul_proto::pmtu::PmtuStats::default();
+    for (_, p) in ends.iter().filter_map(|e| e.pmtu) {
+        sum.probes_sent += p.probes_sent;
+        sum.probes_acked += p.probes_acked;
+        sum.probes_lost += p.probes_lost;
+        sum.black_holes += p.black_holes;
+        sum.too_large += p.too_large;
+    }
+    sum
 }
 
 fn check_resume(resume: &[u64], n_files: usize) -> Result<(), TransferError> {
@@ -684,20 +760,15 @@ pub fn run_sender_cancellable(
     let shards = std::sync::Mutex::new(shards);
     let peers: Vec<Option<SocketAddr>> = peers.into_iter().map(Some).collect();
     let source = store::FileSource::Paths(Arc::new(sources));
-    let threads = spawn_shards(
-        sockets,
-        &peers,
-        peer_ip,
-        usize::from(params.datagram_size),
-        &source,
-        pin_cores,
-        |w| {
+    // Send slots hold the largest datagram probing may try.
+    let slot_bytes = params.datagram_size.max(params.datagram_size_max);
+    let threads =
+        spawn_shards(sockets, &peers, peer_ip, usize::from(slot_bytes), &source, pin_cores, |w| {
             let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());
             Box::new(move || {
                 shard.map_or_else(ShardEnd::default, |s| shard::run_sender_shard(w, s))
             })
-        },
-    )?;
+        })?;
     let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
     let ends = drive(&mut coord, threads, total, progress, cancel)?;
     Ok(report(&coord, &manifest, &ends, backend, started, cpu0, true))

@@ -29,6 +29,8 @@ const MAX_WAIT: Duration = Duration::from_millis(20);
 pub(crate) struct ShardEnd {
     pub stats: ShardStats,
     pub io: IoStats,
+    /// Sender: the datagram size the shard ended at and its path-MTU probing counters.
+    pub pmtu: Option<(u16, haul_proto::pmtu::PmtuStats)>,
 }
 
 /// The monotonic clock shared by one side's threads, as proto instants.
@@ -106,6 +108,12 @@ impl SendArea {
         }
         backend.send_batch(peer, &slices[..n], seg).map(|_| ())
     }
+
+    /// The longest of the first `n` datagrams: the GSO segment size of a sender batch (the
+    /// data size, or a probe's, which goes in a batch of its own).
+    fn longest(&self, n: usize) -> usize {
+        self.lens[..n].iter().copied().max().unwrap_or(0)
+    }
 }
 
 /// The backend's counters plus the shard's disk syscalls and ring disk operations.
@@ -150,9 +158,21 @@ fn learn_peer(
     }
 }
 
+/// Path-MTU probing never probes above the route's MTU to `peer` (the local interface's).
+fn set_path_ceiling(shard: &mut SenderShard, w: &Wiring, peer: SocketAddr) {
+    if shard.pmtu().state() == haul_proto::pmtu::PmtuState::Disabled {
+        return;
+    }
+    if let Some(mtu) = crate::udp::route_mtu(peer) {
+        let max = crate::udp::udp_payload_for_mtu(peer, mtu);
+        shard.set_path_ceiling(w.clock.now(), u16::try_from(max).unwrap_or(u16::MAX));
+    }
+}
+
 pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEnd {
     let mut area = SendArea::new(w.datagram_size);
     let disk = DiskIo::new(&w.backend);
+    let mut ceiling_known = false;
     let mut last_resent = 0;
     let mut failed = false;
     while !shard.is_closed() && !w.stop.load(Ordering::Relaxed) {
@@ -183,12 +203,23 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
         // No peer yet (it is learnt from the first authenticated datagram): send nothing, so
         // no data is spent into the void and none goes anywhere but to the proven peer.
         while let Some(peer) = w.peer {
+            if !ceiling_known {
+                ceiling_known = true;
+                set_path_ceiling(&mut shard, &w, peer);
+            }
             let n = shard.poll_transmit(w.clock.now(), &mut area.buf, area.stride, &mut area.lens);
             if n == 0 {
                 break;
             }
-            if area.send(&mut w.backend, peer, n, w.datagram_size).is_err() {
-                failed = true;
+            let seg = area.longest(n);
+            match area.send(&mut w.backend, peer, n, seg) {
+                Ok(()) => {}
+                // The kernel refused a datagram as larger than the interface takes: a probe
+                // (or data after the route's MTU shrank). Probing lowers its ceiling at once.
+                Err(crate::error::IoError::TooLarge { .. }) => {
+                    shard.handle_too_large(w.clock.now(), seg);
+                }
+                Err(_) => failed = true,
             }
             // A short batch means the pacer (or the data) ran dry: wait for the next whole
             // pacing batch instead of sending the few tokens that trickle in during this send,
@@ -214,7 +245,8 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
     }
     // No kernel operation may refer to the shard's read buffers once it is dropped.
     disk.drain(&mut w.backend, &mut w.files, &mut shard, None, w.clock.now());
-    ShardEnd { stats: *shard.stats(), io: io_stats(&w) }
+    let pmtu = Some((shard.pmtu().datagram_size(), *shard.pmtu().stats()));
+    ShardEnd { stats: *shard.stats(), io: io_stats(&w), pmtu }
 }
 
 pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> ShardEnd {
@@ -277,5 +309,5 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
         disk_direct_refused_files: direct.files_refused,
         ..io_stats(&w)
     };
-    ShardEnd { stats: *shard.stats(), io }
+    ShardEnd { stats: *shard.stats(), io, pmtu: None }
 }

@@ -78,7 +78,32 @@ pub struct FeedbackSample {
     pub loss_fraction: f64,
 }
 
+/// What a controller is doing now, for traces (`HAUL_RATE_TRACE`, docs/RATE.md) and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RateSnapshot {
+    /// The pacing rate it asks for.
+    pub rate_bps: u64,
+    /// IP-layer bits the shards reported sent since the controller was made: differences of
+    /// this over time are the pacing rate actually achieved.
+    pub sent_bits: u64,
+    /// Loss-adjusted delivered rate, smoothed (0 before the first sample).
+    pub carried_bps: u64,
+    /// The queuing delay the last feedback measured, and what the predictor made of it.
+    pub queue_us: u64,
+    pub predicted_queue_us: u64,
+    /// Average share of sent traffic reported lost.
+    pub loss: f64,
+    /// Base RTT estimate (0 before the first sample).
+    pub base_rtt_us: u64,
+    /// "fixed", "startup", "drain", "steady" or "limited" (the sender did not keep up).
+    pub mode: &'static str,
+}
+
 pub trait RateController: Send + core::fmt::Debug {
+    /// What it is doing now (rate, achieved sending, estimates).
+    fn snapshot(&self) -> RateSnapshot {
+        RateSnapshot { rate_bps: self.rate_bps(), mode: "fixed", ..RateSnapshot::default() }
+    }
     /// The pacing rate to use now, bits per second (IP layer). Always within the limits.
     fn rate_bps(&self) -> u64;
     /// A datagram of `ip_bytes` was just sent.

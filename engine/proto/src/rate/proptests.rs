@@ -178,3 +178,28 @@ fn rising_delay_lowers_the_rate() {
     assert!(c.rate_bps() < before / 2, "{} vs {before}", c.rate_bps());
     assert!(!c.is_starting());
 }
+
+/// The emulated-WAN regression: a busy sender that sends under half what its rate allows, with
+/// an empty queue, must not wind the rate up (it would burst once the sender caught up).
+#[test]
+fn a_sender_that_does_not_keep_up_does_not_wind_the_rate_up() {
+    let limits = RateLimits { min_bps: 0, target_bps: 10_000_000_000 };
+    let mut c = AdaptiveRate::new(Policy::Fair, limits);
+    let mut now = Instant::ZERO;
+    let step = Duration::from_millis(2);
+    // The sender manages 100 Mbit/s whatever it is asked for.
+    let sent_per_step = 100_000_000 / 8 * step.as_nanos() / 1_000_000_000;
+    for _ in 0..50 {
+        now += step;
+        c.on_send(now, sent_per_step);
+        c.on_feedback(now, &fb(100, 0, 100_000_000));
+    }
+    let settled = c.rate_bps();
+    for _ in 0..2_000 {
+        now += step;
+        c.on_send(now, sent_per_step);
+        c.on_feedback(now, &fb(100, 0, 100_000_000));
+    }
+    assert!(c.rate_bps() <= settled, "{} grew from {settled}", c.rate_bps());
+    assert!(settled <= super::adaptive::INITIAL_RATE_MAX_BPS, "{settled}");
+}

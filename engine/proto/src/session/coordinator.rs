@@ -272,6 +272,11 @@ impl SenderCoordinator {
         self.rate.rate_bps()
     }
 
+    /// The controller's state (rate, achieved sending, queue and loss estimates), for traces.
+    pub fn rate_snapshot(&self) -> crate::rate::RateSnapshot {
+        self.rate.snapshot()
+    }
+
     pub fn abort(&mut self, reason: AbortReason) {
         self.c.abort_all(reason, None, None);
     }

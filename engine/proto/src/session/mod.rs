@@ -62,6 +62,10 @@ pub struct SessionParams {
     pub suite: SuiteId,
     /// UDP payload bytes per datagram (1472 suits IPv4 on a 1500-byte MTU, 1452 IPv6).
     pub datagram_size: u16,
+    /// The sender probes sizes above `datagram_size` up to this one (path-MTU probing,
+    /// [`crate::pmtu`]); at most `datagram_size` turns probing off. The receiver takes any
+    /// size up to [`crate::pmtu::MAX_PROBE_SIZE`] whatever this says.
+    pub datagram_size_max: u16,
     /// IP + UDP header bytes per datagram (28 IPv4, 48 IPv6): rates count them.
     pub ip_overhead: u16,
     /// Receiver's flow-control window per shard, bytes of stream beyond the cumulative ack.
@@ -86,6 +90,7 @@ impl SessionParams {
             shards: 1,
             suite,
             datagram_size: 1472,
+            datagram_size_max: 1472,
             ip_overhead: 28,
             window_bytes: 256 << 20,
             rate: RateLimits { min_bps: 0, target_bps: 1_000_000_000 },
@@ -103,7 +108,10 @@ impl SessionParams {
     }
 
     pub fn check(&self) -> Result<(), SessionError> {
-        if self.payload_per_datagram() < 64 || self.datagram_size > 9216 {
+        if self.payload_per_datagram() < 64
+            || self.datagram_size > 9216
+            || self.datagram_size_max > 9216
+        {
             return Err(SessionError::BadDatagramSize(self.datagram_size));
         }
         if self.shards == 0 || self.shards > layout::MAX_SHARDS {

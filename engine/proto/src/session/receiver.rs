@@ -110,6 +110,9 @@ pub struct ReceiverShard {
     /// within a round trip), capping recovery at 64 holes per RTT. The cursor rotates
     /// through all holes instead.
     nak_cursor: u64,
+    /// The newest probe to acknowledge: (id, datagram length). One at a time, so probes
+    /// (authenticated, at most one outstanding by design) can never queue up acks.
+    probe_ack: Option<(u32, u16)>,
 }
 
 fn receiver_accepts(t: PacketType) -> bool {
@@ -120,6 +123,7 @@ fn receiver_accepts(t: PacketType) -> bool {
             | PacketType::Complete
             | PacketType::Abort
             | PacketType::Keepalive
+            | PacketType::Probe
     )
 }
 
@@ -183,6 +187,7 @@ impl ReceiverShard {
             idle_timeout: params.idle_timeout,
             naks_buf: Vec::with_capacity(MAX_NAK_RANGES),
             nak_cursor: 0,
+            probe_ack: None,
             layout,
         };
         me.advance_cum_ack();
@@ -264,6 +269,7 @@ impl ReceiverShard {
                         let skip = crate::wire::DATA_PREFIX_LEN + body_start;
                         self.on_data(now, &c, (file, offset, payload), skip)
                     }
+                    Ok(Body::Probe { id, .. }) => self.on_probe(id, d.buf.len()),
                     Ok(body) => self.on_control(body),
                     Err(_) => RxOutcome::Rejected(Reject::BadBody),
                 };
@@ -367,6 +373,18 @@ impl ReceiverShard {
                 }
                 self.checkpoints.push_back((end, now));
             }
+        }
+    }
+
+    /// A path-MTU probe arrived whole at `len` bytes: acknowledge it with a small ProbeAck
+    /// (crate::pmtu). Any size that arrives is accepted: receive buffers hold the largest.
+    fn on_probe(&mut self, id: u32, len: usize) -> RxOutcome {
+        match u16::try_from(len) {
+            Ok(size) => {
+                self.probe_ack = Some((id, size));
+                RxOutcome::Consumed
+            }
+            Err(_) => RxOutcome::Rejected(Reject::BadBody),
         }
     }
 
@@ -666,6 +684,9 @@ impl ReceiverShard {
         }
         if let Some(ctl) = self.control.pop_front() {
             return Some(ctl);
+        }
+        if let Some((id, size)) = self.probe_ack.take() {
+            return Some(Ctl::Body(Body::ProbeAck { id, size }));
         }
         if let Phase::Lingering { since, last } = self.life.phase
             && now.saturating_since(last) >= self.complete_every()

@@ -161,6 +161,16 @@ impl<'a> Body<'a> {
             PacketType::Complete => Body::Complete,
             PacketType::Abort => Body::Abort { reason: r.u16()? },
             PacketType::Keepalive => Body::Keepalive,
+            PacketType::Probe => {
+                let id = r.u32()?;
+                let pad = r.remaining();
+                // Zero padding only: a probe carries nothing but its size.
+                if pad.iter().any(|&b| b != 0) {
+                    return Err(WireError::BadField);
+                }
+                Body::Probe { id, pad: pad.len() }
+            }
+            PacketType::ProbeAck => Body::ProbeAck { id: r.u32()?, size: r.u16()? },
         };
         r.finish()?;
         Ok(decoded)
@@ -205,6 +215,16 @@ impl<'a> Body<'a> {
             }
             Body::Complete | Body::Keepalive => {}
             Body::Abort { reason } => w.put(&reason.to_le_bytes())?,
+            Body::Probe { id, pad } => {
+                w.put(&id.to_le_bytes())?;
+                let end = w.len.checked_add(*pad)?;
+                w.out.get_mut(w.len..end)?.fill(0);
+                w.len = end;
+            }
+            Body::ProbeAck { id, size } => {
+                w.put(&id.to_le_bytes())?;
+                w.put(&size.to_le_bytes())?;
+            }
         }
         Some(w.len)
     }

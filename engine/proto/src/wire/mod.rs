@@ -32,6 +32,10 @@ pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 24;
 /// Bytes in a data body before its payload: file (u32) and offset (u64).
 pub const DATA_PREFIX_LEN: usize = 12;
+/// Bytes of a probe body before its padding: the probe id (u32).
+pub const PROBE_PREFIX_LEN: usize = 4;
+/// Bytes of a probe-ack body: probe id (u32) and the size that arrived (u16).
+pub const PROBE_ACK_LEN: usize = 6;
 /// Most NAK ranges one NAK datagram carries.
 pub const MAX_NAK_RANGES: usize = 64;
 /// Bytes of one NAK range on the wire: `start u64, end u64`.
@@ -59,6 +63,11 @@ pub enum PacketType {
     Abort = 8,
     /// Either way: I am alive (sent when otherwise idle).
     Keepalive = 9,
+    /// Sender → receiver: a path-MTU probe, padded to the size it tests; carries no file data.
+    Probe = 10,
+    /// Receiver → sender: this probe arrived, at this size. Small and fixed, so a probe can
+    /// never be turned into an amplifier.
+    ProbeAck = 11,
 }
 
 /// The fixed header. Authenticated, never encrypted.
@@ -120,15 +129,40 @@ pub struct Window {
 /// A decoded body. Borrowed from the datagram buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Body<'a> {
-    Data { file: u32, offset: u64, payload: &'a [u8] },
-    Nak { ranges: NakRanges<'a> },
+    Data {
+        file: u32,
+        offset: u64,
+        payload: &'a [u8],
+    },
+    Nak {
+        ranges: NakRanges<'a>,
+    },
     Feedback(Feedback),
     Window(Window),
-    FileDone { file: u32, size: u64, hash: [u8; 32] },
-    FileAck { file: u32, status: FileStatus },
+    FileDone {
+        file: u32,
+        size: u64,
+        hash: [u8; 32],
+    },
+    FileAck {
+        file: u32,
+        status: FileStatus,
+    },
     Complete,
-    Abort { reason: u16 },
+    Abort {
+        reason: u16,
+    },
     Keepalive,
+    /// A path-MTU probe: its id, then `pad` zero bytes that bring it to the probed size.
+    Probe {
+        id: u32,
+        pad: usize,
+    },
+    /// A probe arrived: its id and its whole datagram length as received.
+    ProbeAck {
+        id: u32,
+        size: u16,
+    },
 }
 
 /// The ranges of a NAK, as `(start, end)` half-open pairs with `start < end`, read lazily from
@@ -163,13 +197,15 @@ impl Body<'_> {
             Body::Complete => PacketType::Complete,
             Body::Abort { .. } => PacketType::Abort,
             Body::Keepalive => PacketType::Keepalive,
+            Body::Probe { .. } => PacketType::Probe,
+            Body::ProbeAck { .. } => PacketType::ProbeAck,
         }
     }
 }
 
 impl PacketType {
     /// Every packet type, in wire order.
-    pub const ALL: [PacketType; 9] = [
+    pub const ALL: [PacketType; 11] = [
         PacketType::Data,
         PacketType::Nak,
         PacketType::Feedback,
@@ -179,6 +215,8 @@ impl PacketType {
         PacketType::Complete,
         PacketType::Abort,
         PacketType::Keepalive,
+        PacketType::Probe,
+        PacketType::ProbeAck,
     ];
 
     /// The type with wire value `v`, if there is one.
@@ -193,6 +231,8 @@ impl PacketType {
             7 => Some(PacketType::Complete),
             8 => Some(PacketType::Abort),
             9 => Some(PacketType::Keepalive),
+            10 => Some(PacketType::Probe),
+            11 => Some(PacketType::ProbeAck),
             _ => None,
         }
     }

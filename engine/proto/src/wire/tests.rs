@@ -38,7 +38,7 @@ fn header_rejections_name_the_fault() {
     let mut bad = buf;
     bad[0] = 2;
     assert_eq!(Header::decode(&bad), Err(WireError::BadVersion(2)));
-    for t in [0u8, 10, 255] {
+    for t in [0u8, 12, 255] {
         let mut bad = buf;
         bad[1] = t;
         assert_eq!(Header::decode(&bad), Err(WireError::BadType(t)));
@@ -50,7 +50,8 @@ fn header_rejections_name_the_fault() {
 
 #[test]
 fn fixed_bodies_have_exact_lengths() {
-    let cases: [(PacketType, usize); 7] = [
+    let cases: [(PacketType, usize); 8] = [
+        (PacketType::ProbeAck, 6),
         (PacketType::Feedback, 28),
         (PacketType::Window, 16),
         (PacketType::FileDone, 44),
@@ -119,6 +120,20 @@ fn nak_rejections() {
 }
 
 #[test]
+fn probe_padding_must_be_zero_and_is_written() {
+    let mut buf = [0xffu8; 64];
+    let body = Body::Probe { id: 9, pad: 40 };
+    assert_eq!(body.encode(&mut buf), Some(44));
+    assert_eq!(&buf[..4], &9u32.to_le_bytes());
+    assert!(buf[4..44].iter().all(|&b| b == 0));
+    assert_eq!(Body::decode(PacketType::Probe, &buf[..44]), Ok(body));
+    buf[30] = 1;
+    assert_eq!(Body::decode(PacketType::Probe, &buf[..44]), Err(WireError::BadField));
+    assert_eq!(Body::decode(PacketType::Probe, &buf[..3]), Err(WireError::BadLength));
+    assert_eq!(body.encode(&mut buf[..43]), None);
+}
+
+#[test]
 fn data_prefix_matches_body_encoding() {
     let mut a = [0u8; 16];
     let mut b = [0u8; 16];
@@ -141,6 +156,8 @@ enum Owned {
     Complete,
     Abort(u16),
     Keepalive,
+    Probe { id: u32, pad: usize },
+    ProbeAck { id: u32, size: u16 },
 }
 
 fn owned_body() -> impl Strategy<Value = Owned> {
@@ -172,6 +189,8 @@ fn owned_body() -> impl Strategy<Value = Owned> {
         Just(Owned::Complete),
         any::<u16>().prop_map(Owned::Abort),
         Just(Owned::Keepalive),
+        (any::<u32>(), 0usize..1500).prop_map(|(id, pad)| Owned::Probe { id, pad }),
+        any::<(u32, u16)>().prop_map(|(id, size)| Owned::ProbeAck { id, size }),
     ]
 }
 
@@ -191,6 +210,8 @@ fn encode_owned(owned: &Owned, buf: &mut [u8]) -> (usize, PacketType) {
         Owned::Complete => Body::Complete,
         Owned::Abort(r) => Body::Abort { reason: *r },
         Owned::Keepalive => Body::Keepalive,
+        Owned::Probe { id, pad } => Body::Probe { id: *id, pad: *pad },
+        Owned::ProbeAck { id, size } => Body::ProbeAck { id: *id, size: *size },
     };
     (body.encode(buf).unwrap(), body.packet_type())
 }
@@ -212,6 +233,8 @@ fn same(owned: &Owned, body: &Body<'_>) -> bool {
         }
         (Owned::Complete, Body::Complete) | (Owned::Keepalive, Body::Keepalive) => true,
         (Owned::Abort(a), Body::Abort { reason }) => a == reason,
+        (Owned::Probe { id, pad }, Body::Probe { id: i, pad: p }) => id == i && pad == p,
+        (Owned::ProbeAck { id, size }, Body::ProbeAck { id: i, size: s }) => id == i && size == s,
         _ => false,
     }
 }
