@@ -8,8 +8,8 @@
 //! - The policy is a pure function of the password and the setting; the error says what is
 //!   missing, never what was typed.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 /// Longest password accepted, in bytes.
 pub const MAX_PASSWORD_BYTES: usize = 256;
@@ -71,20 +71,82 @@ impl PasswordPolicy {
     }
 }
 
-fn hasher() -> Argon2<'static> {
-    // argon2id with the crate's defaults (19 MiB, t=2, p=1: OWASP's recommended minimum).
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default())
+/// At most this many argon2 computations run at once; the others wait for a work area.
+pub const MAX_HASHES_AT_ONCE: usize = 2;
+/// Largest work area a stored hash may ask for (64 MiB of 1 KiB blocks): a hash with a larger
+/// `m` does not verify.
+pub const MAX_BLOCKS: usize = 64 * 1024;
+/// Length of the hashes this build writes.
+const OUTPUT_BYTES: usize = 32;
+/// Longest decoded salt accepted from a stored hash (PHC allows 64 bytes).
+const MAX_SALT_BYTES: usize = 64;
+
+/// argon2id with the crate's defaults (19 MiB, t=2, p=1: OWASP's recommended minimum).
+fn params() -> Params {
+    Params::default()
+}
+
+/// Work areas for argon2, reused. Allocating 19 MiB per hash let glibc keep each one (its
+/// dynamic mmap threshold moves such blocks onto the heap): the load bench's server grew by
+/// 19 MiB per user created, to ~400 MiB. A fixed pool bounds it to MAX_HASHES_AT_ONCE areas.
+struct Pool {
+    free: std::sync::Mutex<(Vec<Vec<Block>>, usize)>,
+    returned: std::sync::Condvar,
+}
+
+static POOL: Pool =
+    Pool { free: std::sync::Mutex::new((Vec::new(), 0)), returned: std::sync::Condvar::new() };
+
+/// Runs `f` with a zeroed work area of `blocks` blocks, waiting while MAX_HASHES_AT_ONCE are
+/// in use. The area is zeroed again before it goes back (it held password-derived state).
+fn with_memory<T>(blocks: usize, f: impl FnOnce(&mut [Block]) -> T) -> Result<T, HashError> {
+    if blocks > MAX_BLOCKS {
+        return Err(HashError::Argon2(format!("a work area of {blocks} KiB is over the limit")));
+    }
+    let mut area = {
+        // A poisoned lock only means another hash panicked; the pool's data is still sound.
+        let mut g = POOL.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if let Some(a) = g.0.pop() {
+                break a;
+            }
+            if g.1 < MAX_HASHES_AT_ONCE {
+                g.1 += 1;
+                break Vec::new();
+            }
+            g = POOL.returned.wait(g).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    };
+    area.resize(blocks, Block::new());
+    let out = f(&mut area[..blocks]);
+    area.iter_mut().for_each(|b| *b = Block::new());
+    let mut g = POOL.free.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    g.0.push(area);
+    POOL.returned.notify_one();
+    Ok(out)
 }
 
 /// Hashes a password into a PHC string (`$argon2id$...`).
 pub fn hash_password(password: &str) -> Result<String, HashError> {
     let mut salt = [0u8; SALT_BYTES];
     getrandom::fill(&mut salt).map_err(HashError::Random)?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| HashError::Argon2(e.to_string()))?;
-    hasher()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| HashError::Argon2(e.to_string()))
+    let err = |e: &dyn std::fmt::Display| HashError::Argon2(e.to_string());
+    let params = params();
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = [0u8; OUTPUT_BYTES];
+    with_memory(params.block_count(), |mem| {
+        argon.hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, mem)
+    })?
+    .map_err(|e| err(&e))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| err(&e))?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| err(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| err(&e))?),
+    };
+    Ok(phc.to_string())
 }
 
 /// A hash of a random password, verified against when a sign-in names no account, so an
@@ -106,10 +168,29 @@ pub fn is_password_valid(password: &str, stored: &str) -> bool {
     if password.len() > MAX_PASSWORD_BYTES {
         return false;
     }
-    match PasswordHash::new(stored) {
-        Ok(parsed) => hasher().verify_password(password.as_bytes(), &parsed).is_ok(),
-        Err(_) => false,
+    let Ok(parsed) = PasswordHash::new(stored) else { return false };
+    verify(password.as_bytes(), &parsed).unwrap_or(false)
+}
+
+/// Recomputes an argon2id PHC hash in a pooled work area and compares in constant time.
+fn verify(password: &[u8], parsed: &PasswordHash<'_>) -> Option<bool> {
+    if parsed.algorithm != argon2::ARGON2ID_IDENT {
+        return None;
     }
+    let version = Version::try_from(parsed.version.unwrap_or(Version::V0x13.into())).ok()?;
+    let params = Params::try_from(parsed).ok()?;
+    let (salt, expected) = (parsed.salt?, parsed.hash?);
+    let mut salt_buf = [0u8; MAX_SALT_BYTES];
+    let salt = salt.decode_b64(&mut salt_buf).ok()?;
+    let argon = Argon2::new(Algorithm::Argon2id, version, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    with_memory(params.block_count(), |mem| {
+        argon.hash_password_into_with_memory(password, salt, &mut out, mem)
+    })
+    .ok()?
+    .ok()?;
+    // `Output`'s equality is constant-time.
+    Some(Output::new(&out).ok()? == expected)
 }
 
 /// A random one-time password that satisfies the strong policy: groups of letters and digits
@@ -172,5 +253,34 @@ mod tests {
             let pw = one_time_password().unwrap();
             assert_eq!(p.check(&pw), Ok(()), "{pw}");
         }
+    }
+
+    #[test]
+    fn pooled_hashes_match_the_crates_own_phc_hashes_both_ways() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let standard = Argon2::new(Algorithm::Argon2id, Version::V0x13, params());
+        let salt = SaltString::encode_b64(&[7u8; SALT_BYTES]).unwrap();
+        let theirs = standard.hash_password(b"Correct-horse-9", &salt).unwrap().to_string();
+        assert!(is_password_valid("Correct-horse-9", &theirs));
+        assert!(!is_password_valid("Correct-horse-8", &theirs));
+        let ours = hash_password("Correct-horse-9").unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(standard.verify_password(b"Correct-horse-9", &parsed).is_ok());
+        // A stored hash asking for more memory than the limit does not verify.
+        let huge = theirs.replace("m=19456", "m=1048576");
+        assert!(!is_password_valid("Correct-horse-9", &huge));
+    }
+
+    #[test]
+    fn concurrent_hashes_share_a_bounded_pool() {
+        let threads: Vec<_> = (0..6)
+            .map(|i| std::thread::spawn(move || hash_password(&format!("Pw-{i}-long!")).unwrap()))
+            .collect();
+        for (i, t) in threads.into_iter().enumerate() {
+            let h = t.join().unwrap();
+            assert!(is_password_valid(&format!("Pw-{i}-long!"), &h));
+        }
+        let g = POOL.free.lock().unwrap();
+        assert!(g.1 <= MAX_HASHES_AT_ONCE, "{} work areas", g.1);
     }
 }
