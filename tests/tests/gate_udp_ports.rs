@@ -12,6 +12,14 @@ use std::net::UdpSocket;
 use gate_common::{Appliance, haul};
 use haul_tests::{TempDir, stderr, write_file};
 
+/// The two tests run one at a time: each picks free ports and then binds them, so run side by
+/// side one could pick a port inside the other's range before the other binds it.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A run of `n` consecutive UDP ports on 127.0.0.1 that are free now (bound and released).
 fn free_ports(n: u16) -> u16 {
     let seed = u16::try_from(std::process::id() % 20_000).unwrap();
@@ -53,6 +61,7 @@ fn round_trip(app: &Appliance, work: &TempDir, name: &str) {
 
 #[test]
 fn shard_sockets_bind_inside_the_port_range() {
+    let _serial = serial();
     let base = free_ports(8);
     let range = format!("127.0.0.1:{base}-{}", base + 7);
     let app = Appliance::start_at(&[], "127.0.0.1:0", &range, &["--shards", "2"], &[]);
@@ -68,6 +77,7 @@ fn shard_sockets_bind_inside_the_port_range() {
 
 #[test]
 fn a_fixed_port_carries_one_shard_and_a_taken_port_fails_cleanly() {
+    let _serial = serial();
     let port = free_ports(1);
     let fixed = format!("127.0.0.1:{port}");
     let app = Appliance::start_at(&[], "127.0.0.1:0", &fixed, &[], &[]);

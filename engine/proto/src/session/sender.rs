@@ -624,8 +624,13 @@ impl SenderShard {
         };
         let slot = match self.slots.iter().position(|s| pick(s, false)) {
             Some(i) => i,
+            // A block the receiver kept is never sent, even while its later pieces are still
+            // being read for the hash (with ring reads that is while other slots send).
             None => self.slots.iter().position(|s| {
-                pick(s, true) && s.cursor == self.next_new && s.cursor < self.limit
+                pick(s, true)
+                    && s.cursor == self.next_new
+                    && s.cursor < self.limit
+                    && !self.skip.contains_range(s.start..s.start + u64::from(s.len))
             })?,
         };
         let s = &self.slots[slot];
