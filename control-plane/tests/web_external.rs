@@ -16,7 +16,7 @@ use haul_control::store::web_audit::AuditFilter;
 use haul_control::store::web_settings::WebSettings;
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use web_support::{Browser, Server, T0, between, download_ask, gate_ledger, host_key, log_buffer};
+use web_support::{Browser, Server, T0, between, download_ask, gate_ledger, log_buffer};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -464,7 +464,7 @@ async fn haul_get_on_a_link_shares_the_https_accounting_and_is_audited() {
     const SIZE: usize = 1 << 20;
     let data: Vec<u8> = (0..SIZE).map(|i| (i * 13 % 251) as u8).collect();
     let srv = Server::start().await;
-    host_key(&srv);
+    srv.host_key();
     settings(&srv, |s| s.external_sending = true);
     let mut admin = srv.admin().await;
     let mut alice = sender(&srv, &mut admin, "alice", true).await;

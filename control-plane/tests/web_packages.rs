@@ -14,7 +14,7 @@ use haul_control::token;
 use haul_control::web::package_files::StorePackages;
 use haul_control::web::package_limits::sweep_once;
 use reqwest::StatusCode;
-use web_support::{Server, T0, between, download_ask, gate_ledger, host_key};
+use web_support::{Server, T0, between, download_ask, gate_ledger};
 
 /// The token inside a `haul://` URL on a page, opened with the server's keys.
 fn claims_in(srv: &Server, page: &str, marker: &str) -> token::claims::Claims {
@@ -28,7 +28,7 @@ fn claims_in(srv: &Server, page: &str, marker: &str) -> token::claims::Claims {
 #[tokio::test]
 async fn a_package_goes_from_sender_to_users_and_workgroup_members() {
     let srv = Server::start().await;
-    host_key(&srv);
+    srv.host_key();
     let mut admin = srv.admin().await;
     let (_, mut alice) = srv.user(&mut admin, "alice", "user").await;
     let (_, mut bob) = srv.user(&mut admin, "bob", "user").await;
@@ -160,7 +160,7 @@ async fn a_package_goes_from_sender_to_users_and_workgroup_members() {
 #[tokio::test]
 async fn download_only_users_cannot_send_and_upload_only_users_get_no_download_url() {
     let srv = Server::start().await;
-    host_key(&srv);
+    srv.host_key();
     let mut admin = srv.admin().await;
     let (_, mut sender) = srv.user(&mut admin, "sender", "user").await;
     let (down_id, mut down) = srv.user(&mut admin, "downonly", "user").await;
@@ -205,7 +205,7 @@ async fn download_only_users_cannot_send_and_upload_only_users_get_no_download_u
 #[tokio::test]
 async fn recipients_forward_only_with_the_permission() {
     let srv = Server::start().await;
-    host_key(&srv);
+    srv.host_key();
     let mut admin = srv.admin().await;
     let (_, mut sender) = srv.user(&mut admin, "sender", "user").await;
     let (fwd_id, mut fwd) = srv.user(&mut admin, "forwarder", "user").await;
@@ -295,7 +295,7 @@ fn get_url(page: &str) -> (String, SecretToken) {
 #[tokio::test]
 async fn package_limits_hold_at_the_console_https_and_gate_and_the_sweeper_removes_files() {
     let srv = Server::start().await;
-    host_key(&srv);
+    srv.host_key();
     let mut ws = srv.store.web_settings().unwrap();
     ws.package_downloads_max = 3;
     srv.store.set_web_settings(&ws, T0).unwrap();

@@ -151,18 +151,6 @@ impl Drop for Server {
     }
 }
 
-/// The text between `a` and the next `b` (panics if absent: the test fails).
-/// The gate's host key, which the URLs pin (the gate creates it in production).
-pub fn host_key(srv: &Server) {
-    let key = srv.data_dir().join(haul_control::token::hostkey_pin::HOST_KEY_FILE);
-    let ok = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (openssh-client) is needed for this test");
-    assert!(ok.success());
-}
-
 /// The gate's authorizer over the server's store and secret, inside the gate's ledger, at the
 /// server's clock.
 pub fn gate_ledger(srv: &Server) -> GateLedger<TokenAuthorizer> {
@@ -189,6 +177,7 @@ pub fn download_ask<'a>(token: &'a SecretToken, path: &'a str) -> TransferAsk<'a
     }
 }
 
+/// The text between `a` and the next `b` (panics if absent: the test fails).
 pub fn between<'s>(s: &'s str, a: &str, b: &str) -> &'s str {
     let start = s.find(a).unwrap_or_else(|| panic!("{a:?} not in page:\n{s}")) + a.len();
     let end = s[start..].find(b).unwrap() + start;
