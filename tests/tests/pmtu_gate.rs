@@ -12,24 +12,15 @@
 
 mod gate_common;
 
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::Command;
 
-use gate_common::Appliance;
+use gate_common::{Appliance, sh};
 use haul_tests::{TRANSFER_TIMEOUT, TempDir, run, stderr, stdout, write_file};
 
-/// Deadline for one setup command.
-const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 const SERVER_IP: &str = "10.78.1.1";
 /// File bytes per transfer: the search ends within a round trip of the first datagram, so
 /// most of this goes at the found size.
 const FILE_BYTES: usize = 32 << 20;
-
-fn sh(args: &[&str]) -> Output {
-    let out = run(Command::new(args[0]).args(&args[1..]), CMD_TIMEOUT);
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    out
-}
 
 /// The server's and the client's namespaces, deleted on drop.
 struct Net {
