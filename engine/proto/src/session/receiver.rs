@@ -415,6 +415,13 @@ impl ReceiverShard {
                 if self.layout.manifest().file(file).is_none_or(|f| f.size != size) {
                     return RxOutcome::Rejected(Reject::BadBody);
                 }
+                // Regression (10,000 small files on a loaded machine aborted with
+                // ResourceLimit): the sender keeps up to MAX_ANNOUNCED_UNACKED files announced
+                // and resends each FileDone until acknowledged, so one burst of them could
+                // fill the event queue. The sender resends it, so drop it when full.
+                if self.life.is_full() {
+                    return RxOutcome::Consumed;
+                }
                 self.life.push(ShardEvent::PeerFileDone { file, size, hash });
             }
             Body::Complete => {
