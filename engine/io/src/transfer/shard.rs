@@ -126,10 +126,18 @@ fn io_stats(w: &Wiring) -> IoStats {
     IoStats { disk_syscalls: w.files.syscalls(), disk_ring_ops, ..w.backend.stats() }
 }
 
-fn forward_events(w: &Wiring, mut next: impl FnMut() -> Option<ShardEvent>) {
+/// Hand the shard's queued events to the coordinator. Called after every batch of received
+/// datagrams as well as once per loop: one wake can bring more datagrams than the shard's
+/// bounded event queue holds (a burst of small files' FileDone/FileAck or block hashes once
+/// overflowed it and aborted the session with `ResourceLimit`).
+fn forward_events(
+    events: &Sender<(u8, ShardEvent)>,
+    index: u8,
+    mut next: impl FnMut() -> Option<ShardEvent>,
+) {
     while let Some(ev) = next() {
         // The coordinator outlives the shards; a closed channel means the side is over.
-        let _ = w.events.send((w.index, ev));
+        let _ = events.send((index, ev));
     }
 }
 
@@ -191,6 +199,7 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
                 for d in &batch {
                     learn_peer(&mut peer, w.peer_ip, from, &d.outcome);
                 }
+                forward_events(&w.events, w.index, || shard.poll_event());
             }
         });
         w.peer = peer;
@@ -232,7 +241,7 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
                 break;
             }
         }
-        forward_events(&w, || shard.poll_event());
+        forward_events(&w.events, w.index, || shard.poll_event());
         let st = shard.stats();
         w.counters.bytes.store(st.data_bytes_sent, Ordering::Relaxed);
         if st.data_bytes_resent != last_resent {
@@ -266,6 +275,7 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
         let wait = w.clock.wait_until(shard.poll_timeout());
         let mut peer = w.peer;
         let (files, clock) = (&mut w.files, w.clock);
+        let (events, index) = (&w.events, w.index);
         let _ = w.backend.recv_segments(wait, |from, payload, seg| {
             for chunk in payload.chunks_mut(seg.max(1) * MAX_BATCH) {
                 let now = clock.now();
@@ -279,6 +289,7 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
                         staging.add(files, &mut shard, now, (*file, *offset, data));
                     }
                 }
+                forward_events(events, index, || shard.poll_event());
             }
         });
         w.peer = peer;
@@ -298,7 +309,7 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
                 let _ = area.send(&mut w.backend, peer, n, w.datagram_size);
             }
         }
-        forward_events(&w, || shard.poll_event());
+        forward_events(&w.events, w.index, || shard.poll_event());
         let st = shard.stats();
         w.counters.bytes.store(st.data_bytes_received, Ordering::Relaxed);
     }
