@@ -886,6 +886,7 @@ impl SenderShard {
         let loss_fraction = if sent == 0 { 0.0 } else { (naked as f64 / sent as f64).min(1.0) };
         let sample = FeedbackSample {
             rtt: self.srtt,
+            rtt_min: if self.rtt_min == Duration::MAX { Duration::ZERO } else { self.rtt_min },
             queuing_delay: Duration::from_micros(queuing_us),
             recv_rate_bps,
             loss_fraction,
