@@ -225,6 +225,14 @@ impl Sim {
         self.now
     }
 
+    /// The sender's rate controller now (rate, estimates, mode).
+    pub fn rate_snapshot(&self) -> haul_proto::rate::RateSnapshot {
+        match &self.ends[Side::Sender.index()].coord {
+            AnyCoord::Sender(c) => c.rate_snapshot(),
+            AnyCoord::Receiver(_) => haul_proto::rate::RateSnapshot::default(),
+        }
+    }
+
     /// File bytes the receiver has accepted so far, counting each byte once.
     pub fn received_bytes(&self) -> u64 {
         self.ends[Side::Receiver.index()]
@@ -272,10 +280,7 @@ impl Sim {
         let sum = |side: Side, f: fn(&haul_proto::session::ShardStats) -> u64| -> u64 {
             self.ends[side.index()].shards.iter().map(|s| f(s.stats())).sum()
         };
-        let snap = match &self.ends[Side::Sender.index()].coord {
-            AnyCoord::Sender(c) => c.rate_snapshot(),
-            AnyCoord::Receiver(_) => return,
-        };
+        let snap = self.rate_snapshot();
         let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
         eprintln!(
             "trace t={:.3}s rate={:.1}M sent_bits={:.1}M carried={:.1}M q={:.2}ms qpred={:.2}ms \

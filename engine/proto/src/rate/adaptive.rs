@@ -383,6 +383,7 @@ impl RateController for AdaptiveRate {
             predicted_queue_us: us(self.last_predicted_queue),
             loss: self.loss_avg,
             base_rtt_us: if self.base_rtt == Duration::MAX { 0 } else { us(self.base_rtt) },
+            link_estimate_bps: self.link_estimate_bps.map_or(0, |l| l.max(0.0) as u64),
             mode: match self.mode {
                 Mode::Startup => "startup",
                 Mode::Drain { .. } => "drain",

@@ -99,6 +99,9 @@ pub struct RateSnapshot {
     pub loss: f64,
     /// Base RTT estimate (0 before the first sample).
     pub base_rtt_us: u64,
+    /// The bottleneck rate the last startup measured (0: none yet), which `α` is taken at
+    /// when it is under the target (see `AdaptiveRate`).
+    pub link_estimate_bps: u64,
     /// "fixed", "startup", "drain", "steady" or "limited" (the sender did not keep up).
     pub mode: &'static str,
 }
