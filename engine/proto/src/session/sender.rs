@@ -48,6 +48,11 @@ const MAX_FILE_DONE_PENDING: usize = 4096;
 /// after each send up to `2^FILE_DONE_BACKOFF_MAX` times it: a receiver busy finalizing
 /// thousands of small files is not flooded with repeats it already has.
 const FILE_DONE_BACKOFF_MAX: u32 = 6;
+/// On a path that has lost data, a `FileDone` goes out [`tail_copies`] times this far apart
+/// before the resend backoff starts: a lost `FileDone` otherwise cost the resend interval
+/// (2 RTT) after the receiver had every byte (measured: 1 Gbit/s, 200 ms, 5% loss, the file
+/// renamed 190 ms after its last byte arrived, 1.6% of the goodput).
+const FILE_DONE_COPY_GAP: Duration = Duration::from_millis(2);
 /// Most recent resends remembered to ignore stale NAKs (`recent`; about 0.7 MiB at most).
 const MAX_RECENT: usize = 16_384;
 /// Most first-pass blocks read at once: the block being sent and the next. Deeper read-ahead
@@ -591,10 +596,18 @@ impl SenderShard {
             Phase::Active => {}
         }
         let resend_after = self.control_resend_interval();
+        // A lossless path sends each FileDone once (many small files: one datagram each).
+        let copies = if self.ep.stats.data_bytes_resent == 0 {
+            1
+        } else {
+            u32::from(tail_copies(&self.ep.stats))
+        };
         for (file, (size, hash, due, sends)) in self.file_done.iter_mut() {
             if due.is_none_or(|t| now >= t) {
-                let backoff =
-                    resend_after.saturating_mul(1u64 << (*sends).min(FILE_DONE_BACKOFF_MAX));
+                let backoff = match (*sends + 1).checked_sub(copies) {
+                    None => FILE_DONE_COPY_GAP,
+                    Some(k) => resend_after.saturating_mul(1u64 << k.min(FILE_DONE_BACKOFF_MAX)),
+                };
                 *due = Some(now + backoff);
                 *sends += 1;
                 return Some(Body::FileDone { file: *file, size: *size, hash: *hash });
