@@ -1097,3 +1097,55 @@ impl SenderShard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::crypto::{KeySchedule, SessionSecret, SuiteId};
+
+    fn shard(now: Instant) -> SenderShard {
+        let files = vec![FileEntry { name: "f".into(), size: 1 << 20, mode: 0o644, mtime_ns: 0 }];
+        let manifest = std::sync::Arc::new(Manifest::new(files, 16).unwrap());
+        let layout = Layout::new(manifest, 1).unwrap();
+        let params = SessionParams::new(7, SuiteId::Aes128CfbCmac);
+        let keys = KeySchedule::new(&SessionSecret([3; 32]), &[1; 32], &[2; 32], params.suite, 7);
+        let (tx, rx) = shard_suites(&keys, Role::Client, 0);
+        SenderShard::new(&params, layout, 0, tx, rx, now).unwrap()
+    }
+
+    fn is_file_done(b: Option<Body<'static>>) -> bool {
+        matches!(b, Some(Body::FileDone { .. }))
+    }
+
+    /// Regression (issue 4, 1 Gbit/s, 200 ms, 5% loss): the one FileDone was lost and the
+    /// resend came 2 RTT later, after the receiver had every byte. On a lossy path it now goes
+    /// out `tail_copies` times, FILE_DONE_COPY_GAP apart, before the backoff.
+    #[test]
+    fn a_lost_file_done_on_a_lossy_path_is_covered_by_copies() {
+        let t0 = Instant::from_nanos(1_000_000_000);
+        let mut s = shard(t0);
+        s.ep.stats.data_bytes_sent = 1000;
+        s.ep.stats.data_bytes_resent = 100;
+        assert_eq!(tail_copies(&s.ep.stats), MAX_TAIL_COPIES);
+        s.handle_command(t0, ShardCommand::SendFileDone { file: 0, size: 1 << 20, hash: [0; 32] });
+        let mut t = t0;
+        for copy in 0..MAX_TAIL_COPIES {
+            assert!(is_file_done(s.next_control(t)), "copy {copy}");
+            assert!(!is_file_done(s.next_control(t)), "one copy per gap");
+            t += FILE_DONE_COPY_GAP;
+        }
+        assert!(!is_file_done(s.next_control(t)), "then the backoff");
+        assert!(is_file_done(s.next_control(t + s.control_resend_interval())));
+    }
+
+    /// A lossless path (many small files: one FileDone each) sends it once per backoff.
+    #[test]
+    fn a_lossless_path_sends_file_done_once() {
+        let t0 = Instant::from_nanos(1_000_000_000);
+        let mut s = shard(t0);
+        s.handle_command(t0, ShardCommand::SendFileDone { file: 0, size: 1 << 20, hash: [0; 32] });
+        assert!(is_file_done(s.next_control(t0)));
+        assert!(!is_file_done(s.next_control(t0 + FILE_DONE_COPY_GAP)));
+    }
+}
