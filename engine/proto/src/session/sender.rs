@@ -66,6 +66,11 @@ const READ_AHEAD_SLOTS: usize = 2;
 const READ_PIECE: u32 = 256 << 10;
 /// Most copies of one resend at the tail.
 pub const MAX_TAIL_COPIES: u8 = 3;
+/// Copies of each resend queued in the last RTT of the first pass (see
+/// `SenderShard::is_near_tail`). Two, not the tail's three: these holes are about one BDP ×
+/// loss, so each copy costs loss × BDP of redundant bytes (10% of 1 BDP = 0.2% of a 50-BDP
+/// file), and the redundant-bytes bound is 1% of the file.
+const NEAR_TAIL_COPIES: u8 = 2;
 /// Above this share of resent bytes, the tail sends [`MAX_TAIL_COPIES`] copies, below it two.
 const TAIL_HIGH_LOSS: f64 = 0.02;
 
@@ -132,6 +137,9 @@ pub struct SenderShard {
     recent: BTreeMap<u64, (u64, Instant)>,
     slots: Vec<ReadSlot>,
     pacer: Pacer,
+    /// The pacing rate the coordinator last set (to tell how much of the slice is left in
+    /// time, see [`SenderShard::is_near_tail`]).
+    rate_bps: u64,
     srtt: Duration,
     rtt_min: Duration,
     base_owd_us: Option<u32>,
@@ -217,6 +225,7 @@ impl SenderShard {
             recent: BTreeMap::new(),
             slots,
             pacer: Pacer::new(rate, now),
+            rate_bps: rate,
             srtt: params.initial_rtt,
             rtt_min: Duration::MAX,
             base_owd_us: None,
@@ -310,7 +319,10 @@ impl SenderShard {
 
     pub fn handle_command(&mut self, _now: Instant, cmd: ShardCommand) {
         match cmd {
-            ShardCommand::SetRate { bps } => self.pacer.set_rate(bps),
+            ShardCommand::SetRate { bps } => {
+                self.rate_bps = bps;
+                self.pacer.set_rate(bps);
+            }
             ShardCommand::SendFileDone { file, size, hash } => {
                 if self.file_done.len() < MAX_FILE_DONE_PENDING {
                     self.file_done.insert(file, (size, hash, None, 0));
@@ -475,6 +487,15 @@ impl SenderShard {
         let Some(spot) = self.layout.spot(self.ep.shard, range.start) else { return };
         let blocks = self.layout.manifest().blocks_in(spot.file);
         let block_size = self.layout.block_size();
+        let repeats = if first_pass {
+            0
+        } else if self.next_new >= self.stream_end {
+            tail_copies(&self.ep.stats) - 1
+        } else if self.is_near_tail() {
+            NEAR_TAIL_COPIES - 1
+        } else {
+            0
+        };
         let s = &mut self.slots[i];
         s.hasher = first_pass.then(|| BlockHasher::new(spot.block_in_file, block_size, blocks));
         s.in_flight = false;
@@ -487,11 +508,16 @@ impl SenderShard {
         s.file_offset = spot.file_offset(self.layout.block_size());
         s.len = (range.end - range.start) as u32;
         s.filled = 0;
-        s.repeats = if first_pass || self.next_new < self.stream_end {
-            0
-        } else {
-            tail_copies(&self.ep.stats) - 1
-        };
+        s.repeats = repeats;
+    }
+
+    /// Less than one RTT of first-pass data is left: a resend queued now arrives after the
+    /// last new byte, so losing it adds a NAK round to the end of the transfer.
+    fn is_near_tail(&self) -> bool {
+        let left = self.stream_end.saturating_sub(self.next_new);
+        let rtt_bytes =
+            u128::from(self.rate_bps) * u128::from(self.srtt.as_nanos()) / 8_000_000_000;
+        u128::from(left) <= rtt_bytes
     }
 }
 
