@@ -18,7 +18,7 @@ use crate::net::{Link, LinkConfig};
 use crate::report::RunReport;
 use crate::scenario::{FileKind, FileSpec, Scenario};
 use crate::scenarios::flows::jain;
-use crate::scenarios::grid::{GRID_DISK_CONCURRENCY, payload_fraction};
+use crate::scenarios::grid::{payload_fraction, set_up_long_run};
 use haul_proto::rate::Policy;
 use haul_proto::time::{Duration, Instant};
 
@@ -126,13 +126,7 @@ fn session_scenario(sc: &SessionsScenario, i: usize, s: &SessionSpec) -> Scenari
     out.window_bytes = (16 * bdp).max(4 << 20);
     out.rate_bps = s.target_bps;
     out.policy = s.policy;
-    for d in &mut out.disks {
-        d.concurrency = GRID_DISK_CONCURRENCY;
-        d.latency = Duration::from_micros(20);
-    }
-    out.idle_timeout = Duration::from_secs(30);
-    out.max_steps = u64::MAX / 2;
-    out.max_time = sc.duration + Duration::from_secs(1);
+    set_up_long_run(&mut out, sc.duration + Duration::from_secs(1));
     out.stop_at = Some(sc.duration.saturating_sub(s.start));
     out
 }
