@@ -103,7 +103,18 @@ pub struct Sim {
     attacker: Option<Attacker>,
     tx_buf: Vec<u8>,
     report: RunReport,
+    /// Diagnostic trace (`HAUL_SIM_TRACE_MS`): its interval and the next time it prints.
+    trace: Option<(Duration, Instant)>,
+    /// Steps taken without the clock moving (a livelock past [`MAX_STEPS_AT_ONE_INSTANT`]).
+    same_instant: u32,
+    /// A forward bottleneck shared with other sessions ([`Sim::share_bottleneck`]) and this
+    /// session's start on its clock.
+    bottleneck: Option<(SharedLink, Duration)>,
 }
+
+/// A link several sessions' senders share (its queue and serializer), on a clock of its own
+/// that starts with the first session: see [`Sim::share_bottleneck`].
+pub type SharedLink = std::rc::Rc<std::cell::RefCell<Link>>;
 
 impl Sim {
     /// Build both sides of the session the scenario describes.
@@ -157,6 +168,9 @@ impl Sim {
             attacker,
             tx_buf: vec![0u8; MAX_BATCH * stride],
             report,
+            trace: trace_interval().map(|d| (d, Instant::ZERO)),
+            same_instant: 0,
+            bottleneck: None,
         })
     }
 
@@ -168,38 +182,131 @@ impl Sim {
 
     /// Run to the end and check the result.
     pub fn run(mut self) -> RunReport {
-        let mut same_instant = 0u32;
-        loop {
-            self.steps += 1;
-            if self.steps > self.sc.max_steps {
-                self.fail(Failure::StepBound(self.sc.max_steps));
-            }
-            self.pump();
-            self.note_rename();
-            if !self.report.failures.is_empty() || self.is_over() {
-                break;
-            }
-            if self.sc.stop_at.is_some_and(|t| self.now >= Instant::ZERO + t) {
-                self.report.stopped = true;
-                break;
-            }
-            let Some(next) = self.next_time() else {
-                self.fail(Failure::Stalled);
-                break;
-            };
-            if next > Instant::ZERO + self.sc.max_time {
-                self.fail(Failure::TimeBound(self.sc.max_time));
-                break;
-            }
-            same_instant = if next <= self.now { same_instant + 1 } else { 0 };
-            if same_instant > MAX_STEPS_AT_ONE_INSTANT {
-                self.fail(self.livelock());
-                break;
-            }
-            self.now = self.now.max(next);
-            self.fire_due();
-        }
+        while self.step() {}
         self.finish()
+    }
+
+    /// Send what is ready at the current time, then move the clock to the next event and
+    /// handle it. False once the run is over (done, stopped or failed): then call
+    /// [`Sim::finish`]. Datagrams go onto the links only in the first half, at the current
+    /// time, so a driver that always steps the session whose clock is earliest offers a shared
+    /// link its datagrams in time order.
+    pub fn step(&mut self) -> bool {
+        self.steps += 1;
+        if self.steps > self.sc.max_steps {
+            self.fail(Failure::StepBound(self.sc.max_steps));
+        }
+        self.pump();
+        self.note_rename();
+        if !self.report.failures.is_empty() || self.is_over() {
+            return false;
+        }
+        if self.sc.stop_at.is_some_and(|t| self.now >= Instant::ZERO + t) {
+            self.report.stopped = true;
+            return false;
+        }
+        let Some(next) = self.next_time() else {
+            self.fail(Failure::Stalled);
+            return false;
+        };
+        if next > Instant::ZERO + self.sc.max_time {
+            self.fail(Failure::TimeBound(self.sc.max_time));
+            return false;
+        }
+        self.same_instant = if next <= self.now { self.same_instant + 1 } else { 0 };
+        if self.same_instant > MAX_STEPS_AT_ONE_INSTANT {
+            self.fail(self.livelock());
+            return false;
+        }
+        self.now = self.now.max(next);
+        self.print_trace();
+        self.fire_due();
+        true
+    }
+
+    /// The session's clock (it starts at zero when the session starts).
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The sender's rate controller now (rate, estimates, mode).
+    pub fn rate_snapshot(&self) -> haul_proto::rate::RateSnapshot {
+        match &self.ends[Side::Sender.index()].coord {
+            AnyCoord::Sender(c) => c.rate_snapshot(),
+            AnyCoord::Receiver(_) => haul_proto::rate::RateSnapshot::default(),
+        }
+    }
+
+    /// File bytes the receiver has accepted so far, counting each byte once.
+    pub fn received_bytes(&self) -> u64 {
+        self.ends[Side::Receiver.index()]
+            .shards
+            .iter()
+            .map(|s| s.stats().data_bytes_received.saturating_sub(s.stats().data_bytes_duplicate))
+            .sum()
+    }
+
+    /// Send this session's data through `link` (shared with other sessions) before its own
+    /// forward link, which then adds only its propagation delay and random loss (give it a
+    /// rate far above the shared link's). `start` is when this session starts on the shared
+    /// link's clock. The run's queue figures are then the shared link's.
+    pub fn share_bottleneck(&mut self, link: SharedLink, start: Duration) {
+        self.bottleneck = Some((link, start));
+    }
+
+    /// Offer one datagram of `side` to its link (through the shared bottleneck first, if any).
+    fn offer(&mut self, side: Side, len: usize) -> Fate {
+        let overhead = usize::from(self.params.ip_overhead);
+        let Some((shared, start)) = self.bottleneck.as_ref().filter(|_| side == Side::Sender)
+        else {
+            return self.links[side.index()].send(self.now, len, overhead);
+        };
+        let origin = Instant::ZERO + *start;
+        match shared.borrow_mut().send(self.now + *start, len, overhead) {
+            Fate::Delivered { first, .. } => {
+                let left = Instant::ZERO + first.at.saturating_since(origin);
+                self.links[side.index()].send(left.max(self.now), len, overhead)
+            }
+            dropped => dropped,
+        }
+    }
+
+    /// One trace line to stderr when the interval has passed: the sender's controller (rate,
+    /// achieved sending, delivered rate, queue measured and predicted, loss, base RTT, mode),
+    /// file bytes sent, resent, received and duplicated, NAKs, and the forward queue. For
+    /// diagnosis only: reads state, changes nothing, so a traced run is the same run.
+    fn print_trace(&mut self) {
+        let Some((every, due)) = self.trace else { return };
+        if self.now < due {
+            return;
+        }
+        self.trace = Some((every, self.now + every));
+        let sum = |side: Side, f: fn(&haul_proto::session::ShardStats) -> u64| -> u64 {
+            self.ends[side.index()].shards.iter().map(|s| f(s.stats())).sum()
+        };
+        let snap = self.rate_snapshot();
+        let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+        eprintln!(
+            "trace t={:.3}s rate={:.1}M sent_bits={:.1}M carried={:.1}M q={:.2}ms qpred={:.2}ms \
+             loss={:.4} base={:.2}ms mode={} sent={:.2}MiB resent={:.2}MiB recv={:.2}MiB \
+             dup={:.3}MiB naks={}/{} fwdq={}B",
+            self.now.saturating_since(Instant::ZERO).as_secs_f64(),
+            snap.rate_bps as f64 / 1e6,
+            snap.sent_bits as f64 / 1e6,
+            snap.carried_bps as f64 / 1e6,
+            snap.queue_us as f64 / 1e3,
+            snap.predicted_queue_us as f64 / 1e3,
+            snap.loss,
+            snap.base_rtt_us as f64 / 1e3,
+            snap.mode,
+            mib(sum(Side::Sender, |s| s.data_bytes_sent)),
+            mib(sum(Side::Sender, |s| s.data_bytes_resent)),
+            mib(sum(Side::Receiver, |s| s.data_bytes_received)),
+            mib(sum(Side::Receiver, |s| s.data_bytes_duplicate)),
+            sum(Side::Receiver, |s| s.naks_sent),
+            sum(Side::Sender, |s| s.naks_received),
+            self.links[0].queued_bytes(self.now),
+        );
     }
 
     /// Name the deadline that keeps the clock from moving.
@@ -388,8 +495,7 @@ impl Sim {
         if let Some(a) = self.attacker.as_mut() {
             a.observe_sent(side, &d);
         }
-        let fate =
-            self.links[side.index()].send(self.now, d.len(), usize::from(self.params.ip_overhead));
+        let fate = self.offer(side, d.len());
         let Fate::Delivered { first, second } = fate else {
             // With probing on, a datagram too large for the path is a probe (or data just
             // after a black hole appeared): lost, as on a real path. With it off, a bug.
@@ -599,7 +705,7 @@ impl Sim {
     }
 
     /// Gather figures and run the end-of-run checks.
-    fn finish(mut self) -> RunReport {
+    pub fn finish(mut self) -> RunReport {
         self.report.sim_time = self.now.saturating_since(Instant::ZERO);
         self.report.steps = self.steps;
         for e in &self.ends {
@@ -622,7 +728,10 @@ impl Sim {
         if let Some(a) = &self.attacker {
             self.report.attacks = *a.stats();
         }
-        self.report.queue_delay = self.links[Side::Sender.index()].queue_delay().clone();
+        self.report.queue_delay = match &self.bottleneck {
+            Some((shared, _)) => shared.borrow().queue_delay().clone(),
+            None => self.links[Side::Sender.index()].queue_delay().clone(),
+        };
         if self.report.failures.is_empty() && !self.report.stopped {
             let failures = checks::end_of_run(&self.ends, self.report.fatal);
             self.report.failures.extend(failures);
@@ -677,6 +786,13 @@ impl Sim {
         }
         out
     }
+}
+
+/// The trace interval `HAUL_SIM_TRACE_MS` asks for (simulated milliseconds), if any. Read from
+/// the environment because it changes what is printed, never what is simulated.
+fn trace_interval() -> Option<Duration> {
+    let ms: u64 = std::env::var("HAUL_SIM_TRACE_MS").ok()?.parse().ok()?;
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 fn build_layout(sc: &Scenario) -> Result<Layout, Failure> {

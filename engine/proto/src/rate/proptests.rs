@@ -51,6 +51,7 @@ fn within(c: &dyn RateController) -> bool {
 fn fb(rtt_ms: u64, q_us: u64, recv_bps: u64) -> FeedbackSample {
     FeedbackSample {
         rtt: Duration::from_millis(rtt_ms),
+        rtt_min: Duration::ZERO,
         queuing_delay: Duration::from_micros(q_us),
         recv_rate_bps: recv_bps,
         loss_fraction: 0.0,
@@ -76,6 +77,7 @@ proptest! {
                 Op::Feedback { rtt_us, q_us, recv_bps, loss } => {
                     let s = FeedbackSample {
                         rtt: Duration::from_micros(rtt_us),
+                        rtt_min: Duration::from_micros(rtt_us / 2),
                         queuing_delay: Duration::from_micros(q_us),
                         recv_rate_bps: recv_bps,
                         loss_fraction: loss,

@@ -505,6 +505,7 @@ mod rate_tests {
         let mut c = coordinator(Policy::Fair);
         let fb = FeedbackSample {
             rtt: Duration::from_millis(50),
+            rtt_min: Duration::from_millis(50),
             queuing_delay: Duration::ZERO,
             recv_rate_bps: 0,
             loss_fraction: 0.0,

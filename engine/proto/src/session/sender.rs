@@ -48,6 +48,11 @@ const MAX_FILE_DONE_PENDING: usize = 4096;
 /// after each send up to `2^FILE_DONE_BACKOFF_MAX` times it: a receiver busy finalizing
 /// thousands of small files is not flooded with repeats it already has.
 const FILE_DONE_BACKOFF_MAX: u32 = 6;
+/// On a path that has lost data, a `FileDone` goes out [`tail_copies`] times this far apart
+/// before the resend backoff starts: a lost `FileDone` otherwise cost the resend interval
+/// (2 RTT) after the receiver had every byte (measured: 1 Gbit/s, 200 ms, 5% loss, the file
+/// renamed 190 ms after its last byte arrived, 1.6% of the goodput).
+const FILE_DONE_COPY_GAP: Duration = Duration::from_millis(2);
 /// Most recent resends remembered to ignore stale NAKs (`recent`; about 0.7 MiB at most).
 const MAX_RECENT: usize = 16_384;
 /// Most first-pass blocks read at once: the block being sent and the next. Deeper read-ahead
@@ -61,6 +66,11 @@ const READ_AHEAD_SLOTS: usize = 2;
 const READ_PIECE: u32 = 256 << 10;
 /// Most copies of one resend at the tail.
 pub const MAX_TAIL_COPIES: u8 = 3;
+/// Copies of each resend queued in the last RTT of the first pass (see
+/// `SenderShard::is_near_tail`). Two, not the tail's three: these holes are about one BDP ×
+/// loss, so each copy costs loss × BDP of redundant bytes (10% of 1 BDP = 0.2% of a 50-BDP
+/// file), and the redundant-bytes bound is 1% of the file.
+const NEAR_TAIL_COPIES: u8 = 2;
 /// Above this share of resent bytes, the tail sends [`MAX_TAIL_COPIES`] copies, below it two.
 const TAIL_HIGH_LOSS: f64 = 0.02;
 
@@ -127,6 +137,9 @@ pub struct SenderShard {
     recent: BTreeMap<u64, (u64, Instant)>,
     slots: Vec<ReadSlot>,
     pacer: Pacer,
+    /// The pacing rate the coordinator last set (to tell how much of the slice is left in
+    /// time, see [`SenderShard::is_near_tail`]).
+    rate_bps: u64,
     srtt: Duration,
     rtt_min: Duration,
     base_owd_us: Option<u32>,
@@ -212,6 +225,7 @@ impl SenderShard {
             recent: BTreeMap::new(),
             slots,
             pacer: Pacer::new(rate, now),
+            rate_bps: rate,
             srtt: params.initial_rtt,
             rtt_min: Duration::MAX,
             base_owd_us: None,
@@ -305,7 +319,10 @@ impl SenderShard {
 
     pub fn handle_command(&mut self, _now: Instant, cmd: ShardCommand) {
         match cmd {
-            ShardCommand::SetRate { bps } => self.pacer.set_rate(bps),
+            ShardCommand::SetRate { bps } => {
+                self.rate_bps = bps;
+                self.pacer.set_rate(bps);
+            }
             ShardCommand::SendFileDone { file, size, hash } => {
                 if self.file_done.len() < MAX_FILE_DONE_PENDING {
                     self.file_done.insert(file, (size, hash, None, 0));
@@ -470,6 +487,15 @@ impl SenderShard {
         let Some(spot) = self.layout.spot(self.ep.shard, range.start) else { return };
         let blocks = self.layout.manifest().blocks_in(spot.file);
         let block_size = self.layout.block_size();
+        let repeats = if first_pass {
+            0
+        } else if self.next_new >= self.stream_end {
+            tail_copies(&self.ep.stats) - 1
+        } else if self.is_near_tail() {
+            NEAR_TAIL_COPIES - 1
+        } else {
+            0
+        };
         let s = &mut self.slots[i];
         s.hasher = first_pass.then(|| BlockHasher::new(spot.block_in_file, block_size, blocks));
         s.in_flight = false;
@@ -482,11 +508,16 @@ impl SenderShard {
         s.file_offset = spot.file_offset(self.layout.block_size());
         s.len = (range.end - range.start) as u32;
         s.filled = 0;
-        s.repeats = if first_pass || self.next_new < self.stream_end {
-            0
-        } else {
-            tail_copies(&self.ep.stats) - 1
-        };
+        s.repeats = repeats;
+    }
+
+    /// Less than one RTT of first-pass data is left: a resend queued now arrives after the
+    /// last new byte, so losing it adds a NAK round to the end of the transfer.
+    fn is_near_tail(&self) -> bool {
+        let left = self.stream_end.saturating_sub(self.next_new);
+        let rtt_bytes =
+            u128::from(self.rate_bps) * u128::from(self.srtt.as_nanos()) / 8_000_000_000;
+        u128::from(left) <= rtt_bytes
     }
 }
 
@@ -591,10 +622,18 @@ impl SenderShard {
             Phase::Active => {}
         }
         let resend_after = self.control_resend_interval();
+        // A lossless path sends each FileDone once (many small files: one datagram each).
+        let copies = if self.ep.stats.data_bytes_resent == 0 {
+            1
+        } else {
+            u32::from(tail_copies(&self.ep.stats))
+        };
         for (file, (size, hash, due, sends)) in self.file_done.iter_mut() {
             if due.is_none_or(|t| now >= t) {
-                let backoff =
-                    resend_after.saturating_mul(1u64 << (*sends).min(FILE_DONE_BACKOFF_MAX));
+                let backoff = match (*sends + 1).checked_sub(copies) {
+                    None => FILE_DONE_COPY_GAP,
+                    Some(k) => resend_after.saturating_mul(1u64 << k.min(FILE_DONE_BACKOFF_MAX)),
+                };
                 *due = Some(now + backoff);
                 *sends += 1;
                 return Some(Body::FileDone { file: *file, size: *size, hash: *hash });
@@ -892,6 +931,7 @@ impl SenderShard {
         let loss_fraction = if sent == 0 { 0.0 } else { (naked as f64 / sent as f64).min(1.0) };
         let sample = FeedbackSample {
             rtt: self.srtt,
+            rtt_min: if self.rtt_min == Duration::MAX { Duration::ZERO } else { self.rtt_min },
             queuing_delay: Duration::from_micros(queuing_us),
             recv_rate_bps,
             loss_fraction,
@@ -1091,5 +1131,57 @@ impl SenderShard {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::crypto::{KeySchedule, SessionSecret, SuiteId};
+
+    fn shard(now: Instant) -> SenderShard {
+        let files = vec![FileEntry { name: "f".into(), size: 1 << 20, mode: 0o644, mtime_ns: 0 }];
+        let manifest = std::sync::Arc::new(Manifest::new(files, 16).unwrap());
+        let layout = Layout::new(manifest, 1).unwrap();
+        let params = SessionParams::new(7, SuiteId::Aes128CfbCmac);
+        let keys = KeySchedule::new(&SessionSecret([3; 32]), &[1; 32], &[2; 32], params.suite, 7);
+        let (tx, rx) = shard_suites(&keys, Role::Client, 0);
+        SenderShard::new(&params, layout, 0, tx, rx, now).unwrap()
+    }
+
+    fn is_file_done(b: Option<Body<'static>>) -> bool {
+        matches!(b, Some(Body::FileDone { .. }))
+    }
+
+    /// Regression (issue 4, 1 Gbit/s, 200 ms, 5% loss): the one FileDone was lost and the
+    /// resend came 2 RTT later, after the receiver had every byte. On a lossy path it now goes
+    /// out `tail_copies` times, FILE_DONE_COPY_GAP apart, before the backoff.
+    #[test]
+    fn a_lost_file_done_on_a_lossy_path_is_covered_by_copies() {
+        let t0 = Instant::from_nanos(1_000_000_000);
+        let mut s = shard(t0);
+        s.ep.stats.data_bytes_sent = 1000;
+        s.ep.stats.data_bytes_resent = 100;
+        assert_eq!(tail_copies(&s.ep.stats), MAX_TAIL_COPIES);
+        s.handle_command(t0, ShardCommand::SendFileDone { file: 0, size: 1 << 20, hash: [0; 32] });
+        let mut t = t0;
+        for copy in 0..MAX_TAIL_COPIES {
+            assert!(is_file_done(s.next_control(t)), "copy {copy}");
+            assert!(!is_file_done(s.next_control(t)), "one copy per gap");
+            t += FILE_DONE_COPY_GAP;
+        }
+        assert!(!is_file_done(s.next_control(t)), "then the backoff");
+        assert!(is_file_done(s.next_control(t + s.control_resend_interval())));
+    }
+
+    /// A lossless path (many small files: one FileDone each) sends it once per backoff.
+    #[test]
+    fn a_lossless_path_sends_file_done_once() {
+        let t0 = Instant::from_nanos(1_000_000_000);
+        let mut s = shard(t0);
+        s.handle_command(t0, ShardCommand::SendFileDone { file: 0, size: 1 << 20, hash: [0; 32] });
+        assert!(is_file_done(s.next_control(t0)));
+        assert!(!is_file_done(s.next_control(t0 + FILE_DONE_COPY_GAP)));
     }
 }

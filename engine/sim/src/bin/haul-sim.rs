@@ -78,6 +78,15 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Fairness and policies from real sessions sharing one bottleneck queue (2 and 4 fair
+    /// sessions at 20/200 ms, with the simulator's target and unlimited; high and low vs fair).
+    Sessions {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Sessions per fair run (the 2 and 4 by default).
+        #[arg(long, value_delimiter = ',', default_values_t = [2, 4])]
+        counts: Vec<usize>,
+    },
     /// Three sessions under one node cap.
     Nodecap {
         #[arg(long, default_value_t = 1)]
@@ -110,6 +119,17 @@ fn main() -> Result<ExitCode> {
             let a = print_table(scenarios::fairness::high_vs_fair(seed));
             let b = print_table(scenarios::fairness::policies(seed));
             exit(a && b)
+        }
+        (Some(Cmd::Sessions { seed, counts }), _) => {
+            use scenarios::sessions;
+            let mut ok = true;
+            for n in counts {
+                for target in [sessions::TABLE_LINK_BPS / 4 * 5, sessions::UNLIMITED_BPS] {
+                    ok &= print_table(sessions::fair_sessions(n, target, 5, seed));
+                }
+            }
+            ok &= print_table(sessions::policies(seed));
+            exit(ok)
         }
         (Some(Cmd::Nodecap { seed }), _) => exit(print_table(scenarios::fairness::node_cap(seed))),
         (None, Some(seed)) => cmd_run(seed, false),

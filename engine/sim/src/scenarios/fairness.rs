@@ -62,15 +62,29 @@ fn over_time(
     end: Duration,
     lines: &mut Vec<String>,
 ) -> Option<Duration> {
+    let at = |t: Duration| {
+        let rates = r.rates_bps(t, t + WINDOW);
+        let active: Vec<f64> =
+            rates.iter().zip(&r.flows).filter(|(_, f)| f.start <= t).map(|(x, _)| *x).collect();
+        (jain(&active), active.iter().sum::<f64>() / r.link_bps as f64)
+    };
+    settled_after(&at, from, end, lines)
+}
+
+/// Jain's index and utilization (`at(t)`: over the [`WINDOW`] from `t`) every second from
+/// `from` on, as one line of every other second; the first second (after `from`) from which
+/// Jain ≥ 0.95 and utilization ≥ 90% hold for the rest of the run.
+pub fn settled_after(
+    at: &dyn Fn(Duration) -> (f64, f64),
+    from: Duration,
+    end: Duration,
+    lines: &mut Vec<String>,
+) -> Option<Duration> {
     let mut t = from;
     let mut settled: Option<Duration> = None;
     let mut row = String::from("  t-last_start(s) jain/util:");
     while t + WINDOW <= end {
-        let rates = r.rates_bps(t, t + WINDOW);
-        let active: Vec<f64> =
-            rates.iter().zip(&r.flows).filter(|(_, f)| f.start <= t).map(|(x, _)| *x).collect();
-        let j = jain(&active);
-        let util = active.iter().sum::<f64>() / r.link_bps as f64;
+        let (j, util) = at(t);
         let good = j >= 0.95 && util >= 0.90;
         if good {
             settled.get_or_insert(t);

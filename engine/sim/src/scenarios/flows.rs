@@ -105,6 +105,7 @@ struct HaulState {
     rx_newest_sent: u64,
     // sender's view
     srtt: Option<Duration>,
+    rtt_min: Duration,
     base_owd: Option<u64>,
     last_fb: Option<Instant>,
 }
@@ -212,6 +213,7 @@ impl Run {
                     rx_owd_min: u64::MAX,
                     rx_newest_sent: 0,
                     srtt: None,
+                    rtt_min: Duration::MAX,
                     base_owd: None,
                     last_fb: None,
                 }))
@@ -309,6 +311,7 @@ impl Run {
         let srtt =
             h.srtt.map_or(rtt, |s| Duration::from_nanos((s.as_nanos() * 7 + rtt.as_nanos()) / 8));
         h.srtt = Some(srtt);
+        h.rtt_min = h.rtt_min.min(rtt);
         let base = h.base_owd.map_or(owd_min, |b| b.min(owd_min));
         h.base_owd = Some(base);
         let recv_rate_bps = match h.last_fb {
@@ -321,6 +324,7 @@ impl Run {
         h.last_fb = Some(now);
         let sample = FeedbackSample {
             rtt: srtt,
+            rtt_min: h.rtt_min,
             queuing_delay: Duration::from_nanos(owd_min - base),
             recv_rate_bps,
             loss_fraction: 0.0,

@@ -90,6 +90,13 @@ pub fn scenario(c: &Cell) -> Scenario {
     s.window_bytes = (GRID_WINDOW_BDPS * bdp).max(4 << 20);
     s.rate_bps = if c.policy == Policy::Fixed { c.link_bps } else { c.link_bps / 4 * 5 };
     s.policy = c.policy;
+    set_up_long_run(&mut s, Duration::from_secs(3_600));
+    s
+}
+
+/// Disks fast enough for the link, and bounds for a long run of up to `max_time` of simulated
+/// time (the grid's cells and the multi-session runs).
+pub fn set_up_long_run(s: &mut Scenario, max_time: Duration) {
     // Every datagram is one write: the default simulated disk (8 in flight × 50 µs, 160 k
     // writes/s) cannot absorb 10 Gbit/s (830 k datagrams/s) and its back-pressure reads as loss.
     for d in &mut s.disks {
@@ -98,8 +105,7 @@ pub fn scenario(c: &Cell) -> Scenario {
     }
     s.idle_timeout = Duration::from_secs(30);
     s.max_steps = u64::MAX / 2;
-    s.max_time = Duration::from_secs(3_600);
-    s
+    s.max_time = max_time;
 }
 
 /// Run one cell.

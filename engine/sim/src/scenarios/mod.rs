@@ -6,9 +6,12 @@
 //!   controller is fed feedback built the way the sender shard builds it, from a packet-level
 //!   FIFO link; a TCP-like (Reno) flow can share it. [`fairness`] runs the fairness, policy
 //!   and node-cap scenarios on it.
+//! - [`sessions`]: fairness from real sessions: several complete sessions whose senders share
+//!   one bottleneck queue (no model of the controller's inputs: the shards build them).
 //!
 //! Everything is deterministic from the seed; nothing reads the wall clock.
 
 pub mod fairness;
 pub mod flows;
 pub mod grid;
+pub mod sessions;
