@@ -222,8 +222,10 @@ fn put_then_get_64_mib_over_the_gate() {
         up.channel_bytes_sent
     );
     assert!(up.channel_bytes_received < 64 << 10, "{} bytes down", up.channel_bytes_received);
+    // At most 9000 bytes each: `haul put` probes the path MTU, which reaches jumbo frames on
+    // loopback.
     assert!(
-        up.report.io.datagrams_sent >= (64 << 20) / 1500,
+        up.report.io.datagrams_sent >= (64 << 20) / 9000,
         "udp carried the data: {:?}",
         up.report.io
     );
@@ -238,7 +240,7 @@ fn put_then_get_64_mib_over_the_gate() {
     .unwrap();
     assert_eq!(std::fs::read(dest.join("big.bin")).unwrap(), std::fs::read(&src).unwrap());
     assert!(down.channel_bytes_sent < 64 << 10 && down.channel_bytes_received < 64 << 10);
-    assert!(down.report.io.datagrams_received >= (64 << 20) / 1500, "{:?}", down.report.io);
+    assert!(down.report.io.datagrams_received >= (64 << 20) / 9000, "{:?}", down.report.io);
     settle("outcomes", vec![Outcome::Complete; 2], || {
         server.authz.finished.lock().unwrap().clone()
     });
