@@ -24,6 +24,7 @@ use crate::backend::Backend;
 use crate::uring::{DiskDone, UringBackend};
 use haul_proto::session::{DiskError, DiskRead, ReceiverShard, SenderShard};
 use haul_proto::time::Instant as ProtoInstant;
+use std::ops::Range;
 use std::time::Duration;
 
 /// Environment variable choosing how a shard does disk I/O: `sync` (pread/pwrite on the shard
@@ -262,20 +263,26 @@ impl Stager {
     /// Adds one payload, from inside the receive callback (no ring access there): appended
     /// to the buffer being filled if it continues it, else into a fresh buffer. With no free
     /// buffer (payloads far out of order), it is written synchronously at once.
+    ///
+    /// `datagram[payload]` is the payload of a datagram the shard answered with
+    /// `RxOutcome::Write`; it is decrypted straight into the staging buffer
+    /// (`ReceiverShard::open_payload_into`), so no plaintext copy is made in the datagram.
     pub(crate) fn add(
         &mut self,
         files: &mut OpenFiles,
         shard: &mut ReceiverShard,
         now: ProtoInstant,
-        (file, offset, data): (u32, u64, &[u8]),
+        (file, offset): (u32, u64),
+        (datagram, payload): (&mut [u8], Range<usize>),
     ) {
+        let len = payload.len();
         if let Some(i) = self.filling {
             let b = &mut self.bufs[usize::from(i)];
             let contiguous = file == b.file && offset == b.offset + b.len as u64;
             let at = b.start + b.len;
-            if contiguous && at + data.len() <= b.buf.len() {
-                b.buf[at..at + data.len()].copy_from_slice(data);
-                b.len += data.len();
+            if contiguous && at + len <= b.buf.len() {
+                shard.open_payload_into(datagram, payload, &mut b.buf[at..at + len]);
+                b.len += len;
                 return;
             }
             self.seal(files, shard, now);
@@ -284,12 +291,14 @@ impl Stager {
         let free = self.bufs.iter().position(|b| b.state == StageState::Free);
         let start =
             |b: &StageBuf| b.buf.as_ptr().align_offset(MAX_DIRECT_ALIGN as usize) + in_block;
-        let fits = |b: &StageBuf| start(b) + data.len() <= b.buf.len();
+        let fits = |b: &StageBuf| start(b) + len <= b.buf.len();
         let Some(i) = free.filter(|&i| fits(&self.bufs[i])) else {
             // A buffered write beside an in-flight O_DIRECT write of the same pages could
             // leave a stale cached page over the direct data: drop it instead (a transient
             // error; the shard forgets the bytes and asks for them again).
-            let res = if self.overlaps_in_flight(file, offset, data.len()) {
+            shard.open_payload_in_place(datagram);
+            let data = &datagram[payload];
+            let res = if self.overlaps_in_flight(file, offset, len) {
                 Err(DiskError::Interrupted)
             } else {
                 files.write_at(file, offset, data)
@@ -299,8 +308,8 @@ impl Stager {
         };
         let b = &mut self.bufs[i];
         let start = start(b);
-        b.buf[start..start + data.len()].copy_from_slice(data);
-        (b.start, b.file, b.offset, b.len) = (start, file, offset, data.len());
+        shard.open_payload_into(datagram, payload, &mut b.buf[start..start + len]);
+        (b.start, b.file, b.offset, b.len) = (start, file, offset, len);
         (b.state, b.error) = (StageState::Filling, None);
         self.filling = Some(i as u8);
     }

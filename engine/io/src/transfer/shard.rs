@@ -265,6 +265,8 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
     let mut area = SendArea::new(w.datagram_size);
     let disk = DiskIo::new(&w.backend);
     let mut staging = Stager::new(disk.mode);
+    // Payloads are decrypted straight into the staging buffers (`Stager::add`).
+    shard.defer_payload_decryption();
     w.files.want_direct(disk.is_direct_wanted());
     while !shard.is_closed() && !w.stop.load(Ordering::Relaxed) {
         let now = w.clock.now();
@@ -282,11 +284,11 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
                 let mut batch: arrayvec::ArrayVec<RxDatagram<'_>, MAX_BATCH> =
                     chunk.chunks_mut(seg.max(1)).map(RxDatagram::new).collect();
                 shard.handle_datagrams(now, &mut batch);
-                for d in &batch {
+                for d in &mut batch {
                     learn_peer(&mut peer, w.peer_ip, from, &d.outcome);
-                    if let RxOutcome::Write { file, offset, payload } = &d.outcome {
-                        let data = &d.buf[payload.clone()];
-                        staging.add(files, &mut shard, now, (*file, *offset, data));
+                    if let RxOutcome::Write { file, offset, payload } = d.outcome.clone() {
+                        let datagram = (&mut *d.buf, payload);
+                        staging.add(files, &mut shard, now, (file, offset), datagram);
                     }
                 }
                 forward_events(events, index, || shard.poll_event());

@@ -11,10 +11,16 @@
 //! jobs, one multi-block call derives all IVs; on seal, CFB encryption interleaves the jobs
 //! block by block, then CMAC does; on open, the interleaved CMAC verifies all jobs, then CFB
 //! decryption streams the verified bodies through wide calls.
+//!
+//! Deferred open (`Job::defer`, the receiver's data path): only the body's first block is
+//! decrypted in place, and the first ciphertext block is kept in the (verified, now unused)
+//! tag field. The rest of the body is CFB under that block as IV, so it can be decrypted
+//! later from any offset straight into the write buffer ([`Suite::open_deferred_into`]),
+//! instead of in place and then copied.
 
 use super::keys::Key128;
-use super::multibuf::{CmacKey, cfb_decrypt_lanes, cfb_encrypt_lanes, iv_input};
-use super::{Job, MAX_BATCH, Suite, SuiteId, integrity};
+use super::multibuf::{CmacKey, cfb_decrypt_into, cfb_decrypt_lanes, cfb_encrypt_lanes, iv_input};
+use super::{DEFER_PLAIN_LEN, Job, MAX_BATCH, Suite, SuiteId, TAG_LEN, integrity};
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use aes::{Aes128, Block};
 use arrayvec::ArrayVec;
@@ -66,9 +72,34 @@ impl CfbCmac {
     fn open_chunk(&self, jobs: &mut [Job<'_>]) {
         integrity::verify_tags(&self.mac, jobs);
         let ivs = self.derive_ivs(jobs, |j| j.ok);
-        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> =
-            jobs.iter_mut().filter(|j| j.ok).map(Job::body_mut).collect();
+        // A deferred job keeps its first ciphertext block (the IV of the rest of its body) in
+        // its tag field, which is no longer needed once the tag has verified.
+        for job in jobs.iter_mut().filter(|j| j.ok && j.defer) {
+            let (_, body, tag) = job.parts_mut();
+            if let Some(first) = body.first_chunk::<DEFER_PLAIN_LEN>() {
+                tag.copy_from_slice(first);
+            }
+        }
+        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> = jobs
+            .iter_mut()
+            .filter(|j| j.ok)
+            .map(|j| {
+                let defer = j.defer;
+                let body = j.body_mut();
+                let n = if defer { body.len().min(DEFER_PLAIN_LEN) } else { body.len() };
+                &mut body[..n]
+            })
+            .collect();
         cfb_decrypt_lanes(&self.enc, &ivs, &mut bodies);
+    }
+
+    /// The IV of a deferred body's rest (its first ciphertext block, kept in the tag field)
+    /// and that rest, still ciphertext.
+    fn deferred_rest(buf: &[u8], header_len: usize) -> (Block, &[u8]) {
+        let (head, tag) = buf.split_at(buf.len() - TAG_LEN);
+        let mut iv = Block::default();
+        iv.copy_from_slice(tag);
+        (iv, head.get(header_len + DEFER_PLAIN_LEN..).unwrap_or(&[]))
     }
 }
 
@@ -86,6 +117,28 @@ impl Suite for CfbCmac {
     fn open_batch(&mut self, jobs: &mut [Job<'_>]) {
         for chunk in jobs.chunks_mut(MAX_BATCH) {
             self.open_chunk(chunk);
+        }
+    }
+
+    fn open_deferred_into(&self, buf: &[u8], header_len: usize, from: usize, dst: &mut [u8]) {
+        let body = &buf[header_len..buf.len() - TAG_LEN];
+        assert!(from + dst.len() <= body.len(), "open_deferred_into: range past the body");
+        // The first block is plaintext already; the rest is CFB under the kept block.
+        let plain = DEFER_PLAIN_LEN.saturating_sub(from).min(dst.len());
+        let (head, rest) = dst.split_at_mut(plain);
+        head.copy_from_slice(&body[from..from + plain]);
+        if !rest.is_empty() {
+            let (iv, cipher_rest) = Self::deferred_rest(buf, header_len);
+            let skip = (from + plain) - DEFER_PLAIN_LEN;
+            cfb_decrypt_into(&self.enc, &iv, cipher_rest, skip, rest);
+        }
+    }
+
+    fn open_deferred_in_place(&self, buf: &mut [u8], header_len: usize) {
+        let (iv, _) = Self::deferred_rest(buf, header_len);
+        let end = buf.len() - TAG_LEN;
+        if let Some(rest) = buf.get_mut(header_len + DEFER_PLAIN_LEN..end) {
+            cfb_decrypt_lanes(&self.enc, &[iv], &mut [rest]);
         }
     }
 }

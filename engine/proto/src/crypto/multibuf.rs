@@ -174,6 +174,49 @@ pub(crate) fn cfb_decrypt_lanes(cipher: &Aes128, ivs: &[Block], bodies: &mut [&m
     flush_keystream(cipher, &mut keystream[..filled], &runs[..nruns], bodies);
 }
 
+/// CFB128-decrypt `src[skip..skip + dst.len()]` into `dst`, where `src` is one CFB stream
+/// under `iv` starting at a block boundary; `src` itself is only read.
+///
+/// The receiver's deferred open (`Suite::open_deferred_into`): the plaintext lands straight
+/// in the write staging buffer, so no decrypted copy is made in the datagram and then moved.
+/// The keystream input of block `j` is `src` block `j - 1` (the IV for `j = 0`), gathered in
+/// chunks of [`DECRYPT_CHUNK`] blocks on the stack and encrypted with one wide call each.
+/// Panics only on a caller bug: a range past the end of `src`.
+pub(crate) fn cfb_decrypt_into(
+    cipher: &Aes128,
+    iv: &Block,
+    src: &[u8],
+    skip: usize,
+    dst: &mut [u8],
+) {
+    let end = skip + dst.len();
+    assert!(end <= src.len(), "multibuf: decrypt range past the stream");
+    let mut keystream = [Block::default(); DECRYPT_CHUNK];
+    let mut block = skip / BLOCK_LEN;
+    let mut pos = skip;
+    while pos < end {
+        let blocks = (end.div_ceil(BLOCK_LEN) - block).min(DECRYPT_CHUNK);
+        let inputs = &mut keystream[..blocks];
+        let copy_from = if block == 0 {
+            inputs[0] = *iv;
+            0
+        } else {
+            block - 1
+        };
+        let flat = Block::slice_as_flattened_mut(&mut inputs[usize::from(block == 0)..]);
+        let n = flat.len();
+        flat.copy_from_slice(&src[copy_from * BLOCK_LEN..copy_from * BLOCK_LEN + n]);
+        cipher.encrypt_blocks(inputs);
+        let chunk_end = ((block + blocks) * BLOCK_LEN).min(end);
+        let ks = &Block::slice_as_flattened(inputs)[pos - block * BLOCK_LEN..];
+        let out = &mut dst[pos - skip..chunk_end - skip];
+        for ((d, s), k) in out.iter_mut().zip(&src[pos..chunk_end]).zip(ks) {
+            *d = s ^ k;
+        }
+        (block, pos) = (block + blocks, chunk_end);
+    }
+}
+
 /// Encrypt the gathered keystream inputs and XOR each run into its lane.
 fn flush_keystream(
     cipher: &Aes128,
@@ -361,6 +404,29 @@ pub(crate) mod tests {
         cfb_decrypt_lanes(&cipher, &ivs, &mut [&mut b[..], &mut a[..]]);
         assert_eq!(a, orig);
         assert_eq!(b[..], orig[..100]);
+    }
+
+    /// Decrypting into a separate buffer, from any offset and for any length (across chunk
+    /// boundaries), gives the same bytes as decrypting the whole stream in place.
+    #[test]
+    fn cfb_decrypt_into_matches_in_place_for_every_range() {
+        let cipher = sp_cipher();
+        let iv = block(SP_IV);
+        let plain: Vec<u8> =
+            (0..(DECRYPT_CHUNK * 2 + 3) * BLOCK_LEN + 7).map(|i| i as u8).collect();
+        let mut ct = plain.clone();
+        cfb_encrypt_lanes(&cipher, &[iv], &mut [&mut ct[..]]);
+        let cases =
+            [(0, 0), (0, 1), (0, 16), (5, 11), (15, 2), (16, 40), (17, 2100), (3, ct.len() - 3)];
+        for (skip, len) in cases
+            .into_iter()
+            .chain((0..ct.len()).step_by(97).map(|s| (s, (ct.len() - s).min(1500))))
+        {
+            let mut out = vec![0u8; len];
+            cfb_decrypt_into(&cipher, &iv, &ct, skip, &mut out);
+            assert_eq!(out, plain[skip..skip + len], "skip {skip}, len {len}");
+        }
+        assert_eq!(ct.len(), plain.len());
     }
 
     // RFC 4493 §4, examples 1-4 (key 2b7e1516..., messages of 0, 16, 40 and 64 bytes).

@@ -87,6 +87,61 @@ proptest! {
         }
     }
 
+    /// A deferred open (`Job::defer`, some jobs of a batch) verifies like a plain one, and
+    /// every body range read through `open_deferred_into`, or the whole body through
+    /// `open_deferred_in_place`, is the plaintext; a tampered deferred job fails untouched.
+    #[test]
+    fn deferred_open_gives_the_plaintext_from_any_offset(
+        secret in any::<[u8; 32]>(),
+        shapes in shapes(MAX_BATCH),
+        fill in any::<u64>(),
+        defer in prop::collection::vec(any::<bool>(), MAX_BATCH),
+        cut in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), MAX_BATCH),
+        tamper in prop::option::of(any::<prop::sample::Index>()),
+    ) {
+        for suite_id in SuiteId::ALL {
+            let mut suite = new_suite(&keys_for(suite_id, secret, 2));
+            let plain = datagrams(&shapes, fill);
+            let mut bufs = plain.clone();
+            seal_all(suite.as_mut(), &shapes, &mut bufs);
+            let bad = tamper.map(|t| t.index(bufs.len()));
+            if let Some(b) = bad {
+                let at = bufs[b].len() - 1;
+                bufs[b][at] ^= 0x40;
+            }
+            let before = bufs.clone();
+            let mut jobs: Vec<Job<'_>> = shapes.iter().zip(bufs.iter_mut()).zip(&defer)
+                .map(|((s, b), &d)| { let mut j = Job::new(s.2, s.0, b); j.defer = d; j })
+                .collect();
+            suite.open_batch(&mut jobs);
+            let ok: Vec<bool> = jobs.iter().map(|j| j.ok).collect();
+            drop(jobs);
+            for (i, &(header_len, body_len, _)) in shapes.iter().enumerate() {
+                if Some(i) == bad {
+                    prop_assert!(!ok[i]);
+                    prop_assert!(bufs[i] == before[i], "a failed deferred open changed {}", i);
+                    continue;
+                }
+                prop_assert!(ok[i], "datagram {} did not open", i);
+                let body = &plain[i][header_len..header_len + body_len];
+                if !defer[i] {
+                    prop_assert!(&bufs[i][header_len..header_len + body_len] == body);
+                    continue;
+                }
+                let prefix = body_len.min(DEFER_PLAIN_LEN);
+                prop_assert_eq!(&bufs[i][header_len..header_len + prefix], &body[..prefix]);
+                let (a, b) = (cut[i].0.index(body_len + 1), cut[i].1.index(body_len + 1));
+                let (from, to) = (a.min(b), a.max(b));
+                let mut out = vec![0u8; to - from];
+                suite.open_deferred_into(&bufs[i], header_len, from, &mut out);
+                prop_assert!(out[..] == body[from..to], "{:?}: datagram {} bytes {}..{}", suite_id, i, from, to);
+                let mut whole = bufs[i].clone();
+                suite.open_deferred_in_place(&mut whole, header_len);
+                prop_assert!(&whole[header_len..header_len + body_len] == body, "in place, {}", i);
+            }
+        }
+    }
+
     /// Flipping any one bit (header, body or tag) makes open fail and leaves the datagram
     /// unchanged; untouched datagrams of the same batch still open.
     #[test]

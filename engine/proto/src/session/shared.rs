@@ -32,6 +32,10 @@ pub(crate) struct Endpoint {
     pub last_heard: Instant,
     /// Last time we sent anything.
     pub last_sent: Instant,
+    /// Data datagrams are opened deferred (`Job::defer`): their payload past the body's
+    /// first block is read only through [`Endpoint::open_payload_into`] or
+    /// [`Endpoint::open_payload_in_place`]. Off unless the driver asks (receiver only).
+    defer_data: bool,
 }
 
 /// A datagram that passed the pre-authentication checks.
@@ -59,6 +63,30 @@ impl Endpoint {
             stats: ShardStats::default(),
             last_heard: now,
             last_sent: now,
+            defer_data: false,
+        }
+    }
+
+    /// From now on, open data datagrams deferred (see `defer_data`).
+    pub fn defer_data_decryption(&mut self) {
+        self.defer_data = true;
+    }
+
+    /// `buf[payload]` of an authenticated data datagram, as plaintext, into `dst` (of the
+    /// same length): decrypted straight into it if the datagram was opened deferred, else
+    /// copied. Panics only on a caller bug: a range outside the datagram's body.
+    pub fn open_payload_into(&self, buf: &[u8], payload: core::ops::Range<usize>, dst: &mut [u8]) {
+        if self.defer_data {
+            self.rx.open_deferred_into(buf, HEADER_LEN, payload.start - HEADER_LEN, dst);
+        } else {
+            dst.copy_from_slice(&buf[payload]);
+        }
+    }
+
+    /// The body of an authenticated data datagram, as plaintext in place.
+    pub fn open_payload_in_place(&self, buf: &mut [u8]) {
+        if self.defer_data {
+            self.rx.open_deferred_in_place(buf, HEADER_LEN);
         }
     }
 
@@ -167,7 +195,9 @@ impl Endpoint {
             match self.precheck(buf, accepts) {
                 Ok(header) => {
                     headers.push((index, header));
-                    jobs.push(Job::new(header.seq, HEADER_LEN, buf));
+                    let mut job = Job::new(header.seq, HEADER_LEN, buf);
+                    job.defer = self.defer_data && header.ptype == PacketType::Data;
+                    jobs.push(job);
                 }
                 Err(r) => {
                     self.stats.rejects.add(r);

@@ -59,6 +59,9 @@ fn run_blocks(
     block_log2: u8,
 ) -> Run {
     let mut rng = Rng::new(seed);
+    // Some seeds open data deferred, as the real receiver does; the payload is then read
+    // through `open_payload_into` (straight into a buffer) or, for some, `..._in_place`.
+    let defer = seed % 4 >= 2;
     let files: Vec<FileEntry> = sizes
         .iter()
         .enumerate()
@@ -96,6 +99,9 @@ fn run_blocks(
         let (tx, rx) = shard_suites(&keys, Role::Server, s);
         rs.push(ReceiverShard::new(&params, layout.clone(), s, tx, rx, now0).unwrap());
         rs.last_mut().unwrap().with_resume(resume);
+        if defer {
+            rs.last_mut().unwrap().defer_payload_decryption();
+        }
     }
     let mut sc = SenderCoordinator::new(&params, layout.clone(), now0).unwrap();
     let mut rc = ReceiverCoordinator::new(&params, layout.clone(), now0).unwrap();
@@ -218,10 +224,16 @@ fn run_blocks(
                         Ok(len)
                     };
                     let n = *result.as_ref().unwrap_or(&0);
-                    recv_data[file as usize][offset as usize..][..n]
-                        .copy_from_slice(&d[payload.start..payload.start + n]);
+                    let mut plain = vec![0u8; len];
+                    if seed % 8 == 7 {
+                        rs[s as usize].open_payload_in_place(&mut d);
+                        plain.copy_from_slice(&d[payload.clone()]);
+                    } else {
+                        rs[s as usize].open_payload_into(&d, payload.clone(), &mut plain);
+                    }
+                    recv_data[file as usize][offset as usize..][..n].copy_from_slice(&plain[..n]);
                     if hash_from_writes {
-                        let data = &d[payload.start..payload.end];
+                        let data = &plain[..];
                         rs[s as usize].handle_write_done_data(now, file, offset, data, result);
                     } else {
                         rs[s as usize].handle_write_done(now, file, offset, len as u32, result);
