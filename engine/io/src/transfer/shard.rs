@@ -284,13 +284,14 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
                 let mut batch: arrayvec::ArrayVec<RxDatagram<'_>, MAX_BATCH> =
                     chunk.chunks_mut(seg.max(1)).map(RxDatagram::new).collect();
                 shard.handle_datagrams(now, &mut batch);
-                for d in &mut batch {
+                for (index, d) in batch.iter_mut().enumerate() {
                     learn_peer(&mut peer, w.peer_ip, from, &d.outcome);
                     if let RxOutcome::Write { file, offset, payload } = d.outcome.clone() {
-                        let datagram = (&mut *d.buf, payload);
+                        let datagram = (index, &mut *d.buf, payload);
                         staging.add(files, &mut shard, now, (file, offset), datagram);
                     }
                 }
+                staging.open_pending(&shard, &batch);
                 forward_events(events, index, || shard.poll_event());
             }
         });

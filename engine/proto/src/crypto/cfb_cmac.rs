@@ -19,8 +19,10 @@
 //! instead of in place and then copied.
 
 use super::keys::Key128;
-use super::multibuf::{CmacKey, cfb_decrypt_into, cfb_decrypt_lanes, cfb_encrypt_lanes, iv_input};
-use super::{DEFER_PLAIN_LEN, Job, MAX_BATCH, Suite, SuiteId, TAG_LEN, integrity};
+use super::multibuf::{
+    CmacKey, IntoLane, cfb_decrypt_into_lanes, cfb_decrypt_lanes, cfb_encrypt_lanes, iv_input,
+};
+use super::{DEFER_PLAIN_LEN, Job, MAX_BATCH, PayloadOpen, Suite, SuiteId, TAG_LEN, integrity};
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use aes::{Aes128, Block};
 use arrayvec::ArrayVec;
@@ -120,17 +122,29 @@ impl Suite for CfbCmac {
         }
     }
 
-    fn open_deferred_into(&self, buf: &[u8], header_len: usize, from: usize, dst: &mut [u8]) {
-        let body = &buf[header_len..buf.len() - TAG_LEN];
-        assert!(from + dst.len() <= body.len(), "open_deferred_into: range past the body");
-        // The first block is plaintext already; the rest is CFB under the kept block.
-        let plain = DEFER_PLAIN_LEN.saturating_sub(from).min(dst.len());
-        let (head, rest) = dst.split_at_mut(plain);
-        head.copy_from_slice(&body[from..from + plain]);
-        if !rest.is_empty() {
-            let (iv, cipher_rest) = Self::deferred_rest(buf, header_len);
-            let skip = (from + plain) - DEFER_PLAIN_LEN;
-            cfb_decrypt_into(&self.enc, &iv, cipher_rest, skip, rest);
+    fn open_deferred_into(&self, header_len: usize, items: &mut [PayloadOpen<'_>]) {
+        for chunk in items.chunks_mut(MAX_BATCH) {
+            let mut lanes: ArrayVec<IntoLane<'_>, MAX_BATCH> = ArrayVec::new();
+            for item in chunk.iter_mut() {
+                let (buf, payload) = (item.buf, item.payload.clone());
+                assert!(
+                    header_len <= payload.start
+                        && payload.end + TAG_LEN <= buf.len()
+                        && payload.len() == item.dst.len(),
+                    "open_deferred_into: payload outside the body, or dst of another length"
+                );
+                // The first block is plaintext already; the rest is CFB under the kept block.
+                let from = payload.start - header_len;
+                let plain = DEFER_PLAIN_LEN.saturating_sub(from).min(payload.len());
+                let (head, rest) = item.dst.split_at_mut(plain);
+                head.copy_from_slice(&buf[payload.start..payload.start + plain]);
+                if !rest.is_empty() {
+                    let (iv, src) = Self::deferred_rest(buf, header_len);
+                    let skip = from + plain - DEFER_PLAIN_LEN;
+                    lanes.push(IntoLane { iv, src, skip, dst: rest });
+                }
+            }
+            cfb_decrypt_into_lanes(&self.enc, &mut lanes);
         }
     }
 

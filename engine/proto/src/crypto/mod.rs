@@ -152,6 +152,22 @@ impl<'a> Job<'a> {
     }
 }
 
+/// One payload of a deferred open ([`Suite::open_deferred_into`]): `buf[payload]` (a range
+/// of the body, in datagram coordinates) is to be written into `dst`, as plaintext.
+#[derive(Debug)]
+pub struct PayloadOpen<'a> {
+    pub buf: &'a [u8],
+    pub payload: core::ops::Range<usize>,
+    pub dst: &'a mut [u8],
+}
+
+/// Each item's payload copied into its `dst`, for bodies already plaintext.
+pub fn copy_payloads(items: &mut [PayloadOpen<'_>]) {
+    for item in items {
+        item.dst.copy_from_slice(&item.buf[item.payload.clone()]);
+    }
+}
+
 /// A suite keyed for one direction of one shard of one session.
 pub trait Suite: Send + core::fmt::Debug {
     fn id(&self) -> SuiteId;
@@ -165,13 +181,14 @@ pub trait Suite: Send + core::fmt::Debug {
     /// Never panics on any bytes: a job too short to hold a tag is simply not `ok`.
     fn open_batch(&mut self, jobs: &mut [Job<'_>]);
 
-    /// Body bytes `from..from + dst.len()` of a job that `open_batch` verified with `defer`
-    /// set (`buf` is its datagram, `header_len` its header), decrypted into `dst`. Suites that
-    /// never defer (the default) opened the whole body in place, so this is a copy.
-    /// Panics only on a caller bug: a range past the body.
-    fn open_deferred_into(&self, buf: &[u8], header_len: usize, from: usize, dst: &mut [u8]) {
-        let body = &buf[header_len..buf.len() - TAG_LEN];
-        dst.copy_from_slice(&body[from..from + dst.len()]);
+    /// The payloads of jobs that `open_batch` verified with `defer` set (each item's `buf` is
+    /// its datagram, with a header of `header_len` bytes), decrypted into their `dst`s, many
+    /// per call. Suites that never defer (the default) opened the whole body in place, so
+    /// this is a copy. Panics only on a caller bug: a payload outside its body, or a `dst` of
+    /// another length.
+    fn open_deferred_into(&self, header_len: usize, items: &mut [PayloadOpen<'_>]) {
+        let _ = header_len;
+        copy_payloads(items);
     }
 
     /// The whole body of a job opened with `defer`, decrypted in place (for a caller that has

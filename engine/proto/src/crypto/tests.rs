@@ -88,7 +88,7 @@ proptest! {
     }
 
     /// A deferred open (`Job::defer`, some jobs of a batch) verifies like a plain one, and
-    /// every body range read through `open_deferred_into`, or the whole body through
+    /// every body range read through `open_deferred_into` (all in one batch), or the whole body through
     /// `open_deferred_in_place`, is the plaintext; a tampered deferred job fails untouched.
     #[test]
     fn deferred_open_gives_the_plaintext_from_any_offset(
@@ -116,6 +116,8 @@ proptest! {
             suite.open_batch(&mut jobs);
             let ok: Vec<bool> = jobs.iter().map(|j| j.ok).collect();
             drop(jobs);
+            // Every deferred job that opened: one range of its body, all in one batch call.
+            let mut want: Vec<(usize, usize, usize)> = Vec::new();
             for (i, &(header_len, body_len, _)) in shapes.iter().enumerate() {
                 if Some(i) == bad {
                     prop_assert!(!ok[i]);
@@ -131,13 +133,24 @@ proptest! {
                 let prefix = body_len.min(DEFER_PLAIN_LEN);
                 prop_assert_eq!(&bufs[i][header_len..header_len + prefix], &body[..prefix]);
                 let (a, b) = (cut[i].0.index(body_len + 1), cut[i].1.index(body_len + 1));
-                let (from, to) = (a.min(b), a.max(b));
-                let mut out = vec![0u8; to - from];
-                suite.open_deferred_into(&bufs[i], header_len, from, &mut out);
-                prop_assert!(out[..] == body[from..to], "{:?}: datagram {} bytes {}..{}", suite_id, i, from, to);
+                want.push((i, header_len + a.min(b), header_len + a.max(b)));
                 let mut whole = bufs[i].clone();
                 suite.open_deferred_in_place(&mut whole, header_len);
                 prop_assert!(&whole[header_len..header_len + body_len] == body, "in place, {}", i);
+            }
+            // The batch call takes one header length: group the jobs by it.
+            for header_len in 24..=40 {
+                let group: Vec<_> = want.iter().filter(|w| shapes[w.0].0 == header_len).collect();
+                let mut outs: Vec<Vec<u8>> = group.iter().map(|w| vec![0u8; w.2 - w.1]).collect();
+                let mut items: Vec<PayloadOpen<'_>> = group
+                    .iter()
+                    .zip(&mut outs)
+                    .map(|(w, dst)| PayloadOpen { buf: &bufs[w.0], payload: w.1..w.2, dst })
+                    .collect();
+                suite.open_deferred_into(header_len, &mut items);
+                for (w, out) in group.iter().zip(&outs) {
+                    prop_assert!(out[..] == plain[w.0][w.1..w.2], "{:?}: {} {}..{}", suite_id, w.0, w.1, w.2);
+                }
             }
         }
     }

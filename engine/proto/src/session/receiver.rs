@@ -300,17 +300,18 @@ impl ReceiverShard {
 
     /// Open data datagrams deferred: the payload of a [`RxOutcome::Write`] is then
     /// ciphertext past the body's first block, and the driver must read it only through
-    /// [`Self::open_payload_into`] (straight into its write buffer: no decrypted copy in the
+    /// [`Self::open_payloads_into`] (straight into its write buffer: no decrypted copy in the
     /// datagram moved again) or [`Self::open_payload_in_place`]. Without this call those two
     /// are a copy and nothing.
     pub fn defer_payload_decryption(&mut self) {
         self.ep.defer_data_decryption();
     }
 
-    /// The payload `buf[payload]` of a datagram this shard answered with
-    /// [`RxOutcome::Write`], as plaintext into `dst` (of the same length).
-    pub fn open_payload_into(&self, buf: &[u8], payload: core::ops::Range<usize>, dst: &mut [u8]) {
-        self.ep.open_payload_into(buf, payload, dst);
+    /// The payloads `buf[payload]` of datagrams this shard answered with
+    /// [`RxOutcome::Write`], as plaintext into their `dst`s, many per call (AES-NI's
+    /// pipeline stays full across datagrams).
+    pub fn open_payloads_into(&self, items: &mut [crate::crypto::PayloadOpen<'_>]) {
+        self.ep.open_payloads_into(items);
     }
 
     /// The payload of a datagram this shard answered with [`RxOutcome::Write`], as plaintext

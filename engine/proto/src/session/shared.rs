@@ -7,7 +7,7 @@
 //! body decoded and handled.
 
 use super::{AbortReason, Reject, RxOutcome, ShardStats};
-use crate::crypto::{Job, MAX_BATCH, Suite, TAG_LEN};
+use crate::crypto::{Job, MAX_BATCH, PayloadOpen, Suite, TAG_LEN, copy_payloads};
 use crate::replay::{ReplayError, ReplayWindow};
 use crate::time::{Duration, Instant};
 use crate::wire::{Body, DATA_PREFIX_LEN, HEADER_LEN, Header, PacketType};
@@ -33,7 +33,7 @@ pub(crate) struct Endpoint {
     /// Last time we sent anything.
     pub last_sent: Instant,
     /// Data datagrams are opened deferred (`Job::defer`): their payload past the body's
-    /// first block is read only through [`Endpoint::open_payload_into`] or
+    /// first block is read only through [`Endpoint::open_payloads_into`] or
     /// [`Endpoint::open_payload_in_place`]. Off unless the driver asks (receiver only).
     defer_data: bool,
 }
@@ -72,14 +72,14 @@ impl Endpoint {
         self.defer_data = true;
     }
 
-    /// `buf[payload]` of an authenticated data datagram, as plaintext, into `dst` (of the
-    /// same length): decrypted straight into it if the datagram was opened deferred, else
-    /// copied. Panics only on a caller bug: a range outside the datagram's body.
-    pub fn open_payload_into(&self, buf: &[u8], payload: core::ops::Range<usize>, dst: &mut [u8]) {
+    /// The payloads of authenticated data datagrams, as plaintext into their `dst`s:
+    /// decrypted straight into them, many per call, if the datagrams were opened deferred,
+    /// else copied. Panics only on a caller bug: a payload outside its datagram's body.
+    pub fn open_payloads_into(&self, items: &mut [PayloadOpen<'_>]) {
         if self.defer_data {
-            self.rx.open_deferred_into(buf, HEADER_LEN, payload.start - HEADER_LEN, dst);
+            self.rx.open_deferred_into(HEADER_LEN, items);
         } else {
-            dst.copy_from_slice(&buf[payload]);
+            copy_payloads(items);
         }
     }
 

@@ -2,7 +2,7 @@
 //! in-memory disk. The full fault model lives in `haul-sim`; these tests pin the session logic.
 
 use super::*;
-use crate::crypto::{KeySchedule, SessionSecret, SuiteId};
+use crate::crypto::{KeySchedule, PayloadOpen, SessionSecret, SuiteId};
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use std::cmp::Reverse;
@@ -60,7 +60,7 @@ fn run_blocks(
 ) -> Run {
     let mut rng = Rng::new(seed);
     // Some seeds open data deferred, as the real receiver does; the payload is then read
-    // through `open_payload_into` (straight into a buffer) or, for some, `..._in_place`.
+    // through `open_payloads_into` (straight into a buffer) or, for some, `..._in_place`.
     let defer = seed % 4 >= 2;
     let files: Vec<FileEntry> = sizes
         .iter()
@@ -229,7 +229,9 @@ fn run_blocks(
                         rs[s as usize].open_payload_in_place(&mut d);
                         plain.copy_from_slice(&d[payload.clone()]);
                     } else {
-                        rs[s as usize].open_payload_into(&d, payload.clone(), &mut plain);
+                        let item =
+                            PayloadOpen { buf: &d, payload: payload.clone(), dst: &mut plain };
+                        rs[s as usize].open_payloads_into(&mut [item]);
                     }
                     recv_data[file as usize][offset as usize..][..n].copy_from_slice(&plain[..n]);
                     if hash_from_writes {
