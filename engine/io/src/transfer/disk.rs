@@ -22,10 +22,8 @@
 use super::store::{MAX_DIRECT_ALIGN, OpenFiles, errno_error};
 use crate::backend::Backend;
 use crate::uring::{DiskDone, UringBackend};
-use haul_proto::crypto::{MAX_BATCH, PayloadOpen};
-use haul_proto::session::{DiskError, DiskRead, ReceiverShard, RxDatagram, SenderShard};
+use haul_proto::session::{DiskError, DiskRead, ReceiverShard, SenderShard};
 use haul_proto::time::Instant as ProtoInstant;
-use std::ops::Range;
 use std::time::Duration;
 
 /// Environment variable choosing how a shard does disk I/O: `sync` (pread/pwrite on the shard
@@ -225,19 +223,6 @@ pub(crate) struct Stager {
     filling: Option<u8>,
     /// Writes submitted with O_DIRECT.
     direct_ops: u64,
-    /// Payloads placed in a staging buffer by `add` and not yet decrypted into it: all are
-    /// decrypted in one batch by `open_pending` before the receive batch they came in ends.
-    pending: arrayvec::ArrayVec<Pending, MAX_BATCH>,
-}
-
-/// A payload waiting in `Stager::pending`: datagram `datagram` of the receive batch, its
-/// `payload` range, to land at `at` in staging buffer `buf`.
-#[derive(Debug)]
-struct Pending {
-    datagram: u8,
-    payload: Range<usize>,
-    buf: u8,
-    at: usize,
 }
 
 impl Stager {
@@ -262,8 +247,7 @@ impl Stager {
             });
         }
         let order = std::collections::VecDeque::with_capacity(n);
-        let pending = arrayvec::ArrayVec::new();
-        Stager { mode, bufs, order, filling: None, direct_ops: 0, pending }
+        Stager { mode, bufs, order, filling: None, direct_ops: 0 }
     }
 
     /// Writes submitted with O_DIRECT so far.
@@ -278,27 +262,20 @@ impl Stager {
     /// Adds one payload, from inside the receive callback (no ring access there): appended
     /// to the buffer being filled if it continues it, else into a fresh buffer. With no free
     /// buffer (payloads far out of order), it is written synchronously at once.
-    ///
-    /// `datagram[payload]` is the payload of datagram `index` of the receive batch, which the
-    /// shard answered with `RxOutcome::Write`. Its bytes are decrypted straight into the
-    /// staging buffer (`ReceiverShard::open_payloads_into`), so no plaintext copy is made in
-    /// the datagram: on the ring, by [`Stager::open_pending`] for the whole batch at once.
     pub(crate) fn add(
         &mut self,
         files: &mut OpenFiles,
         shard: &mut ReceiverShard,
         now: ProtoInstant,
-        (file, offset): (u32, u64),
-        (index, datagram, payload): (usize, &mut [u8], Range<usize>),
+        (file, offset, data): (u32, u64, &[u8]),
     ) {
-        let len = payload.len();
         if let Some(i) = self.filling {
             let b = &mut self.bufs[usize::from(i)];
             let contiguous = file == b.file && offset == b.offset + b.len as u64;
             let at = b.start + b.len;
-            if contiguous && at + len <= b.buf.len() {
-                b.len += len;
-                self.place(shard, (index, datagram, payload), i, at);
+            if contiguous && at + data.len() <= b.buf.len() {
+                b.buf[at..at + data.len()].copy_from_slice(data);
+                b.len += data.len();
                 return;
             }
             self.seal(files, shard, now);
@@ -307,14 +284,12 @@ impl Stager {
         let free = self.bufs.iter().position(|b| b.state == StageState::Free);
         let start =
             |b: &StageBuf| b.buf.as_ptr().align_offset(MAX_DIRECT_ALIGN as usize) + in_block;
-        let fits = |b: &StageBuf| start(b) + len <= b.buf.len();
+        let fits = |b: &StageBuf| start(b) + data.len() <= b.buf.len();
         let Some(i) = free.filter(|&i| fits(&self.bufs[i])) else {
             // A buffered write beside an in-flight O_DIRECT write of the same pages could
             // leave a stale cached page over the direct data: drop it instead (a transient
             // error; the shard forgets the bytes and asks for them again).
-            shard.open_payload_in_place(datagram);
-            let data = &datagram[payload];
-            let res = if self.overlaps_in_flight(file, offset, len) {
+            let res = if self.overlaps_in_flight(file, offset, data.len()) {
                 Err(DiskError::Interrupted)
             } else {
                 files.write_at(file, offset, data)
@@ -324,49 +299,10 @@ impl Stager {
         };
         let b = &mut self.bufs[i];
         let start = start(b);
-        (b.start, b.file, b.offset, b.len) = (start, file, offset, len);
+        b.buf[start..start + data.len()].copy_from_slice(data);
+        (b.start, b.file, b.offset, b.len) = (start, file, offset, data.len());
         (b.state, b.error) = (StageState::Filling, None);
         self.filling = Some(i as u8);
-        self.place(shard, (index, datagram, payload), i as u8, start);
-    }
-
-    /// The payload's bytes go to `at` in buffer `buf`: queued for [`Stager::open_pending`]
-    /// on the ring; decrypted at once in sync mode, where sealing a buffer writes it.
-    fn place(
-        &mut self,
-        shard: &ReceiverShard,
-        (index, datagram, payload): (usize, &[u8], Range<usize>),
-        buf: u8,
-        at: usize,
-    ) {
-        if self.mode == DiskMode::Ring
-            && let (Ok(datagram), false) = (u8::try_from(index), self.pending.is_full())
-        {
-            self.pending.push(Pending { datagram, payload, buf, at });
-            return;
-        }
-        let dst = &mut self.bufs[usize::from(buf)].buf[at..at + payload.len()];
-        shard.open_payloads_into(&mut [PayloadOpen { buf: datagram, payload, dst }]);
-    }
-
-    /// Decrypts every pending payload into its staging buffer, in one batch. `batch` is the
-    /// receive batch whose datagram indices `add` was given; called before it ends.
-    pub(crate) fn open_pending(&mut self, shard: &ReceiverShard, batch: &[RxDatagram<'_>]) {
-        let Stager { bufs, pending, .. } = self;
-        let mut items: arrayvec::ArrayVec<PayloadOpen<'_>, MAX_BATCH> = arrayvec::ArrayVec::new();
-        for (i, b) in bufs.iter_mut().enumerate() {
-            // A buffer's pending payloads follow each other, in order: cut them off its front.
-            let (mut rest, mut base): (&mut [u8], usize) = (&mut b.buf[..], 0);
-            for p in pending.iter().filter(|p| usize::from(p.buf) == i) {
-                let (_, tail) = core::mem::take(&mut rest).split_at_mut(p.at - base);
-                let (dst, tail) = tail.split_at_mut(p.payload.len());
-                (rest, base) = (tail, p.at + p.payload.len());
-                let buf = &*batch[usize::from(p.datagram)].buf;
-                items.push(PayloadOpen { buf, payload: p.payload.clone(), dst });
-            }
-        }
-        shard.open_payloads_into(&mut items);
-        pending.clear();
     }
 
     /// True when a write of `len` bytes at `offset` of `file` would share a page with a

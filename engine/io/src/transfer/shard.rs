@@ -265,8 +265,6 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
     let mut area = SendArea::new(w.datagram_size);
     let disk = DiskIo::new(&w.backend);
     let mut staging = Stager::new(disk.mode);
-    // Payloads are decrypted straight into the staging buffers (`Stager::add`).
-    shard.defer_payload_decryption();
     w.files.want_direct(disk.is_direct_wanted());
     while !shard.is_closed() && !w.stop.load(Ordering::Relaxed) {
         let now = w.clock.now();
@@ -284,14 +282,13 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
                 let mut batch: arrayvec::ArrayVec<RxDatagram<'_>, MAX_BATCH> =
                     chunk.chunks_mut(seg.max(1)).map(RxDatagram::new).collect();
                 shard.handle_datagrams(now, &mut batch);
-                for (index, d) in batch.iter_mut().enumerate() {
+                for d in &batch {
                     learn_peer(&mut peer, w.peer_ip, from, &d.outcome);
-                    if let RxOutcome::Write { file, offset, payload } = d.outcome.clone() {
-                        let datagram = (index, &mut *d.buf, payload);
-                        staging.add(files, &mut shard, now, (file, offset), datagram);
+                    if let RxOutcome::Write { file, offset, payload } = &d.outcome {
+                        let data = &d.buf[payload.clone()];
+                        staging.add(files, &mut shard, now, (*file, *offset, data));
                     }
                 }
-                staging.open_pending(&shard, &batch);
                 forward_events(events, index, || shard.poll_event());
             }
         });

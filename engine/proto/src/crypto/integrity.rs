@@ -35,29 +35,8 @@ pub(crate) fn seal_tags(mac: &CmacKey, jobs: &mut [Job<'_>]) {
     }
 }
 
-/// Bytes between the loads of [`warm`]: the cache line of x86-64 and most arm64 cores.
-const CACHE_LINE: usize = 64;
-
-/// Touch one byte per cache line of every job, job by job, front to back.
-///
-/// Received datagrams sit in the GRO buffers, and one receive hands over up to 64 of 64 KiB:
-/// more than L2, so by the time a buffer is opened its lines are in L3 or further. The CMAC
-/// then reads up to 64 jobs in lockstep, 64 streams the hardware prefetcher does not follow,
-/// and every first touch of a line stalls. One pass in address order is a stream it does
-/// follow, with the loads independent, so they overlap.
-fn warm(jobs: &[Job<'_>]) {
-    let mut acc = 0u8;
-    for job in jobs {
-        for b in job.buf.iter().step_by(CACHE_LINE) {
-            acc ^= *b;
-        }
-    }
-    core::hint::black_box(acc);
-}
-
 /// Verify the tag of every job (at most [`MAX_BATCH`]) in constant time and set `ok`.
 pub(crate) fn verify_tags(mac: &CmacKey, jobs: &mut [Job<'_>]) {
-    warm(jobs);
     let mut tags = [Block::default(); MAX_BATCH];
     let msgs: ArrayVec<&[u8], MAX_BATCH> =
         jobs.iter().filter(|j| j.is_well_formed()).map(|j| &j.buf[..j.tag_at()]).collect();

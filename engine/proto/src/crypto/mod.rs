@@ -31,10 +31,6 @@ use thiserror::Error;
 pub const TAG_LEN: usize = 16;
 /// The most datagrams one batch call handles; callers keep their job arrays this size.
 pub const MAX_BATCH: usize = 64;
-/// The body bytes a deferred open (`Job::defer`) always leaves decrypted in place: enough for
-/// a data datagram's prefix (file and offset, docs/protocol/02-wire.md), so the receiver can
-/// place the payload before the rest is decrypted.
-pub const DEFER_PLAIN_LEN: usize = 16;
 
 /// The cipher suites, in increasing order of protection (so `a < b` means "a is weaker").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -105,16 +101,11 @@ pub struct Job<'a> {
     /// Set by `open_batch`: true if the tag verified (and the body is now plaintext). On false
     /// the body is left as it was received. Ignored by `seal_batch`.
     pub ok: bool,
-    /// Set by the caller before `open_batch` (false by default): the suite may decrypt only
-    /// the body's first [`DEFER_PLAIN_LEN`] bytes in place and leave the rest for
-    /// [`Suite::open_deferred_into`]/[`Suite::open_deferred_in_place`], which must then be
-    /// the only way the rest is read. Ignored by `seal_batch`.
-    pub defer: bool,
 }
 
 impl<'a> Job<'a> {
     pub fn new(seq: u64, header_len: usize, buf: &'a mut [u8]) -> Self {
-        Job { seq, header_len, buf, ok: false, defer: false }
+        Job { seq, header_len, buf, ok: false }
     }
 
     /// Whether `buf` holds a header of `header_len` bytes and a tag. Bytes from a peer may
@@ -152,22 +143,6 @@ impl<'a> Job<'a> {
     }
 }
 
-/// One payload of a deferred open ([`Suite::open_deferred_into`]): `buf[payload]` (a range
-/// of the body, in datagram coordinates) is to be written into `dst`, as plaintext.
-#[derive(Debug)]
-pub struct PayloadOpen<'a> {
-    pub buf: &'a [u8],
-    pub payload: core::ops::Range<usize>,
-    pub dst: &'a mut [u8],
-}
-
-/// Each item's payload copied into its `dst`, for bodies already plaintext.
-pub fn copy_payloads(items: &mut [PayloadOpen<'_>]) {
-    for item in items {
-        item.dst.copy_from_slice(&item.buf[item.payload.clone()]);
-    }
-}
-
 /// A suite keyed for one direction of one shard of one session.
 pub trait Suite: Send + core::fmt::Debug {
     fn id(&self) -> SuiteId;
@@ -180,20 +155,6 @@ pub trait Suite: Send + core::fmt::Debug {
     /// Verify every job's tag and, where it verifies, decrypt in place and set `ok`.
     /// Never panics on any bytes: a job too short to hold a tag is simply not `ok`.
     fn open_batch(&mut self, jobs: &mut [Job<'_>]);
-
-    /// The payloads of jobs that `open_batch` verified with `defer` set (each item's `buf` is
-    /// its datagram, with a header of `header_len` bytes), decrypted into their `dst`s, many
-    /// per call. Suites that never defer (the default) opened the whole body in place, so
-    /// this is a copy. Panics only on a caller bug: a payload outside its body, or a `dst` of
-    /// another length.
-    fn open_deferred_into(&self, header_len: usize, items: &mut [PayloadOpen<'_>]) {
-        let _ = header_len;
-        copy_payloads(items);
-    }
-
-    /// The whole body of a job opened with `defer`, decrypted in place (for a caller that has
-    /// nowhere else to put it). Nothing to do for suites that never defer (the default).
-    fn open_deferred_in_place(&self, _buf: &mut [u8], _header_len: usize) {}
 
     /// One datagram, through the batch path.
     fn seal(&mut self, seq: u64, header_len: usize, buf: &mut [u8]) {

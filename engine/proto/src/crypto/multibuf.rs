@@ -174,75 +174,6 @@ pub(crate) fn cfb_decrypt_lanes(cipher: &Aes128, ivs: &[Block], bodies: &mut [&m
     flush_keystream(cipher, &mut keystream[..filled], &runs[..nruns], bodies);
 }
 
-/// One lane of [`cfb_decrypt_into_lanes`]: `src` is one CFB stream under `iv` starting at a
-/// block boundary, and `src[skip..skip + dst.len()]` is decrypted into `dst`.
-pub(crate) struct IntoLane<'a> {
-    pub iv: Block,
-    pub src: &'a [u8],
-    pub skip: usize,
-    pub dst: &'a mut [u8],
-}
-
-/// CFB128-decrypt every lane's range into its `dst`; the sources are only read.
-///
-/// The receiver's deferred open (`Suite::open_deferred_into`): the plaintext lands straight
-/// in the write staging buffer, so no decrypted copy is made in the datagram and then moved.
-/// As in [`cfb_decrypt_lanes`], the keystream inputs of all lanes (block `j`'s is source block
-/// `j - 1`, the IV for `j = 0`) are gathered in chunks of [`DECRYPT_CHUNK`] blocks and
-/// encrypted with one wide call each, so the AES pipeline stays full across datagrams.
-/// Panics only on a caller bug: a range past the end of its source.
-pub(crate) fn cfb_decrypt_into_lanes(cipher: &Aes128, lanes: &mut [IntoLane<'_>]) {
-    let mut keystream = [Block::default(); DECRYPT_CHUNK];
-    // (lane, first block, end block, position in `keystream`) of every run in the chunk.
-    let mut runs = [(0usize, 0usize, 0usize, 0usize); DECRYPT_CHUNK];
-    let (mut filled, mut nruns) = (0, 0);
-    for k in 0..lanes.len() {
-        let end = lanes[k].skip + lanes[k].dst.len();
-        assert!(end <= lanes[k].src.len(), "multibuf: decrypt range past the stream");
-        let (mut lo, hi) = (lanes[k].skip / BLOCK_LEN, end.div_ceil(BLOCK_LEN));
-        while lo < hi {
-            if filled == DECRYPT_CHUNK {
-                flush_into(cipher, &mut keystream, &runs[..nruns], lanes);
-                (filled, nruns) = (0, 0);
-            }
-            let n = (hi - lo).min(DECRYPT_CHUNK - filled);
-            let lane = &lanes[k];
-            let inputs = &mut keystream[filled..filled + n];
-            let first = usize::from(lo == 0);
-            if lo == 0 {
-                inputs[0] = lane.iv;
-            }
-            let from = (lo + first - 1) * BLOCK_LEN;
-            let flat = Block::slice_as_flattened_mut(&mut inputs[first..]);
-            flat.copy_from_slice(&lane.src[from..from + flat.len()]);
-            runs[nruns] = (k, lo, lo + n, filled);
-            (nruns, filled, lo) = (nruns + 1, filled + n, lo + n);
-        }
-    }
-    flush_into(cipher, &mut keystream[..filled], &runs[..nruns], lanes);
-}
-
-/// Encrypt the gathered keystream inputs and XOR each run's source into its lane's `dst`.
-fn flush_into(
-    cipher: &Aes128,
-    keystream: &mut [Block],
-    runs: &[(usize, usize, usize, usize)],
-    lanes: &mut [IntoLane<'_>],
-) {
-    cipher.encrypt_blocks(keystream);
-    let keystream = Block::slice_as_flattened(keystream);
-    for &(k, lo, hi, at) in runs {
-        let lane = &mut lanes[k];
-        let start = (lo * BLOCK_LEN).max(lane.skip);
-        let stop = (hi * BLOCK_LEN).min(lane.skip + lane.dst.len());
-        let ks = &keystream[at * BLOCK_LEN + (start - lo * BLOCK_LEN)..];
-        let out = &mut lane.dst[start - lane.skip..stop - lane.skip];
-        for ((d, s), k) in out.iter_mut().zip(&lane.src[start..stop]).zip(ks) {
-            *d = s ^ k;
-        }
-    }
-}
-
 /// Encrypt the gathered keystream inputs and XOR each run into its lane.
 fn flush_keystream(
     cipher: &Aes128,
@@ -430,33 +361,6 @@ pub(crate) mod tests {
         cfb_decrypt_lanes(&cipher, &ivs, &mut [&mut b[..], &mut a[..]]);
         assert_eq!(a, orig);
         assert_eq!(b[..], orig[..100]);
-    }
-
-    /// Decrypting into separate buffers, lanes from any offset and of any length (across
-    /// chunk boundaries, many lanes per chunk), gives the bytes of decrypting in place.
-    #[test]
-    fn cfb_decrypt_into_matches_in_place_for_every_range() {
-        let cipher = sp_cipher();
-        let iv = block(SP_IV);
-        let total = (DECRYPT_CHUNK * 2 + 3) * BLOCK_LEN + 7;
-        let plain: Vec<u8> = (0..total).map(|i| i as u8).collect();
-        let mut ct = plain.clone();
-        cfb_encrypt_lanes(&cipher, &[iv], &mut [&mut ct[..]]);
-        let mut cases = vec![(0, 0), (0, 1), (0, 16), (5, 11), (15, 2), (16, 40), (17, 2100)];
-        cases.push((3, total - 3));
-        cases.extend((0..total).step_by(97).map(|s| (s, (total - s).min(1500))));
-        for batch in cases.chunks(MAX_BATCH / 4) {
-            let mut outs: Vec<Vec<u8>> = batch.iter().map(|&(_, len)| vec![0u8; len]).collect();
-            let mut lanes: Vec<IntoLane<'_>> = batch
-                .iter()
-                .zip(&mut outs)
-                .map(|(&(skip, _), dst)| IntoLane { iv, src: &ct, skip, dst })
-                .collect();
-            cfb_decrypt_into_lanes(&cipher, &mut lanes);
-            for (&(skip, len), out) in batch.iter().zip(&outs) {
-                assert_eq!(out[..], plain[skip..skip + len], "skip {skip}, len {len}");
-            }
-        }
     }
 
     // RFC 4493 §4, examples 1-4 (key 2b7e1516..., messages of 0, 16, 40 and 64 bytes).

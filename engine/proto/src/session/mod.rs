@@ -13,11 +13,7 @@
 //! Disk is a peer: a shard asks for reads (`poll_disk`), the driver reads into the shard's own
 //! buffer (`disk_buffer_mut`) and reports the result (`handle_disk`). A receiver shard hands
 //! decrypted payload back as a [`RxOutcome::Write`]; the driver writes it from the datagram
-//! buffer and reports the result (`handle_write_done`). A driver that calls
-//! `ReceiverShard::defer_payload_decryption` gets the payload still encrypted past the body's
-//! first block and reads it through `ReceiverShard::open_payloads_into`, which decrypts it
-//! straight into the driver's write buffer (no plaintext copy made in the datagram and then
-//! moved). Failed or short writes are recovered by
+//! buffer and reports the result (`handle_write_done`). Failed or short writes are recovered by
 //! the protocol itself: the unwritten range is simply missing, so it is NAKed and sent again.
 
 pub mod coordinator;

@@ -298,28 +298,6 @@ impl ReceiverShard {
         }
     }
 
-    /// Open data datagrams deferred: the payload of a [`RxOutcome::Write`] is then
-    /// ciphertext past the body's first block, and the driver must read it only through
-    /// [`Self::open_payloads_into`] (straight into its write buffer: no decrypted copy in the
-    /// datagram moved again) or [`Self::open_payload_in_place`]. Without this call those two
-    /// are a copy and nothing.
-    pub fn defer_payload_decryption(&mut self) {
-        self.ep.defer_data_decryption();
-    }
-
-    /// The payloads `buf[payload]` of datagrams this shard answered with
-    /// [`RxOutcome::Write`], as plaintext into their `dst`s, many per call (AES-NI's
-    /// pipeline stays full across datagrams).
-    pub fn open_payloads_into(&self, items: &mut [crate::crypto::PayloadOpen<'_>]) {
-        self.ep.open_payloads_into(items);
-    }
-
-    /// The payload of a datagram this shard answered with [`RxOutcome::Write`], as plaintext
-    /// in its own buffer.
-    pub fn open_payload_in_place(&self, buf: &mut [u8]) {
-        self.ep.open_payload_in_place(buf);
-    }
-
     fn on_data(
         &mut self,
         now: Instant,

@@ -7,7 +7,7 @@
 //! body decoded and handled.
 
 use super::{AbortReason, Reject, RxOutcome, ShardStats};
-use crate::crypto::{Job, MAX_BATCH, PayloadOpen, Suite, TAG_LEN, copy_payloads};
+use crate::crypto::{Job, MAX_BATCH, Suite, TAG_LEN};
 use crate::replay::{ReplayError, ReplayWindow};
 use crate::time::{Duration, Instant};
 use crate::wire::{Body, DATA_PREFIX_LEN, HEADER_LEN, Header, PacketType};
@@ -32,10 +32,6 @@ pub(crate) struct Endpoint {
     pub last_heard: Instant,
     /// Last time we sent anything.
     pub last_sent: Instant,
-    /// Data datagrams are opened deferred (`Job::defer`): their payload past the body's
-    /// first block is read only through [`Endpoint::open_payloads_into`] or
-    /// [`Endpoint::open_payload_in_place`]. Off unless the driver asks (receiver only).
-    defer_data: bool,
 }
 
 /// A datagram that passed the pre-authentication checks.
@@ -63,30 +59,6 @@ impl Endpoint {
             stats: ShardStats::default(),
             last_heard: now,
             last_sent: now,
-            defer_data: false,
-        }
-    }
-
-    /// From now on, open data datagrams deferred (see `defer_data`).
-    pub fn defer_data_decryption(&mut self) {
-        self.defer_data = true;
-    }
-
-    /// The payloads of authenticated data datagrams, as plaintext into their `dst`s:
-    /// decrypted straight into them, many per call, if the datagrams were opened deferred,
-    /// else copied. Panics only on a caller bug: a payload outside its datagram's body.
-    pub fn open_payloads_into(&self, items: &mut [PayloadOpen<'_>]) {
-        if self.defer_data {
-            self.rx.open_deferred_into(HEADER_LEN, items);
-        } else {
-            copy_payloads(items);
-        }
-    }
-
-    /// The body of an authenticated data datagram, as plaintext in place.
-    pub fn open_payload_in_place(&self, buf: &mut [u8]) {
-        if self.defer_data {
-            self.rx.open_deferred_in_place(buf, HEADER_LEN);
         }
     }
 
@@ -195,9 +167,7 @@ impl Endpoint {
             match self.precheck(buf, accepts) {
                 Ok(header) => {
                     headers.push((index, header));
-                    let mut job = Job::new(header.seq, HEADER_LEN, buf);
-                    job.defer = self.defer_data && header.ptype == PacketType::Data;
-                    jobs.push(job);
+                    jobs.push(Job::new(header.seq, HEADER_LEN, buf));
                 }
                 Err(r) => {
                     self.stats.rejects.add(r);

@@ -2,7 +2,7 @@
 //! in-memory disk. The full fault model lives in `haul-sim`; these tests pin the session logic.
 
 use super::*;
-use crate::crypto::{KeySchedule, PayloadOpen, SessionSecret, SuiteId};
+use crate::crypto::{KeySchedule, SessionSecret, SuiteId};
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
 use std::cmp::Reverse;
@@ -59,9 +59,6 @@ fn run_blocks(
     block_log2: u8,
 ) -> Run {
     let mut rng = Rng::new(seed);
-    // Some seeds open data deferred, as the real receiver does; the payload is then read
-    // through `open_payloads_into` (straight into a buffer) or, for some, `..._in_place`.
-    let defer = seed % 4 >= 2;
     let files: Vec<FileEntry> = sizes
         .iter()
         .enumerate()
@@ -99,9 +96,6 @@ fn run_blocks(
         let (tx, rx) = shard_suites(&keys, Role::Server, s);
         rs.push(ReceiverShard::new(&params, layout.clone(), s, tx, rx, now0).unwrap());
         rs.last_mut().unwrap().with_resume(resume);
-        if defer {
-            rs.last_mut().unwrap().defer_payload_decryption();
-        }
     }
     let mut sc = SenderCoordinator::new(&params, layout.clone(), now0).unwrap();
     let mut rc = ReceiverCoordinator::new(&params, layout.clone(), now0).unwrap();
@@ -224,18 +218,10 @@ fn run_blocks(
                         Ok(len)
                     };
                     let n = *result.as_ref().unwrap_or(&0);
-                    let mut plain = vec![0u8; len];
-                    if seed % 8 == 7 {
-                        rs[s as usize].open_payload_in_place(&mut d);
-                        plain.copy_from_slice(&d[payload.clone()]);
-                    } else {
-                        let item =
-                            PayloadOpen { buf: &d, payload: payload.clone(), dst: &mut plain };
-                        rs[s as usize].open_payloads_into(&mut [item]);
-                    }
-                    recv_data[file as usize][offset as usize..][..n].copy_from_slice(&plain[..n]);
+                    recv_data[file as usize][offset as usize..][..n]
+                        .copy_from_slice(&d[payload.start..payload.start + n]);
                     if hash_from_writes {
-                        let data = &plain[..];
+                        let data = &d[payload.start..payload.end];
                         rs[s as usize].handle_write_done_data(now, file, offset, data, result);
                     } else {
                         rs[s as usize].handle_write_done(now, file, offset, len as u32, result);
