@@ -108,6 +108,8 @@ impl DiskMode {
 pub(crate) trait ReadClient {
     fn poll_read(&mut self) -> Option<DiskRead>;
     fn read_buffer(&mut self, slot: u8) -> &mut [u8];
+    /// The whole read slot, to register with the ring once (`uring::fixed`).
+    fn read_slot_region(&mut self, slot: u8) -> &mut [u8];
     fn on_read(&mut self, now: ProtoInstant, slot: u8, res: Result<usize, DiskError>);
 }
 
@@ -120,6 +122,9 @@ macro_rules! read_client {
             }
             fn read_buffer(&mut self, slot: u8) -> &mut [u8] {
                 self.disk_buffer_mut(slot)
+            }
+            fn read_slot_region(&mut self, slot: u8) -> &mut [u8] {
+                self.disk_slot_region(slot)
             }
             fn on_read(&mut self, now: ProtoInstant, slot: u8, res: Result<usize, DiskError>) {
                 self.handle_disk(now, slot, res);
@@ -162,6 +167,11 @@ pub(crate) fn issue_reads<C: ReadClient>(
                 continue;
             }
         };
+        let region = client.read_slot_region(r.slot);
+        // SAFETY: a proto shard's read slot is one Vec allocated at the shard's creation and
+        // never resized or freed before the shard; `DiskIo::drain` releases the registration
+        // before the shard is dropped. A slot already registered costs a table look-up.
+        unsafe { ring.register_fixed(region.as_mut_ptr(), region.len()) };
         let buf = client.read_buffer(r.slot);
         let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
         // SAFETY: the buffer is the unfilled part of the proto shard's read slot, a Vec
@@ -223,6 +233,8 @@ pub(crate) struct Stager {
     filling: Option<u8>,
     /// Writes submitted with O_DIRECT.
     direct_ops: u64,
+    /// The buffers were offered to the ring for registration (`uring::fixed`).
+    is_registered: bool,
 }
 
 impl Stager {
@@ -247,7 +259,7 @@ impl Stager {
             });
         }
         let order = std::collections::VecDeque::with_capacity(n);
-        Stager { mode, bufs, order, filling: None, direct_ops: 0 }
+        Stager { mode, bufs, order, filling: None, direct_ops: 0, is_registered: false }
     }
 
     /// Writes submitted with O_DIRECT so far.
@@ -341,6 +353,14 @@ impl Stager {
     ) {
         self.seal(files, shard, now);
         let Some(ring) = ring_of(backend, self.mode) else { return };
+        if !self.is_registered {
+            self.is_registered = true;
+            for b in &mut self.bufs {
+                // SAFETY: each buffer is a boxed slice allocated once in `Stager::new` and
+                // freed only with the stager, after `DiskIo::drain` released the registration.
+                unsafe { ring.register_fixed(b.buf.as_mut_ptr(), b.buf.len()) };
+            }
+        }
         for k in 0..self.order.len() {
             let i = self.order[k];
             let b = &self.bufs[usize::from(i)];
@@ -536,6 +556,8 @@ impl DiskIo {
     ) {
         if let Some(ring) = ring_of(backend, self.mode) {
             ring.drain_disk();
+            // Nothing is in flight: the registered buffers may be freed after this.
+            ring.release_fixed();
         }
         self.take_done(backend, files, client, stager, now);
     }
