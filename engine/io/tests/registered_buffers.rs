@@ -79,13 +79,8 @@ fn fixed_ops_round_trip_and_buffers_outside_regions_use_plain_ops() {
     let Some(mut ring) = ring() else { return };
     let dir = dir_in(&std::env::temp_dir(), "ring");
     let path = dir.join("f");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
+    std::fs::write(&path, b"").unwrap();
+    let file = std::fs::File::options().read(true).write(true).open(&path).unwrap();
     let fd = file.as_raw_fd();
     let mut src: Vec<u8> = (0..1 << 20).map(|i: usize| (i * 131 % 251) as u8).collect();
     let mut back = vec![0u8; 1 << 20];
