@@ -5,10 +5,11 @@
 //!
 //! Role: a sparse table of [`MAX_FIXED_BUFFERS`] entries is registered with the ring the first
 //! time a region is offered; each region then takes one entry
-//! (`io_uring_register(IORING_REGISTER_BUFFERS_UPDATE)`, one syscall per region, at start-up
-//! or at a region's first use, never per operation). [`UringBackend::push_disk_read`] and
-//! `push_disk_write` look the operation's buffer up and pick the fixed opcode when it lies
-//! wholly inside a registered region, the plain one otherwise.
+//! (`io_uring_register(IORING_REGISTER_BUFFERS_UPDATE)`): one syscall per region, at
+//! start-up or at a region's first use, never per operation (counted in `IoStats::syscalls`).
+//! [`UringBackend::push_disk_read`] and `push_disk_write` look the operation's buffer up and
+//! pick the fixed opcode when it lies wholly inside a registered region, the plain one
+//! otherwise.
 //!
 //! Invariants:
 //! - Registration pins the region's pages and counts them against RLIMIT_MEMLOCK (unless the
@@ -117,6 +118,7 @@ impl UringBackend {
             return false;
         }
         if self.fixed.state == FixedState::Unused {
+            self.stats.syscalls += 1;
             if let Err(e) = self.ring.submitter().register_buffers_sparse(MAX_FIXED_BUFFERS as u32)
             {
                 self.on_fixed_refused(&e, len);
@@ -126,6 +128,7 @@ impl UringBackend {
         }
         let iov = libc::iovec { iov_base: ptr.cast(), iov_len: len };
         let at = self.fixed.used as u32;
+        self.stats.syscalls += 1;
         // SAFETY: the caller guarantees the region is live and stays so until
         // `release_fixed` or drop; the kernel pins its pages, and `at` is a free entry of the
         // sparse table registered above.
@@ -169,6 +172,7 @@ impl UringBackend {
     pub fn release_fixed(&mut self) {
         if self.fixed.state == FixedState::Registered {
             // An error leaves the table to the ring's drop; no entry is used after this.
+            self.stats.syscalls += 1;
             let _ = self.ring.submitter().unregister_buffers();
             self.fixed.state = FixedState::Unused;
         }
