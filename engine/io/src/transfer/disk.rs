@@ -233,8 +233,6 @@ pub(crate) struct Stager {
     filling: Option<u8>,
     /// Writes submitted with O_DIRECT.
     direct_ops: u64,
-    /// The buffers were offered to the ring for registration (`uring::fixed`).
-    is_registered: bool,
 }
 
 impl Stager {
@@ -259,7 +257,7 @@ impl Stager {
             });
         }
         let order = std::collections::VecDeque::with_capacity(n);
-        Stager { mode, bufs, order, filling: None, direct_ops: 0, is_registered: false }
+        Stager { mode, bufs, order, filling: None, direct_ops: 0 }
     }
 
     /// Writes submitted with O_DIRECT so far.
@@ -353,14 +351,7 @@ impl Stager {
     ) {
         self.seal(files, shard, now);
         let Some(ring) = ring_of(backend, self.mode) else { return };
-        if !self.is_registered {
-            self.is_registered = true;
-            for b in &mut self.bufs {
-                // SAFETY: each buffer is a boxed slice allocated once in `Stager::new` and
-                // freed only with the stager, after `DiskIo::drain` released the registration.
-                unsafe { ring.register_fixed(b.buf.as_mut_ptr(), b.buf.len()) };
-            }
-        }
+        self.register(ring);
         for k in 0..self.order.len() {
             let i = self.order[k];
             let b = &self.bufs[usize::from(i)];
@@ -371,6 +362,17 @@ impl Stager {
             }
         }
         self.report_in_order(shard, now);
+    }
+
+    /// Registers the write buffers with the ring (`uring::fixed`): once, at the first
+    /// submission; afterwards a table look-up per buffer finds them registered (or the
+    /// registration refused) and changes nothing.
+    fn register(&mut self, ring: &mut UringBackend) {
+        for b in &mut self.bufs {
+            // SAFETY: each buffer is a boxed slice allocated once in `Stager::new` and freed
+            // only with the stager, after `DiskIo::drain` released the registration.
+            unsafe { ring.register_fixed(b.buf.as_mut_ptr(), b.buf.len()) };
+        }
     }
 
     /// Submits buffer `i` as up to [`PARTS`] writes (see [`split`]).
