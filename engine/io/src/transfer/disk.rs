@@ -422,14 +422,15 @@ impl Stager {
         self.report_in_order(shard, now);
     }
 
-    /// Registers the write buffers with the ring (`uring::fixed`): once, at the first
+    /// Registers the write arenas with the ring (`uring::fixed`): once, at the first
     /// submission; afterwards a table look-up per buffer finds them registered (or the
     /// registration refused) and changes nothing.
     fn register(&mut self, ring: &mut UringBackend) {
-        for b in &mut self.bufs {
-            // SAFETY: each buffer is a boxed slice allocated once in `Stager::new` and freed
-            // only with the stager, after `DiskIo::drain` released the registration.
-            unsafe { ring.register_fixed(b.buf.as_mut_ptr(), b.buf.len()) };
+        for arena in &mut self.arenas {
+            // SAFETY: each arena is a boxed slice allocated once in `Stager::new` and freed
+            // only with the stager, after `DiskIo::drain` released the registration. Every
+            // run lies inside one arena, so its writes find the arena's registration.
+            unsafe { ring.register_fixed(arena.as_mut_ptr(), arena.len()) };
         }
     }
 
