@@ -61,9 +61,11 @@ pub struct DestRoot {
 }
 
 /// An open directory beneath the destination that holds one file's final and partial names.
+/// Handles share one descriptor (closed with the last), so handing one to each of 10,000
+/// files in a directory costs no `dup` and no `close` each.
 #[derive(Debug)]
 pub struct ParentDir {
-    fd: OwnedFd,
+    fd: std::sync::Arc<OwnedFd>,
 }
 
 impl ParentDir {
@@ -72,10 +74,10 @@ impl ParentDir {
         self.fd.as_fd()
     }
 
-    /// A second handle on the same directory.
-    pub fn try_clone(&self, file: &str) -> Result<ParentDir, FileError> {
-        let fd = self.fd.try_clone().map_err(|e| FileError::io(file, Op::Open, e))?;
-        Ok(ParentDir { fd })
+    /// A second handle on the same directory (the same descriptor: no system call). Never
+    /// fails today; `file` names the file an error would be about, should that change.
+    pub fn try_clone(&self, _file: &str) -> Result<ParentDir, FileError> {
+        Ok(ParentDir { fd: self.fd.clone() })
     }
 }
 
@@ -84,10 +86,15 @@ pub const MAX_CACHED_DIRS: usize = 64;
 
 /// Directories beneath the destination opened once and reused for every file in them (a
 /// tree of many small files otherwise walks the same components for every file). Each entry
-/// was opened through [`open_beneath`] like any other; at most [`MAX_CACHED_DIRS`] are kept.
+/// was opened through [`open_beneath`] like any other; at most [`MAX_CACHED_DIRS`] are kept,
+/// and at most as many directories found missing (a lookup that does not create), so a new
+/// tree of 10,000 files costs one failed lookup per directory, not one per file.
 #[derive(Debug, Default)]
 pub struct DirCache {
-    dirs: std::collections::HashMap<String, ParentDir>,
+    /// Each directory, and whether this cache's own `mkdirat` made it (so it holds nothing
+    /// but what this process put there).
+    dirs: std::collections::HashMap<String, (ParentDir, bool)>,
+    missing: std::collections::HashSet<String>,
 }
 
 impl DirCache {
@@ -99,16 +106,37 @@ impl DirCache {
         name: &SafeName,
         create: bool,
     ) -> Result<Option<ParentDir>, FileError> {
+        Ok(self.parent_new(dest, name, create)?.map(|(p, _)| p))
+    }
+
+    /// [`parent`](Self::parent), and whether the directory was created by this cache (true
+    /// only for a directory whose own `mkdirat` succeeded here, never for one that existed).
+    pub fn parent_new(
+        &mut self,
+        dest: &DestRoot,
+        name: &SafeName,
+        create: bool,
+    ) -> Result<Option<(ParentDir, bool)>, FileError> {
         let dir = name.as_str().rsplit_once('/').map_or("", |(d, _)| d);
-        if let Some(p) = self.dirs.get(dir) {
-            return p.try_clone(name.as_str()).map(Some);
+        if let Some((p, is_new)) = self.dirs.get(dir) {
+            return Ok(Some((p.try_clone(name.as_str())?, *is_new)));
         }
-        let Some(p) = dest.walk_parent(name, create)? else { return Ok(None) };
+        if !create && self.missing.contains(dir) {
+            return Ok(None);
+        }
+        let Some((p, is_new)) = dest.walk_parent_new(name, create)? else {
+            if self.missing.len() >= MAX_CACHED_DIRS {
+                self.missing.clear();
+            }
+            self.missing.insert(dir.to_owned());
+            return Ok(None);
+        };
         if self.dirs.len() >= MAX_CACHED_DIRS {
             self.dirs.clear();
         }
-        self.dirs.insert(dir.to_owned(), p.try_clone(name.as_str())?);
-        Ok(Some(p))
+        self.missing.remove(dir);
+        self.dirs.insert(dir.to_owned(), (p.try_clone(name.as_str())?, is_new));
+        Ok(Some((p, is_new)))
     }
 }
 
@@ -164,8 +192,19 @@ impl DestRoot {
         stat_existing_in(&parent, name)
     }
     fn walk_parent(&self, name: &SafeName, create: bool) -> Result<Option<ParentDir>, FileError> {
+        Ok(self.walk_parent_new(name, create)?.map(|(p, _)| p))
+    }
+
+    /// [`walk_parent`](Self::walk_parent), and whether the last component was made by our
+    /// own `mkdirat` just now (`EEXIST` counts as not new: someone else made it).
+    fn walk_parent_new(
+        &self,
+        name: &SafeName,
+        create: bool,
+    ) -> Result<Option<(ParentDir, bool)>, FileError> {
         let mut cur: Option<OwnedFd> = None;
         let mut walked = String::new();
+        let mut is_new = false;
         for component in name.dir_components() {
             if !walked.is_empty() {
                 walked.push('/');
@@ -173,10 +212,12 @@ impl DestRoot {
             walked.push_str(component);
             let base = cur.as_ref().map_or(self.dir.as_fd(), |fd| fd.as_fd());
             let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY;
+            is_new = false;
             let next = match open_beneath(base, component, dir_flags, 0) {
                 Err(Errno::NOENT) if create => {
                     match rustix::fs::mkdirat(base, component, Mode::from_raw_mode(DIR_MODE)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Ok(()) => is_new = true,
+                        Err(Errno::EXIST) => {}
                         Err(e) => return Err(FileError::io(walked, Op::Mkdir, e)),
                     }
                     open_beneath(base, component, dir_flags, 0)
@@ -193,7 +234,7 @@ impl DestRoot {
             Some(fd) => fd,
             None => self.dir.try_clone().map_err(|e| FileError::io(name.as_str(), Op::Open, e))?,
         };
-        Ok(Some(ParentDir { fd }))
+        Ok(Some((ParentDir { fd: std::sync::Arc::new(fd) }, is_new)))
     }
 
     /// Creates and removes a probe file: proves openat2 works and that we may write here.
@@ -267,5 +308,37 @@ pub fn stat_existing_in(
         })),
         Err(Errno::NOENT) => Ok(None),
         Err(e) => Err(FileError::io(name.as_str(), Op::Stat, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_cache_knows_new_and_missing_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("old")).unwrap();
+        let dest = DestRoot::open(tmp.path()).unwrap();
+        let mut dirs = DirCache::default();
+        let name = |s: &str| SafeName::parse(s).unwrap();
+
+        // Looked up without creating: missing, and remembered as missing (no second walk).
+        assert!(dirs.parent_new(&dest, &name("new/a"), false).unwrap().is_none());
+        std::fs::create_dir(tmp.path().join("new")).unwrap();
+        assert!(dirs.parent_new(&dest, &name("new/b"), false).unwrap().is_none());
+        std::fs::remove_dir(tmp.path().join("new")).unwrap();
+
+        // Created here: new, for every file in it; one that existed is not.
+        let (_, is_new) = dirs.parent_new(&dest, &name("new/a"), true).unwrap().unwrap();
+        assert!(is_new);
+        let (_, is_new) = dirs.parent_new(&dest, &name("new/b"), true).unwrap().unwrap();
+        assert!(is_new);
+        let (_, is_new) = dirs.parent_new(&dest, &name("old/a"), true).unwrap().unwrap();
+        assert!(!is_new);
+        let (_, is_new) = dirs.parent_new(&dest, &name("top"), true).unwrap().unwrap();
+        assert!(!is_new, "the destination itself is never new");
+        // Found after creation even by a lookup that does not create.
+        assert!(dirs.parent(&dest, &name("new/c"), false).unwrap().is_some());
     }
 }

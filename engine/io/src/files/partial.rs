@@ -91,6 +91,10 @@ pub struct PartialOptions {
     /// Reserve no space: the caller checked free space for many small files at once, and a
     /// write that finds the disk full still says so ([`FileError::DiskFull`]).
     pub skip_prealloc: bool,
+    /// The parent directory was created by this process for this transfer
+    /// ([`DirCache::parent_new`](super::dest::DirCache::parent_new)): it holds no checkpoint
+    /// of an earlier attempt, so a `fresh` create need not try to remove one.
+    pub in_new_dir: bool,
 }
 
 /// Attributes to give the file at finalize.
@@ -141,6 +145,9 @@ pub struct PartialFile {
     /// The filesystem the file is on (`st_dev`, read when it was opened): a finalize batch
     /// syncs each filesystem once without a `fstat` per file.
     dev: u64,
+    /// The caller knows this partial has no checkpoint ([`Self::mark_no_checkpoint`]): the
+    /// rename skips removing one (an `unlinkat` that would fail with ENOENT).
+    is_checkpoint_absent: bool,
 }
 
 impl PartialFile {
@@ -169,7 +176,10 @@ impl PartialFile {
         let mut flags = OFlags::RDWR | OFlags::CREATE;
         if options.fresh {
             // The checkpoint goes first: it must never describe bytes we are about to discard.
-            remove_leaf(&parent, &format!("{partial}{CKPT_SUFFIX}"), name)?;
+            // A directory we just made holds none.
+            if !options.in_new_dir {
+                remove_leaf(&parent, &format!("{partial}{CKPT_SUFFIX}"), name)?;
+            }
             flags |= OFlags::TRUNC;
         }
         let fd = open_beneath(parent.as_fd(), &partial, flags, PARTIAL_MODE)
@@ -236,6 +246,7 @@ impl PartialFile {
             prealloc: Prealloc::SizeOnly,
             dest_path: dest.path().to_owned(),
             dev: st.st_dev,
+            is_checkpoint_absent: false,
         };
         Ok((partial_file, st.st_size as u64))
     }
@@ -248,6 +259,15 @@ impl PartialFile {
     /// The filesystem the file is on (`st_dev`).
     pub fn dev(&self) -> u64 {
         self.dev
+    }
+
+    /// Tells the file that it has no checkpoint: the caller removed any earlier attempt's when
+    /// it created the partial fresh and has written none since. Finalizing then makes no
+    /// attempt to remove one. Wrongly set, a stale checkpoint would outlive its file (harmless
+    /// to the file, which is in place; a later transfer of the same name starts fresh or
+    /// checks the checkpoint's identity).
+    pub fn mark_no_checkpoint(&mut self) {
+        self.is_checkpoint_absent = true;
     }
 
     /// The partial file's own name in its directory.
@@ -332,7 +352,7 @@ impl PartialFile {
     pub(crate) fn apply_attrs(&self, attrs: &FinalAttrs) -> Result<Finalized, FileError> {
         let file = self.name.as_str();
         let fd = self.file.as_fd();
-        let is_root = rustix::process::geteuid().is_root();
+        let is_root = is_root();
         let mut done = Finalized::default();
         if let Some((uid, gid)) = attrs.owner {
             let owner = Some(rustix::process::Uid::from_raw(uid));
@@ -357,6 +377,9 @@ impl PartialFile {
     /// Renames the partial to the final name and removes the checkpoint; no sync.
     pub(crate) fn rename_into_place(&self, overwrite: bool) -> Result<(), FileError> {
         rename_into_place(&self.parent, &self.partial, &self.name, overwrite)?;
+        if self.is_checkpoint_absent {
+            return Ok(());
+        }
         remove_leaf(&self.parent, &format!("{}{CKPT_SUFFIX}", self.partial), &self.name)
     }
 
@@ -529,6 +552,13 @@ fn rename_into_place(
     }
 }
 
+/// True when the process runs as root; asked once (the effective uid of a receiver does not
+/// change during a transfer, and one `geteuid` per finalized file shows in small-file runs).
+fn is_root() -> bool {
+    static IS_ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IS_ROOT.get_or_init(|| rustix::process::geteuid().is_root())
+}
+
 /// Splits nanoseconds since the epoch (possibly negative) into a timespec.
 pub fn timespec_of_ns(ns: i64) -> rustix::fs::Timespec {
     rustix::fs::Timespec {
@@ -557,6 +587,34 @@ mod tests {
         assert_eq!(final_mode(0o6755, true, false), 0o755);
         assert_eq!(final_mode(0o6755, true, true), 0o6755);
         assert_eq!(final_mode(0o1777, false, false), 0o1777);
+    }
+
+    #[test]
+    fn checkpoint_removal_is_skipped_only_when_known_absent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = DestRoot::open(tmp.path()).unwrap();
+        let ckpt = |n: &str| tmp.path().join(format!(".{n}.haul-partial{CKPT_SUFFIX}"));
+        let fresh = PartialOptions { fresh: true, skip_prealloc: true, ..Default::default() };
+        for (n, known_absent) in [("a", false), ("b", true)] {
+            std::fs::write(ckpt(n), b"stale").unwrap();
+            let name = SafeName::parse(n).unwrap();
+            // In a directory that existed, a fresh create removes a stale checkpoint...
+            let mut p = PartialFile::create(&dest, &name, 1, fresh).unwrap();
+            assert!(!ckpt(n).exists());
+            // ...and the rename removes one unless told there is none.
+            std::fs::write(ckpt(n), b"stale").unwrap();
+            if known_absent {
+                p.mark_no_checkpoint();
+            }
+            p.rename_into_place(false).unwrap();
+            assert!(tmp.path().join(n).exists());
+            assert_eq!(ckpt(n).exists(), known_absent);
+        }
+        // A fresh create in a directory made for this transfer does not look for one.
+        std::fs::write(ckpt("c"), b"stale").unwrap();
+        let in_new_dir = PartialOptions { in_new_dir: true, ..fresh };
+        PartialFile::create(&dest, &SafeName::parse("c").unwrap(), 1, in_new_dir).unwrap();
+        assert!(ckpt("c").exists());
     }
 
     #[test]

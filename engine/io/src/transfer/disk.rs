@@ -3,12 +3,17 @@
 //! thread otherwise (the portable backend, a ring without Read/Write, or `HAUL_DISK_IO=sync`).
 //!
 //! Reads go straight into the proto shard's read-slot buffers; writes go from [`Stager`]
-//! buffers, into which the receive callback copies contiguous payloads.
+//! buffers, into which the receive callback copies contiguous payloads. A buffer is one run
+//! (one file, contiguous bytes) placed in one of a few large arenas: a large file's run
+//! fills an arena, while the runs of many small files share one, one after the other (each
+//! small file is then one write, not one per datagram).
 //!
 //! Invariants:
-//! - At most `MAX_DISK_IN_FLIGHT` ring operations at once (the ring's own bound), and at
-//!   most [`STAGING_BUFFERS`] write buffers of [`STAGING_BYTES`]; everything is allocated at
-//!   start-up, nothing per datagram or per operation.
+//! - At most `MAX_DISK_IN_FLIGHT` ring operations at once (the ring's own bound), at most
+//!   [`STAGING_RUNS`] runs staged and [`STAGING_BUFFERS`] arenas of [`STAGING_BYTES`];
+//!   everything is allocated at start-up, nothing per datagram or per operation.
+//! - Runs never overlap in memory: a new run starts (aligned) after the end of every run
+//!   still live in its arena, and only the run being filled grows, up to the arena's end.
 //! - A buffer the kernel may be using is not touched: the proto shard hands out only the part
 //!   of a read slot still to be filled (`disk_buffer_mut`), keeps the slot's read in flight
 //!   until its completion is handed back, and meanwhile uses only the part already filled; a staging buffer stays in flight until
@@ -31,11 +36,15 @@ use std::time::Duration;
 /// when the backend is io_uring, with O_DIRECT for the receiver's aligned writes where the
 /// filesystem allows it).
 pub const DISK_IO_ENV: &str = "HAUL_DISK_IO";
-/// Write buffers of one receiver shard.
+/// Write arenas of one receiver shard.
 pub(crate) const STAGING_BUFFERS: usize = 8;
-/// Bytes of one write buffer: contiguous payloads coalesce into one write.
+/// Bytes of one write arena: contiguous payloads coalesce into one write.
 pub(crate) const STAGING_BYTES: usize = 1 << 20;
-/// Free write buffers wanted before a receive: one receive hands over at most
+/// Runs (writes) staged at once, over all arenas: an arena holds about 30 runs of 1-64 KiB
+/// files, so this many keep about four arenas in use with small files before a payload has
+/// to be written synchronously.
+pub(crate) const STAGING_RUNS: usize = 128;
+/// Free write arenas wanted before a receive: one receive hands over at most
 /// `RECV_BUFFERS` GRO buffers of 64 KiB (4 MiB), so with this many free, payloads that
 /// arrive in order never run out of buffers.
 const MIN_FREE_STAGING: usize = 5;
@@ -52,7 +61,8 @@ const TAG_WRITE: u64 = 1 << 63;
 /// file has it), unaligned tail (buffered).
 const PARTS: usize = 3;
 
-const _: () = assert!(STAGING_BUFFERS <= 256 && MIN_FREE_STAGING < STAGING_BUFFERS);
+const _: () = assert!(STAGING_RUNS <= 256 && MIN_FREE_STAGING < STAGING_BUFFERS);
+const _: () = assert!(STAGING_BUFFERS <= 256 && STAGING_BUFFERS <= STAGING_RUNS);
 const _: () = assert!(STAGING_BYTES <= u32::MAX as usize);
 
 fn tag(file: u32, index: u8, is_write: bool, part: usize) -> u64 {
@@ -200,12 +210,14 @@ enum StageState {
     Done(Result<usize, DiskError>),
 }
 
+/// One run: a write of contiguous bytes of one file, staged in an arena.
 #[derive(Debug)]
 struct StageBuf {
-    /// Data for file offset `o` sits at `start + (o - offset)`, where `start` is the first
-    /// `MAX_DIRECT_ALIGN`-aligned address of the buffer plus `offset % MAX_DIRECT_ALIGN`, so
+    /// The arena holding the bytes.
+    arena: u8,
+    /// Data for file offset `o` sits at `start + (o - offset)` in the arena, where `start` is
+    /// a `MAX_DIRECT_ALIGN`-aligned address of the arena plus `offset % MAX_DIRECT_ALIGN`, so
     /// an aligned file offset is at an aligned address.
-    buf: Box<[u8]>,
     start: usize,
     file: u32,
     offset: u64,
@@ -218,8 +230,12 @@ struct StageBuf {
 }
 
 impl StageBuf {
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..self.start + self.len]
+    fn data<'a>(&self, arenas: &'a [Box<[u8]>]) -> &'a [u8] {
+        &arenas[usize::from(self.arena)][self.start..self.start + self.len]
+    }
+
+    fn is_live(&self) -> bool {
+        self.state != StageState::Free
     }
 }
 
@@ -227,6 +243,11 @@ impl StageBuf {
 #[derive(Debug)]
 pub(crate) struct Stager {
     mode: DiskMode,
+    /// The memory runs are staged in, allocated once.
+    arenas: Vec<Box<[u8]>>,
+    /// The arena new runs go to while they fit.
+    arena_now: u8,
+    /// The runs.
     bufs: Vec<StageBuf>,
     /// Sealed, in-flight and done buffers, oldest first (capacity STAGING_BUFFERS).
     order: std::collections::VecDeque<u8>,
@@ -238,14 +259,17 @@ pub(crate) struct Stager {
 impl Stager {
     pub(crate) fn new(mode: DiskMode) -> Stager {
         // Synchronous writes complete at once: one buffer is all they use.
-        let n = if mode == DiskMode::Ring { STAGING_BUFFERS } else { 1 };
-        let mut bufs = Vec::with_capacity(n);
-        for _ in 0..n {
-            // Room to start at an aligned address and then at any offset within a block.
-            let bytes = STAGING_BYTES + 2 * MAX_DIRECT_ALIGN as usize;
-            let buf = vec![0u8; bytes].into_boxed_slice();
+        let (n, runs) = match mode {
+            DiskMode::Ring => (STAGING_BUFFERS, STAGING_RUNS),
+            DiskMode::Sync => (1, 1),
+        };
+        // Room to start at an aligned address and then at any offset within a block.
+        let bytes = STAGING_BYTES + 2 * MAX_DIRECT_ALIGN as usize;
+        let arenas = (0..n).map(|_| vec![0u8; bytes].into_boxed_slice()).collect();
+        let mut bufs = Vec::with_capacity(runs);
+        for _ in 0..runs {
             bufs.push(StageBuf {
-                buf,
+                arena: 0,
                 start: 0,
                 file: 0,
                 offset: 0,
@@ -256,8 +280,8 @@ impl Stager {
                 error: None,
             });
         }
-        let order = std::collections::VecDeque::with_capacity(n);
-        Stager { mode, bufs, order, filling: None, direct_ops: 0 }
+        let order = std::collections::VecDeque::with_capacity(runs);
+        Stager { mode, arenas, arena_now: 0, bufs, order, filling: None, direct_ops: 0 }
     }
 
     /// Writes submitted with O_DIRECT so far.
@@ -265,8 +289,45 @@ impl Stager {
         self.direct_ops
     }
 
+    /// Arenas without a live run.
     fn free_count(&self) -> usize {
-        self.bufs.iter().filter(|b| b.state == StageState::Free).count()
+        (0..self.arenas.len()).filter(|&a| !self.is_arena_live(a as u8)).count()
+    }
+
+    fn is_arena_live(&self, arena: u8) -> bool {
+        self.bufs.iter().any(|b| b.arena == arena && b.is_live())
+    }
+
+    /// Where a new run of `len` bytes whose first byte is `in_block` bytes into a block
+    /// goes: a free run and its arena and start, after every live run of the current arena
+    /// if it fits there, else at the beginning of an arena with no live run.
+    fn place(&mut self, len: usize, in_block: usize) -> Option<(usize, u8, usize)> {
+        let run = self.bufs.iter().position(|b| !b.is_live())?;
+        let align = MAX_DIRECT_ALIGN as usize;
+        let start_after = |arena: &[u8], used: usize| {
+            let at = used.min(arena.len());
+            let start = at + arena[at..].as_ptr().align_offset(align) + in_block;
+            (start + len <= arena.len()).then_some(start)
+        };
+        let now = self.arena_now;
+        let used = self
+            .bufs
+            .iter()
+            .filter(|b| b.arena == now && b.is_live())
+            .map(|b| b.start + b.len)
+            .max()
+            .unwrap_or(0);
+        if let Some(start) = start_after(&self.arenas[usize::from(now)], used) {
+            return Some((run, now, start));
+        }
+        for a in 0..self.arenas.len() as u8 {
+            if a != now && !self.is_arena_live(a) {
+                let start = start_after(&self.arenas[usize::from(a)], 0)?;
+                self.arena_now = a;
+                return Some((run, a, start));
+            }
+        }
+        None
     }
 
     /// Adds one payload, from inside the receive callback (no ring access there): appended
@@ -283,19 +344,17 @@ impl Stager {
             let b = &mut self.bufs[usize::from(i)];
             let contiguous = file == b.file && offset == b.offset + b.len as u64;
             let at = b.start + b.len;
-            if contiguous && at + data.len() <= b.buf.len() {
-                b.buf[at..at + data.len()].copy_from_slice(data);
+            let arena = &mut self.arenas[usize::from(b.arena)];
+            // The run being filled is the last placed in its arena: it may grow to the end.
+            if contiguous && at + data.len() <= arena.len() {
+                arena[at..at + data.len()].copy_from_slice(data);
                 b.len += data.len();
                 return;
             }
             self.seal(files, shard, now);
         }
         let in_block = (offset % u64::from(MAX_DIRECT_ALIGN)) as usize;
-        let free = self.bufs.iter().position(|b| b.state == StageState::Free);
-        let start =
-            |b: &StageBuf| b.buf.as_ptr().align_offset(MAX_DIRECT_ALIGN as usize) + in_block;
-        let fits = |b: &StageBuf| start(b) + data.len() <= b.buf.len();
-        let Some(i) = free.filter(|&i| fits(&self.bufs[i])) else {
+        let Some((i, arena, start)) = self.place(data.len(), in_block) else {
             // A buffered write beside an in-flight O_DIRECT write of the same pages could
             // leave a stale cached page over the direct data: drop it instead (a transient
             // error; the shard forgets the bytes and asks for them again).
@@ -307,10 +366,9 @@ impl Stager {
             shard.handle_write_done_data(now, file, offset, data, res);
             return;
         };
+        self.arenas[usize::from(arena)][start..start + data.len()].copy_from_slice(data);
         let b = &mut self.bufs[i];
-        let start = start(b);
-        b.buf[start..start + data.len()].copy_from_slice(data);
-        (b.start, b.file, b.offset, b.len) = (start, file, offset, data.len());
+        (b.arena, b.start, b.file, b.offset, b.len) = (arena, start, file, offset, data.len());
         (b.state, b.error) = (StageState::Filling, None);
         self.filling = Some(i as u8);
     }
@@ -335,7 +393,7 @@ impl Stager {
         b.state = StageState::Sealed;
         self.order.push_back(i);
         if self.mode == DiskMode::Sync {
-            let res = files.write_at(b.file, b.offset, b.data());
+            let res = files.write_at(b.file, b.offset, b.data(&self.arenas));
             b.state = StageState::Done(res);
             self.report_in_order(shard, now);
         }
@@ -364,14 +422,15 @@ impl Stager {
         self.report_in_order(shard, now);
     }
 
-    /// Registers the write buffers with the ring (`uring::fixed`): once, at the first
+    /// Registers the write arenas with the ring (`uring::fixed`): once, at the first
     /// submission; afterwards a table look-up per buffer finds them registered (or the
     /// registration refused) and changes nothing.
     fn register(&mut self, ring: &mut UringBackend) {
-        for b in &mut self.bufs {
-            // SAFETY: each buffer is a boxed slice allocated once in `Stager::new` and freed
-            // only with the stager, after `DiskIo::drain` released the registration.
-            unsafe { ring.register_fixed(b.buf.as_mut_ptr(), b.buf.len()) };
+        for arena in &mut self.arenas {
+            // SAFETY: each arena is a boxed slice allocated once in `Stager::new` and freed
+            // only with the stager, after `DiskIo::drain` released the registration. Every
+            // run lies inside one arena, so its writes find the arena's registration.
+            unsafe { ring.register_fixed(arena.as_mut_ptr(), arena.len()) };
         }
     }
 
@@ -399,12 +458,14 @@ impl Stager {
                 _ => (fd, false),
             };
             let at = b.offset + range.start as u64;
-            let ptr = b.buf[b.start + range.start..].as_ptr();
-            // SAFETY: the buffer is a mapping owned by this stager, allocated once; it is not
-            // written while `InFlight` (only `Free` buffers are filled) and not freed before
-            // its completions are taken (`DiskIo::drain` before drop). The descriptors are
-            // pinned until the last part completes. An O_DIRECT part is aligned in memory,
-            // offset and length by construction (`split`, and `start`).
+            let arena = &self.arenas[usize::from(b.arena)];
+            let ptr = arena[b.start + range.start..].as_ptr();
+            // SAFETY: the arena is owned by this stager, allocated once; this run's bytes are
+            // not written while `InFlight` (only the run being filled grows, and runs never
+            // overlap: `place`) and the arena is not freed before its completions are taken
+            // (`DiskIo::drain` before drop). The descriptors are pinned until the last part
+            // completes. An O_DIRECT part is aligned in memory, offset and length by
+            // construction (`split`, and `start`).
             let pushed = unsafe {
                 ring.push_disk_write(fd, ptr, range.len() as u32, at, tag(b.file, i, true, part))
             };
@@ -414,7 +475,7 @@ impl Stager {
                     self.direct_ops += u64::from(is_direct);
                 }
                 Err(_) => {
-                    let data = &b.buf[b.start + range.start..b.start + range.end];
+                    let data = &arena[b.start + range.start..b.start + range.end];
                     if let Err(e) = files.write_at(b.file, at, data) {
                         b.error.get_or_insert(e);
                     }
@@ -442,13 +503,14 @@ impl Stager {
             // done or a real error, ENOSPC included.
             Ok(n) => {
                 let from = range.start + n;
-                let data = &b.buf[b.start + from..b.start + range.end];
+                let data = &self.arenas[usize::from(b.arena)][b.start + from..b.start + range.end];
                 files
                     .write_at(b.file, b.offset + from as u64, data)
                     .and_then(|m| if m == data.len() { Ok(()) } else { Err(DiskError::NoSpace) })
             }
             Err(e) if e.is_transient() => {
-                let data = &b.buf[b.start + range.start..b.start + range.end];
+                let arena = &self.arenas[usize::from(b.arena)];
+                let data = &arena[b.start + range.start..b.start + range.end];
                 files.write_at(b.file, b.offset + range.start as u64, data).map(|_| ())
             }
             Err(e) => Err(e),
@@ -468,7 +530,7 @@ impl Stager {
         while let Some(&i) = self.order.front() {
             let b = &mut self.bufs[usize::from(i)];
             let StageState::Done(res) = b.state else { break };
-            shard.handle_write_done_data(now, b.file, b.offset, b.data(), res);
+            shard.handle_write_done_data(now, b.file, b.offset, b.data(&self.arenas), res);
             b.state = StageState::Free;
             self.order.pop_front();
         }
@@ -532,7 +594,7 @@ impl DiskIo {
             self.take_done(backend, files, shard, Some(stager), now);
             // Writes held back behind a write of the same pages go out once it ended.
             stager.submit(backend, files, shard, now);
-            if stager.free_count() >= MIN_FREE_STAGING.min(stager.bufs.len()) {
+            if stager.free_count() >= MIN_FREE_STAGING.min(stager.arenas.len()) {
                 return;
             }
             match ring_of(backend, self.mode) {

@@ -825,7 +825,8 @@ pub fn run_receiver_cancellable(
         shards.push(Some(shard));
     }
     let shards = std::sync::Mutex::new(shards);
-    let source = store::FileSource::Beneath(files.dest.clone(), files.partials.clone());
+    let sizes = Arc::new(manifest.files().iter().map(|f| f.size).collect());
+    let source = store::FileSource::Beneath(files.dest.clone(), files.partials.clone(), sizes);
     let threads = spawn_shards(
         sockets,
         &peers,

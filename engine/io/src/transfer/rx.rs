@@ -52,13 +52,13 @@ pub(crate) const SMALL_FILE_BYTES: u64 = 1 << 20;
 /// commit, so this stays well under the usual 1024-descriptor limit.
 pub(crate) const FINALIZE_BATCH_FILES: usize = 256;
 
-/// A cached directory of `name`, created if missing.
+/// A cached directory of `name`, created if missing, and whether this receive created it.
 fn parent_of(
     dirs: &mut DirCache,
     dest: &DestRoot,
     name: &SafeName,
-) -> Result<ParentDir, FileError> {
-    dirs.parent(dest, name, true)?.ok_or_else(|| FileError::Escape { file: name.to_string() })
+) -> Result<(ParentDir, bool), FileError> {
+    dirs.parent_new(dest, name, true)?.ok_or_else(|| FileError::Escape { file: name.to_string() })
 }
 
 /// The partial files of one receive, and what the coordinator needs to checkpoint and
@@ -71,6 +71,9 @@ pub(crate) struct RxFiles {
     pub partials: Arc<Vec<String>>,
     replace: Vec<bool>,
     checkpoints: Vec<Option<CheckpointWriter>>,
+    /// Per file: a checkpoint may exist (kept from an earlier attempt, or one was begun in
+    /// this one). A file created fresh and never checkpointed has none to remove at finalize.
+    may_have_checkpoint: Vec<bool>,
     recorded: Vec<u64>,
     dirs: DirCache,
 }
@@ -97,6 +100,7 @@ pub(crate) fn create_partials(
         partials: Arc::new(Vec::new()),
         replace: Vec::with_capacity(n),
         checkpoints: (0..n).map(|_| None).collect(),
+        may_have_checkpoint: (0..n).map(|i| resume.get(i).is_some_and(|&k| k > 0)).collect(),
         recorded: resume.to_vec(),
         dirs: DirCache::default(),
     };
@@ -110,14 +114,16 @@ pub(crate) fn create_partials(
     let mut partials = Vec::with_capacity(n);
     for ((i, entry), name) in manifest.files().iter().enumerate().zip(names) {
         let kept = resume.get(i).copied().unwrap_or(0);
+        // Created (sized, its space checked) now, then closed: the shards open what they
+        // need and reserve space a chunk ahead of their writes (`files::space::ReserveAhead`).
+        let (parent, in_new_dir) =
+            parent_of(&mut rx.dirs, &rx.dest, &name).map_err(|e| file_error(&e))?;
         let opts = PartialOptions {
             direct_io: false,
             fresh: kept == 0,
             skip_prealloc: entry.size <= SMALL_FILE_BYTES,
+            in_new_dir,
         };
-        // Created (sized, its space checked) now, then closed: the shards open what they
-        // need and reserve space a chunk ahead of their writes (`files::space::ReserveAhead`).
-        let parent = parent_of(&mut rx.dirs, &rx.dest, &name).map_err(|e| file_error(&e))?;
         let partial = PartialFile::create_in(&rx.dest, parent, &name, entry.size, opts)
             .map_err(|e| file_error(&e))?;
         // All the large files together must fit too, not only each one alone: nothing is
@@ -186,7 +192,7 @@ impl RxFiles {
         let name = self.names.get(i)?;
         Some(
             parent_of(&mut self.dirs, &self.dest, name)
-                .and_then(|parent| PartialFile::open_in(&self.dest, parent, name, size)),
+                .and_then(|(parent, _)| PartialFile::open_in(&self.dest, parent, name, size)),
         )
     }
 
@@ -215,6 +221,7 @@ impl RxFiles {
                 FileIdentity { size: entry.size, mtime_ns: entry.mtime_ns, head_hash: None };
             // A failed checkpoint only weakens resume; the transfer itself goes on.
             let kept = [core::ops::Range { start: 0, end: done }];
+            self.may_have_checkpoint[i] = true;
             self.checkpoints[i] = CheckpointWriter::new(&partial, identity, &kept).ok();
         }
         if let Some(w) = self.checkpoints[i].as_mut()
@@ -242,7 +249,10 @@ impl RxFiles {
         let Some(partial) = self.open_partial(i, entry.size) else {
             return Err((DiskError::Missing, format!("file {file} has no partial file")));
         };
-        let partial = partial.map_err(|e| finalize_failure(&e))?;
+        let mut partial = partial.map_err(|e| finalize_failure(&e))?;
+        if !self.may_have_checkpoint.get(i).copied().unwrap_or(true) {
+            partial.mark_no_checkpoint();
+        }
         let sent = options.file_attrs.get(i);
         let attrs = FinalAttrs {
             mode: entry.mode,

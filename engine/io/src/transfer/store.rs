@@ -7,6 +7,7 @@
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (`files::dest`); a file is written as a
 //! hidden partial and renamed into place only after its checksum verified.
 
+use super::rx::SMALL_FILE_BYTES;
 use crate::files::space::ReserveAhead;
 use haul_proto::session::DiskError;
 use std::collections::HashMap;
@@ -41,8 +42,13 @@ pub(crate) fn errno_error(errno: i32) -> DiskError {
 pub(crate) enum FileSource {
     /// The sender's sources, opened read-only by path (given by the local user).
     Paths(std::sync::Arc<Vec<PathBuf>>),
-    /// The receiver's partial files, opened read-write beneath the destination with openat2.
-    Beneath(std::sync::Arc<crate::files::DestRoot>, std::sync::Arc<Vec<String>>),
+    /// The receiver's partial files, opened read-write beneath the destination with openat2:
+    /// the destination, each partial's relative path, each file's size (the manifest's).
+    Beneath(
+        std::sync::Arc<crate::files::DestRoot>,
+        std::sync::Arc<Vec<String>>,
+        std::sync::Arc<Vec<u64>>,
+    ),
 }
 
 /// Largest O_DIRECT alignment (memory and offset) the shards handle; a filesystem that asks
@@ -172,12 +178,20 @@ impl OpenFiles {
                 let file = File::open(path).map_err(|e| disk_error(&e))?;
                 Ok(Open { file, direct: None, pins: 0, reserve: None })
             }
-            FileSource::Beneath(dest, rel) => {
+            FileSource::Beneath(dest, rel, sizes) => {
                 let rel = rel.get(file as usize).ok_or(DiskError::Missing)?;
+                let small = sizes.get(file as usize).is_some_and(|&s| s <= SMALL_FILE_BYTES);
                 let flags = rustix::fs::OFlags::RDWR;
                 let file = crate::files::dest::open_beneath(dest.as_fd(), rel, flags, 0)
                     .map(File::from)
                     .map_err(|e| errno_error(e.raw_os_error()))?;
+                if small {
+                    // Nothing to reserve (its space was checked with all the small files',
+                    // and it was not sized at creation) and no O_DIRECT twin: a few buffered
+                    // writes, made durable by the finalize batch's syncfs, cost less than the
+                    // twin's open and stats (docs/FILES.md, "Many small files").
+                    return Ok(Open { file, direct: None, pins: 0, reserve: None });
+                }
                 // The coordinator set the partial's final size at creation.
                 let size = file.metadata().map_err(|e| disk_error(&e))?.len();
                 let reserve = ReserveAhead::new(&file, size);
