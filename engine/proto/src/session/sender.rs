@@ -8,7 +8,7 @@
 //! - A NAKed range is resent at most once per round trip (`recent`), so a NAK repeated while
 //!   the resend is in flight does not cause a redundant resend; sooner only when the feedback
 //!   shows the receiver had already seen traffic sent after that resend (it was lost).
-//! - At the tail (every byte sent once) each resend goes out [`tail_copies`] times and the
+//! - At the tail (every byte sent once) each resend goes out [`tail_data_copies`] times and the
 //!   last datagram is sent again at once: what would otherwise cost a round trip per loss is
 //!   paid in a few duplicate datagrams instead (bounded by the holes of the last round trip).
 //! - Memory grows with the number of holes and read slots, never with the file size.
@@ -53,8 +53,14 @@ const FILE_DONE_BACKOFF_MAX: u32 = 6;
 /// (2 RTT) after the receiver had every byte (measured: 1 Gbit/s, 200 ms, 5% loss, the file
 /// renamed 190 ms after its last byte arrived, 1.6% of the goodput).
 const FILE_DONE_COPY_GAP: Duration = Duration::from_millis(2);
-/// Most recent resends remembered to ignore stale NAKs (`recent`; about 0.7 MiB at most).
-const MAX_RECENT: usize = 16_384;
+/// Most recent resends remembered to ignore stale NAKs (`recent`; about 2.5 MiB at most).
+/// Pruning keeps at most half of it, and it must hold every resend of the last
+/// [`SenderShard::nak_fresh`] (1.25 RTT): an entry dropped while fresh turns the next NAK of
+/// its range, written before the resend arrived, into a redundant resend. At 16,384 the
+/// pruning kept 8,192 of the ~11,600 fresh entries of a 1 Gbit/s, 1 s RTT, 10% loss path
+/// every second, and 1.4% of the file arrived twice. Half of this covers ~26,000 resends
+/// per second at 1 s RTT (1 Gbit/s at 30% loss).
+const MAX_RECENT: usize = 65_536;
 /// Most first-pass blocks read at once: the block being sent and the next. Deeper read-ahead
 /// only made the bytes cold before they were copied into datagrams (16 slots of 1 MiB, far
 /// beyond the L2 cache, cost the sender's payload copy about a third more).
@@ -73,6 +79,15 @@ pub const MAX_TAIL_COPIES: u8 = 3;
 const NEAR_TAIL_COPIES: u8 = 2;
 /// Above this share of resent bytes, the tail sends [`MAX_TAIL_COPIES`] copies, below it two.
 const TAIL_HIGH_LOSS: f64 = 0.02;
+/// Most copies of one data resend at the tail (see [`tail_data_copies`]).
+const MAX_TAIL_DATA_COPIES: u8 = 5;
+/// The tail's data copies are chosen so that fewer than this many of its holes are expected
+/// to be lost in every copy (each such hole costs the transfer one more round trip).
+const TAIL_SURVIVORS: f64 = 0.2;
+/// Copies beyond [`tail_copies`] are added only while the tail's expected redundant bytes
+/// stay under this share of the slice (the redundant-bytes bound is 1% of the file, and the
+/// near-tail copies and the resends of the steady state take their part of it).
+const TAIL_REDUNDANT_SHARE: f64 = 0.0075;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
@@ -501,7 +516,8 @@ impl SenderShard {
         let repeats = if first_pass {
             0
         } else if self.next_new >= self.stream_end {
-            tail_copies(&self.ep.stats) - 1
+            let budget = TAIL_REDUNDANT_SHARE * self.stream_end as f64 / self.payload_max as f64;
+            tail_data_copies(&self.ep.stats, self.rtt_datagrams(), budget) - 1
         } else if self.is_near_tail() {
             NEAR_TAIL_COPIES - 1
         } else {
@@ -526,9 +542,17 @@ impl SenderShard {
     /// last new byte, so losing it adds a NAK round to the end of the transfer.
     fn is_near_tail(&self) -> bool {
         let left = self.stream_end.saturating_sub(self.next_new);
-        let rtt_bytes =
-            u128::from(self.rate_bps) * u128::from(self.srtt.as_nanos()) / 8_000_000_000;
-        u128::from(left) <= rtt_bytes
+        u128::from(left) <= self.rtt_bytes()
+    }
+
+    /// Bytes (at the IP layer) sent in one smoothed RTT at the current pacing rate.
+    fn rtt_bytes(&self) -> u128 {
+        u128::from(self.rate_bps) * u128::from(self.srtt.as_nanos()) / 8_000_000_000
+    }
+
+    /// Datagrams sent in one smoothed RTT at the current pacing rate.
+    fn rtt_datagrams(&self) -> f64 {
+        self.rtt_bytes() as f64 / (self.datagram_size as u64 + self.ip_overhead).max(1) as f64
     }
 }
 
@@ -538,6 +562,32 @@ impl SenderShard {
 pub fn tail_copies(stats: &ShardStats) -> u8 {
     let sent = stats.data_bytes_sent.max(1) as f64;
     if stats.data_bytes_resent as f64 / sent > TAIL_HIGH_LOSS { MAX_TAIL_COPIES } else { 2 }
+}
+
+/// Copies of each data resend once every byte has been sent once: the fewest, from
+/// [`tail_copies`] up to [`MAX_TAIL_DATA_COPIES`], that leave under [`TAIL_SURVIVORS`] holes
+/// lost in every copy, as long as the copies' redundant datagrams stay within
+/// `budget_datagrams`. The tail's holes are the losses of the last round trip, about
+/// `loss × rtt_datagrams`, and each has one round to arrive: the last first-pass byte's hole
+/// is resent one RTT after it was sent, so any hole whose copies all fail adds a round trip.
+/// With three copies, 1 Gbit/s at 1 s RTT and 10% loss left ~9 of its ~8,800 tail holes for a
+/// second round (one more second of ~62: the file was renamed 2.6 s after its last first-pass
+/// byte was sent); five copies leave 0.09. Each copy arrives with probability `1 − loss`, so
+/// `c` copies cost `c × (1 − loss) − 1` redundant datagrams per hole. Loss is estimated from
+/// the share of bytes resent so far (`r = p / (1 − p)`).
+pub fn tail_data_copies(stats: &ShardStats, rtt_datagrams: f64, budget_datagrams: f64) -> u8 {
+    let resent = stats.data_bytes_resent as f64 / stats.data_bytes_sent.max(1) as f64;
+    let loss = (resent / (1.0 + resent)).clamp(0.0, 1.0);
+    let holes = loss * rtt_datagrams.max(1.0);
+    let mut copies = tail_copies(stats);
+    while copies < MAX_TAIL_DATA_COPIES && holes * loss.powi(i32::from(copies)) > TAIL_SURVIVORS {
+        let redundant = (f64::from(copies + 1) * (1.0 - loss) - 1.0) * holes;
+        if redundant > budget_datagrams {
+            break;
+        }
+        copies += 1;
+    }
+    copies
 }
 
 impl SenderShard {}
@@ -751,10 +801,7 @@ impl SenderShard {
             }
         } else {
             self.ep.stats.data_bytes_resent += len;
-            self.recent.insert(pos, (pos + len, now));
-            if self.recent.len() >= MAX_RECENT {
-                self.prune_recent(now);
-            }
+            self.note_resent(now, pos..pos + len);
         }
         self.fb_sent_bytes += len;
         self.pmtu.on_data_sent(now);
@@ -849,6 +896,14 @@ impl SenderShard {
     /// resend arrived) and ignored.
     fn nak_fresh(&self) -> Duration {
         self.srtt.saturating_mul(5).div(4) + Duration::from_millis(4)
+    }
+
+    /// Remember a resend, so that NAKs of its range written before it arrived are ignored.
+    fn note_resent(&mut self, now: Instant, range: core::ops::Range<u64>) {
+        self.recent.insert(range.start, (range.end, now));
+        if self.recent.len() >= MAX_RECENT {
+            self.prune_recent(now);
+        }
     }
 
     /// Bound `recent`. It was pruned only below the cumulative ack, so while a hole stayed
@@ -1184,6 +1239,49 @@ mod tests {
         }
         assert!(!is_file_done(s.next_control(t)), "then the backoff");
         assert!(is_file_done(s.next_control(t + s.control_resend_interval())));
+    }
+
+    /// Regression (issue 4, 1 Gbit/s, 1 s RTT, 10% loss: 1.4% of the file arrived twice):
+    /// `recent` was cut to 8,192 entries whenever it reached 16,384, while ~11,600 resends of
+    /// the last 1.25 RTT were still fresh; the NAKs of the dropped ranges, written before
+    /// their resends arrived, were resent again.
+    #[test]
+    fn a_stale_nak_is_ignored_after_a_round_trip_of_many_resends() {
+        let t0 = Instant::from_nanos(1_000_000_000);
+        let mut s = shard(t0);
+        s.srtt = Duration::from_secs(1);
+        s.next_new = 1 << 40;
+        let resends = 20_000u64;
+        for i in 0..resends {
+            // One resend every 50 µs (1 Gbit/s at ~20% loss), 2 KiB apart: 1 s in all.
+            let t = t0 + Duration::from_micros(50 * i);
+            s.note_resent(t, i * 2048..i * 2048 + 1420);
+        }
+        let now = t0 + Duration::from_micros(50 * resends);
+        for i in [0, resends / 2, resends - 1] {
+            s.on_nak(now, i * 2048..i * 2048 + 1420);
+        }
+        assert!(s.resend.is_empty(), "resent within the round trip: {:?}", s.resend);
+        s.on_nak(now, 1 << 30..(1 << 30) + 1420);
+        assert!(!s.resend.is_empty(), "a range never resent is queued");
+    }
+
+    #[test]
+    fn tail_copies_grow_with_the_holes_of_a_round_trip() {
+        // 10% loss: r = p / (1 - p).
+        let mut stats =
+            ShardStats { data_bytes_sent: 9_000, data_bytes_resent: 1_000, ..Default::default() };
+        let per_dgram = 1528.0;
+        let rtt_1s = 1e9 * 1.0 / 8.0 / per_dgram; // 1 Gbit/s, 1 s: ~82 k datagrams
+        let budget_50bdp = TAIL_REDUNDANT_SHARE * 50.0 * rtt_1s;
+        assert_eq!(tail_data_copies(&stats, rtt_1s, budget_50bdp), MAX_TAIL_DATA_COPIES);
+        let rtt_10ms = rtt_1s / 100.0;
+        assert_eq!(tail_data_copies(&stats, rtt_10ms, budget_50bdp / 100.0), MAX_TAIL_COPIES);
+        // A slice too small to pay for more copies keeps the old count.
+        assert_eq!(tail_data_copies(&stats, rtt_1s, 1_000.0), MAX_TAIL_COPIES);
+        // Low loss: two copies leave few holes.
+        stats.data_bytes_resent = 10;
+        assert_eq!(tail_data_copies(&stats, rtt_1s, budget_50bdp), 2);
     }
 
     /// A lossless path (many small files: one FileDone each) sends it once per backoff.
