@@ -619,6 +619,7 @@ impl Sim {
             self.report.attacks = *a.stats();
         }
         self.report.queue_delay = self.links[Side::Sender.index()].queue_delay().clone();
+        self.report.queue_drops = self.links[Side::Sender.index()].stats().queue_drops;
         if self.report.failures.is_empty() && !self.report.stopped {
             let failures = checks::end_of_run(&self.ends, self.report.fatal);
             self.report.failures.extend(failures);
