@@ -15,10 +15,12 @@
 //! `ALPHA_TIME · target / link` of queue (2.5 ms when the target is 1.25 × the link).
 //!
 //! Startup (docs/RATE.md, "Startup"):
-//! - the first round is blind (no feedback yet): it sends [`INITIAL_BLIND_BITS`] at the initial
-//!   rate, then 1/[`BLIND_SLOWDOWN`] of it until the first report of a delivered rate, so a
-//!   first rate far above the bottleneck (the default target is "no limit") fills at most that
-//!   much of its queue instead of a whole RTT of excess;
+//! - the first round is blind (no feedback yet). When the initial rate is capped at
+//!   [`INITIAL_RATE_MAX_BPS`] (the target says nothing of the path: the default, "no limit"),
+//!   it sends [`INITIAL_BLIND_BITS`] at that rate, then 1/[`BLIND_SLOWDOWN`] of it until the
+//!   first report of a delivered rate, so a first rate far above the bottleneck fills at most
+//!   that much of its queue instead of a whole RTT of excess. Half of a target the user set is
+//!   sent for the whole round, as before;
 //! - then the rate doubles every RTT, and is at least the highest delivered rate (which
 //!   restores the pace the blind bits were delivered at: not twice it, since a blind round
 //!   delivered at exactly the link's rate shows no queue, and twice the link for one more
@@ -187,7 +189,12 @@ impl AdaptiveRate {
             startup_peak_bps: 0.0,
             link_estimate_bps: None,
             initial_rate_bps: rate_bps.max(1),
-            blind_bits: Some(0),
+            // A first rate that is half a target the user set is the user's word on the path
+            // and is sent for a whole RTT (the simulator's grid: target 1.25 × the link); one
+            // capped at INITIAL_RATE_MAX_BPS (the default target, "no limit") is a guess, and
+            // its blind round is bounded.
+            blind_bits: (limits.target_bps / INITIAL_TARGET_FRACTION > INITIAL_RATE_MAX_BPS)
+                .then_some(0),
             round_start: None,
             round_peak_bps: 0.0,
             flat_rounds: 0,
