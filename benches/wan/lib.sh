@@ -172,6 +172,8 @@ wan_haul() {
     done
     if [[ -z "$addr" ]] || ! in_a timeout 900 "$HAUL_BIN" send --to "$addr" --key-file "$dir/key" \
         --json "$@" "$dir/src.bin" >"$dir/send.out" 2>"$dir/send.err"; then
+        # Why it failed, on stderr (the table only says "-").
+        grep -v '^rate-trace' "$dir/send.err" | tail -n 2 | sed 's/^/    haul send: /' >&2
         sleep 1
         kill "$rpid" 2>/dev/null || true
         wait "$rpid" 2>/dev/null || true
