@@ -482,7 +482,9 @@ impl AdaptiveRate {
         // (±50%), and the highest smoothed one read 400–470 Mbit/s on a 200 Mbit/s emulated
         // link. Raised only: tracking it down held the window at what the flow itself sent
         // once the queue was gone (100 Mbit/s, 1000 ms, 5%: 84.86 vs 86.78 Mbit/s).
-        let w = self.delivered_over_rtt_bps().map_or(w, |d| w.max(d * self.base_rtt.as_secs_f64()));
+        let w = self
+            .delivered_over_rtt_bps()
+            .map_or(w, |d| w.max(d.min(self.startup_peak_bps) * self.base_rtt.as_secs_f64()));
         self.apply(w, rtt_now);
     }
 
