@@ -54,6 +54,11 @@ pub struct ClientFlags {
     /// server sends. The server needs `--allow-preserve-xattrs`.
     #[arg(long)]
     pub preserve_xattrs: bool,
+    /// UDP payload bytes per datagram: `auto` (the default) probes the path MTU up to a
+    /// jumbo frame; N (512..=9000): put sends N-byte datagrams and does not probe, get takes
+    /// no datagram or probe above N.
+    #[arg(long, value_parser = args::parse_datagram_size)]
+    pub datagram_size: Option<args::DatagramSize>,
 }
 
 impl ClientFlags {
@@ -66,6 +71,7 @@ impl ClientFlags {
             bind_ip: None,
             preserve_owner: self.preserve_owner,
             preserve_xattrs: self.preserve_xattrs,
+            datagram_size: self.datagram_size.and_then(args::DatagramSize::fixed),
         }
     }
 

@@ -205,7 +205,7 @@ fn sender_job(
     if plan.flags.datagram_size.and_then(args::DatagramSize::fixed).is_none() {
         // Path-MTU probing (docs/DATAPLANE.md "Path MTU"): up to a 9000-byte jumbo frame; the
         // shards lower this to the route's MTU once they know the peer.
-        params.datagram_size_max = if peer.is_ipv6() { 8952 } else { 8972 };
+        params.datagram_size_max = haul_proto::pmtu::sender_ceiling(peer.is_ipv6());
     }
     let sockets = bind_shards(local.ip(), params.shards, plan.flags.backend.forced())
         .context("binding the shard sockets")?;
@@ -380,6 +380,13 @@ fn receiver_job(
     getrandom::fill(&mut session_id).context("reading the OS random generator")?;
     let mut params = valid.params(u64::from_le_bytes(session_id));
     params.rate.target_bps = target_rate_bps;
+    // Probes are acknowledged up to `--datagram-size N`, or any size the buffers hold (auto):
+    // N is a ceiling on both ends (docs/DATAPLANE.md "Path MTU").
+    params.datagram_size_max = plan
+        .flags
+        .datagram_size
+        .and_then(args::DatagramSize::fixed)
+        .unwrap_or(haul_proto::pmtu::MAX_PROBE_SIZE);
     let local = stream.local_addr().context("set-up socket address")?;
     let sockets = match bind_shards(local.ip(), params.shards, plan.flags.backend.forced()) {
         Ok(s) => s,

@@ -180,6 +180,7 @@ fn opts() -> ClientOptions {
         bind_ip: None,
         preserve_owner: false,
         preserve_xattrs: false,
+        datagram_size: None,
     }
 }
 

@@ -22,23 +22,15 @@ mod gate_common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use gate_common::{Appliance, have};
+use gate_common::{Appliance, have, sh};
 use haul_tests::{TempDir, run, stderr, write_file};
 
-/// Deadline for one setup command.
-const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline for the spoofed download to give up (its receiver's idle timeout is 30 s).
 const SPOOFED_DEADLINE: Duration = Duration::from_secs(300);
 /// Deadline for the plain download of a small file (nominally well under a second).
 const PLAIN_DEADLINE: Duration = Duration::from_secs(120);
 const SERVER_IP: &str = "10.77.1.1";
 const THIRD_IP: &str = "10.77.2.3";
-
-fn sh(args: &[&str]) -> Output {
-    let out = run(Command::new(args[0]).args(&args[1..]), CMD_TIMEOUT);
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    out
-}
 
 /// Three namespaces, deleted on drop.
 struct Net {

@@ -21,7 +21,8 @@ fn assert_channel_small_and_udp_busy(v: &serde_json::Value, udp_key: &str) {
     let received = v["ssh_channel"]["bytes_received"].as_u64().unwrap();
     assert!(sent < 64 << 10 && received < 64 << 10, "ssh channel carried {sent}/{received} bytes");
     let datagrams = v["udp"][udp_key].as_u64().unwrap();
-    assert!(datagrams >= (64 << 20) / 1500, "udp {udp_key} = {datagrams}");
+    // At most 9000 bytes each: path-MTU probing reaches jumbo frames on loopback.
+    assert!(datagrams >= (64 << 20) / 9000, "udp {udp_key} = {datagrams}");
 }
 
 #[test]

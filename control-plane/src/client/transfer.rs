@@ -39,6 +39,10 @@ pub struct ClientOptions {
     /// when its operator consents; owners need root or CAP_CHOWN here).
     pub preserve_owner: bool,
     pub preserve_xattrs: bool,
+    /// `--datagram-size N`: a put sends N-byte datagrams and does not probe; a get refuses an
+    /// offer above N and acknowledges no probe above N. `None` (auto): probe the path
+    /// (docs/DATAPLANE.md "Path MTU").
+    pub datagram_size: Option<u16>,
 }
 
 /// Where the two ends are: the client's shards bind `local_ip`; the gate's shards are at
@@ -88,6 +92,9 @@ pub fn put<S: Read + Write>(
     let shards = opts.shards.clamp(1, g.max_shards.max(1));
     let mut offer = offer_for(&g, keys.transcript, shards, ends.server_ip.is_ipv6(), files, prefs);
     offer.attrs = attrs;
+    if let Some(n) = opts.datagram_size {
+        offer.datagram_size = n;
+    }
     let valid = validate_offer(&offer, &keys.transcript)
         .map_err(|r| SessionError::Peer(format!("cannot offer this transfer: {}", r.reason)))?;
     send_message(s, &Message::Offer(offer))?;
@@ -102,6 +109,9 @@ pub fn put<S: Read + Write>(
         return Err(SessionError::Peer("the gate's Accept does not match the offer".into()));
     }
     params.rate.target_bps = accept.target_rate_bps.max(params.rate.min_bps);
+    if opts.datagram_size.is_none() {
+        params.datagram_size_max = haul_proto::pmtu::sender_ceiling(ends.server_ip.is_ipv6());
+    }
     let sockets = bind_shards(ends.local_ip, params.shards, opts.backend)?;
     let job = SendJob {
         params,
@@ -141,6 +151,11 @@ pub fn get<S: Read + Write>(
     {
         return Err(SessionError::Peer("the gate's offer departs from its own grant".into()));
     }
+    if let Some(n) = opts.datagram_size.filter(|n| offer.datagram_size > *n) {
+        let size = offer.datagram_size;
+        let why = format!("the gate offers {size}-byte datagrams, above --datagram-size {n}");
+        return Err(SessionError::Peer(why));
+    }
     // Owner and xattrs: the gate sent them (its operator consents) and this client asks.
     // Setid bits are never kept through the gate.
     let options = RecvOptions {
@@ -170,6 +185,7 @@ pub fn get<S: Read + Write>(
         return Err(SessionError::Peer("the gate's Accept does not match ours".into()));
     }
     params.rate.target_bps = theirs.target_rate_bps;
+    params.datagram_size_max = opts.datagram_size.unwrap_or(haul_proto::pmtu::MAX_PROBE_SIZE);
     let peers: Vec<SocketAddr> =
         theirs.ports.iter().map(|p| SocketAddr::new(ends.server_ip, *p)).collect();
     let job = RecvJob {

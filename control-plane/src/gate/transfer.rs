@@ -266,7 +266,9 @@ fn receive_upload<S: Read + Write>(
         Ok(r) => r,
         Err(e) => return Err(refuse(s, RefuseCode::Destination, e.to_string())),
     };
-    let params = valid.params(fresh_session_id()?);
+    let mut params = valid.params(fresh_session_id()?);
+    // The client probes the path (docs/DATAPLANE.md "Path MTU"): acknowledge any size.
+    params.datagram_size_max = haul_proto::pmtu::MAX_PROBE_SIZE;
     let sockets = cfg.bind(params.shards)?;
     let accept = Accept {
         session_id: params.session_id,
@@ -397,6 +399,8 @@ fn send_download<S: Read + Write>(
     }
     let mut params = valid.params(fresh_session_id()?);
     params.rate.target_bps = theirs.target_rate_bps.max(params.rate.min_bps);
+    // Probe the path as `haul send` does; the client's receiver caps what it acknowledges.
+    params.datagram_size_max = haul_proto::pmtu::sender_ceiling(client_ip.is_ipv6());
     let sockets = cfg.bind(params.shards)?;
     let ours = Accept {
         session_id: params.session_id,

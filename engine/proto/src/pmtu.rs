@@ -45,6 +45,13 @@ pub const RAISE_INTERVAL: Duration = Duration::from_secs(600);
 /// The largest datagram the search ever tries (a 9000-byte jumbo frame on IPv4: 9000 − 28).
 pub const MAX_PROBE_SIZE: u16 = 8972;
 
+/// The largest datagram a sender probes towards a peer: a 9000-byte jumbo frame less the IP
+/// and UDP headers (28 bytes on IPv4, 48 on IPv6). Drivers lower it to the route's MTU once
+/// they know the peer.
+pub fn sender_ceiling(peer_is_v6: bool) -> u16 {
+    if peer_is_v6 { MAX_PROBE_SIZE - 20 } else { MAX_PROBE_SIZE }
+}
+
 /// Where the search stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PmtuState {
@@ -179,13 +186,23 @@ impl Pmtu {
     }
 
     /// The kernel refused a datagram of `size` bytes (EMSGSIZE): nothing that large leaves
-    /// this host, so the ceiling drops below it at once.
+    /// this host, so the ceiling drops below it at once. When it was data at the current size
+    /// (the interface shrank under the transfer, not a probe above it), every size above the
+    /// base is unconfirmed now: fall back to the base and search again below the refused
+    /// size, ceiling first (the driver lowers the ceiling to the route's new MTU, so one
+    /// probe usually settles it), rather than shrinking one refused datagram at a time.
     pub fn handle_too_large(&mut self, now: Instant, size: u16) {
         if self.state == PmtuState::Disabled || size <= self.base {
             return;
         }
         self.stats.too_large += 1;
+        let data_refused = size <= self.size;
         self.set_ceiling(now, size - 1);
+        if data_refused {
+            self.size = self.base;
+            self.unacked_since = None;
+            self.start_search(now, self.ceiling);
+        }
     }
 
     /// Whether [`Pmtu::poll_probe`] would return a probe now.

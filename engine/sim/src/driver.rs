@@ -129,7 +129,11 @@ impl Sim {
         let disk = build_disk(sc, Side::Sender, rng.next_u64());
         let sender = build_endpoint(sc, &params, &layout, &keys, Side::Sender, disk)?;
         let disk = build_disk(sc, Side::Receiver, rng.next_u64());
-        let receiver = build_endpoint(sc, &params, &layout, &keys, Side::Receiver, disk)?;
+        let mut rparams = params.clone();
+        if sc.receiver_pmtu_max != 0 {
+            rparams.datagram_size_max = sc.receiver_pmtu_max.max(params.datagram_size);
+        }
+        let receiver = build_endpoint(sc, &rparams, &layout, &keys, Side::Receiver, disk)?;
         let links = [
             Link::new(sc.forward.clone(), rng.next_u64()),
             Link::new(sc.reverse.clone(), rng.next_u64()),

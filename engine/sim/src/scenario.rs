@@ -78,8 +78,12 @@ pub struct Scenario {
     /// as the memory test over a 1 TiB virtual file.
     pub stop_at: Option<Duration>,
     /// Path-MTU probing: the sender probes datagram sizes up to this (UDP payload bytes);
-    /// 0 or at most the base size leaves it off, as seeded runs do.
+    /// 0 or at most the base size leaves it off. Seeded runs turn it on at random
+    /// ([`PMTU_CHANCE`]).
     pub pmtu_max: u16,
+    /// The receiver's own probe ceiling (`haul recv --datagram-size N`): it leaves larger
+    /// probes unanswered. 0 means the same as `pmtu_max`.
+    pub receiver_pmtu_max: u16,
 }
 
 impl Scenario {
@@ -106,6 +110,7 @@ impl Scenario {
             max_time: DEFAULT_MAX_TIME,
             stop_at: None,
             pmtu_max: 0,
+            receiver_pmtu_max: 0,
         }
     }
 
@@ -149,6 +154,9 @@ impl Scenario {
         tag(has(&|n| n >= 4 * self.window_bytes), "size>=4*window");
         tag(self.files.len() > 1, "several_files");
         tag(self.files.iter().any(|f| f.kind == FileKind::Virtual), "virtual_file");
+        tag(self.pmtu_max > 1472, "pmtu_probing");
+        tag(links.iter().any(|l| l.mtu_change.is_some()), "mtu_change");
+        tag(self.receiver_pmtu_max != 0, "receiver_pmtu_ceiling");
         t
     }
 
@@ -192,7 +200,42 @@ impl Scenario {
         if r.chance(LONG_RUN_CHANCE) {
             make_long(&mut r, &mut s);
         }
+        pick_pmtu(seed, &mut s);
         s
+    }
+}
+
+/// Share of seeds that probe the path MTU (see [`pick_pmtu`]).
+pub const PMTU_CHANCE: f64 = 0.4;
+
+/// Path-MTU probing at random: link MTUs from 1500 to a 9000-byte jumbo frame, sometimes a
+/// mid-run change (a drop, down to 1500, is a black hole for the sizes above it; a rise is a
+/// new route), sometimes a receiver ceiling below the sender's. A stream of its own (not
+/// `from_seed`'s), so adding it left every other choice of every seed as it was.
+fn pick_pmtu(seed: u64, s: &mut Scenario) {
+    let mut r = Rng::new(seed ^ 0x97_a1_3d_00_c0_ff_ee_11);
+    if !r.chance(PMTU_CHANCE) {
+        return;
+    }
+    s.pmtu_max = if r.chance(0.8) { 8972 } else { 1600 + r.below(7373) as u16 };
+    let mtu = match r.below(4) {
+        0 => 1500,
+        1 => 4000,
+        2 => 9000,
+        _ => 1500 + r.below(7501) as usize,
+    };
+    s.forward.mtu = mtu;
+    s.reverse.mtu = mtu;
+    if r.chance(0.4) {
+        let at = Duration::from_micros(20_000 + r.below(1_500_000));
+        let to = if r.chance(0.75) { 1500 + r.below(mtu as u64 - 1499) as usize } else { 9000 };
+        s.forward.mtu_change = Some((at, to));
+        if r.chance(0.5) {
+            s.reverse.mtu_change = Some((at, to));
+        }
+    }
+    if r.chance(0.2) {
+        s.receiver_pmtu_max = 1473 + r.below(7500) as u16;
     }
 }
 
@@ -348,6 +391,14 @@ mod tests {
         assert!(any(&|s| matches!(s.fatal, Some(f) if f.fault.error == DiskError::NoSpace)));
         assert!(any(&|s| matches!(s.fatal, Some(f) if f.side == Side::Sender)));
         assert!(any(&|s| s.attacker.is_some()));
+        let probing = |s: &Scenario| s.pmtu_max > 1472;
+        assert!(all.iter().filter(|s| probing(s)).count() >= 150);
+        assert!(all.iter().filter(|s| !probing(s)).count() >= 250);
+        for mtu in [1500, 4000, 9000] {
+            assert!(any(&|s| probing(s) && s.forward.mtu == mtu), "mtu {mtu}");
+        }
+        assert!(any(&|s| matches!(s.forward.mtu_change, Some((_, m)) if m < s.forward.mtu)));
+        assert!(any(&|s| s.receiver_pmtu_max != 0 && s.receiver_pmtu_max < s.pmtu_max));
         // Long runs: more datagrams on one shard than the replay window holds.
         let long = |s: &Scenario| s.shards == 1 && s.total_bytes() > 1472 * 16_384;
         assert!(all.iter().filter(|s| long(s)).count() >= 5);
@@ -355,6 +406,9 @@ mod tests {
             assert!(s.forward.loss <= 0.2 && s.reverse.loss <= 0.2);
             assert!(s.total_bytes() < 40 << 20, "seed {} is too big", s.seed);
             assert!(s.files.len() <= MAX_SCENARIO_FILES);
+            // The base size (1472 + 28 header bytes) always passes: probing never strands data.
+            let mtus = [s.forward.mtu_change, s.reverse.mtu_change];
+            assert!(mtus.iter().flatten().all(|(_, m)| *m >= 1500) && s.forward.mtu >= 1500);
         }
     }
 }

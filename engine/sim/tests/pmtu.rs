@@ -96,8 +96,11 @@ fn seeded_fault_mixes_with_probing_on_deliver_identical_files() {
     for seed in 0..100u64 {
         let mut s = Scenario::from_seed(seed);
         let mtu = [1500, 4000, 9000][(seed % 3) as usize];
+        // A fixed path here (the sweep's own random MTUs and changes are replaced).
         s.forward.mtu = mtu;
         s.reverse.mtu = mtu;
+        (s.forward.mtu_change, s.reverse.mtu_change) = (None, None);
+        s.receiver_pmtu_max = 0;
         s.pmtu_max = 8972;
         let r = run_scenario(&s);
         assert!(r.is_ok(), "seed {seed} mtu {mtu}: {}\n{}", r.line(), r.diagnostics.join("\n"));
@@ -105,4 +108,16 @@ fn seeded_fault_mixes_with_probing_on_deliver_identical_files() {
             assert!(usize::from(size) + 28 <= mtu, "seed {seed}: {size} over a {mtu} path");
         }
     }
+}
+
+#[test]
+fn receiver_ceiling_caps_what_the_sender_finds() {
+    // `haul recv --datagram-size 3000`: a 9000-byte path, but the receiver leaves probes above
+    // 3000 unanswered, so the search settles within the resolution below 3000.
+    let mut s = probing(107, 9000);
+    s.receiver_pmtu_max = 3000;
+    let r = run_ok(&s);
+    let size = r.datagram_size.unwrap();
+    assert!(size <= 3000 && size > 3000 - SEARCH_RESOLUTION, "{size} {:?}", r.pmtu);
+    assert!(r.pmtu.probes_lost >= 3, "{:?}", r.pmtu);
 }

@@ -23,6 +23,17 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline for a transfer of up to 64 MiB on loopback (nominally about a second).
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Deadline for one set-up command (`ip`, `iptables`, `sysctl`).
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Run a set-up command (`ip netns add`, ...) with [`CMD_TIMEOUT`]; panics with its stderr
+/// when it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let out = run(Command::new(args[0]).args(&args[1..]), CMD_TIMEOUT);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    out
+}
+
 /// A running `haul serve`.
 pub struct Appliance {
     pub dir: TempDir,

@@ -79,18 +79,17 @@ impl FinalizeBatch {
         Ok(outcomes)
     }
 
-    /// `syncfs` once per distinct filesystem among the batch's files.
+    /// `syncfs` once per distinct filesystem among the batch's files (each file's `st_dev`
+    /// was read when it was opened: no `fstat` per file here).
     fn sync_filesystems(&self) -> Result<(), FileError> {
         let mut synced: Vec<u64> = Vec::new();
         for (file, _, _) in &self.ready {
-            let name = file.name().as_str();
-            let st =
-                rustix::fs::fstat(file.as_fd()).map_err(|e| FileError::io(name, Op::Stat, e))?;
-            if synced.contains(&st.st_dev) {
+            if synced.contains(&file.dev()) {
                 continue;
             }
+            let name = file.name().as_str();
             rustix::fs::syncfs(file.as_fd()).map_err(|e| FileError::io(name, Op::Sync, e))?;
-            synced.push(st.st_dev);
+            synced.push(file.dev());
         }
         Ok(())
     }

@@ -138,6 +138,9 @@ pub struct PartialFile {
     mode: IoMode,
     prealloc: Prealloc,
     dest_path: std::path::PathBuf,
+    /// The filesystem the file is on (`st_dev`, read when it was opened): a finalize batch
+    /// syncs each filesystem once without a `fstat` per file.
+    dev: u64,
 }
 
 impl PartialFile {
@@ -232,6 +235,7 @@ impl PartialFile {
             mode: IoMode::Buffered { direct_refused: false },
             prealloc: Prealloc::SizeOnly,
             dest_path: dest.path().to_owned(),
+            dev: st.st_dev,
         };
         Ok((partial_file, st.st_size as u64))
     }
@@ -239,6 +243,11 @@ impl PartialFile {
     /// The file's validated name.
     pub fn name(&self) -> &SafeName {
         &self.name
+    }
+
+    /// The filesystem the file is on (`st_dev`).
+    pub fn dev(&self) -> u64 {
+        self.dev
     }
 
     /// The partial file's own name in its directory.

@@ -142,9 +142,11 @@ pub struct TransferReport {
     /// not be applied (no privilege, or the filesystem refused it).
     pub attrs_skipped: u64,
     /// Sender: the datagram size (UDP payload bytes) the shards ended at, the smallest of
-    /// them; path-MTU probing moves it (docs/DATAPLANE.md "Path MTU").
+    /// them; path-MTU probing moves it (docs/DATAPLANE.md "Path MTU"). Receiver: the largest
+    /// probe each shard acknowledged (the offered size if none), the smallest of them: the
+    /// size the sender's search reached, as this end saw it.
     pub datagram_size: Option<u16>,
-    /// Sender: path-MTU probing counters, all shards.
+    /// Path-MTU probing counters, all shards (a receiver counts only `probes_acked`).
     pub pmtu: haul_proto::pmtu::PmtuStats,
 }
 

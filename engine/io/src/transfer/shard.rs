@@ -30,6 +30,7 @@ pub(crate) struct ShardEnd {
     pub stats: ShardStats,
     pub io: IoStats,
     /// Sender: the datagram size the shard ended at and its path-MTU probing counters.
+    /// Receiver: the largest probe it acknowledged (the data size if none) and the count.
     pub pmtu: Option<(u16, haul_proto::pmtu::PmtuStats)>,
 }
 
@@ -215,9 +216,11 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
             match area.send(&mut w.backend, peer, n, seg) {
                 Ok(()) => {}
                 // The kernel refused a datagram as larger than the interface takes: a probe
-                // (or data after the route's MTU shrank). Probing lowers its ceiling at once.
+                // (or data after the route's MTU shrank). Probing lowers its ceiling at once,
+                // to the route's MTU as it reads now.
                 Err(crate::error::IoError::TooLarge { .. }) => {
                     shard.handle_too_large(w.clock.now(), seg);
+                    set_path_ceiling(&mut shard, &w, peer);
                 }
                 Err(_) => failed = true,
             }
@@ -309,5 +312,5 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
         disk_direct_refused_files: direct.files_refused,
         ..io_stats(&w)
     };
-    ShardEnd { stats: *shard.stats(), io, pmtu: None }
+    ShardEnd { stats: *shard.stats(), io, pmtu: Some(shard.pmtu_seen()) }
 }

@@ -162,11 +162,14 @@ impl OpenFiles {
                     .map_err(|e| errno_error(e.raw_os_error()))?;
                 // The coordinator set the partial's final size at creation.
                 let size = file.metadata().map_err(|e| disk_error(&e))?.len();
-                let reserve = Some(ReserveAhead::new(&file, size));
-                let direct = match self.is_direct_wanted {
+                let reserve = ReserveAhead::new(&file, size);
+                // A reservation that is off at creation means a memory filesystem (one
+                // `fstatfs` told): no O_DIRECT twin there either, so no second `fstatfs`.
+                let direct = match self.is_direct_wanted && reserve.is_on() {
                     true => open_direct_twin(dest, rel, &file)?,
                     false => None,
                 };
+                let reserve = Some(reserve);
                 Ok(Open { file, direct, pins: 0, reserve })
             }
         }

@@ -176,6 +176,23 @@ fn emsgsize_lowers_the_ceiling_at_once() {
 }
 
 #[test]
+fn emsgsize_on_data_falls_back_to_the_base_and_searches_below() {
+    // The interface shrinks from 4000 to 2000 under a transfer running at 3972.
+    let mut p = Pmtu::new(BASE, 3972, Instant::ZERO);
+    run(&mut p, Instant::ZERO, secs(5), 3972, |_| false);
+    assert_eq!(p.datagram_size(), 3972);
+    p.handle_too_large(secs(5), 3972);
+    assert_eq!((p.datagram_size(), p.state(), p.ceiling()), (BASE, PmtuState::Searching, 3971));
+    // The driver reads the route's new MTU; the first probe tries it and settles the search.
+    p.set_ceiling(secs(5), 1972);
+    let probe = p.poll_probe(secs(5)).unwrap();
+    assert_eq!(probe.size, 1972);
+    p.handle_probe_ack(secs(5), probe.id, probe.size);
+    assert_eq!((p.datagram_size(), p.state()), (1972, PmtuState::Complete));
+    assert_eq!(p.stats().too_large, 1);
+}
+
+#[test]
 fn explicit_size_disables_probing() {
     let mut p = Pmtu::new(4000, 4000, Instant::ZERO);
     assert_eq!(p.state(), PmtuState::Disabled);

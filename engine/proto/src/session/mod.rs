@@ -63,8 +63,10 @@ pub struct SessionParams {
     /// UDP payload bytes per datagram (1472 suits IPv4 on a 1500-byte MTU, 1452 IPv6).
     pub datagram_size: u16,
     /// The sender probes sizes above `datagram_size` up to this one (path-MTU probing,
-    /// [`crate::pmtu`]); at most `datagram_size` turns probing off. The receiver takes any
-    /// size up to [`crate::pmtu::MAX_PROBE_SIZE`] whatever this says.
+    /// [`crate::pmtu`]); at most `datagram_size` turns probing off. The receiver
+    /// acknowledges probes up to this size only (at least `datagram_size`): a receiver that
+    /// takes probes sets it to its own ceiling, [`crate::pmtu::MAX_PROBE_SIZE`] when it has
+    /// none.
     pub datagram_size_max: u16,
     /// IP + UDP header bytes per datagram (28 IPv4, 48 IPv6): rates count them.
     pub ip_overhead: u16,

@@ -113,6 +113,14 @@ pub struct ReceiverShard {
     /// The newest probe to acknowledge: (id, datagram length). One at a time, so probes
     /// (authenticated, at most one outstanding by design) can never queue up acks.
     probe_ack: Option<(u32, u16)>,
+    /// The largest probe this end acknowledges: the receiver's own ceiling
+    /// (`SessionParams::datagram_size_max`, at least the data size). A larger probe is
+    /// dropped unanswered, so the sender's search takes it for too big.
+    probe_max: u16,
+    /// Probes acknowledged and the largest of them: the size the sender's search reached, as
+    /// this end saw it (reported in its stats).
+    probes_acked: crate::pmtu::PmtuStats,
+    largest_probe_acked: u16,
 }
 
 fn receiver_accepts(t: PacketType) -> bool {
@@ -188,6 +196,9 @@ impl ReceiverShard {
             naks_buf: Vec::with_capacity(MAX_NAK_RANGES),
             nak_cursor: 0,
             probe_ack: None,
+            probe_max: params.datagram_size_max.max(params.datagram_size),
+            probes_acked: crate::pmtu::PmtuStats::default(),
+            largest_probe_acked: params.datagram_size,
             layout,
         };
         me.advance_cum_ack();
@@ -196,6 +207,12 @@ impl ReceiverShard {
 
     pub fn stats(&self) -> &ShardStats {
         &self.ep.stats
+    }
+
+    /// The largest probe this shard acknowledged (the data size if none) and the count of
+    /// acknowledgements (`probes_acked`; the other counters are the sender's).
+    pub fn pmtu_seen(&self) -> (u16, crate::pmtu::PmtuStats) {
+        (self.largest_probe_acked, self.probes_acked)
     }
 
     /// The shard's internal state in one line, for failure reports (never on the data path).
@@ -377,11 +394,15 @@ impl ReceiverShard {
     }
 
     /// A path-MTU probe arrived whole at `len` bytes: acknowledge it with a small ProbeAck
-    /// (crate::pmtu). Any size that arrives is accepted: receive buffers hold the largest.
+    /// (crate::pmtu) if it is within this end's ceiling; a larger one is dropped unanswered,
+    /// as the path would drop it (`haul recv --datagram-size N` caps both ends).
     fn on_probe(&mut self, id: u32, len: usize) -> RxOutcome {
         match u16::try_from(len) {
+            Ok(size) if size > self.probe_max => RxOutcome::Consumed,
             Ok(size) => {
                 self.probe_ack = Some((id, size));
+                self.probes_acked.probes_acked += 1;
+                self.largest_probe_acked = self.largest_probe_acked.max(size);
                 RxOutcome::Consumed
             }
             Err(_) => RxOutcome::Rejected(Reject::BadBody),
@@ -393,6 +414,13 @@ impl ReceiverShard {
             Body::FileDone { file, size, hash } => {
                 if self.layout.manifest().file(file).is_none_or(|f| f.size != size) {
                     return RxOutcome::Rejected(Reject::BadBody);
+                }
+                // Regression (10,000 small files on a loaded machine aborted with
+                // ResourceLimit): the sender keeps up to MAX_ANNOUNCED_UNACKED files announced
+                // and resends each FileDone until acknowledged, so one burst of them could
+                // fill the event queue. The sender resends it, so drop it when full.
+                if self.life.is_full() {
+                    return RxOutcome::Consumed;
                 }
                 self.life.push(ShardEvent::PeerFileDone { file, size, hash });
             }

@@ -751,6 +751,12 @@ impl SenderShard {
             Body::Window(w) => self.on_window(now, w)?,
             Body::Feedback(fb) => self.on_feedback(now, fb),
             Body::FileAck { file, status } => {
+                // A burst of acks (up to MAX_ANNOUNCED_UNACKED files, plus feedback) can meet
+                // a full event queue when this shard was descheduled; the FileDone stays
+                // pending, is resent, and the receiver acks it again, so drop the ack.
+                if self.life.is_full() {
+                    return Ok(());
+                }
                 if self.file_done.remove(&file).is_some() {
                     let verified = status == crate::wire::FileStatus::Verified;
                     self.life.push(ShardEvent::PeerFileAck { file, verified });
@@ -890,7 +896,11 @@ impl SenderShard {
             recv_rate_bps,
             loss_fraction,
         };
-        self.life.push(ShardEvent::Feedback(sample));
+        // Feedback comes every few milliseconds; one dropped sample when the event queue is
+        // full loses nothing the next one does not carry.
+        if !self.life.is_full() {
+            self.life.push(ShardEvent::Feedback(sample));
+        }
     }
 }
 

@@ -330,6 +330,11 @@ impl Life {
         self.events.pop_front()
     }
 
+    /// True when the next [`push`](Self::push) would fail the shard.
+    pub fn is_full(&self) -> bool {
+        self.events.len() >= MAX_EVENTS
+    }
+
     /// Queue an event for the coordinator (bounded).
     pub fn push(&mut self, ev: super::ShardEvent) {
         if self.events.len() < MAX_EVENTS {

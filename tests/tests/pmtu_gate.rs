@@ -1,0 +1,116 @@
+//! Path-MTU probing through the gate (docs/DATAPLANE.md "Path MTU"; docs/GATE.md): `haul
+//! serve` in one network namespace, the client in another, joined by a veth pair at MTU 4000
+//! that this test creates and removes. `haul put` (the client sends) and `haul get` (the
+//! gate sends) both probe with `--datagram-size auto`, the default: each `--json` says the
+//! size reached, 3972 (4000 less 28 bytes of IPv4 and UDP headers), and every file arrives
+//! byte-identical. A `get --datagram-size 2000` holds the gate's search at or below 2000.
+//!
+//! Needs root and iproute2; touches no host state: everything lives in the two namespaces,
+//! removed by a guard (also on a panic).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod gate_common;
+
+use std::process::Command;
+
+use gate_common::{Appliance, sh};
+use haul_tests::{TRANSFER_TIMEOUT, TempDir, run, stderr, stdout, write_file};
+
+const SERVER_IP: &str = "10.78.1.1";
+/// File bytes per transfer: the search ends within a round trip of the first datagram, so
+/// most of this goes at the found size.
+const FILE_BYTES: usize = 32 << 20;
+
+/// The server's and the client's namespaces, deleted on drop.
+struct Net {
+    s: String,
+    c: String,
+}
+
+impl Net {
+    fn new() -> Net {
+        let id = std::process::id();
+        let n = Net { s: format!("haulpmtu-s-{id}"), c: format!("haulpmtu-c-{id}") };
+        for ns in [&n.s, &n.c] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(&["ip", "-n", &n.s, "link", "add", "hps0", "type", "veth", "peer", "name", "hps1"]);
+        sh(&["ip", "-n", &n.s, "link", "set", "hps1", "netns", &n.c]);
+        for (ns, dev, addr) in [(&n.s, "hps0", "10.78.1.1/24"), (&n.c, "hps1", "10.78.1.2/24")] {
+            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "mtu", "4000", "up"]);
+        }
+        n
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in [&self.s, &self.c] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// `haul ARGS` in the client's namespace, `--json`; returns its summary.
+fn client(net: &Net, args: &[&str]) -> serde_json::Value {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &net.c]).arg(haul_tests::haul_bin()).args(args);
+    let out = run(&mut cmd, TRANSFER_TIMEOUT);
+    assert!(out.status.success(), "haul {args:?}: {}", stderr(&out));
+    let text = stdout(&out);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn datagram_size(v: &serde_json::Value) -> u64 {
+    v["datagram_size"].as_u64().unwrap_or_else(|| panic!("no datagram_size in {v}"))
+}
+
+#[test]
+fn put_and_get_through_the_gate_probe_the_path_mtu() {
+    let root = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&root.stdout).trim(), "0", "this test needs root");
+    assert!(gate_common::have("ip"), "this test needs iproute2");
+    let net = Net::new();
+    let wrapper = ["ip", "netns", "exec", net.s.as_str()];
+    let listen = format!("{SERVER_IP}:0");
+    let app = Appliance::start_at(&wrapper, &listen, &listen, &[], &[]);
+    app.add_user("alice", &[]);
+    let work = TempDir::new("pmtu-gate");
+    let src = work.join("up.bin");
+    write_file(&src, FILE_BYTES, 11, 0o644);
+
+    // Upload: the client's sender probes; the gate's receiver acknowledges.
+    let up = app.mint("alice", "upload", "/", &[]);
+    let v = client(&net, &["put", "--json", &up, src.to_str().unwrap()]);
+    assert_eq!(datagram_size(&v), 4000 - 28, "put: {v}");
+    assert!(v["pmtu"]["probes_acked"].as_u64() >= Some(1), "put: {v}");
+    let stored = app.storage("alice").join("up.bin");
+    assert!(std::fs::read(&stored).unwrap() == std::fs::read(&src).unwrap(), "upload differs");
+    println!("put: {v}");
+
+    // Download: the gate's sender probes; the client's receiver reports the largest probe
+    // it acknowledged, the size the gate's search reached.
+    let url = app.mint("alice", "download", "/up.bin", &[]);
+    let dest = work.join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let v = client(&net, &["get", "--json", &url, dest.to_str().unwrap()]);
+    assert_eq!(datagram_size(&v), 4000 - 28, "get: {v}");
+    assert!(v["pmtu"]["probes_acked"].as_u64() >= Some(1), "get: {v}");
+    assert!(std::fs::read(dest.join("up.bin")).unwrap() == std::fs::read(&src).unwrap());
+    println!("get: {v}");
+
+    // `get --datagram-size 2000`: the client acknowledges no probe above 2000.
+    let url = app.mint("alice", "download", "/up.bin", &[]);
+    let capped = work.join("capped");
+    std::fs::create_dir(&capped).unwrap();
+    let args = ["get", "--json", "--datagram-size", "2000", &url, capped.to_str().unwrap()];
+    let v = client(&net, &args);
+    let size = datagram_size(&v);
+    assert!(size <= 2000, "get under a 2000 ceiling acknowledged {size}: {v}");
+    assert!(std::fs::read(capped.join("up.bin")).unwrap() == std::fs::read(&src).unwrap());
+    println!("get --datagram-size 2000: {v}");
+}
