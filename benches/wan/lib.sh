@@ -152,7 +152,8 @@ wan_haul_build() {
 # wan_haul BYTES [FLAGS...]: one `haul send` of a BYTES-long random file from side A to a
 # `haul recv` on side B, default flags plus FLAGS; prints "GOODPUT_MBIT RESENT_PCT" where goodput
 # is file bytes over the sender's whole session time (set-up to verified end), or "- -" when
-# the transfer failed (its output is left under $WAN_TMP).
+# the transfer failed (its output is left under $WAN_TMP). With WAN_KEEP_STDERR=FILE the
+# sender's stderr (e.g. its HAUL_RATE_TRACE lines) is copied to FILE.
 wan_haul() {
     local bytes=$1 dir rpid addr out secs resent
     shift
@@ -171,12 +172,22 @@ wan_haul() {
     done
     if [[ -z "$addr" ]] || ! in_a timeout 900 "$HAUL_BIN" send --to "$addr" --key-file "$dir/key" \
         --json "$@" "$dir/src.bin" >"$dir/send.out" 2>"$dir/send.err"; then
+        # Why it failed, on stderr (the table only says "-").
+        grep -v '^rate-trace' "$dir/send.err" | tail -n 2 | sed 's/^/    haul send: /' >&2
+        sleep 1
         kill "$rpid" 2>/dev/null || true
         wait "$rpid" 2>/dev/null || true
+        if [[ -n "${WAN_KEEP_STDERR:-}" ]]; then
+            cp "$dir/send.err" "$WAN_KEEP_STDERR" 2>/dev/null || true
+            cat "$dir/recv.out" "$dir/recv.err" >"$WAN_KEEP_STDERR.recv" 2>/dev/null || true
+        fi
         echo "- -"
         return 0
     fi
     wait "$rpid" 2>/dev/null || true
+    if [[ -n "${WAN_KEEP_STDERR:-}" ]]; then
+        cp "$dir/send.err" "$WAN_KEEP_STDERR"
+    fi
     out=$(grep '^{' "$dir/send.out" | tail -n1)
     secs=$(jq -r '.seconds' <<<"$out")
     resent=$(jq -r '.resent_bytes' <<<"$out")
