@@ -13,8 +13,24 @@
 //!
 //! `α` is [`ALPHA_TIME`] of traffic at the target rate, so one fair flow alone keeps about
 //! `ALPHA_TIME · target / link` of queue (2.5 ms when the target is 1.25 × the link).
-//! Startup doubles the rate every RTT until the flow's own backlog reaches `α`, then sets the
-//! window to the delivered rate × base RTT, which drains what startup queued.
+//!
+//! Startup (docs/RATE.md, "Startup"):
+//! - the first round is blind (no feedback yet). When the initial rate is capped at
+//!   [`INITIAL_RATE_MAX_BPS`] (the target says nothing of the path: the default, "no limit"),
+//!   it sends [`INITIAL_BLIND_BITS`] at that rate, then 1/[`BLIND_SLOWDOWN`] of it until the
+//!   first report of a delivered rate, so a first rate far above the bottleneck fills at most
+//!   that much of its queue instead of a whole RTT of excess. Half of a target the user set is
+//!   sent for the whole round, as before;
+//! - then the rate doubles every RTT, and is at least the highest delivered rate (which
+//!   restores the pace the blind bits were delivered at: not twice it, since a blind round
+//!   delivered at exactly the link's rate shows no queue, and twice the link for one more
+//!   blind RTT fills a 1-BDP queue);
+//! - it ends when the flow's own backlog reaches `α` or the queue passes
+//!   [`STARTUP_EXIT_QUEUE`], or when the delivered rate grew by less than
+//!   [`STARTUP_GROWTH`] in [`STARTUP_FLAT_ROUNDS`] rounds in a row (a bottleneck without a
+//!   queue that shows). Loss does not end it (random loss is not congestion);
+//! - the drain then holds the window at the highest delivered rate × base RTT, which empties
+//!   the queue startup built, and hands over to the window law.
 //!
 //! Invariants: the rate is always within the (sanitized) limits and finite: every float that
 //! reaches it is checked and clamped; no clock is read (time is the `now` argument).
@@ -44,8 +60,24 @@ pub const INITIAL_RATE_MAX_BPS: u64 = 1_000_000_000;
 const LOSS_GAIN: f64 = 1.0 / 64.0;
 /// The loss average never exceeds this (beyond it the delivered rate says little).
 const MAX_LOSS_ESTIMATE: f64 = 0.5;
+/// Only a sample whose queuing delay is at most this updates the base RTT.
+const BASE_RTT_MAX_QUEUE: Duration = Duration::from_millis(5);
 /// Startup also ends when the queue passes this, whatever `α` says.
 pub const STARTUP_EXIT_QUEUE: Duration = Duration::from_millis(5);
+/// Bits the first, blind round sends at the initial rate before any feedback reports a
+/// delivered rate (2 MB). Through a bottleneck far slower than the initial rate nearly all of
+/// it queues: 2 MB is 64 ms of a 1-BDP queue at 200 Mbit/s and 200 ms, where a whole blind
+/// RTT at 1 Gbit/s (160 Mbit of excess against a 40 Mbit queue) had ~12k datagrams dropped
+/// (traced on the emulator). Paths whose queue is smaller than this drop the rest.
+pub const INITIAL_BLIND_BITS: u64 = 16_000_000;
+/// After [`INITIAL_BLIND_BITS`], the blind round goes on at the initial rate divided by this
+/// (125 Mbit/s from 1 Gbit/s): it keeps a path that is at least that fast busy without
+/// queuing, and the first feedback restores the pace the blind bits were delivered at.
+pub const BLIND_SLOWDOWN: u64 = 8;
+/// Startup ends when the highest delivered rate grew by less than this factor ...
+pub const STARTUP_GROWTH: f64 = 1.25;
+/// ... in this many rounds (RTTs) in a row, each one not limited by the sender.
+pub const STARTUP_FLAT_ROUNDS: u32 = 3;
 /// With an empty queue, the steady window grows by up to this share of itself per RTT (× GAIN).
 pub const PROBE_GROWTH: f64 = 0.125;
 /// ... but by no more than this much traffic (as time at the current rate) per RTT: what the
@@ -97,9 +129,14 @@ pub struct AdaptiveRate {
     /// Smallest RTT seen minus its queuing delay.
     base_rtt: Duration,
     last_feedback: Option<Instant>,
-    /// (when, bits sent since the previous sample, bits the rate allowed in that time) over
-    /// the last RTT, for the predictor and to tell a sender that does not keep up.
-    history: VecDeque<(Instant, f64, f64)>,
+    /// (when, since when its bits were sent, bits sent since the previous sample, bits the
+    /// rate allowed in that time, the sample's carried rate or 0) over the last RTT, for the
+    /// predictor, to tell a sender that does not keep up, and for the delivered rate over the
+    /// RTT. "Since when" is the sample's own time except for the first sample, whose bits
+    /// were sent from the first send on (a whole blind round).
+    history: VecDeque<(Instant, Instant, f64, f64, f64)>,
+    /// When the first datagram before any feedback was sent.
+    first_send: Option<Instant>,
     /// Average share of sent traffic the receiver reports lost (random loss, not congestion):
     /// the delivered rate divided by `1 - loss` is the rate the bottleneck carried.
     loss_avg: f64,
@@ -111,6 +148,15 @@ pub struct AdaptiveRate {
     startup_peak_bps: f64,
     /// The bottleneck rate the last startup measured (its peak delivered rate), for `α`.
     link_estimate_bps: Option<f64>,
+    /// The rate startup began at, and the bits sent before the first delivered rate was
+    /// reported (the blind round); `None` once one was.
+    initial_rate_bps: u64,
+    blind_bits: Option<u64>,
+    /// Startup's rounds: when the current one began, the highest delivered rate at its start,
+    /// and how many rounds in a row grew it by less than [`STARTUP_GROWTH`].
+    round_start: Option<Instant>,
+    round_peak_bps: f64,
+    flat_rounds: u32,
     /// IP bits the shards reported sent: in total, and since the last sample.
     sent_bits: u64,
     sent_since_sample_bits: u64,
@@ -139,11 +185,22 @@ impl AdaptiveRate {
             base_rtt: Duration::MAX,
             last_feedback: None,
             history: VecDeque::new(),
+            first_send: None,
             loss_avg: 0.0,
             loss_samples: 0,
             carried_avg_bps: 0.0,
             startup_peak_bps: 0.0,
             link_estimate_bps: None,
+            initial_rate_bps: rate_bps.max(1),
+            // A first rate that is half a target the user set is the user's word on the path
+            // and is sent for a whole RTT (the simulator's grid: target 1.25 × the link); one
+            // capped at INITIAL_RATE_MAX_BPS (the default target, "no limit") is a guess, and
+            // its blind round is bounded.
+            blind_bits: (limits.target_bps / INITIAL_TARGET_FRACTION > INITIAL_RATE_MAX_BPS)
+                .then_some(0),
+            round_start: None,
+            round_peak_bps: 0.0,
+            flat_rounds: 0,
             sent_bits: 0,
             sent_since_sample_bits: 0,
             saw_send: false,
@@ -194,6 +251,7 @@ impl AdaptiveRate {
         dt: Duration,
         q: Duration,
         recv_bps: u64,
+        carried_bps: f64,
     ) -> Duration {
         // What we actually sent since the last sample (a sender that does not keep up with its
         // pacing rate builds no queue with the difference).
@@ -206,16 +264,23 @@ impl AdaptiveRate {
         if self.history.len() == MAX_HISTORY {
             self.history.pop_front();
         }
-        self.history.push_back((now, sent, allowed));
-        while self.history.front().is_some_and(|&(t, _, _)| now.saturating_since(t) > rtt) {
+        // The first sample's bits were sent since the first send: counting them as sent at
+        // `now` read a 38 Mbit blind round as 190 ms of queue to come (traced on the emulator),
+        // which held the drain at half the link for an RTT.
+        // (`first_send` is only set before the first feedback.)
+        let from = self.first_send.take().map_or(now, |t| t.min(now));
+        self.history.push_back((now, from, sent, allowed, carried_bps));
+        while self.history.front().is_some_and(|&(t, ..)| now.saturating_since(t) > rtt) {
             self.history.pop_front();
         }
         if q < SATURATED_QUEUE || recv_bps == 0 {
             return q;
         }
-        let span =
-            self.history.front().map_or(Duration::ZERO, |&(t, _, _)| now.saturating_since(t));
-        let sum: f64 = self.history.iter().map(|&(_, b, _)| b).sum();
+        let span = self
+            .history
+            .front()
+            .map_or(Duration::ZERO, |&(_, from, ..)| now.saturating_since(from));
+        let sum: f64 = self.history.iter().map(|&(_, _, b, ..)| b).sum();
         // The delivered rate over the RTT: the smoothed one (one sample's rate covers a few
         // milliseconds; on a real receiver that handles datagrams in bunches it is off by
         // ±50%, and × an RTT that error swamped the measured queue: the emulator showed a
@@ -243,7 +308,7 @@ impl AdaptiveRate {
             return false;
         }
         let (sent, allowed) =
-            self.history.iter().fold((0.0, 0.0), |(s, a), &(_, b, x)| (s + b, a + x));
+            self.history.iter().fold((0.0, 0.0), |(s, a), &(_, _, b, x, _)| (s + b, a + x));
         allowed > 0.0 && sent < LIMITED_SHARE * allowed
     }
 
@@ -270,27 +335,42 @@ impl AdaptiveRate {
         let (q, recv_rate_bps) = (s.queuing_delay, s.recv_rate_bps);
         let rtt = s.rtt.max(MIN_RTT);
         let q = q.min(rtt);
-        // The smallest raw RTT sample is the base RTT; a peer that reports none falls back to
-        // the smoothed RTT minus the queue (an underestimate while a queue builds).
-        let base = if s.rtt_min > Duration::ZERO { s.rtt_min } else { rtt.saturating_sub(q) };
-        self.base_rtt = self.base_rtt.min(base.max(MIN_RTT));
+        // The smallest raw RTT sample is the base RTT. A peer that reports none falls back to
+        // the smoothed RTT minus the queue, which lags a queue that grows fast (a blind
+        // round's): their difference read 34 ms on a 200 ms path on the emulator and 8.1 ms on
+        // a 10 ms simulated path. So then only a sample with a short queue sets the base (or
+        // the first one, if none has).
+        if s.rtt_min > Duration::ZERO {
+            self.base_rtt = self.base_rtt.min(s.rtt_min.max(MIN_RTT));
+        } else if q <= BASE_RTT_MAX_QUEUE || self.base_rtt == Duration::MAX {
+            self.base_rtt = self.base_rtt.min(rtt.saturating_sub(q).max(MIN_RTT));
+        }
         let dt = self.last_feedback.map_or(Duration::ZERO, |t| now.saturating_since(t)).min(rtt);
         self.last_feedback = Some(now);
         // The predicted queue sets the proportional response (what the rate is divided by);
         // the measured one sets the backlog, and so the fixed point shared between flows.
         if recv_rate_bps > 0 {
             let c = self.carried_bps(recv_rate_bps);
-            // Smoothed over CARRIED_GAIN's 8 samples, or over half an RTT if that is shorter:
-            // at 10 ms RTT 8 samples (16 ms) lagged the rate startup doubles every RTT, startup
-            // ended on 600 of 1000 Mbit/s and the predictor took the difference for queue.
-            let half_rtt = rtt.as_secs_f64() / 2.0;
-            let gain = CARRIED_GAIN.max((dt.as_secs_f64() / half_rtt).min(1.0));
-            self.carried_avg_bps += gain * (c - self.carried_avg_bps);
+            if self.carried_avg_bps > 0.0 {
+                // Smoothed over CARRIED_GAIN's 8 samples, or over half an RTT if that is
+                // shorter: at 10 ms RTT 8 samples (16 ms) lagged the rate startup doubles every
+                // RTT, startup ended on 600 of 1000 Mbit/s and the predictor took the
+                // difference for queue.
+                let half_rtt = rtt.as_secs_f64() / 2.0;
+                let gain = CARRIED_GAIN.max((dt.as_secs_f64() / half_rtt).min(1.0));
+                self.carried_avg_bps += gain * (c - self.carried_avg_bps);
+            } else {
+                // The first delivered rate is the estimate (an average that starts at zero
+                // would take a dozen samples to read a blind round's pace).
+                self.carried_avg_bps = c;
+            }
+            self.blind_bits = None;
             if self.mode == Mode::Startup {
                 self.startup_peak_bps = self.startup_peak_bps.max(self.carried_avg_bps);
             }
         }
-        let q_pred = self.predict_queue(now, rtt, dt, q, recv_rate_bps);
+        let carried_now = if recv_rate_bps > 0 { self.carried_bps(recv_rate_bps) } else { 0.0 };
+        let q_pred = self.predict_queue(now, rtt, dt, q, recv_rate_bps, carried_now);
         self.last_queue = q;
         self.last_predicted_queue = q_pred;
         let rtt_now = self.base_rtt + q_pred;
@@ -298,40 +378,22 @@ impl AdaptiveRate {
         let step = dt.as_secs_f64() / rtt.as_secs_f64();
         let alpha = self.alpha_bits();
         let backlog = self.rate_bps as f64 * q.as_secs_f64();
+        let startup_done =
+            self.mode == Mode::Startup && self.is_startup_done(now, rtt, q, backlog, alpha);
         match self.mode {
-            Mode::Startup if backlog >= alpha || q >= STARTUP_EXIT_QUEUE => {
-                // The highest rate the bottleneck carried is its rate (or our share of it);
-                // × base RTT is the window that drains the startup queue (the rate divides by
-                // base + q) and then holds the link full.
-                let carried = self.startup_peak_bps;
-                let delivered = if carried > 0.0 { carried } else { self.rate_bps as f64 };
-                let w_exit = (delivered * self.base_rtt.as_secs_f64()).min(w);
-                if carried > 0.0 {
-                    self.link_estimate_bps = Some(carried);
-                }
-                self.mode = Mode::Drain { since: now };
-                self.apply(w_exit, rtt_now);
-            }
+            Mode::Startup if startup_done => self.exit_startup(now, w, rtt_now),
             Mode::Drain { since } => {
-                // Drain at twice the speed the window alone would: the link stays busy while
-                // the queue lasts, and the predictor says when it is gone.
-                let rtt_now = rtt_now + q_pred.div(2);
-                // Until the predicted queue (what the feedback shows plus what is still on its
-                // way) is down to `α`; a standing queue of other flows must not hold the
-                // window frozen, so at most DRAIN_MAX_RTTS.
-                let predicted = self.rate_bps as f64 * q_pred.as_secs_f64();
-                let too_long = now.saturating_since(since) > rtt.saturating_mul(DRAIN_MAX_RTTS);
-                if predicted < alpha || too_long {
-                    self.mode = Mode::Steady;
-                }
-                // The link is busy while the queue drains, so the delivered rate now is the
-                // bottleneck's: a startup estimate that lagged behind it is corrected here.
-                let w = w.max(self.carried_avg_bps * self.base_rtt.as_secs_f64());
-                self.apply(w, rtt_now);
+                let elapsed = now.saturating_since(since);
+                self.on_drain_sample(elapsed, rtt, w, rtt_now, q_pred, alpha);
             }
+            // Blind (no delivered rate reported yet): growing would be blind too.
+            Mode::Startup if self.blind_bits.is_some() => {}
             Mode::Startup => {
                 let growth = if self.is_sender_limited() { 1.0 } else { 2f64.powf(step) };
-                self.apply(w * growth, rtt_now);
+                // At least the highest delivered rate: after the blind round's slowdown, the
+                // pace its bits were delivered at comes back at once.
+                let floor = self.startup_peak_bps * rtt_now.as_secs_f64();
+                self.apply((w * growth).max(floor), rtt_now);
             }
             Mode::Steady => {
                 let err = alpha - backlog;
@@ -355,6 +417,122 @@ impl AdaptiveRate {
         }
     }
 
+    /// Whether startup is over: the flow's own backlog reached `α` or the queue passed
+    /// [`STARTUP_EXIT_QUEUE`], or the highest delivered rate grew by less than
+    /// [`STARTUP_GROWTH`] in [`STARTUP_FLAT_ROUNDS`] rounds in a row (counted once a delivered
+    /// rate was reported; a round the sender did not keep up in is not counted). Loss is not a
+    /// reason: random loss does not end startup.
+    fn is_startup_done(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        q: Duration,
+        backlog: f64,
+        alpha: f64,
+    ) -> bool {
+        if backlog >= alpha || q >= STARTUP_EXIT_QUEUE {
+            return true;
+        }
+        if self.blind_bits.is_some() {
+            return false;
+        }
+        let start = *self.round_start.get_or_insert(now);
+        if now.saturating_since(start) < rtt {
+            return false;
+        }
+        if self.startup_peak_bps >= STARTUP_GROWTH * self.round_peak_bps {
+            self.flat_rounds = 0;
+        } else if !self.is_sender_limited() {
+            self.flat_rounds += 1;
+        }
+        self.round_peak_bps = self.startup_peak_bps;
+        self.round_start = Some(now);
+        self.flat_rounds >= STARTUP_FLAT_ROUNDS
+    }
+
+    /// Leave startup for the drain: the highest rate the bottleneck carried is its rate (or
+    /// our share of it); × base RTT is the window that drains the startup queue (the rate
+    /// divides by base + q) and then holds the link full.
+    fn exit_startup(&mut self, now: Instant, w: f64, rtt_now: Duration) {
+        // The highest smoothed delivered rate, but no more than the mean over the last RTT:
+        // the peak of noisy samples reads high.
+        let carried = match self.delivered_over_rtt_bps() {
+            Some(d) => self.startup_peak_bps.min(d),
+            None => self.startup_peak_bps,
+        };
+        let delivered = if carried > 0.0 { carried } else { self.rate_bps as f64 };
+        let w_exit = (delivered * self.base_rtt.as_secs_f64()).min(w);
+        if carried > 0.0 {
+            self.link_estimate_bps = Some(carried);
+        }
+        self.mode = Mode::Drain { since: now };
+        self.round_start = None;
+        self.round_peak_bps = 0.0;
+        self.flat_rounds = 0;
+        self.apply(w_exit, rtt_now);
+    }
+
+    /// One sample of the drain after startup: the window holds at the delivered rate × base
+    /// RTT (the link is busy while the queue drains) and the rate divides by the predicted
+    /// queue, until the queue is down to `α` or [`DRAIN_MAX_RTTS`] have passed.
+    fn on_drain_sample(
+        &mut self,
+        elapsed: Duration,
+        rtt: Duration,
+        w: f64,
+        rtt_now: Duration,
+        q_pred: Duration,
+        alpha: f64,
+    ) {
+        // Drain at twice the speed the window alone would: the link stays busy while the queue
+        // lasts, and the predictor says when it is gone.
+        let rtt_now = rtt_now + q_pred.div(2);
+        // Until the predicted queue (what the feedback shows plus what is still on its way) is
+        // down to `α`; a standing queue of other flows must not hold the window frozen, so at
+        // most DRAIN_MAX_RTTS.
+        let predicted = self.rate_bps as f64 * q_pred.as_secs_f64();
+        if predicted < alpha || elapsed > rtt.saturating_mul(DRAIN_MAX_RTTS) {
+            self.mode = Mode::Steady;
+        }
+        // The link is busy while the queue drains, so the delivered rate over the last RTT is
+        // the bottleneck's: a startup estimate below it is raised to it. The mean over the
+        // RTT, not the smoothed per-sample rate: a real receiver's per-sample rates are noisy
+        // (±50%), and the highest smoothed one read 400–470 Mbit/s on a 200 Mbit/s emulated
+        // link. Raised only: tracking it down held the window at what the flow itself sent
+        // once the queue was gone (100 Mbit/s, 1000 ms, 5%: 84.86 vs 86.78 Mbit/s).
+        let w = self
+            .delivered_over_rtt_bps()
+            .map_or(w, |d| w.max(d.min(self.startup_peak_bps) * self.base_rtt.as_secs_f64()));
+        self.apply(w, rtt_now);
+    }
+
+    /// The mean carried rate of the samples of the last RTT that reported one (each sample
+    /// covers about the same span of the receiver's clock), or `None` if none did.
+    fn delivered_over_rtt_bps(&self) -> Option<f64> {
+        let (sum, n) = self
+            .history
+            .iter()
+            .filter(|&&(.., c)| c > 0.0)
+            .fold((0.0, 0u32), |(s, n), &(.., c)| (s + c, n + 1));
+        (n > 0).then(|| sum / f64::from(n))
+    }
+
+    /// The blind round's slowdown: once [`INITIAL_BLIND_BITS`] went out before any delivered
+    /// rate was reported, the rate drops to 1/[`BLIND_SLOWDOWN`] of the initial rate.
+    fn on_blind_send(&mut self, bits: u64) {
+        let Some(sent) = self.blind_bits.as_mut() else { return };
+        *sent = sent.saturating_add(bits);
+        if *sent < INITIAL_BLIND_BITS || self.mode != Mode::Startup {
+            return;
+        }
+        let slow = (self.initial_rate_bps / BLIND_SLOWDOWN)
+            .clamp(self.limits.min_bps.max(1), self.limits.target_bps);
+        if slow < self.rate_bps {
+            self.rate_bps = slow;
+            self.window_bits = None;
+        }
+    }
+
     /// In startup (exponential growth) rather than steady state.
     pub fn is_starting(&self) -> bool {
         self.mode == Mode::Startup
@@ -366,11 +544,15 @@ impl RateController for AdaptiveRate {
         self.rate_bps
     }
 
-    fn on_send(&mut self, _now: Instant, ip_bytes: u64) {
+    fn on_send(&mut self, now: Instant, ip_bytes: u64) {
         let bits = ip_bytes.saturating_mul(8);
         self.saw_send = true;
         self.sent_bits = self.sent_bits.saturating_add(bits);
         self.sent_since_sample_bits = self.sent_since_sample_bits.saturating_add(bits);
+        if self.last_feedback.is_none() && self.first_send.is_none() {
+            self.first_send = Some(now);
+        }
+        self.on_blind_send(bits);
     }
 
     fn snapshot(&self) -> RateSnapshot {
@@ -406,6 +588,9 @@ impl RateController for AdaptiveRate {
         self.mode = Mode::Startup;
         self.startup_peak_bps = 0.0;
         self.carried_avg_bps = 0.0;
+        self.round_start = None;
+        self.round_peak_bps = 0.0;
+        self.flat_rounds = 0;
         self.last_feedback = None;
     }
 
