@@ -106,8 +106,35 @@ const ALPHA_LINK_FACTOR: f64 = 4.0;
 /// How much `α` the high and low policies have, relative to fair.
 const HIGH_ALPHA: f64 = 2.0;
 const LOW_ALPHA: f64 = 0.125;
+/// A steady flow whose delivered rate over the last RTT falls under this share of its recent
+/// level while a queue shows takes it for a competitor's arrival and yields. Its own probing
+/// cannot do that: while a queue shows, the bottleneck delivers to a lone flow at its rate.
+const YIELD_DROP: f64 = 0.75;
+/// The recent level follows a rising delivered rate at once and a falling one with this time
+/// constant, in RTTs (a share that shrinks over many RTTs is the window law at work, not an
+/// arrival).
+const YIELD_LEVEL_RTTS: f64 = 8.0;
+/// While yielding, the window is this share of the delivered rate × base RTT: every flow
+/// that saw the arrival holds below its share at the same time, so the queue empties and the
+/// newcomer, which is sending, reads the path's real delay instead of taking the incumbents'
+/// standing queue for it (docs/RATE.md, "Fairness from real sessions").
+const YIELD_SHARE: f64 = 0.5;
+/// A yield ends when the measured queue is under [`SATURATED_QUEUE`], or after this many RTTs
+/// (and at least [`YIELD_MIN_SPAN`]: a newcomer with a longer RTT takes that long to leave its
+/// startup and stop refilling the queue).
+const YIELD_MAX_RTTS: u64 = 4;
+const YIELD_MIN_SPAN: Duration = Duration::from_secs(3);
+/// A newcomer's yield after its drain: at [`YIELD_SHARE`], about half this much of the queue
+/// drains while the incumbents yield too (a standing queue of several flows' `α` is tens of
+/// ms). It cannot end on an empty queue: its own base delay may include the standing queue.
+const NEWCOMER_YIELD: Duration = Duration::from_millis(100);
+/// After a yield, the next one waits this many RTTs, and at least [`YIELD_COOLDOWN_SPAN`]
+/// (the yield's own dip in the delivered rate, and the shares moving while the flows settle,
+/// must not start another).
+const YIELD_COOLDOWN_RTTS: u64 = 8;
+const YIELD_COOLDOWN_SPAN: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {
     /// Exponential growth until the flow's own queue shows.
     Startup,
@@ -116,6 +143,11 @@ enum Mode {
     Drain { since: Instant },
     /// The window law.
     Steady,
+    /// The window holds at [`YIELD_SHARE`] of what the flow was delivered for `span`, then goes
+    /// back to `restore_bits` and the window law. An incumbent that sees a competitor arrive
+    /// (see [`AdaptiveRate::is_competitor_arriving`]) yields until it sees the queue empty
+    /// (`until_empty`); a newcomer yields for [`NEWCOMER_YIELD`] after its drain.
+    Yield { since: Instant, restore_bits: f64, span: Duration, until_empty: bool },
 }
 
 #[derive(Clone, Debug)]
@@ -163,6 +195,12 @@ pub struct AdaptiveRate {
     /// Whether any sending was reported (a controller driven without `on_send`, as in unit
     /// tests, predicts from its own rate instead).
     saw_send: bool,
+    /// The recent level of the delivered rate over an RTT, and when the last yield ended
+    /// (see [`YIELD_DROP`]).
+    level_bps: f64,
+    last_yield_end: Option<Instant>,
+    /// The drain after startup ended and the newcomer's yield ([`NEWCOMER_YIELD`]) is due.
+    newcomer_yield_due: bool,
     /// The last sample's measured and predicted queue, for the snapshot.
     last_queue: Duration,
     last_predicted_queue: Duration,
@@ -204,6 +242,9 @@ impl AdaptiveRate {
             sent_bits: 0,
             sent_since_sample_bits: 0,
             saw_send: false,
+            level_bps: 0.0,
+            last_yield_end: None,
+            newcomer_yield_due: false,
             last_queue: Duration::ZERO,
             last_predicted_queue: Duration::ZERO,
         }
@@ -385,6 +426,11 @@ impl AdaptiveRate {
             Mode::Drain { since } => {
                 let elapsed = now.saturating_since(since);
                 self.on_drain_sample(elapsed, rtt, w, rtt_now, q_pred, alpha);
+                if self.mode == Mode::Steady {
+                    self.last_yield_end = Some(now);
+                    self.level_bps = 0.0;
+                    self.newcomer_yield_due = true;
+                }
             }
             // Blind (no delivered rate reported yet): growing would be blind too.
             Mode::Startup if self.blind_bits.is_some() => {}
@@ -395,26 +441,95 @@ impl AdaptiveRate {
                 let floor = self.startup_peak_bps * rtt_now.as_secs_f64();
                 self.apply((w * growth).max(floor), rtt_now);
             }
-            Mode::Steady => {
-                let err = alpha - backlog;
-                // Below `α` the window also grows in proportion to itself (up to
-                // PROBE_GROWTH per RTT with an empty queue), so a large window refills
-                // the path in a few RTTs instead of by `α` per RTT; the fixed point
-                // (backlog = α) and so the sharing between flows are unchanged.
-                let probe = (PROBE_GROWTH * w)
-                    .min(self.rate_bps as f64 * PROBE_MAX_STEP.as_secs_f64() / GAIN);
-                let up = if err <= 0.0 {
-                    err
-                } else if self.is_sender_limited() {
-                    0.0
+            Mode::Yield { since, restore_bits, span, until_empty } => {
+                let empty = until_empty && q < SATURATED_QUEUE;
+                if empty || now.saturating_since(since) > span {
+                    self.mode = Mode::Steady;
+                    self.last_yield_end = Some(now);
+                    self.level_bps = 0.0;
+                    self.apply(restore_bits.max(w), rtt_now);
                 } else {
-                    err.max(probe * err / alpha)
-                };
-                let grown = w + GAIN * step * up;
-                let bound = 2f64.powf(step);
-                self.apply(grown.clamp(w / bound, w * bound), rtt_now);
+                    self.apply(w, rtt_now);
+                }
             }
+            Mode::Steady if self.newcomer_yield_due && backlog <= alpha => {
+                // A newcomer's base delay may include the queue the incumbents keep: once its
+                // own backlog is down to `α` after the drain (its queue may never read empty),
+                // it holds below its share for a moment while they yield, so the queue
+                // really empties.
+                self.newcomer_yield_due = false;
+                let delivered = self.delivered_over_rtt_bps().unwrap_or(self.carried_avg_bps);
+                self.start_yield(now, w, delivered, NEWCOMER_YIELD, false, rtt_now);
+            }
+            Mode::Steady => match self.is_competitor_arriving(now, rtt, dt, q) {
+                Some(delivered) => {
+                    let span = rtt.saturating_mul(YIELD_MAX_RTTS).max(YIELD_MIN_SPAN);
+                    self.start_yield(now, w, delivered, span, true, rtt_now);
+                }
+                None => self.on_steady_sample(w, step, backlog, alpha, rtt_now),
+            },
         }
+    }
+
+    /// One sample of the window law.
+    fn on_steady_sample(&mut self, w: f64, step: f64, backlog: f64, alpha: f64, rtt_now: Duration) {
+        let err = alpha - backlog;
+        // Below `α` the window also grows in proportion to itself (up to PROBE_GROWTH per RTT
+        // with an empty queue), so a large window refills the path in a few RTTs instead of by
+        // `α` per RTT; the fixed point (backlog = α) and so the sharing between flows are
+        // unchanged.
+        let probe =
+            (PROBE_GROWTH * w).min(self.rate_bps as f64 * PROBE_MAX_STEP.as_secs_f64() / GAIN);
+        let up = if err <= 0.0 {
+            err
+        } else if self.is_sender_limited() {
+            0.0
+        } else {
+            err.max(probe * err / alpha)
+        };
+        let grown = w + GAIN * step * up;
+        let bound = 2f64.powf(step);
+        self.apply(grown.clamp(w / bound, w * bound), rtt_now);
+    }
+
+    /// Whether a competitor is arriving: the delivered rate over the last RTT fell under
+    /// [`YIELD_DROP`] of its recent level while a queue shows and the sender kept up. Returns
+    /// the delivered rate then. Updates the recent level.
+    fn is_competitor_arriving(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        dt: Duration,
+        q: Duration,
+    ) -> Option<f64> {
+        let delivered = self.delivered_over_rtt_bps()?;
+        let decay = (dt.as_secs_f64() / (YIELD_LEVEL_RTTS * rtt.as_secs_f64())).min(1.0);
+        let level = self.level_bps.max(delivered);
+        self.level_bps =
+            if delivered >= level { delivered } else { level - decay * (level - delivered) };
+        let cooldown = rtt.saturating_mul(YIELD_COOLDOWN_RTTS).max(YIELD_COOLDOWN_SPAN);
+        let cooling = self.last_yield_end.is_some_and(|t| now.saturating_since(t) < cooldown);
+        let arriving = q >= SATURATED_QUEUE
+            && delivered < YIELD_DROP * level
+            && !cooling
+            && !self.is_sender_limited();
+        arriving.then_some(delivered)
+    }
+
+    /// Hold the window at [`YIELD_SHARE`] of `delivered` × base RTT for `span` (or until the
+    /// queue reads empty), then restore `w`.
+    fn start_yield(
+        &mut self,
+        now: Instant,
+        w: f64,
+        delivered: f64,
+        span: Duration,
+        until_empty: bool,
+        rtt_now: Duration,
+    ) {
+        self.mode = Mode::Yield { since: now, restore_bits: w, span, until_empty };
+        let held = YIELD_SHARE * delivered * self.base_rtt.as_secs_f64();
+        self.apply(held.min(w), rtt_now);
     }
 
     /// Whether startup is over: the flow's own backlog reached `α` or the queue passed
@@ -570,6 +685,7 @@ impl RateController for AdaptiveRate {
                 Mode::Startup => "startup",
                 Mode::Drain { .. } => "drain",
                 Mode::Steady => "steady",
+                Mode::Yield { .. } => "yield",
             },
         }
     }
