@@ -491,7 +491,7 @@ impl AdaptiveRate {
     /// first datagram and does not yield (it would only lose throughput: 1 Gbit/s at 10 ms
     /// and 10% loss fell from 812 to 753 Mbit/s with an unconditional 100 ms yield).
     fn is_newcomer_yield_due(&self, now: Instant, q: Duration) -> bool {
-        if !self.newcomer_due_until.is_some_and(|t| now <= t) {
+        if self.newcomer_due_until.is_none_or(|t| now > t) {
             return false;
         }
         if self.base_rtt.saturating_add(NEWCOMER_EVIDENCE) < self.first_base_rtt {
