@@ -32,6 +32,14 @@
 //! - the drain then holds the window at the highest delivered rate × base RTT, which empties
 //!   the queue startup built, and hands over to the window law.
 //!
+//! Yields (docs/RATE.md, "Yields"): a flow that starts into a queue other flows keep takes it
+//! for propagation delay and takes more than its share (0.618 against 0.382 for two flows).
+//! So a steady flow that sees a competitor arrive (its delivered rate over the RTT falls under
+//! [`YIELD_DROP`] of its recent level while a queue shows) holds at half its delivered rate
+//! until it reads the queue empty, and a newcomer that shares the bottleneck holds at half for
+//! [`NEWCOMER_YIELD`] after its drain: the queue empties while every flow sends, and every
+//! flow's base delay is the path's.
+//!
 //! Invariants: the rate is always within the (sanitized) limits and finite: every float that
 //! reaches it is checked and clamped; no clock is read (time is the `now` argument).
 
@@ -205,6 +213,10 @@ pub struct AdaptiveRate {
     /// (see [`YIELD_DROP`]).
     level_bps: f64,
     last_yield_end: Option<Instant>,
+    /// After a blackout (`on_silence`): the rate the restart resumes at, at least, when its
+    /// startup ends, and whether this startup is such a restart.
+    restart_floor_bps: f64,
+    restarted: bool,
     /// Until when the newcomer's yield ([`NEWCOMER_YIELD`]) may start after the drain.
     newcomer_due_until: Option<Instant>,
     /// The base RTT the first feedback gave: a lower one later means the flow started into
@@ -253,6 +265,8 @@ impl AdaptiveRate {
             saw_send: false,
             level_bps: 0.0,
             last_yield_end: None,
+            restart_floor_bps: 0.0,
+            restarted: false,
             newcomer_due_until: None,
             first_base_rtt: Duration::MAX,
             last_queue: Duration::ZERO,
@@ -382,10 +396,15 @@ impl AdaptiveRate {
         recv_rate_bps as f64 / (1.0 - self.loss_avg)
     }
 
-    fn on_sample(&mut self, now: Instant, s: &FeedbackSample) {
-        let (q, recv_rate_bps) = (s.queuing_delay, s.recv_rate_bps);
-        let rtt = s.rtt.max(MIN_RTT);
-        let q = q.min(rtt);
+    /// Fold one sample into the base RTT (and the first one's, see [`NEWCOMER_EVIDENCE`]) and
+    /// the smoothed delivered rate.
+    fn note_base_and_delivered(
+        &mut self,
+        s: &FeedbackSample,
+        rtt: Duration,
+        q: Duration,
+        dt: Duration,
+    ) {
         // The smallest raw RTT sample is the base RTT. A peer that reports none falls back to
         // the smoothed RTT minus the queue, which lags a queue that grows fast (a blind
         // round's): their difference read 34 ms on a 200 ms path on the emulator and 8.1 ms on
@@ -399,12 +418,8 @@ impl AdaptiveRate {
         if self.first_base_rtt == Duration::MAX {
             self.first_base_rtt = self.base_rtt;
         }
-        let dt = self.last_feedback.map_or(Duration::ZERO, |t| now.saturating_since(t)).min(rtt);
-        self.last_feedback = Some(now);
-        // The predicted queue sets the proportional response (what the rate is divided by);
-        // the measured one sets the backlog, and so the fixed point shared between flows.
-        if recv_rate_bps > 0 {
-            let c = self.carried_bps(recv_rate_bps);
+        if s.recv_rate_bps > 0 {
+            let c = self.carried_bps(s.recv_rate_bps);
             if self.carried_avg_bps > 0.0 {
                 // Smoothed over CARRIED_GAIN's 8 samples, or over half an RTT if that is
                 // shorter: at 10 ms RTT 8 samples (16 ms) lagged the rate startup doubles every
@@ -423,6 +438,17 @@ impl AdaptiveRate {
                 self.startup_peak_bps = self.startup_peak_bps.max(self.carried_avg_bps);
             }
         }
+    }
+
+    fn on_sample(&mut self, now: Instant, s: &FeedbackSample) {
+        let (q, recv_rate_bps) = (s.queuing_delay, s.recv_rate_bps);
+        let rtt = s.rtt.max(MIN_RTT);
+        let q = q.min(rtt);
+        let dt = self.last_feedback.map_or(Duration::ZERO, |t| now.saturating_since(t)).min(rtt);
+        self.last_feedback = Some(now);
+        self.note_base_and_delivered(s, rtt, q, dt);
+        // The predicted queue sets the proportional response (what the rate is divided by);
+        // the measured one sets the backlog, and so the fixed point shared between flows.
         let carried_now = if recv_rate_bps > 0 { self.carried_bps(recv_rate_bps) } else { 0.0 };
         let q_pred = self.predict_queue(now, rtt, dt, q, recv_rate_bps, carried_now);
         self.last_queue = q;
@@ -611,10 +637,18 @@ impl AdaptiveRate {
             None => self.startup_peak_bps,
         };
         let delivered = if carried > 0.0 { carried } else { self.rate_bps as f64 };
+        // After a blackout the first samples measure the backlog it left, not the path
+        // (traced on the emulated WAN at load 15: a startup after a stall exited on a 1.7 s
+        // "queue" having measured 2.6 Mbit/s, `α` fell with that estimate and the rate crawled
+        // at 0.2–0.4 Mbit/s for 47 s). So a restart resumes at no less than the halved rate
+        // and does not lower the bottleneck estimate.
+        let delivered = delivered.max(core::mem::take(&mut self.restart_floor_bps));
         let w_exit = (delivered * self.base_rtt.as_secs_f64()).min(w);
         if carried > 0.0 {
-            self.link_estimate_bps = Some(carried);
+            let prev = self.link_estimate_bps.filter(|_| self.restarted).unwrap_or(0.0);
+            self.link_estimate_bps = Some(carried.max(prev));
         }
+        self.restarted = false;
         self.mode = Mode::Drain { since: now };
         self.round_start = None;
         self.round_peak_bps = 0.0;
@@ -743,6 +777,8 @@ impl RateController for AdaptiveRate {
         self.round_peak_bps = 0.0;
         self.flat_rounds = 0;
         self.last_feedback = None;
+        self.restart_floor_bps = self.rate_bps as f64;
+        self.restarted = true;
     }
 
     /// Effective at once: the next `rate_bps` is within the new limits.
