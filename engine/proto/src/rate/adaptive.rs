@@ -217,9 +217,6 @@ pub struct AdaptiveRate {
     /// startup ends, and whether this startup is such a restart.
     restart_floor_bps: f64,
     restarted: bool,
-    /// Until when the window law takes the backlog from the predicted queue (one RTT after
-    /// the drain).
-    settle_until: Option<Instant>,
     /// Until when the newcomer's yield ([`NEWCOMER_YIELD`]) may start after the drain.
     newcomer_due_until: Option<Instant>,
     /// The base RTT the first feedback gave: a lower one later means the flow started into
@@ -270,7 +267,6 @@ impl AdaptiveRate {
             last_yield_end: None,
             restart_floor_bps: 0.0,
             restarted: false,
-            settle_until: None,
             newcomer_due_until: None,
             first_base_rtt: Duration::MAX,
             last_queue: Duration::ZERO,
@@ -461,13 +457,7 @@ impl AdaptiveRate {
         let w = self.window_bits.unwrap_or(self.rate_bps as f64 * rtt_now.as_secs_f64());
         let step = dt.as_secs_f64() / rtt.as_secs_f64();
         let alpha = self.alpha_bits();
-        // For one RTT after the drain the measured queue still shows what the drain has
-        // already emptied (it lags by the RTT): the backlog is taken from the predicted queue
-        // then, or the window law cut the window the drain had set (1 Gbit/s, 1000 ms, 10%:
-        // a 197 ms measured queue after the drain held the rate at 810–880 Mbit/s for 20 s).
-        let settling = self.mode == Mode::Steady && self.settle_until.is_some_and(|t| now < t);
-        let q_backlog = if settling { q.min(q_pred) } else { q };
-        let backlog = self.rate_bps as f64 * q_backlog.as_secs_f64();
+        let backlog = self.rate_bps as f64 * q.as_secs_f64();
         let startup_done =
             self.mode == Mode::Startup && self.is_startup_done(now, rtt, q, backlog, alpha);
         match self.mode {
@@ -476,7 +466,6 @@ impl AdaptiveRate {
                 let elapsed = now.saturating_since(since);
                 self.on_drain_sample(elapsed, rtt, w, rtt_now, q_pred, alpha);
                 if self.mode == Mode::Steady {
-                    self.settle_until = Some(now + rtt);
                     self.last_yield_end = Some(now);
                     self.level_bps = 0.0;
                     let window = rtt.saturating_mul(YIELD_COOLDOWN_RTTS).max(YIELD_COOLDOWN_SPAN);
