@@ -87,6 +87,17 @@ fn disk_name(io: &haul_io::backend::IoStats) -> String {
     format!("{path}, {mode}")
 }
 
+/// Whether the disk I/O used buffers registered with the ring: "registered", "refused
+/// (errno N)" (the kernel refused, e.g. RLIMIT_MEMLOCK; plain Read/Write ran) or
+/// "unregistered" (no ring disk I/O).
+fn disk_buffers_name(io: &haul_io::backend::IoStats) -> String {
+    match (io.disk_fixed_refused, io.disk_fixed_ops) {
+        (0, 0) => "unregistered".into(),
+        (0, _) => "registered".into(),
+        _ => format!("refused (errno {})", io.disk_fixed_errno),
+    }
+}
+
 /// The data plane's syscall counters (docs/CLI.md, "JSON summary").
 fn io_json(io: &haul_io::backend::IoStats) -> serde_json::Value {
     serde_json::json!({
@@ -96,6 +107,9 @@ fn io_json(io: &haul_io::backend::IoStats) -> serde_json::Value {
         "disk_direct_ops": io.disk_direct_ops,
         "disk_direct_refused_files": io.disk_direct_refused_files,
         "disk_mode": if io.disk_direct_ops > 0 { "O_DIRECT" } else { "buffered" },
+        "disk_buffers": disk_buffers_name(io),
+        "disk_fixed_ops": io.disk_fixed_ops,
+        "disk_fixed_bytes": io.disk_fixed_bytes,
         "datagrams_sent": io.datagrams_sent, "datagrams_received": io.datagrams_received,
         "recv_buffers": io.recv_buffers, "recv_rearms": io.recv_rearms,
         "syscalls_per_1000_datagrams": io.syscalls_per_1000_datagrams(),

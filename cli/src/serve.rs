@@ -76,9 +76,21 @@ pub struct ServeArgs {
     /// Shards per transfer on this side (at most 4).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=4))]
     pub shards: u8,
+    /// The gate's ceiling on UDP payload bytes per datagram (512..=9000), for a path whose
+    /// MTU is smaller than the route says (a VPN, a tunnel): downloads start and probe no
+    /// larger, uploads answer no probe above it and refuse a client that offers more.
+    /// Default: probe the path up to a jumbo frame.
+    #[arg(long, value_parser = parse_gate_datagram_size)]
+    pub datagram_size: Option<u16>,
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+}
+
+/// `--datagram-size N` of `haul serve`: a number in the range every `--datagram-size` takes.
+fn parse_gate_datagram_size(s: &str) -> Result<u16, String> {
+    let n = s.trim().parse::<u16>().map_err(|_| format!("`{s}` is not a size in 512..=9000"))?;
+    haul_control::gate::transfer::check_datagram_size(n)
 }
 
 fn init_logging(level: &str) {
@@ -161,6 +173,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         shards: a.shards,
         preserve_owner: a.allow_preserve_owner,
         preserve_xattrs: a.allow_preserve_xattrs,
+        datagram_size_max: a.datagram_size,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

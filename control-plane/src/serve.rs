@@ -88,6 +88,9 @@ pub struct ServeConfig {
     /// (`--allow-preserve-owner`, `--allow-preserve-xattrs`); the client must ask too.
     pub preserve_owner: bool,
     pub preserve_xattrs: bool,
+    /// `--datagram-size N`: the gate's ceiling on its transfers' datagrams, both directions
+    /// (`DataPlaneConfig::datagram_size_max`); `None`: probe up to a jumbo frame.
+    pub datagram_size_max: Option<u16>,
 }
 
 /// Start-up failures; each says whose fault.
@@ -122,6 +125,10 @@ pub async fn run(
     let ports_len = cfg.udp_listen.ports.as_ref().map_or(usize::MAX, |r| r.clone().count());
     let shards = cfg.shards.clamp(1, MAX_SHARDS_PER_TRANSFER);
     let shards = u8::try_from(ports_len).map_or(shards, |n| shards.min(n.max(1)));
+    if let Some(n) = cfg.datagram_size_max {
+        crate::gate::transfer::check_datagram_size(n)
+            .map_err(|e| ServeError::Config(format!("--datagram-size: {e}")))?;
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| ServeError::Config(format!("data dir {}: {e}", cfg.data_dir.display())))?;
     let host = load_or_create(&cfg.data_dir)?;
@@ -139,6 +146,7 @@ pub async fn run(
             preserve_owner: cfg.preserve_owner,
             preserve_xattrs: cfg.preserve_xattrs,
             backend: None,
+            datagram_size_max: cfg.datagram_size_max,
         },
     });
     let listen = |source| ServeError::Listen { addr: cfg.ssh_listen, source };

@@ -127,6 +127,7 @@ fn start(root: &Path, limits: Limits) -> Server {
         shards: 2,
         preserve_owner: false,
         preserve_xattrs: false,
+        datagram_size_max: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -54,9 +54,32 @@ pub struct DataPlaneConfig {
     /// The same for extended attributes (`--allow-preserve-xattrs`), POSIX ACLs included.
     pub preserve_xattrs: bool,
     pub backend: Option<BackendKind>,
+    /// The operator's datagram-size ceiling (`haul serve --datagram-size N`, checked by
+    /// [`check_datagram_size`]): downloads offer and probe no larger, uploads answer no probe
+    /// above it and refuse an offer above it. `None`: probe up to a jumbo frame.
+    pub datagram_size_max: Option<u16>,
+}
+
+/// Checks an operator's datagram-size ceiling: the range the wire allows
+/// (`MIN_DATAGRAM_SIZE..=MAX_DATAGRAM_SIZE`, as every `--datagram-size` flag).
+pub fn check_datagram_size(n: u16) -> Result<u16, String> {
+    use haul_proto::setup::validate::{MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE};
+    if (MIN_DATAGRAM_SIZE..=MAX_DATAGRAM_SIZE).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "datagram size {n} is outside {MIN_DATAGRAM_SIZE}..={MAX_DATAGRAM_SIZE} \
+             (UDP payload bytes per datagram)"
+        ))
+    }
 }
 
 impl DataPlaneConfig {
+    /// `limit`, lowered to the operator's ceiling if there is one.
+    fn capped(&self, limit: u16) -> u16 {
+        self.datagram_size_max.map_or(limit, |n| n.min(limit))
+    }
+
     /// Bind `shards` shard sockets per the `--udp-listen` ports.
     fn bind(&self, shards: u8) -> Result<haul_io::transfer::ShardSockets, SessionError> {
         let sockets = match &self.udp_ports {
@@ -251,6 +274,16 @@ fn receive_upload<S: Read + Write>(
         let why = "the offer departs from the granted terms (suite, policy, rate or shards)";
         return Err(refuse(s, RefuseCode::BadParams, why.into()));
     }
+    if offer.datagram_size > cfg.capped(offer.datagram_size) {
+        let why = format!(
+            "the client offers {}-byte datagrams, above this gate's ceiling of {} \
+             (rerun with --datagram-size {} or less)",
+            offer.datagram_size,
+            cfg.capped(offer.datagram_size),
+            cfg.capped(offer.datagram_size)
+        );
+        return Err(refuse(s, RefuseCode::BadParams, why));
+    }
     let dest = upload_dir(grant);
     // Owner and xattrs: the client sent them and the operator consents. Setid bits are
     // never kept through the gate.
@@ -267,8 +300,9 @@ fn receive_upload<S: Read + Write>(
         Err(e) => return Err(refuse(s, RefuseCode::Destination, e.to_string())),
     };
     let mut params = valid.params(fresh_session_id()?);
-    // The client probes the path (docs/DATAPLANE.md "Path MTU"): acknowledge any size.
-    params.datagram_size_max = haul_proto::pmtu::MAX_PROBE_SIZE;
+    // The client probes the path (docs/DATAPLANE.md "Path MTU"): acknowledge any size up to
+    // the operator's ceiling; probes above it go unanswered.
+    params.datagram_size_max = cfg.capped(haul_proto::pmtu::MAX_PROBE_SIZE);
     let sockets = cfg.bind(params.shards)?;
     let accept = Accept {
         session_id: params.session_id,
@@ -370,6 +404,8 @@ fn send_download<S: Read + Write>(
     let mut offer =
         offer_for(g, keys.transcript, cfg.shards.max(1), client_ip.is_ipv6(), files, prefs);
     offer.attrs = attrs_of(&sources, cfg)?;
+    // Start no larger than the operator's ceiling (the probing below stays under it too).
+    offer.datagram_size = cfg.capped(offer.datagram_size);
     let valid = validate_offer(&offer, &keys.transcript)
         .map_err(|r| SessionError::Peer(format!("cannot offer the package: {}", r.reason)))?;
     send_message(s, &Message::Offer(offer))?;
@@ -399,8 +435,9 @@ fn send_download<S: Read + Write>(
     }
     let mut params = valid.params(fresh_session_id()?);
     params.rate.target_bps = theirs.target_rate_bps.max(params.rate.min_bps);
-    // Probe the path as `haul send` does; the client's receiver caps what it acknowledges.
-    params.datagram_size_max = haul_proto::pmtu::sender_ceiling(client_ip.is_ipv6());
+    // Probe the path as `haul send` does, up to the operator's ceiling; the client's receiver
+    // caps what it acknowledges too.
+    params.datagram_size_max = cfg.capped(haul_proto::pmtu::sender_ceiling(client_ip.is_ipv6()));
     let sockets = cfg.bind(params.shards)?;
     let ours = Accept {
         session_id: params.session_id,
@@ -427,4 +464,44 @@ fn send_download<S: Read + Write>(
     let report = run_sender_cancellable(job, Some(client_ip), Some(&on_progress), run.cancel)?;
     finish_sending(s, &report, "client")?;
     Ok(report)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn config(ceiling: Option<u16>) -> DataPlaneConfig {
+        DataPlaneConfig {
+            udp_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            udp_ports: None,
+            shards: 1,
+            preserve_owner: false,
+            preserve_xattrs: false,
+            backend: None,
+            datagram_size_max: ceiling,
+        }
+    }
+
+    #[test]
+    fn the_operators_ceiling_caps_every_limit_and_only_lowers() {
+        let none = config(None);
+        assert_eq!(none.capped(8972), 8972);
+        assert_eq!(none.capped(1472), 1472);
+        let cap = config(Some(2000));
+        assert_eq!(cap.capped(8972), 2000);
+        assert_eq!(cap.capped(8952), 2000);
+        assert_eq!(cap.capped(1472), 1472, "a smaller limit stays");
+        assert_eq!(config(Some(1200)).capped(1472), 1200, "the offer itself shrinks");
+    }
+
+    #[test]
+    fn a_ceiling_outside_the_wire_range_is_the_operators_error() {
+        assert_eq!(check_datagram_size(512), Ok(512));
+        assert_eq!(check_datagram_size(9000), Ok(9000));
+        for bad in [0, 511, 9001, u16::MAX] {
+            let e = check_datagram_size(bad).unwrap_err();
+            assert!(e.contains("512..=9000"), "{e}");
+        }
+    }
 }

@@ -165,6 +165,16 @@ pub struct IoStats {
     /// Receiver files for which O_DIRECT was wanted and not used (the filesystem refused
     /// it, or it is tmpfs/ramfs, where it brings nothing).
     pub disk_direct_refused_files: u64,
+    /// Of the ring's disk operations, those made with registered buffers (`ReadFixed`/
+    /// `WriteFixed`, `uring::fixed`).
+    pub disk_fixed_ops: u64,
+    /// Bytes of disk buffers registered with the ring (pinned).
+    pub disk_fixed_bytes: u64,
+    /// Buffer registrations the kernel refused (memlock, an old kernel): those shards used
+    /// plain `Read`/`Write`.
+    pub disk_fixed_refused: u64,
+    /// The errno of the last refusal (0: none).
+    pub disk_fixed_errno: i32,
 }
 
 impl IoStats {
@@ -189,6 +199,12 @@ impl IoStats {
         self.disk_ring_ops += other.disk_ring_ops;
         self.disk_direct_ops += other.disk_direct_ops;
         self.disk_direct_refused_files += other.disk_direct_refused_files;
+        self.disk_fixed_ops += other.disk_fixed_ops;
+        self.disk_fixed_bytes += other.disk_fixed_bytes;
+        self.disk_fixed_refused += other.disk_fixed_refused;
+        if other.disk_fixed_errno != 0 {
+            self.disk_fixed_errno = other.disk_fixed_errno;
+        }
     }
 }
 

@@ -115,7 +115,6 @@ fn check_memlock(facts: &HostFacts, wants: &Wants, out: &mut Vec<Finding>) {
     if facts.has_ipc_lock || limit >= wants.locked_bytes {
         return;
     }
-    let kib = wants.locked_bytes.div_ceil(1024);
     out.push(Finding {
         severity: Severity::Warning,
         check: "memlock",
@@ -124,12 +123,18 @@ fn check_memlock(facts: &HostFacts, wants: &Wants, out: &mut Vec<Finding>) {
              io_uring",
             wants.locked_bytes
         ),
-        remedy: format!(
-            "ulimit -l {kib} (or unlimited) in the shell that starts haul; LimitMEMLOCK={} \
-             (or infinity) in the systemd unit; or grant CAP_IPC_LOCK",
-            wants.locked_bytes
-        ),
+        remedy: memlock_remedy(wants.locked_bytes),
     });
+}
+
+/// What to change so `bytes` of buffers can be registered (pinned) with io_uring: the
+/// remedy of the `memlock` check, also printed when a shard's registration is refused.
+pub fn memlock_remedy(bytes: u64) -> String {
+    let kib = bytes.div_ceil(1024);
+    format!(
+        "ulimit -l {kib} (or unlimited) in the shell that starts haul; LimitMEMLOCK={bytes} \
+         (or infinity) in the systemd unit; or grant CAP_IPC_LOCK"
+    )
 }
 
 fn check_sockbuf(
@@ -248,7 +253,7 @@ pub fn read_host_facts() -> HostFacts {
     }
 }
 
-fn memlock_soft_limit() -> Option<u64> {
+pub(crate) fn memlock_soft_limit() -> Option<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `lim` is a valid rlimit on our stack that the call fills in.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &raw mut lim) };

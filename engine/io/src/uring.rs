@@ -33,7 +33,9 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 use memmap2::{MmapMut, MmapRaw};
 
 mod disk;
+mod fixed;
 pub use disk::{DiskDone, MAX_DISK_IN_FLIGHT};
+pub use fixed::{FixedState, MAX_FIXED_BUFFERS};
 
 use crate::backend::IoStats;
 use crate::buf::{Backing, BufPool, SlotId};
@@ -120,6 +122,8 @@ pub struct UringFeatures {
     pub is_coop_taskrun: bool,
     /// Opcodes READ and WRITE supported (Linux 5.6): disk I/O can go through the ring.
     pub has_read_write: bool,
+    /// Opcodes READ_FIXED and WRITE_FIXED supported: disk I/O can use registered buffers.
+    pub has_fixed_rw: bool,
 }
 
 /// One harvested completion.
@@ -242,6 +246,7 @@ pub struct UringBackend {
     send_generation: u32,
     stats: IoStats,
     disk: disk::DiskOps,
+    fixed: fixed::FixedTable,
 }
 
 impl std::fmt::Debug for UringBackend {
@@ -305,6 +310,7 @@ impl UringBackend {
             send_generation: 0,
             stats: IoStats::default(),
             disk: disk::DiskOps::new(),
+            fixed: fixed::FixedTable::new(),
         })
     }
 
@@ -325,7 +331,17 @@ impl UringBackend {
 
     /// Counters since construction.
     pub fn stats(&self) -> IoStats {
-        self.stats
+        let errno = match self.fixed.state {
+            FixedState::Refused(errno) => errno,
+            _ => 0,
+        };
+        IoStats {
+            disk_fixed_ops: self.fixed.ops,
+            disk_fixed_bytes: self.fixed.bytes,
+            disk_fixed_refused: self.fixed.refused,
+            disk_fixed_errno: errno,
+            ..self.stats
+        }
     }
 
     /// Sends `datagrams` to `dest` as GSO `SendMsg`s with one submit, and returns once every
@@ -729,6 +745,8 @@ fn build_ring() -> Result<(IoUring, UringFeatures), IoError> {
     features.has_provide_buffers = probe.is_supported(opcode::ProvideBuffers::CODE);
     features.has_read_write =
         probe.is_supported(opcode::Read::CODE) && probe.is_supported(opcode::Write::CODE);
+    features.has_fixed_rw =
+        probe.is_supported(opcode::ReadFixed::CODE) && probe.is_supported(opcode::WriteFixed::CODE);
     if !(features.has_send_msg && features.has_recv_msg && features.is_ext_arg) {
         return Err(IoError::Unsupported { op: "io_uring SendMsg/RecvMsg/EXT_ARG", errno: 0 });
     }

@@ -134,6 +134,7 @@ impl Console {
             shards: 2,
             preserve_owner: false,
             preserve_xattrs: false,
+            datagram_size_max: None,
         };
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -108,6 +108,8 @@ impl DiskMode {
 pub(crate) trait ReadClient {
     fn poll_read(&mut self) -> Option<DiskRead>;
     fn read_buffer(&mut self, slot: u8) -> &mut [u8];
+    /// The whole read slot, to register with the ring once (`uring::fixed`).
+    fn read_slot_region(&mut self, slot: u8) -> &mut [u8];
     fn on_read(&mut self, now: ProtoInstant, slot: u8, res: Result<usize, DiskError>);
 }
 
@@ -120,6 +122,9 @@ macro_rules! read_client {
             }
             fn read_buffer(&mut self, slot: u8) -> &mut [u8] {
                 self.disk_buffer_mut(slot)
+            }
+            fn read_slot_region(&mut self, slot: u8) -> &mut [u8] {
+                self.disk_slot_region(slot)
             }
             fn on_read(&mut self, now: ProtoInstant, slot: u8, res: Result<usize, DiskError>) {
                 self.handle_disk(now, slot, res);
@@ -162,6 +167,11 @@ pub(crate) fn issue_reads<C: ReadClient>(
                 continue;
             }
         };
+        let region = client.read_slot_region(r.slot);
+        // SAFETY: a proto shard's read slot is one Vec allocated at the shard's creation and
+        // never resized or freed before the shard; `DiskIo::drain` releases the registration
+        // before the shard is dropped. A slot already registered costs a table look-up.
+        unsafe { ring.register_fixed(region.as_mut_ptr(), region.len()) };
         let buf = client.read_buffer(r.slot);
         let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
         // SAFETY: the buffer is the unfilled part of the proto shard's read slot, a Vec
@@ -341,6 +351,7 @@ impl Stager {
     ) {
         self.seal(files, shard, now);
         let Some(ring) = ring_of(backend, self.mode) else { return };
+        self.register(ring);
         for k in 0..self.order.len() {
             let i = self.order[k];
             let b = &self.bufs[usize::from(i)];
@@ -351,6 +362,17 @@ impl Stager {
             }
         }
         self.report_in_order(shard, now);
+    }
+
+    /// Registers the write buffers with the ring (`uring::fixed`): once, at the first
+    /// submission; afterwards a table look-up per buffer finds them registered (or the
+    /// registration refused) and changes nothing.
+    fn register(&mut self, ring: &mut UringBackend) {
+        for b in &mut self.bufs {
+            // SAFETY: each buffer is a boxed slice allocated once in `Stager::new` and freed
+            // only with the stager, after `DiskIo::drain` released the registration.
+            unsafe { ring.register_fixed(b.buf.as_mut_ptr(), b.buf.len()) };
+        }
     }
 
     /// Submits buffer `i` as up to [`PARTS`] writes (see [`split`]).
@@ -536,6 +558,8 @@ impl DiskIo {
     ) {
         if let Some(ring) = ring_of(backend, self.mode) {
             ring.drain_disk();
+            // Nothing is in flight: the registered buffers may be freed after this.
+            ring.release_fixed();
         }
         self.take_done(backend, files, client, stager, now);
     }

@@ -1,6 +1,7 @@
 //! Disk reads and writes on the shard's own io_uring, beside its network operations.
 //!
-//! Role: a shard queues positional `Read`/`Write` SQEs for its files on the same ring that
+//! Role: a shard queues positional `Read`/`Write` SQEs (`ReadFixed`/`WriteFixed` when the
+//! buffer lies in a region registered with the ring, `uring::fixed`) for its files on the same ring that
 //! carries its sockets' sends and receives; their completions are harvested by the same
 //! `io_uring_enter` calls (and routed here from the backend's completion loop), so disk I/O
 //! costs no syscall of its own and never blocks the shard thread.
@@ -167,8 +168,12 @@ impl UringBackend {
         tag: u64,
     ) -> Result<(), IoError> {
         let (i, ud) = self.disk.claim(tag).ok_or(IoError::Invalid("disk slots full"))?;
-        let entry = opcode::Read::new(Fd(fd), buf, len).offset(offset).build().user_data(ud);
-        self.push_disk_entry(i, &entry)
+        let fixed = self.fixed.index_of(buf as usize, len as usize);
+        let entry = match fixed {
+            Some(index) => opcode::ReadFixed::new(Fd(fd), buf, len, index).offset(offset).build(),
+            None => opcode::Read::new(Fd(fd), buf, len).offset(offset).build(),
+        };
+        self.push_disk_entry(i, &entry.user_data(ud), fixed.is_some())
     }
 
     /// Queues a write of `len` bytes of `buf` at `offset` of `fd`; as
@@ -186,18 +191,24 @@ impl UringBackend {
         tag: u64,
     ) -> Result<(), IoError> {
         let (i, ud) = self.disk.claim(tag).ok_or(IoError::Invalid("disk slots full"))?;
-        let entry = opcode::Write::new(Fd(fd), buf, len).offset(offset).build().user_data(ud);
-        self.push_disk_entry(i, &entry)
+        let fixed = self.fixed.index_of(buf as usize, len as usize);
+        let entry = match fixed {
+            Some(index) => opcode::WriteFixed::new(Fd(fd), buf, len, index).offset(offset).build(),
+            None => opcode::Write::new(Fd(fd), buf, len).offset(offset).build(),
+        };
+        self.push_disk_entry(i, &entry.user_data(ud), fixed.is_some())
     }
 
     fn push_disk_entry(
         &mut self,
         i: usize,
         entry: &io_uring::squeue::Entry,
+        is_fixed: bool,
     ) -> Result<(), IoError> {
         match self.push(entry) {
             Ok(()) => {
                 self.disk.submitted += 1;
+                self.fixed.ops += u64::from(is_fixed);
                 Ok(())
             }
             Err(e) => {

@@ -633,6 +633,16 @@ impl ReceiverShard {
         }
     }
 
+    /// The whole buffer of verification read slot `slot` (empty for no such slot), for a
+    /// driver that registers it with its I/O ring once. Slots are allocated at creation and
+    /// never resized, so its address holds for the shard's life.
+    pub fn disk_slot_region(&mut self, slot: u8) -> &mut [u8] {
+        match self.reads.get_mut(usize::from(slot)) {
+            Some(r) => &mut r.buf[..],
+            None => &mut [],
+        }
+    }
+
     pub fn handle_disk(&mut self, _now: Instant, slot: u8, result: Result<usize, DiskError>) {
         let Some(r) = self.reads.get_mut(usize::from(slot)) else { return };
         if r.state != ReadState::Reading {

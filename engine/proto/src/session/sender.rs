@@ -390,6 +390,17 @@ impl SenderShard {
         }
     }
 
+    /// The whole buffer of read slot `slot` (empty for no such slot), for a driver that
+    /// registers it with its I/O ring once. Slots are allocated at creation and never resized,
+    /// so its address holds for the shard's life; reads still go only where
+    /// [`disk_buffer_mut`](Self::disk_buffer_mut) says.
+    pub fn disk_slot_region(&mut self, slot: u8) -> &mut [u8] {
+        match self.slots.get_mut(usize::from(slot)) {
+            Some(s) => &mut s.buf[..],
+            None => &mut [],
+        }
+    }
+
     pub fn handle_disk(&mut self, _now: Instant, slot: u8, result: Result<usize, DiskError>) {
         let Some(s) = self.slots.get_mut(usize::from(slot)) else { return };
         if !s.in_flight {
