@@ -728,10 +728,17 @@ impl Sim {
         if let Some(a) = &self.attacker {
             self.report.attacks = *a.stats();
         }
-        self.report.queue_delay = match &self.bottleneck {
-            Some((shared, _)) => shared.borrow().queue_delay().clone(),
-            None => self.links[Side::Sender.index()].queue_delay().clone(),
+        let forward = match &self.bottleneck {
+            Some((shared, _)) => {
+                let l = shared.borrow();
+                (l.queue_delay().clone(), l.stats().queue_drops)
+            }
+            None => {
+                let l = &self.links[Side::Sender.index()];
+                (l.queue_delay().clone(), l.stats().queue_drops)
+            }
         };
+        (self.report.queue_delay, self.report.queue_drops) = forward;
         if self.report.failures.is_empty() && !self.report.stopped {
             let failures = checks::end_of_run(&self.ends, self.report.fatal);
             self.report.failures.extend(failures);

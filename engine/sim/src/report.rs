@@ -70,6 +70,8 @@ pub struct RunReport {
     pub duplicate_bytes: u64,
     /// Queuing delay at the forward (sender → receiver) bottleneck, per datagram.
     pub queue_delay: crate::net::QueueDelayStats,
+    /// Datagrams the forward bottleneck tail-dropped because its queue was full.
+    pub queue_drops: u64,
     /// Datagrams transmitted by both sides, each with a sequence number checked to be unique
     /// per (direction, shard): no (key, IV/nonce) pair repeated.
     pub transmitted: u64,

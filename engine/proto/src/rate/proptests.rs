@@ -205,3 +205,43 @@ fn a_sender_that_does_not_keep_up_does_not_wind_the_rate_up() {
     assert!(c.rate_bps() <= settled, "{} grew from {settled}", c.rate_bps());
     assert!(settled <= super::adaptive::INITIAL_RATE_MAX_BPS, "{settled}");
 }
+
+/// The emulated-WAN stall: after a blackout the first samples read the backlog the stall left
+/// (seconds of "queue", a few Mbit/s delivered). The restart must resume at the halved rate
+/// and keep its bottleneck estimate, not crawl at what those samples showed.
+#[test]
+fn a_restart_after_a_blackout_does_not_crawl_at_the_backlog_s_rate() {
+    let limits = RateLimits { min_bps: 0, target_bps: 10_000_000_000 };
+    let mut c = AdaptiveRate::new(Policy::Fair, limits);
+    let mut now = Instant::ZERO;
+    let step = Duration::from_millis(2);
+    // What a 200 Mbit/s bottleneck delivers and the queue it shows (10 ms when overrun).
+    let path = |rate: u64| (rate.min(200_000_000), if rate > 200_000_000 { 10_000 } else { 0 });
+    // 200 Mbit/s path, 200 ms RTT: settle.
+    for _ in 0..3_000 {
+        now += step;
+        let (r, q) = path(c.rate_bps());
+        c.on_send(now, r / 8 * 2 / 1_000);
+        c.on_feedback(now, &fb(200, q, r));
+    }
+    let estimate = c.snapshot().link_estimate_bps;
+    assert!(estimate > 150_000_000, "estimate {estimate}");
+    c.on_silence(now, Duration::from_secs(1));
+    let halved = c.rate_bps();
+    // The stall's backlog: 1.7 s of queue, 2.6 Mbit/s delivered.
+    for _ in 0..20 {
+        now += step;
+        c.on_send(now, halved / 8 * 2 / 1_000);
+        c.on_feedback(now, &fb(200, 1_700_000, 2_600_000));
+    }
+    assert!(!c.is_starting());
+    assert!(c.snapshot().link_estimate_bps >= estimate, "{:?}", c.snapshot());
+    // Once the backlog is gone, the rate is back near the path's within a few RTT.
+    for _ in 0..1_000 {
+        now += step;
+        let (r, q) = path(c.rate_bps());
+        c.on_send(now, r / 8 * 2 / 1_000);
+        c.on_feedback(now, &fb(200, q, r));
+    }
+    assert!(c.rate_bps() >= 150_000_000, "{:?}", c.snapshot());
+}

@@ -203,6 +203,9 @@ impl SenderCoordinator {
             }
             ShardEvent::Sent { ip_bytes } => {
                 self.rate.on_send(now, ip_bytes);
+                // The controller may change the rate on a send (the end of the startup's
+                // blind first round, rate/adaptive.rs); a no-op when it did not.
+                self.share_rate(now);
                 self.check_silence(now);
             }
             ShardEvent::PeerFileAck { file, verified } => {

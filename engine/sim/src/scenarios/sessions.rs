@@ -66,6 +66,9 @@ pub struct SessionsResult {
     /// The bottleneck rate each sender's last startup measured (its `α` follows it when that
     /// is under the target), bits per second, 0 if none.
     pub link_estimates_bps: Vec<u64>,
+    /// Each sender's base-RTT estimate at its end, 0 if none: a session that took a standing
+    /// queue for propagation delay shows it here.
+    pub base_rtts: Vec<Duration>,
     /// Queuing delay at the shared bottleneck over the whole run.
     pub queue_mean: Duration,
     pub queue_p99: Duration,
@@ -157,6 +160,7 @@ pub fn run(sc: &SessionsScenario) -> SessionsResult {
     let mut reports: Vec<Option<RunReport>> = (0..specs.len()).map(|_| None).collect();
     let mut received = vec![0u64; specs.len()];
     let mut estimates = vec![0u64; specs.len()];
+    let mut base_rtts = vec![Duration::ZERO; specs.len()];
     let mut samples: Vec<Vec<u64>> = Vec::new();
     let end = Instant::ZERO + sc.duration;
     loop {
@@ -191,7 +195,9 @@ pub fn run(sc: &SessionsScenario) -> SessionsResult {
         received[r.index] = r.sim.received_bytes();
         if !more {
             let done = running.swap_remove(k);
-            estimates[done.index] = done.sim.rate_snapshot().link_estimate_bps;
+            let snap = done.sim.rate_snapshot();
+            estimates[done.index] = snap.link_estimate_bps;
+            base_rtts[done.index] = Duration::from_micros(snap.base_rtt_us);
             reports[done.index] = Some(done.sim.finish());
         }
     }
@@ -202,6 +208,7 @@ pub fn run(sc: &SessionsScenario) -> SessionsResult {
         samples,
         reports: reports.into_iter().map(Option::unwrap_or_default).collect(),
         link_estimates_bps: estimates,
+        base_rtts,
         queue_mean: q.mean(),
         queue_p99: q.percentile(99.0),
     }
