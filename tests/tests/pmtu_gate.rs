@@ -144,7 +144,9 @@ fn the_gates_own_datagram_size_ceiling_holds_both_directions() {
     let v = client(&net, &["put", "--json", &up, src.to_str().unwrap()]);
     let size = datagram_size(&v);
     assert!((1472..=2000).contains(&size), "put to a gate capped at 2000 reached {size}: {v}");
-    assert!(v["pmtu"]["probes_lost"].as_u64() >= Some(1), "put: no probe above 2000 lost: {v}");
+    // Not asserted: that a probe above 2000 was counted lost. On a quiet machine the 32 MiB
+    // put ends (0.11 s in CI) before the unanswered probe's loss timeout; the size bound above
+    // is what the ceiling guarantees (uncapped, the same put reaches 3972: the test above).
     let stored = app.storage("alice").join("up.bin");
     assert!(std::fs::read(&stored).unwrap() == std::fs::read(&src).unwrap(), "upload differs");
     println!("put to a gate capped at 2000: {v}");
