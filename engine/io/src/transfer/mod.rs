@@ -826,7 +826,9 @@ pub fn run_receiver_cancellable(
     }
     let shards = std::sync::Mutex::new(shards);
     let sizes = Arc::new(manifest.files().iter().map(|f| f.size).collect());
-    let source = store::FileSource::Beneath(files.dest.clone(), files.partials.clone(), sizes);
+    let (dest, partials, deferred) =
+        (files.dest.clone(), files.partials.clone(), files.deferred.clone());
+    let source = store::FileSource::Beneath(dest, partials, sizes, deferred);
     let threads = spawn_shards(
         sockets,
         &peers,

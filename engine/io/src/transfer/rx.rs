@@ -69,6 +69,9 @@ pub(crate) struct RxFiles {
     names: Vec<SafeName>,
     /// Each partial's path relative to the destination (for the shards' own opens).
     pub partials: Arc<Vec<String>>,
+    /// Per file: its partial is not created here but by the one shard that writes it, at
+    /// its first open ([`is_left_to_shard`]).
+    pub deferred: Arc<Vec<bool>>,
     replace: Vec<bool>,
     checkpoints: Vec<Option<CheckpointWriter>>,
     /// Per file: a checkpoint may exist (kept from an earlier attempt, or one was begun in
@@ -98,6 +101,7 @@ pub(crate) fn create_partials(
         dest: Arc::new(root),
         names: Vec::with_capacity(n),
         partials: Arc::new(Vec::new()),
+        deferred: Arc::new(Vec::new()),
         replace: Vec::with_capacity(n),
         checkpoints: (0..n).map(|_| None).collect(),
         may_have_checkpoint: (0..n).map(|i| resume.get(i).is_some_and(|&k| k > 0)).collect(),
@@ -112,12 +116,21 @@ pub(crate) fn create_partials(
     }
     let (mut needed, available) = check_small_files_fit(&rx.dest, manifest, &names, resume)?;
     let mut partials = Vec::with_capacity(n);
+    let mut deferred = Vec::with_capacity(n);
     for ((i, entry), name) in manifest.files().iter().enumerate().zip(names) {
         let kept = resume.get(i).copied().unwrap_or(0);
         // Created (sized, its space checked) now, then closed: the shards open what they
         // need and reserve space a chunk ahead of their writes (`files::space::ReserveAhead`).
         let (parent, in_new_dir) =
             parent_of(&mut rx.dirs, &rx.dest, &name).map_err(|e| file_error(&e))?;
+        let left = is_left_to_shard(entry.size, manifest.block_size(), kept, in_new_dir);
+        partials.push(partial_rel(&name));
+        deferred.push(left);
+        rx.replace.push(options.overwrite != Overwrite::Never);
+        if left {
+            rx.names.push(name);
+            continue;
+        }
         let opts = PartialOptions {
             direct_io: false,
             fresh: kept == 0,
@@ -139,12 +152,22 @@ pub(crate) fn create_partials(
                 }));
             }
         }
-        partials.push(partial_rel(&name));
-        rx.replace.push(options.overwrite != Overwrite::Never);
         rx.names.push(name);
     }
     rx.partials = Arc::new(partials);
+    rx.deferred = Arc::new(deferred);
     Ok(rx)
+}
+
+/// Whether a file's partial is left to the shard that writes it (created by that shard's
+/// first open, `O_CREAT | O_EXCL`, instead of here): a fresh (`kept == 0`), non-empty file
+/// of at most [`SMALL_FILE_BYTES`] and one block (so exactly one shard writes it and opens it
+/// first), in a directory this receive created (nothing of an earlier attempt can be there,
+/// so there is no stale partial or checkpoint to replace). It saves a create, `fstat` and
+/// `close` per small file, and the coordinator no longer creates 10,000 files one by one
+/// before the shards start (docs/FILES.md, "Many small files").
+fn is_left_to_shard(size: u64, block_size: u64, kept: u64, in_new_dir: bool) -> bool {
+    kept == 0 && in_new_dir && size > 0 && size <= SMALL_FILE_BYTES && size <= block_size
 }
 
 /// The small files are not preallocated one by one: check once that all of them fit, naming

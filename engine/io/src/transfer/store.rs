@@ -8,8 +8,10 @@
 //! hidden partial and renamed into place only after its checksum verified.
 
 use super::rx::SMALL_FILE_BYTES;
+use crate::files::partial::PARTIAL_MODE;
 use crate::files::space::ReserveAhead;
 use haul_proto::session::DiskError;
+use rustix::fs::OFlags;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
@@ -43,11 +45,14 @@ pub(crate) enum FileSource {
     /// The sender's sources, opened read-only by path (given by the local user).
     Paths(std::sync::Arc<Vec<PathBuf>>),
     /// The receiver's partial files, opened read-write beneath the destination with openat2:
-    /// the destination, each partial's relative path, each file's size (the manifest's).
+    /// the destination, each partial's relative path, each file's size (the manifest's), and
+    /// which partials the shard creates itself at its first open (`rx::create_partials`
+    /// leaves them to it: small, fresh, one block, in a directory this receive made).
     Beneath(
         std::sync::Arc<crate::files::DestRoot>,
         std::sync::Arc<Vec<String>>,
         std::sync::Arc<Vec<u64>>,
+        std::sync::Arc<Vec<bool>>,
     ),
 }
 
@@ -120,7 +125,7 @@ fn open_direct_twin(
         Err(_) => Some(MAX_DIRECT_ALIGN),
     };
     let Some(align) = align else { return Ok(None) };
-    let flags = rustix::fs::OFlags::RDWR | rustix::fs::OFlags::DIRECT;
+    let flags = OFlags::RDWR | OFlags::DIRECT;
     let twin = match crate::files::dest::open_beneath(dest.as_fd(), rel, flags, 0) {
         Ok(fd) => File::from(fd),
         Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => return Ok(None),
@@ -143,6 +148,26 @@ pub(crate) struct OpenFiles {
     /// Try O_DIRECT for the receiver's partials.
     is_direct_wanted: bool,
     direct_stats: DirectStats,
+    /// Receiver: the partials left to the shards that this shard has created.
+    created: FileSet,
+}
+
+/// A set of manifest indices, one bit each (at most `MAX_FILES` bits: 128 KiB).
+#[derive(Debug, Default)]
+struct FileSet(Vec<u64>);
+
+impl FileSet {
+    fn has(&self, file: u32) -> bool {
+        self.0.get(file as usize / 64).is_some_and(|w| w & (1 << (file % 64)) != 0)
+    }
+    fn insert(&mut self, file: u32, files: usize) {
+        if self.0.is_empty() {
+            self.0 = vec![0; files.div_ceil(64)];
+        }
+        if let Some(w) = self.0.get_mut(file as usize / 64) {
+            *w |= 1 << (file % 64);
+        }
+    }
 }
 
 impl OpenFiles {
@@ -153,6 +178,7 @@ impl OpenFiles {
             syscalls: 0,
             is_direct_wanted: false,
             direct_stats: DirectStats::default(),
+            created: FileSet::default(),
         }
     }
 
@@ -178,11 +204,19 @@ impl OpenFiles {
                 let file = File::open(path).map_err(|e| disk_error(&e))?;
                 Ok(Open { file, direct: None, pins: 0, reserve: None })
             }
-            FileSource::Beneath(dest, rel, sizes) => {
-                let rel = rel.get(file as usize).ok_or(DiskError::Missing)?;
-                let small = sizes.get(file as usize).is_some_and(|&s| s <= SMALL_FILE_BYTES);
-                let flags = rustix::fs::OFlags::RDWR;
-                let file = crate::files::dest::open_beneath(dest.as_fd(), rel, flags, 0)
+            FileSource::Beneath(dest, rel, sizes, deferred) => {
+                let i = file as usize;
+                let rel = rel.get(i).ok_or(DiskError::Missing)?;
+                let small = sizes.get(i).is_some_and(|&s| s <= SMALL_FILE_BYTES);
+                // A partial left to this shard is created by its first open, exclusively: the
+                // directory is one this receive made, so nothing may be there yet, and a name
+                // that exists (a race with someone else) is refused, never opened.
+                let create = deferred.get(i).copied().unwrap_or(false) && !self.created.has(file);
+                let (flags, mode) = match create {
+                    true => (OFlags::RDWR | OFlags::CREATE | OFlags::EXCL, PARTIAL_MODE),
+                    false => (OFlags::RDWR, 0),
+                };
+                let file = crate::files::dest::open_beneath(dest.as_fd(), rel, flags, mode)
                     .map(File::from)
                     .map_err(|e| errno_error(e.raw_os_error()))?;
                 if small {
@@ -218,6 +252,11 @@ impl OpenFiles {
             }
             self.syscalls += 1;
             let f = self.open_one(file)?;
+            if let FileSource::Beneath(_, _, sizes, deferred) = &self.source
+                && deferred.get(file as usize).copied().unwrap_or(false)
+            {
+                self.created.insert(file, sizes.len());
+            }
             if self.is_direct_wanted {
                 match f.direct {
                     Some(_) => self.direct_stats.files_direct += 1,
