@@ -13,6 +13,7 @@
 //! [`run_receiver`].
 
 mod disk;
+mod dstmap;
 mod rx;
 mod shard;
 mod store;
