@@ -82,19 +82,9 @@ pub fn to_json(r: &TransferReport, role: &str) -> serde_json::Value {
 /// How an end did its disk I/O: "io_uring, O_DIRECT", "io_uring, buffered" or
 /// "pread/pwrite, buffered".
 fn disk_name(io: &haul_io::backend::IoStats) -> String {
-    let path = disk_io_name(io);
+    let path = if io.disk_ring_ops > 0 { "io_uring" } else { "pread/pwrite" };
     let mode = if io.disk_direct_ops > 0 { "O_DIRECT" } else { "buffered" };
     format!("{path}, {mode}")
-}
-
-/// What carried the disk I/O: the ring, a memory map of the file (every write of large
-/// files on tmpfs, with no read-back), or pread/pwrite on the shard threads.
-fn disk_io_name(io: &haul_io::backend::IoStats) -> &'static str {
-    match (io.disk_ring_ops, io.disk_mapped_bytes) {
-        (1.., _) => "io_uring",
-        (0, 1..) => "mmap",
-        (0, 0) => "pread/pwrite",
-    }
 }
 
 /// Whether the disk I/O used buffers registered with the ring: "registered", "refused
@@ -113,8 +103,7 @@ fn io_json(io: &haul_io::backend::IoStats) -> serde_json::Value {
     serde_json::json!({
         "net_syscalls": io.syscalls, "disk_syscalls": io.disk_syscalls,
         "disk_ring_ops": io.disk_ring_ops,
-        "disk_io": disk_io_name(io),
-        "disk_mapped_bytes": io.disk_mapped_bytes,
+        "disk_io": if io.disk_ring_ops > 0 { "io_uring" } else { "pread/pwrite" },
         "disk_direct_ops": io.disk_direct_ops,
         "disk_direct_refused_files": io.disk_direct_refused_files,
         "disk_mode": if io.disk_direct_ops > 0 { "O_DIRECT" } else { "buffered" },

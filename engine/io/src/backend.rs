@@ -175,9 +175,6 @@ pub struct IoStats {
     pub disk_fixed_refused: u64,
     /// The errno of the last refusal (0: none).
     pub disk_fixed_errno: i32,
-    /// Receiver: payload bytes written through a memory map of their file (large files on
-    /// memory filesystems, `transfer::dstmap`) instead of write calls.
-    pub disk_mapped_bytes: u64,
 }
 
 impl IoStats {
@@ -205,7 +202,6 @@ impl IoStats {
         self.disk_fixed_ops += other.disk_fixed_ops;
         self.disk_fixed_bytes += other.disk_fixed_bytes;
         self.disk_fixed_refused += other.disk_fixed_refused;
-        self.disk_mapped_bytes += other.disk_mapped_bytes;
         if other.disk_fixed_errno != 0 {
             self.disk_fixed_errno = other.disk_fixed_errno;
         }

@@ -3,9 +3,7 @@
 //! thread otherwise (the portable backend, a ring without Read/Write, or `HAUL_DISK_IO=sync`).
 //!
 //! Reads go straight into the proto shard's read-slot buffers; writes go from [`Stager`]
-//! buffers, into which the receive callback copies contiguous payloads, except the payloads
-//! of large files on memory filesystems, which go straight into a map of the file
-//! (`transfer::dstmap`). A buffer is one run
+//! buffers, into which the receive callback copies contiguous payloads. A buffer is one run
 //! (one file, contiguous bytes) placed in one of a few large arenas: a large file's run
 //! fills an arena, while the runs of many small files share one, one after the other (each
 //! small file is then one write, not one per datagram).
@@ -26,7 +24,6 @@
 //! - A short write is finished synchronously; every errno maps to a typed `DiskError`
 //!   (ENOSPC/EDQUOT to `NoSpace`, which names the file and the space needed upstream).
 
-use super::dstmap::DestMaps;
 use super::store::{MAX_DIRECT_ALIGN, OpenFiles, errno_error};
 use crate::backend::Backend;
 use crate::uring::{DiskDone, UringBackend};
@@ -257,8 +254,6 @@ pub(crate) struct Stager {
     filling: Option<u8>,
     /// Writes submitted with O_DIRECT.
     direct_ops: u64,
-    /// Large files on memory filesystems are written through a map of them instead.
-    maps: DestMaps,
 }
 
 impl Stager {
@@ -286,18 +281,12 @@ impl Stager {
             });
         }
         let order = std::collections::VecDeque::with_capacity(runs);
-        let maps = DestMaps::default();
-        Stager { mode, arenas, arena_now: 0, bufs, order, filling: None, direct_ops: 0, maps }
+        Stager { mode, arenas, arena_now: 0, bufs, order, filling: None, direct_ops: 0 }
     }
 
     /// Writes submitted with O_DIRECT so far.
     pub(crate) fn direct_ops(&self) -> u64 {
         self.direct_ops
-    }
-
-    /// Payload bytes written through a map of their file so far.
-    pub(crate) fn mapped_bytes(&self) -> u64 {
-        self.maps.bytes()
     }
 
     /// Arenas without a live run.
@@ -351,9 +340,6 @@ impl Stager {
         now: ProtoInstant,
         (file, offset, data): (u32, u64, &[u8]),
     ) {
-        if self.maps.write(files, shard, now, (file, offset, data)) {
-            return;
-        }
         if let Some(i) = self.filling {
             let b = &mut self.bufs[usize::from(i)];
             let contiguous = file == b.file && offset == b.offset + b.len as u64;
@@ -421,7 +407,6 @@ impl Stager {
         shard: &mut ReceiverShard,
         now: ProtoInstant,
     ) {
-        self.maps.flush(shard, now);
         self.seal(files, shard, now);
         let Some(ring) = ring_of(backend, self.mode) else { return };
         self.register(ring);

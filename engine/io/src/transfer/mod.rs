@@ -13,7 +13,6 @@
 //! [`run_receiver`].
 
 mod disk;
-mod dstmap;
 mod rx;
 mod shard;
 mod store;

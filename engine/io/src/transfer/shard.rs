@@ -266,7 +266,6 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
     let disk = DiskIo::new(&w.backend);
     let mut staging = Stager::new(disk.mode);
     w.files.want_direct(disk.is_direct_wanted());
-    w.files.want_map(super::dstmap::is_map_wanted());
     while !shard.is_closed() && !w.stop.load(Ordering::Relaxed) {
         let now = w.clock.now();
         while let Ok(cmd) = w.commands.try_recv() {
@@ -321,7 +320,6 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
     let direct = w.files.direct_stats();
     let io = IoStats {
         disk_direct_ops: staging.direct_ops(),
-        disk_mapped_bytes: staging.mapped_bytes(),
         disk_direct_refused_files: direct.files_refused,
         ..io_stats(&w)
     };

@@ -7,7 +7,6 @@
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (`files::dest`); a file is written as a
 //! hidden partial and renamed into place only after its checksum verified.
 
-use super::dstmap::MAP_MIN_FILE_BYTES;
 use super::rx::SMALL_FILE_BYTES;
 use crate::files::space::ReserveAhead;
 use haul_proto::session::DiskError;
@@ -67,9 +66,6 @@ struct Open {
     pins: u32,
     /// The receiver's reservation ahead of its writes (`None` for the sender's sources).
     reserve: Option<ReserveAhead>,
-    /// The file's size when the receiver writes it through a memory map of it
-    /// (`transfer::dstmap`): a large partial on a memory filesystem.
-    map_size: Option<u64>,
 }
 
 /// How one end's disk writes went: O_DIRECT where allowed, buffered otherwise.
@@ -146,8 +142,6 @@ pub(crate) struct OpenFiles {
     syscalls: u64,
     /// Try O_DIRECT for the receiver's partials.
     is_direct_wanted: bool,
-    /// Write large partials on memory filesystems through a memory map of them.
-    is_map_wanted: bool,
     direct_stats: DirectStats,
 }
 
@@ -158,27 +152,8 @@ impl OpenFiles {
             open: HashMap::with_capacity(MAX_OPEN_FILES_PER_SHARD),
             syscalls: 0,
             is_direct_wanted: false,
-            is_map_wanted: false,
             direct_stats: DirectStats::default(),
         }
-    }
-
-    /// Ask for memory-mapped writes of the receiver's large partials on memory filesystems
-    /// (files opened from now on).
-    pub fn want_map(&mut self, wanted: bool) {
-        self.is_map_wanted = wanted;
-    }
-
-    /// The descriptor and size of `file` when its writes go through a memory map of it
-    /// (`transfer::dstmap`), opening it if needed; `None` when they go through write calls.
-    pub fn map_target(&mut self, file: u32) -> Result<Option<(RawFd, u64)>, DiskError> {
-        let o = self.open(file)?;
-        Ok(o.map_size.map(|size| (o.file.as_raw_fd(), size)))
-    }
-
-    /// Counts disk syscalls made on this shard's files by someone else (the mapped writes).
-    pub fn count_syscalls(&mut self, n: u64) {
-        self.syscalls += n;
     }
 
     /// Ask for O_DIRECT twins of the receiver's partials (files opened from now on).
@@ -201,7 +176,7 @@ impl OpenFiles {
             FileSource::Paths(paths) => {
                 let path = paths.get(file as usize).ok_or(DiskError::Missing)?;
                 let file = File::open(path).map_err(|e| disk_error(&e))?;
-                Ok(Open { file, direct: None, pins: 0, reserve: None, map_size: None })
+                Ok(Open { file, direct: None, pins: 0, reserve: None })
             }
             FileSource::Beneath(dest, rel, sizes) => {
                 let rel = rel.get(file as usize).ok_or(DiskError::Missing)?;
@@ -215,7 +190,7 @@ impl OpenFiles {
                     // and it was not sized at creation) and no O_DIRECT twin: a few buffered
                     // writes, made durable by the finalize batch's syncfs, cost less than the
                     // twin's open and stats (docs/FILES.md, "Many small files").
-                    return Ok(Open { file, direct: None, pins: 0, reserve: None, map_size: None });
+                    return Ok(Open { file, direct: None, pins: 0, reserve: None });
                 }
                 // The coordinator set the partial's final size at creation.
                 let size = file.metadata().map_err(|e| disk_error(&e))?.len();
@@ -226,12 +201,8 @@ impl OpenFiles {
                     true => open_direct_twin(dest, rel, &file)?,
                     false => None,
                 };
-                // Off means a memory filesystem (see above): its pages are the file, so a map
-                // of it is written in place (docs/DATAPLANE.md, "Mapped writes").
-                let mapped = self.is_map_wanted && !reserve.is_on() && size >= MAP_MIN_FILE_BYTES;
-                let map_size = mapped.then_some(size);
                 let reserve = Some(reserve);
-                Ok(Open { file, direct, pins: 0, reserve, map_size })
+                Ok(Open { file, direct, pins: 0, reserve })
             }
         }
     }
