@@ -331,13 +331,14 @@ impl Threads {
     }
 }
 
-/// Spawn one thread per shard; `make` builds each shard's proto state and runs its loop.
+/// Spawn one thread per shard, each with the open-file cache `files` makes; `make` builds each
+/// shard's proto state and runs its loop.
 fn spawn_shards<F>(
     sockets: ShardSockets,
     peers: &[Option<SocketAddr>],
     peer_ip: Option<IpAddr>,
     datagram_size: usize,
-    source: &store::FileSource,
+    files: &dyn Fn() -> store::OpenFiles,
     pin_cores: bool,
     make: F,
 ) -> Result<Threads, TransferError>
@@ -363,7 +364,7 @@ where
             events: ev_tx.clone(),
             clock,
             counters: counters.clone(),
-            files: store::OpenFiles::new(source.clone()),
+            files: files(),
             stop: t.stop.clone(),
         };
         let run = make(wiring);
@@ -526,6 +527,7 @@ impl Side for ReceiverSide {
         {
             self.touched.push(*file);
         }
+        self.files.take_handed();
         self.coord.handle_event(now, shard, ev);
     }
     fn poll_command(&mut self) -> Option<(u8, ShardCommand)> {
@@ -764,13 +766,20 @@ pub fn run_sender_cancellable(
     let source = store::FileSource::Paths(Arc::new(sources));
     // Send slots hold the largest datagram probing may try.
     let slot_bytes = params.datagram_size.max(params.datagram_size_max);
-    let threads =
-        spawn_shards(sockets, &peers, peer_ip, usize::from(slot_bytes), &source, pin_cores, |w| {
+    let threads = spawn_shards(
+        sockets,
+        &peers,
+        peer_ip,
+        usize::from(slot_bytes),
+        &|| store::OpenFiles::new(source.clone()),
+        pin_cores,
+        |w| {
             let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());
             Box::new(move || {
                 shard.map_or_else(ShardEnd::default, |s| shard::run_sender_shard(w, s))
             })
-        })?;
+        },
+    )?;
     let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
     let ends = drive(&mut coord, threads, total, progress, cancel)?;
     Ok(report(&coord, &manifest, &ends, backend, started, cpu0, true))
@@ -812,7 +821,9 @@ pub fn run_receiver_cancellable(
     check_resume(&resume, manifest.files().len())?;
     let layout = Layout::new(manifest.clone(), params.shards)
         .map_err(haul_proto::session::SessionError::from)?;
-    let files = rx::create_partials(&dest, &manifest, &options, &resume)?;
+    let mut files = rx::create_partials(&dest, &manifest, &options, &resume)?;
+    let (handoff, handed) = bounded(store::HANDOFF_FILES);
+    files.take_handoffs(handed);
     let ks = key_schedule(&params, &keys);
     let (started, cpu0, backend) = (std::time::Instant::now(), cpu_seconds(), sockets.choice.kind);
     let now = Clock::new().now();
@@ -834,7 +845,7 @@ pub fn run_receiver_cancellable(
         &peers,
         peer_ip,
         usize::from(params.datagram_size),
-        &source,
+        &|| store::OpenFiles::new(source.clone()).with_handoff(Some(handoff.clone())),
         pin_cores,
         |w| {
             let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());

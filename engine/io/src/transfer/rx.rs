@@ -51,6 +51,11 @@ pub(crate) const SMALL_FILE_BYTES: u64 = 1 << 20;
 /// Most files finalized with one pair of filesystem syncs; each holds a descriptor until the
 /// commit, so this stays well under the usual 1024-descriptor limit.
 pub(crate) const FINALIZE_BATCH_FILES: usize = 256;
+/// Most handed-over partial descriptors the coordinator holds until their files finalize
+/// (a round's worth: the shards hand over as they hash, before the coordinator has read
+/// those events). With a finalize batch, the handoff channel (`store::HANDOFF_FILES`) and
+/// 64 per shard, 4 shards stay under 850 descriptors, below the usual limit of 1024.
+const MAX_HANDED_FILES: usize = 256;
 
 /// A cached directory of `name`, created if missing, and whether this receive created it.
 fn parent_of(
@@ -79,6 +84,10 @@ pub(crate) struct RxFiles {
     may_have_checkpoint: Vec<bool>,
     recorded: Vec<u64>,
     dirs: DirCache,
+    /// Descriptors of written partials the shards handed over (`OpenFiles::hand_over`), and
+    /// those taken from the channel and not finalized yet (at most [`MAX_HANDED_FILES`]).
+    handoffs: Option<crossbeam_channel::Receiver<(u32, std::fs::File)>>,
+    handed: std::collections::HashMap<u32, std::fs::File>,
 }
 
 fn partial_rel(name: &SafeName) -> String {
@@ -107,6 +116,8 @@ pub(crate) fn create_partials(
         may_have_checkpoint: (0..n).map(|i| resume.get(i).is_some_and(|&k| k > 0)).collect(),
         recorded: resume.to_vec(),
         dirs: DirCache::default(),
+        handoffs: None,
+        handed: std::collections::HashMap::new(),
     };
     let mut names = Vec::with_capacity(n);
     for entry in manifest.files() {
@@ -219,6 +230,39 @@ impl RxFiles {
         )
     }
 
+    /// Finalize takes the partials' descriptors the shards hand over from `handoffs`.
+    pub fn take_handoffs(&mut self, handoffs: crossbeam_channel::Receiver<(u32, std::fs::File)>) {
+        self.handoffs = Some(handoffs);
+    }
+
+    /// Moves handed-over descriptors from the channel into `handed`, so the channel has room
+    /// for the next (called for every shard event and before each finalize). The descriptors
+    /// of files whose events come in later rounds wait here; when it is full, the rest wait
+    /// in the channel (and the shards close theirs).
+    pub fn take_handed(&mut self) {
+        let Some(rx) = &self.handoffs else { return };
+        while self.handed.len() < MAX_HANDED_FILES
+            && let Ok((file, fd)) = rx.try_recv()
+        {
+            self.handed.insert(file, fd);
+        }
+    }
+
+    /// The partial of file `i` for finalize: the descriptor its shard handed over when it has
+    /// one (checked as a fresh open is), else opened by name.
+    fn partial_for_finalize(
+        &mut self,
+        i: usize,
+        size: u64,
+    ) -> Option<Result<PartialFile, FileError>> {
+        self.take_handed();
+        let Some(fd) = self.handed.remove(&(i as u32)) else { return self.open_partial(i, size) };
+        let name = self.names.get(i)?;
+        Some(parent_of(&mut self.dirs, &self.dest, name).and_then(|(parent, _)| {
+            PartialFile::adopt_open(&self.dest, parent, name, size, fd.into())
+        }))
+    }
+
     /// The full-disk message for `file` (a write found no space): names the file, the bytes
     /// it still needs and the space available.
     pub fn disk_full_message(&mut self, manifest: &Manifest, file: u32) -> Option<String> {
@@ -269,7 +313,7 @@ impl RxFiles {
             return Err((DiskError::Missing, format!("file {file} is not in the manifest")));
         };
         self.checkpoints[i] = None;
-        let Some(partial) = self.open_partial(i, entry.size) else {
+        let Some(partial) = self.partial_for_finalize(i, entry.size) else {
             return Err((DiskError::Missing, format!("file {file} has no partial file")));
         };
         let mut partial = partial.map_err(|e| finalize_failure(&e))?;

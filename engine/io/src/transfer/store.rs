@@ -20,6 +20,12 @@ use std::path::PathBuf;
 
 /// Most files one shard keeps open at once.
 pub(crate) const MAX_OPEN_FILES_PER_SHARD: usize = 64;
+/// Most descriptors of written partials on their way from the shards to the finalizing
+/// coordinator (the channel); more are closed and finalize opens those by name again.
+pub(crate) const HANDOFF_FILES: usize = 64;
+
+/// A written partial's descriptor, handed from a receiving shard to the coordinator.
+pub(crate) type Handoff = crossbeam_channel::Sender<(u32, File)>;
 
 /// Map an OS error to the protocol's disk error.
 pub(crate) fn disk_error(e: &std::io::Error) -> DiskError {
@@ -150,6 +156,8 @@ pub(crate) struct OpenFiles {
     direct_stats: DirectStats,
     /// Receiver: the partials left to the shards that this shard has created.
     created: FileSet,
+    /// Receiver: where written partials left to this shard go for finalize.
+    handoff: Option<Handoff>,
 }
 
 /// A set of manifest indices, one bit each (at most `MAX_FILES` bits: 128 KiB).
@@ -179,6 +187,28 @@ impl OpenFiles {
             is_direct_wanted: false,
             direct_stats: DirectStats::default(),
             created: FileSet::default(),
+            handoff: None,
+        }
+    }
+
+    /// Hand the descriptors of written partials left to this shard to the coordinator
+    /// ([`hand_over`](Self::hand_over)).
+    pub fn with_handoff(mut self, handoff: Option<Handoff>) -> Self {
+        self.handoff = handoff;
+        self
+    }
+
+    /// The one block of `file` has been written and hashed: if it is a partial this shard
+    /// created (one block, so no other shard has it) and no operation on it is in flight, its
+    /// descriptor goes to the coordinator, whose finalize then needs no `openat2` and this
+    /// shard no `close`. With the channel full it is simply closed.
+    pub fn hand_over(&mut self, file: u32) {
+        let Some(handoff) = &self.handoff else { return };
+        if !self.created.has(file) || self.open.get(&file).is_none_or(|o| o.pins > 0) {
+            return;
+        }
+        if let Some(o) = self.open.remove(&file) {
+            let _ = handoff.try_send((file, o.file));
         }
     }
 
