@@ -170,6 +170,14 @@ fn run_watching(
                     None => bail!("{to} closed the set-up channel before its summary"),
                 };
                 if report.is_none() && s.outcome != OUTCOME_COMPLETE {
+                    // An abort of our own (a source that shrank) reached the receiver before
+                    // our report was in: take the report, so the error is said in our words.
+                    if let Ok(Event::Ran(r)) = rx.recv_timeout(OWN_REPORT_WAIT) {
+                        let r = (*r).context("sending")?;
+                        if matches!(r.outcome, Outcome::Aborted { by_peer: false, .. }) {
+                            return Ok((r, s));
+                        }
+                    }
                     // The data plane has no cancel: returning ends this process, and the
                     // thread with it (in `bench`, the thread runs on to its idle timeout).
                     let reason = haul_proto::session::AbortReason::from_u16(s.outcome);
@@ -181,6 +189,10 @@ fn run_watching(
     }
     report.zip(summary).ok_or_else(lost)
 }
+
+/// How long a sender told by the receiver that the transfer aborted waits for its own report,
+/// in case the abort was its own (its data plane winds down within 5 s, `WIND_DOWN`).
+const OWN_REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
 
 fn sender_job(
     stream: &TcpStream,

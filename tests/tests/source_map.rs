@@ -46,7 +46,8 @@ fn transfer(
     let recv = Receiver::start("127.0.0.1:0", &key, &dest, flags);
     let mut cmd = Command::new(haul_bin());
     cmd.args(["send", "--to", &recv.addr, "--key-file"]).arg(&key).args(flags).arg("--json");
-    cmd.args(srcs).envs(env.iter().copied());
+    // Only what the test asks for: not a HAUL_SOURCE_MAP the test run inherited.
+    cmd.args(srcs).env_remove(MAP.0).envs(env.iter().copied());
     let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
     let out = wait(child.unwrap(), TRANSFER_TIMEOUT, "haul send");
     let r = recv.finish(TRANSFER_TIMEOUT);
