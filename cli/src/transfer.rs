@@ -170,9 +170,13 @@ fn run_watching(
                     None => bail!("{to} closed the set-up channel before its summary"),
                 };
                 if report.is_none() && s.outcome != OUTCOME_COMPLETE {
+                    let reason = haul_proto::session::AbortReason::from_u16(s.outcome);
                     // An abort of our own (a source that shrank) reached the receiver before
                     // our report was in: take the report, so the error is said in our words.
-                    if let Ok(Event::Ran(r)) = rx.recv_timeout(OWN_REPORT_WAIT) {
+                    // Only for a reason of a sender's: a receiver's own abort (a full disk)
+                    // ends this process at once, as before.
+                    let ours = reason == haul_proto::session::AbortReason::DiskReadFailed;
+                    if ours && let Ok(Event::Ran(r)) = rx.recv_timeout(OWN_REPORT_WAIT) {
                         let r = (*r).context("sending")?;
                         if matches!(r.outcome, Outcome::Aborted { by_peer: false, .. }) {
                             return Ok((r, s));
@@ -180,7 +184,6 @@ fn run_watching(
                     }
                     // The data plane has no cancel: returning ends this process, and the
                     // thread with it (in `bench`, the thread runs on to its idle timeout).
-                    let reason = haul_proto::session::AbortReason::from_u16(s.outcome);
                     bail!("{to} ended the transfer early: {reason:?} (its log says why)");
                 }
                 summary = Some(s);
