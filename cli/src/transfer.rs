@@ -170,9 +170,20 @@ fn run_watching(
                     None => bail!("{to} closed the set-up channel before its summary"),
                 };
                 if report.is_none() && s.outcome != OUTCOME_COMPLETE {
+                    let reason = haul_proto::session::AbortReason::from_u16(s.outcome);
+                    // An abort of our own (a source that shrank) reached the receiver before
+                    // our report was in: take the report, so the error is said in our words.
+                    // Only for a reason of a sender's: a receiver's own abort (a full disk)
+                    // ends this process at once, as before.
+                    let ours = reason == haul_proto::session::AbortReason::DiskReadFailed;
+                    if ours && let Ok(Event::Ran(r)) = rx.recv_timeout(OWN_REPORT_WAIT) {
+                        let r = (*r).context("sending")?;
+                        if matches!(r.outcome, Outcome::Aborted { by_peer: false, .. }) {
+                            return Ok((r, s));
+                        }
+                    }
                     // The data plane has no cancel: returning ends this process, and the
                     // thread with it (in `bench`, the thread runs on to its idle timeout).
-                    let reason = haul_proto::session::AbortReason::from_u16(s.outcome);
                     bail!("{to} ended the transfer early: {reason:?} (its log says why)");
                 }
                 summary = Some(s);
@@ -181,6 +192,10 @@ fn run_watching(
     }
     report.zip(summary).ok_or_else(lost)
 }
+
+/// How long a sender told by the receiver that the transfer aborted waits for its own report,
+/// in case the abort was its own (its data plane winds down within 5 s, `WIND_DOWN`).
+const OWN_REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
 
 fn sender_job(
     stream: &TcpStream,
@@ -227,6 +242,11 @@ fn sender_job(
 }
 
 fn check_summary(report: &TransferReport, summary: &Summary, files: &[FileEntry]) -> Result<()> {
+    // A transfer this end aborted says why in its own words (a source that shrank names the
+    // file); the receiver's summary then only echoes the reason.
+    if matches!(report.outcome, Outcome::Aborted { by_peer: false, .. }) {
+        report::check_outcome(&report.outcome, files, report.detail.as_deref())?;
+    }
     if summary.outcome != OUTCOME_COMPLETE {
         let reason = haul_proto::session::AbortReason::from_u16(summary.outcome);
         bail!("the receiver reports the transfer aborted: {reason:?}");

@@ -175,6 +175,9 @@ pub struct IoStats {
     pub disk_fixed_refused: u64,
     /// The errno of the last refusal (0: none).
     pub disk_fixed_errno: i32,
+    /// Source bytes a sender lent from memory maps of its files instead of reading them
+    /// (`transfer::disk::SourceMaps`).
+    pub disk_mapped_bytes: u64,
 }
 
 impl IoStats {
@@ -201,6 +204,7 @@ impl IoStats {
         self.disk_direct_refused_files += other.disk_direct_refused_files;
         self.disk_fixed_ops += other.disk_fixed_ops;
         self.disk_fixed_bytes += other.disk_fixed_bytes;
+        self.disk_mapped_bytes += other.disk_mapped_bytes;
         self.disk_fixed_refused += other.disk_fixed_refused;
         if other.disk_fixed_errno != 0 {
             self.disk_fixed_errno = other.disk_fixed_errno;

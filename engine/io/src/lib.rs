@@ -18,6 +18,7 @@ pub mod cpu;
 pub mod error;
 pub mod fallback;
 pub mod files;
+pub mod mapped;
 pub mod secmem;
 pub mod transfer;
 pub mod tun;

@@ -764,7 +764,8 @@ pub fn run_sender_cancellable(
     }
     let shards = std::sync::Mutex::new(shards);
     let peers: Vec<Option<SocketAddr>> = peers.into_iter().map(Some).collect();
-    let source = store::FileSource::Paths(Arc::new(sources));
+    let sources = Arc::new(sources);
+    let source = store::FileSource::Paths(sources.clone());
     // Send slots hold the largest datagram probing may try.
     let slot_bytes = params.datagram_size.max(params.datagram_size_max);
     let threads = spawn_shards(
@@ -783,7 +784,34 @@ pub fn run_sender_cancellable(
     )?;
     let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
     let ends = drive(&mut coord, threads, total, progress, cancel)?;
-    Ok(report(&coord, &manifest, &ends, backend, started, cpu0, true))
+    let mut r = report(&coord, &manifest, &ends, backend, started, cpu0, true);
+    if let Outcome::Aborted {
+        reason: AbortReason::DiskReadFailed,
+        by_peer: false,
+        disk: Some(haul_proto::session::DiskError::Missing),
+        file: Some(f),
+    } = r.outcome
+    {
+        r.detail = source_changed_message(&sources, &manifest, f);
+    }
+    Ok(r)
+}
+
+/// What became of source `file` that could not be read to its end: it shrank below its
+/// size when the transfer started (a read found its end early, or a memory map of it
+/// faulted), or it is gone.
+fn source_changed_message(sources: &[PathBuf], manifest: &Manifest, file: u32) -> Option<String> {
+    let path = sources.get(file as usize)?;
+    let size = manifest.file(file)?.size;
+    Some(match std::fs::metadata(path) {
+        Ok(m) if m.len() < size => format!(
+            "source {} shrank during the transfer: {} bytes, was {size}",
+            path.display(),
+            m.len()
+        ),
+        Ok(_) => format!("source {} changed during the transfer", path.display()),
+        Err(e) => format!("source {} vanished during the transfer: {e}", path.display()),
+    })
 }
 
 /// Run the receiving side to its end. Its shards answer only once the sender's first

@@ -7,7 +7,7 @@
 //! when it has one (`transfer::disk`). Nothing here allocates per datagram: the batch arrays,
 //! the send area and the write staging buffers are allocated once.
 
-use super::disk::{DiskIo, Stager, issue_reads};
+use super::disk::{DiskIo, SourceMaps, Stager, issue_reads, issue_sender_reads};
 use super::store::OpenFiles;
 use crate::backend::{Backend, IoStats};
 use crossbeam_channel::{Receiver, Sender};
@@ -198,6 +198,7 @@ fn set_path_ceiling(shard: &mut SenderShard, w: &Wiring, peer: SocketAddr) {
 pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEnd {
     let mut area = SendArea::new(w.datagram_size);
     let disk = DiskIo::new(&w.backend);
+    let mut maps = SourceMaps::new(disk.mode);
     let mut ceiling_known = false;
     let mut last_resent = 0;
     let mut failed = false;
@@ -226,7 +227,7 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
         let now = w.clock.now();
         disk.take_done(&mut w.backend, &mut w.files, &mut shard, None, now);
         shard.handle_timeout(now);
-        issue_reads(&mut w.backend, disk.mode, &mut w.files, &mut shard, now);
+        issue_sender_reads(&mut w.backend, disk.mode, &mut w.files, &mut maps, &mut shard, now);
         // No peer yet (it is learnt from the first authenticated datagram): send nothing, so
         // no data is spent into the void and none goes anywhere but to the proven peer.
         while let Some(peer) = w.peer {
@@ -234,9 +235,16 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
                 ceiling_known = true;
                 set_path_ceiling(&mut shard, &w, peer);
             }
-            let n = shard.poll_transmit(w.clock.now(), &mut area.buf, area.stride, &mut area.lens);
+            let (buf, lens) = (&mut area.buf, &mut area.lens);
+            let n = shard.poll_transmit_from(w.clock.now(), buf, area.stride, lens, &maps);
             if n == 0 {
                 break;
+            }
+            // A mapped source that shrank under the batch: its bytes read as zeros, so the
+            // batch is dropped and the transfer fails for that file.
+            if let Some(file) = maps.after_seal(&shard) {
+                shard.handle_source_error(file, haul_proto::session::DiskError::Missing);
+                continue;
             }
             let seg = area.longest(n);
             match area.send(&mut w.backend, peer, n, seg) {
@@ -275,7 +283,13 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
     // No kernel operation may refer to the shard's read buffers once it is dropped.
     disk.drain(&mut w.backend, &mut w.files, &mut shard, None, w.clock.now());
     let pmtu = Some((shard.pmtu().datagram_size(), *shard.pmtu().stats()));
-    ShardEnd { stats: *shard.stats(), io: io_stats(&w), pmtu }
+    let base = io_stats(&w);
+    let io = IoStats {
+        disk_syscalls: base.disk_syscalls + maps.syscalls(),
+        disk_mapped_bytes: maps.lent_bytes(),
+        ..base
+    };
+    ShardEnd { stats: *shard.stats(), io, pmtu }
 }
 
 pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> ShardEnd {
