@@ -43,11 +43,14 @@ use std::time::Duration;
 /// when the backend is io_uring, with O_DIRECT for the receiver's aligned writes where the
 /// filesystem allows it).
 pub const DISK_IO_ENV: &str = "HAUL_DISK_IO";
-/// Environment variable choosing when the sender maps its sources: `off` (never: every
-/// read goes into the read slots), `on` (any large source without holes, whatever its
-/// filesystem: for measurements; a cold file on a disk then faults in on the shard thread),
-/// anything else or unset: large sources without holes on memory filesystems (tmpfs,
-/// ramfs), whose pages are in memory anyway.
+/// Environment variable choosing when the sender maps its sources instead of reading them:
+/// `tmpfs` (large sources without holes on memory filesystems: tmpfs, ramfs), `on` (large
+/// sources without holes on any filesystem; a cold file on a disk then faults in on the
+/// shard thread), anything else or unset: never. Off by default: on this 2-core VM the
+/// map cost the sender about 4% more CPU per GiB than the ring reads and ran slower
+/// (docs/DATAPLANE.md, "Session of 2026-11-30": the page-table set-up and tear-down of every
+/// 4 KiB page cost what the copy did, and the faults stall the shard thread where io-wq
+/// workers read in parallel).
 pub const SOURCE_MAP_ENV: &str = "HAUL_SOURCE_MAP";
 /// Sources at least this large are mapped; smaller ones keep the ring reads, whose cost per
 /// file (one read) is less than a map's (mmap, the page-table set-up, munmap).
@@ -257,9 +260,9 @@ impl SourceMaps {
     pub(crate) fn new(mode: DiskMode) -> SourceMaps {
         let policy = match std::env::var(SOURCE_MAP_ENV).as_deref().map(str::trim) {
             _ if mode == DiskMode::Sync => MapPolicy::Off,
-            Ok("off") => MapPolicy::Off,
+            Ok("tmpfs") => MapPolicy::MemoryFs,
             Ok("on") => MapPolicy::Any,
-            _ => MapPolicy::MemoryFs,
+            _ => MapPolicy::Off,
         };
         SourceMaps {
             policy,
@@ -304,17 +307,13 @@ impl SourceMaps {
         m.used = self.uses;
         let start = usize::try_from(r.offset).unwrap_or(usize::MAX).min(m.map.len());
         let end = start.saturating_add(r.len as usize).min(m.map.len());
-        // One call maps the piece's pages instead of a fault per 64 KiB. A page past the
-        // file's end fails it (EFAULT): the source shrank.
-        self.syscalls += 1;
-        if m.map.advise(start..end, MapAdvice::PopulateRead).is_err() {
-            shard.handle_source_error(r.file, DiskError::Missing);
-            return true;
-        }
+        // The pages fault in as the hash reads them (the kernel maps 16 per fault). Populating
+        // the piece first (`MADV_POPULATE_READ`, one call per piece) cost more: it marks
+        // every page accessed and moves it on the LRU.
         if !shard.handle_disk_view(now, r.slot, &m.map.bytes()[start..end]) {
             return false;
         }
-        // The hash read every lent byte: a fault during it shows now.
+        // The hash read every lent byte: a fault during it (the file shrank) shows now.
         if m.map.is_faulted() {
             shard.handle_source_error(r.file, DiskError::Missing);
         }
@@ -367,8 +366,9 @@ impl SourceMaps {
         if self.policy == MapPolicy::MemoryFs && !crate::files::space::is_memory_fs(f) {
             return None;
         }
-        let first_hole = rustix::fs::seek(f, rustix::fs::SeekFrom::Hole(0)).ok()?;
-        if first_hole < size {
+        // Fewer blocks than bytes: holes (SEEK_HOLE would walk the whole page cache).
+        let st = rustix::fs::fstat(f).ok()?;
+        if (st.st_blocks as u64).saturating_mul(512) < size {
             return None;
         }
         self.syscalls += 1;
