@@ -52,6 +52,10 @@ pub const DISK_IO_ENV: &str = "HAUL_DISK_IO";
 /// 4 KiB page cost what the copy did, and the faults stall the shard thread where io-wq
 /// workers read in parallel).
 pub const SOURCE_MAP_ENV: &str = "HAUL_SOURCE_MAP";
+/// Environment variable: `heap` keeps the disk buffers (staging arenas, read slots) on the
+/// heap, as before they came from hugepage-backed regions (`buf::disk_buffers`): for A/B
+/// measurements, and a way out should a host misbehave with them.
+pub const DISK_BUFFERS_ENV: &str = "HAUL_DISK_BUFFERS";
 /// Sources at least this large are mapped; smaller ones keep the ring reads, whose cost per
 /// file (one read) is less than a map's (mmap, the page-table set-up, munmap).
 pub(crate) const MAP_MIN_BYTES: u64 = 4 << 20;
@@ -197,6 +201,9 @@ read_client!(ReceiverShard, |_: &ReceiverShard, _| None);
 /// (`buf::disk_buffers`) in place of the heap buffers the proto shard made: what backs them
 /// now (`Heap` when the shard kept its own).
 pub(crate) fn lend_read_memory<C: ReadClient>(client: &mut C) -> Backing {
+    if is_heap_forced() {
+        return Backing::Heap;
+    }
     let (count, bytes) = client.read_slots();
     match disk_buffers(count, bytes) {
         Ok((bufs, backing)) => match client.use_read_memory(bufs) == count {
@@ -426,6 +433,22 @@ pub(crate) fn issue_sender_reads(
     }
 }
 
+/// Whether `HAUL_DISK_BUFFERS=heap` asks for heap disk buffers.
+fn is_heap_forced() -> bool {
+    std::env::var(DISK_BUFFERS_ENV).is_ok_and(|v| v.trim() == "heap")
+}
+
+/// Disk buffers for the stager: `count` of `bytes` from `buf::disk_buffers`, or heap ones
+/// (`HAUL_DISK_BUFFERS=heap`, or our own geometry refused).
+fn arenas(count: usize, bytes: usize) -> (Vec<DiskBuf>, Backing) {
+    let heap =
+        || (std::iter::repeat_with(|| DiskBuf::heap(bytes)).take(count).collect(), Backing::Heap);
+    if is_heap_forced() {
+        return heap();
+    }
+    disk_buffers(count, bytes).unwrap_or_else(|_| heap())
+}
+
 /// The ring, if this shard's disk I/O goes through it.
 fn ring_of(backend: &mut Backend, mode: DiskMode) -> Option<&mut UringBackend> {
     match (backend, mode) {
@@ -595,10 +618,7 @@ impl Stager {
         };
         // Room to start at an aligned address and then at any offset within a block.
         let bytes = STAGING_BYTES + 2 * MAX_DIRECT_ALIGN as usize;
-        // Only our own geometry could fail: then heap arenas, as before they were mapped.
-        let (arenas, backing) = disk_buffers(n, bytes).unwrap_or_else(|_| {
-            (std::iter::repeat_with(|| DiskBuf::heap(bytes)).take(n).collect(), Backing::Heap)
-        });
+        let (arenas, backing) = arenas(n, bytes);
         let mut bufs = Vec::with_capacity(runs);
         for _ in 0..runs {
             bufs.push(StageBuf {
