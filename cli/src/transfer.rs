@@ -227,6 +227,11 @@ fn sender_job(
 }
 
 fn check_summary(report: &TransferReport, summary: &Summary, files: &[FileEntry]) -> Result<()> {
+    // A transfer this end aborted says why in its own words (a source that shrank names the
+    // file); the receiver's summary then only echoes the reason.
+    if matches!(report.outcome, Outcome::Aborted { by_peer: false, .. }) {
+        report::check_outcome(&report.outcome, files, report.detail.as_deref())?;
+    }
     if summary.outcome != OUTCOME_COMPLETE {
         let reason = haul_proto::session::AbortReason::from_u16(summary.outcome);
         bail!("the receiver reports the transfer aborted: {reason:?}");

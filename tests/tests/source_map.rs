@@ -36,7 +36,10 @@ fn transfer(
     flags: &[&str],
     env: &[(&str, &str)],
 ) -> serde_json::Value {
-    let key = keygen(dir, "key");
+    let key = match dir.join("key") {
+        k if k.exists() => k,
+        _ => keygen(dir, "key"),
+    };
     let dest = dir.join("dst");
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::create_dir_all(&dest).unwrap();
