@@ -65,7 +65,7 @@ const MAX_SOURCE_MAPS: usize = 4;
 /// Once this many bytes of a map were lent since its last trim, they are unmapped from the
 /// process (`MADV_DONTNEED`; they stay in the page cache): mapped pages count in the RSS,
 /// so without it a 16 GiB source would show as 16 GiB resident.
-const TRIM_BYTES: usize = 8 << 20;
+const TRIM_BYTES: usize = 2 << 20;
 /// Large sources remembered as not to be mapped (holes, another filesystem, a refused
 /// map), so their next pieces do not ask again.
 const MAX_UNMAPPED_REMEMBERED: usize = 8;
@@ -384,18 +384,24 @@ impl SourceMaps {
 
     /// After a send batch was sealed: the file of a map that faulted (its source shrank;
     /// the batch may hold zeros and must not be sent), if any, whose map is dropped (the
-    /// caller fails the transfer, so nothing sends from it again); and the bytes lent by each
-    /// map are unmapped once [`TRIM_BYTES`] of them were lent (the read slots still lending
-    /// some fault them in again from the page cache).
-    pub(crate) fn after_seal(&mut self) -> Option<u32> {
+    /// caller fails the transfer, so nothing sends from it again); and once a map lent
+    /// [`TRIM_BYTES`], the lent bytes below those a read slot still holds are unmapped. The
+    /// bytes slots hold stay lent, for a later trim: unmapped now, they would fault in again
+    /// when sent and never be unmapped (measured: 31 MiB resident per shard for 1 GiB).
+    pub(crate) fn after_seal(&mut self, shard: &SenderShard) -> Option<u32> {
         if let Some(i) = self.maps.iter().position(|m| m.map.is_faulted()) {
             return Some(self.maps.swap_remove(i).file);
         }
         for m in &mut self.maps {
-            if m.lent.len() >= TRIM_BYTES {
+            if m.lent.len() < TRIM_BYTES {
+                continue;
+            }
+            let floor = shard.lent_floor(m.file).map_or(usize::MAX, |f| f as usize);
+            let end = floor.clamp(m.lent.start, m.lent.end);
+            if end > m.lent.start {
                 self.syscalls += 1;
-                let _ = m.map.advise(m.lent.clone(), MapAdvice::DropPages);
-                m.lent = 0..0;
+                let _ = m.map.advise(m.lent.start..end, MapAdvice::DropPages);
+                m.lent = if end < m.lent.end { end..m.lent.end } else { 0..0 };
             }
         }
         None

@@ -234,7 +234,7 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
             }
             // A mapped source that shrank under the batch: its bytes read as zeros, so the
             // batch is dropped and the transfer fails for that file.
-            if let Some(file) = maps.after_seal() {
+            if let Some(file) = maps.after_seal(&shard) {
                 shard.handle_source_error(file, haul_proto::session::DiskError::Missing);
                 continue;
             }

@@ -515,6 +515,13 @@ impl SenderShard {
         self.slots.iter().any(|s| s.mapped && s.state != SlotState::Free && s.file == file)
     }
 
+    /// The lowest offset of `file` a live read slot holds lent bytes from (`None`: none):
+    /// the driver may unmap the lent bytes below it, which no slot will send again.
+    pub fn lent_floor(&self, file: u32) -> Option<u64> {
+        let live = self.slots.iter().filter(|s| s.mapped && s.state != SlotState::Free);
+        live.filter(|s| s.file == file).map(|s| s.file_offset).min()
+    }
+
     /// The driver found `file`'s source unusable outside a read (its memory map faulted:
     /// the file shrank under the transfer): the transfer fails with a read error for it.
     pub fn handle_source_error(&mut self, file: u32, error: DiskError) {
