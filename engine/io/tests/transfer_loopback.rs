@@ -35,6 +35,10 @@ fn write_file(path: &Path, size: usize, seed: u64) {
 }
 
 fn transfer(shards: u8, backend: BackendKind, sizes: &[usize], tag: &str) {
+    transfer_blocks(shards, backend, sizes, 20, tag);
+}
+
+fn transfer_blocks(shards: u8, backend: BackendKind, sizes: &[usize], block_log2: u8, tag: &str) {
     let src = tempdir(&format!("{tag}-src"));
     let dst = tempdir(&format!("{tag}-dst"));
     let mut files = Vec::new();
@@ -50,7 +54,7 @@ fn transfer(shards: u8, backend: BackendKind, sizes: &[usize], tag: &str) {
         });
         sources.push(p);
     }
-    let manifest = Arc::new(Manifest::new(files, 20).unwrap());
+    let manifest = Arc::new(Manifest::new(files, block_log2).unwrap());
     let mut params = SessionParams::new(42, SuiteId::Aes128CfbCmac);
     params.shards = shards;
     params.rate = RateLimits { min_bps: 0, target_bps: 2_000_000_000 };
@@ -113,4 +117,15 @@ fn one_two_and_four_shards_deliver_identical_files() {
 #[test]
 fn portable_backend_delivers_identical_files() {
     transfer(2, BackendKind::Portable, &[5 << 20, 777], "portable");
+}
+
+/// The receiver leaves a small fresh file's partial to the one shard that writes it (created
+/// at its first open, O_EXCL) only when the file is one block: with 4 KiB blocks, files of
+/// 1-64 KiB span both shards and must be created up front, or the second shard's exclusive
+/// create would fail. Files in the new directory and a large one alongside.
+#[test]
+fn small_files_spanning_shards_arrive_identical() {
+    let sizes: Vec<usize> = (0..40).map(|i| 1 + i * 1637).chain([2 << 20, 4096, 0]).collect();
+    transfer_blocks(2, BackendKind::Uring, &sizes, 12, "span2");
+    transfer_blocks(2, BackendKind::Uring, &sizes, 20, "whole2");
 }

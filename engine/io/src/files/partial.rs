@@ -221,6 +221,22 @@ impl PartialFile {
         Ok(partial_file)
     }
 
+    /// [`open_in`](Self::open_in) for a partial whose descriptor the caller already has (the
+    /// receiving shard opened it beneath `dest`, by the same name in `parent`, and handed it
+    /// on): checked like a fresh open (a regular file with one link), without the `openat2`.
+    pub fn adopt_open(
+        dest: &DestRoot,
+        parent: ParentDir,
+        name: &SafeName,
+        size: u64,
+        fd: std::os::fd::OwnedFd,
+    ) -> Result<PartialFile, FileError> {
+        let partial = partial_name(name.file_name());
+        let (mut partial_file, _) = Self::adopt(dest, parent, partial, fd, name, size)?;
+        partial_file.prealloc = Prealloc::SizeOnly;
+        Ok(partial_file)
+    }
+
     /// Wraps a freshly opened partial after checking it is a regular file with one link;
     /// returns it (buffered, no direct fd) and its current length.
     fn adopt(

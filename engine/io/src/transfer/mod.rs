@@ -331,13 +331,14 @@ impl Threads {
     }
 }
 
-/// Spawn one thread per shard; `make` builds each shard's proto state and runs its loop.
+/// Spawn one thread per shard, each with the open-file cache `files` makes; `make` builds each
+/// shard's proto state and runs its loop.
 fn spawn_shards<F>(
     sockets: ShardSockets,
     peers: &[Option<SocketAddr>],
     peer_ip: Option<IpAddr>,
     datagram_size: usize,
-    source: &store::FileSource,
+    files: &dyn Fn() -> store::OpenFiles,
     pin_cores: bool,
     make: F,
 ) -> Result<Threads, TransferError>
@@ -363,7 +364,7 @@ where
             events: ev_tx.clone(),
             clock,
             counters: counters.clone(),
-            files: store::OpenFiles::new(source.clone()),
+            files: files(),
             stop: t.stop.clone(),
         };
         let run = make(wiring);
@@ -526,6 +527,7 @@ impl Side for ReceiverSide {
         {
             self.touched.push(*file);
         }
+        self.files.take_handed();
         self.coord.handle_event(now, shard, ev);
     }
     fn poll_command(&mut self) -> Option<(u8, ShardCommand)> {
@@ -602,8 +604,8 @@ const TRACE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// `HAUL_RATE_TRACE=1`: every [`TRACE_EVERY`] the sender prints one `rate-trace` line to stderr
 /// with the controller's rate, the rate the shards actually sent at over the interval, the
-/// carried (delivered, loss-adjusted) rate, the measured and predicted queue, the loss estimate
-/// and the mode (docs/RATE.md, "Tracing the real data plane").
+/// carried (delivered, loss-adjusted) rate, the measured and predicted queue, the loss estimate,
+/// the bottleneck rate startup estimated (`α` is taken at no more than 4× it) and the mode (docs/RATE.md, "Tracing the real data plane").
 struct RateTrace {
     started: std::time::Instant,
     last: std::time::Instant,
@@ -628,7 +630,7 @@ impl RateTrace {
         let mbit = |bps: f64| bps / 1e6;
         eprintln!(
             "rate-trace t_ms={} rate_mbit={:.1} sent_mbit={:.1} carried_mbit={:.1} q_ms={:.2} \
-             qpred_ms={:.2} loss={:.4} base_rtt_ms={:.1} mode={}",
+             qpred_ms={:.2} loss={:.4} base_rtt_ms={:.1} link_mbit={:.1} mode={}",
             self.started.elapsed().as_millis(),
             mbit(s.rate_bps as f64),
             mbit(sent as f64 / dt.as_secs_f64()),
@@ -637,6 +639,7 @@ impl RateTrace {
             s.predicted_queue_us as f64 / 1e3,
             s.loss,
             s.base_rtt_us as f64 / 1e3,
+            mbit(s.link_estimate_bps as f64),
             s.mode
         );
     }
@@ -765,13 +768,20 @@ pub fn run_sender_cancellable(
     let source = store::FileSource::Paths(sources.clone());
     // Send slots hold the largest datagram probing may try.
     let slot_bytes = params.datagram_size.max(params.datagram_size_max);
-    let threads =
-        spawn_shards(sockets, &peers, peer_ip, usize::from(slot_bytes), &source, pin_cores, |w| {
+    let threads = spawn_shards(
+        sockets,
+        &peers,
+        peer_ip,
+        usize::from(slot_bytes),
+        &|| store::OpenFiles::new(source.clone()),
+        pin_cores,
+        |w| {
             let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());
             Box::new(move || {
                 shard.map_or_else(ShardEnd::default, |s| shard::run_sender_shard(w, s))
             })
-        })?;
+        },
+    )?;
     let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
     let ends = drive(&mut coord, threads, total, progress, cancel)?;
     let mut r = report(&coord, &manifest, &ends, backend, started, cpu0, true);
@@ -840,7 +850,9 @@ pub fn run_receiver_cancellable(
     check_resume(&resume, manifest.files().len())?;
     let layout = Layout::new(manifest.clone(), params.shards)
         .map_err(haul_proto::session::SessionError::from)?;
-    let files = rx::create_partials(&dest, &manifest, &options, &resume)?;
+    let mut files = rx::create_partials(&dest, &manifest, &options, &resume)?;
+    let (handoff, handed) = bounded(store::HANDOFF_FILES);
+    files.take_handoffs(handed);
     let ks = key_schedule(&params, &keys);
     let (started, cpu0, backend) = (std::time::Instant::now(), cpu_seconds(), sockets.choice.kind);
     let now = Clock::new().now();
@@ -854,13 +866,15 @@ pub fn run_receiver_cancellable(
     }
     let shards = std::sync::Mutex::new(shards);
     let sizes = Arc::new(manifest.files().iter().map(|f| f.size).collect());
-    let source = store::FileSource::Beneath(files.dest.clone(), files.partials.clone(), sizes);
+    let (dest, partials, deferred) =
+        (files.dest.clone(), files.partials.clone(), files.deferred.clone());
+    let source = store::FileSource::Beneath(dest, partials, sizes, deferred);
     let threads = spawn_shards(
         sockets,
         &peers,
         peer_ip,
         usize::from(params.datagram_size),
-        &source,
+        &|| store::OpenFiles::new(source.clone()).with_handoff(Some(handoff.clone())),
         pin_cores,
         |w| {
             let shard = shards.lock().ok().and_then(|mut v| v[usize::from(w.index)].take());

@@ -51,6 +51,11 @@ pub(crate) const SMALL_FILE_BYTES: u64 = 1 << 20;
 /// Most files finalized with one pair of filesystem syncs; each holds a descriptor until the
 /// commit, so this stays well under the usual 1024-descriptor limit.
 pub(crate) const FINALIZE_BATCH_FILES: usize = 256;
+/// Most handed-over partial descriptors the coordinator holds until their files finalize
+/// (a round's worth: the shards hand over as they hash, before the coordinator has read
+/// those events). With a finalize batch, the handoff channel (`store::HANDOFF_FILES`) and
+/// 64 per shard, 4 shards stay under 850 descriptors, below the usual limit of 1024.
+const MAX_HANDED_FILES: usize = 256;
 
 /// A cached directory of `name`, created if missing, and whether this receive created it.
 fn parent_of(
@@ -69,6 +74,9 @@ pub(crate) struct RxFiles {
     names: Vec<SafeName>,
     /// Each partial's path relative to the destination (for the shards' own opens).
     pub partials: Arc<Vec<String>>,
+    /// Per file: its partial is not created here but by the one shard that writes it, at
+    /// its first open ([`is_left_to_shard`]).
+    pub deferred: Arc<Vec<bool>>,
     replace: Vec<bool>,
     checkpoints: Vec<Option<CheckpointWriter>>,
     /// Per file: a checkpoint may exist (kept from an earlier attempt, or one was begun in
@@ -76,6 +84,10 @@ pub(crate) struct RxFiles {
     may_have_checkpoint: Vec<bool>,
     recorded: Vec<u64>,
     dirs: DirCache,
+    /// Descriptors of written partials the shards handed over (`OpenFiles::hand_over`), and
+    /// those taken from the channel and not finalized yet (at most [`MAX_HANDED_FILES`]).
+    handoffs: Option<crossbeam_channel::Receiver<(u32, std::fs::File)>>,
+    handed: std::collections::HashMap<u32, std::fs::File>,
 }
 
 fn partial_rel(name: &SafeName) -> String {
@@ -98,11 +110,14 @@ pub(crate) fn create_partials(
         dest: Arc::new(root),
         names: Vec::with_capacity(n),
         partials: Arc::new(Vec::new()),
+        deferred: Arc::new(Vec::new()),
         replace: Vec::with_capacity(n),
         checkpoints: (0..n).map(|_| None).collect(),
         may_have_checkpoint: (0..n).map(|i| resume.get(i).is_some_and(|&k| k > 0)).collect(),
         recorded: resume.to_vec(),
         dirs: DirCache::default(),
+        handoffs: None,
+        handed: std::collections::HashMap::new(),
     };
     let mut names = Vec::with_capacity(n);
     for entry in manifest.files() {
@@ -112,12 +127,21 @@ pub(crate) fn create_partials(
     }
     let (mut needed, available) = check_small_files_fit(&rx.dest, manifest, &names, resume)?;
     let mut partials = Vec::with_capacity(n);
+    let mut deferred = Vec::with_capacity(n);
     for ((i, entry), name) in manifest.files().iter().enumerate().zip(names) {
         let kept = resume.get(i).copied().unwrap_or(0);
         // Created (sized, its space checked) now, then closed: the shards open what they
         // need and reserve space a chunk ahead of their writes (`files::space::ReserveAhead`).
         let (parent, in_new_dir) =
             parent_of(&mut rx.dirs, &rx.dest, &name).map_err(|e| file_error(&e))?;
+        let left = is_left_to_shard(entry.size, manifest.block_size(), kept, in_new_dir);
+        partials.push(partial_rel(&name));
+        deferred.push(left);
+        rx.replace.push(options.overwrite != Overwrite::Never);
+        if left {
+            rx.names.push(name);
+            continue;
+        }
         let opts = PartialOptions {
             direct_io: false,
             fresh: kept == 0,
@@ -139,12 +163,22 @@ pub(crate) fn create_partials(
                 }));
             }
         }
-        partials.push(partial_rel(&name));
-        rx.replace.push(options.overwrite != Overwrite::Never);
         rx.names.push(name);
     }
     rx.partials = Arc::new(partials);
+    rx.deferred = Arc::new(deferred);
     Ok(rx)
+}
+
+/// Whether a file's partial is left to the shard that writes it (created by that shard's
+/// first open, `O_CREAT | O_EXCL`, instead of here): a fresh (`kept == 0`), non-empty file
+/// of at most [`SMALL_FILE_BYTES`] and one block (so exactly one shard writes it and opens it
+/// first), in a directory this receive created (nothing of an earlier attempt can be there,
+/// so there is no stale partial or checkpoint to replace). It saves a create, `fstat` and
+/// `close` per small file, and the coordinator no longer creates 10,000 files one by one
+/// before the shards start (docs/FILES.md, "Many small files").
+fn is_left_to_shard(size: u64, block_size: u64, kept: u64, in_new_dir: bool) -> bool {
+    kept == 0 && in_new_dir && size > 0 && size <= SMALL_FILE_BYTES && size <= block_size
 }
 
 /// The small files are not preallocated one by one: check once that all of them fit, naming
@@ -194,6 +228,39 @@ impl RxFiles {
             parent_of(&mut self.dirs, &self.dest, name)
                 .and_then(|(parent, _)| PartialFile::open_in(&self.dest, parent, name, size)),
         )
+    }
+
+    /// Finalize takes the partials' descriptors the shards hand over from `handoffs`.
+    pub fn take_handoffs(&mut self, handoffs: crossbeam_channel::Receiver<(u32, std::fs::File)>) {
+        self.handoffs = Some(handoffs);
+    }
+
+    /// Moves handed-over descriptors from the channel into `handed`, so the channel has room
+    /// for the next (called for every shard event and before each finalize). The descriptors
+    /// of files whose events come in later rounds wait here; when it is full, the rest wait
+    /// in the channel (and the shards close theirs).
+    pub fn take_handed(&mut self) {
+        let Some(rx) = &self.handoffs else { return };
+        while self.handed.len() < MAX_HANDED_FILES
+            && let Ok((file, fd)) = rx.try_recv()
+        {
+            self.handed.insert(file, fd);
+        }
+    }
+
+    /// The partial of file `i` for finalize: the descriptor its shard handed over when it has
+    /// one (checked as a fresh open is), else opened by name.
+    fn partial_for_finalize(
+        &mut self,
+        i: usize,
+        size: u64,
+    ) -> Option<Result<PartialFile, FileError>> {
+        self.take_handed();
+        let Some(fd) = self.handed.remove(&(i as u32)) else { return self.open_partial(i, size) };
+        let name = self.names.get(i)?;
+        Some(parent_of(&mut self.dirs, &self.dest, name).and_then(|(parent, _)| {
+            PartialFile::adopt_open(&self.dest, parent, name, size, fd.into())
+        }))
     }
 
     /// The full-disk message for `file` (a write found no space): names the file, the bytes
@@ -246,7 +313,7 @@ impl RxFiles {
             return Err((DiskError::Missing, format!("file {file} is not in the manifest")));
         };
         self.checkpoints[i] = None;
-        let Some(partial) = self.open_partial(i, entry.size) else {
+        let Some(partial) = self.partial_for_finalize(i, entry.size) else {
             return Err((DiskError::Missing, format!("file {file} has no partial file")));
         };
         let mut partial = partial.map_err(|e| finalize_failure(&e))?;

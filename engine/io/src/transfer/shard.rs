@@ -148,6 +148,23 @@ fn forward_events(
     }
 }
 
+/// A receiving shard's events: a block hashed may be a small file written whole, whose
+/// descriptor goes to the coordinator before the event does (`OpenFiles::hand_over`).
+fn forward_rx_events(
+    events: &Sender<(u8, ShardEvent)>,
+    index: u8,
+    files: &mut OpenFiles,
+    shard: &mut ReceiverShard,
+) {
+    forward_events(events, index, || {
+        let ev = shard.poll_event();
+        if let Some(ShardEvent::BlockHashed { file, .. }) = &ev {
+            files.hand_over(*file);
+        }
+        ev
+    });
+}
+
 /// Adopt the peer address from the first authenticated datagram (no reflection: we send only
 /// to where an authenticated datagram came from, docs/PROTOCOL.md §6.2).
 fn learn_peer(
@@ -319,7 +336,7 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
                         staging.add(files, &mut shard, now, (*file, *offset, data));
                     }
                 }
-                forward_events(events, index, || shard.poll_event());
+                forward_rx_events(events, index, files, &mut shard);
             }
         });
         w.peer = peer;
@@ -339,7 +356,7 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
                 let _ = area.send(&mut w.backend, peer, n, w.datagram_size);
             }
         }
-        forward_events(&w.events, w.index, || shard.poll_event());
+        forward_rx_events(&w.events, w.index, &mut w.files, &mut shard);
         let st = shard.stats();
         w.counters.bytes.store(st.data_bytes_received, Ordering::Relaxed);
     }

@@ -8,8 +8,10 @@
 //! hidden partial and renamed into place only after its checksum verified.
 
 use super::rx::SMALL_FILE_BYTES;
+use crate::files::partial::PARTIAL_MODE;
 use crate::files::space::ReserveAhead;
 use haul_proto::session::DiskError;
+use rustix::fs::OFlags;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
@@ -18,6 +20,12 @@ use std::path::PathBuf;
 
 /// Most files one shard keeps open at once.
 pub(crate) const MAX_OPEN_FILES_PER_SHARD: usize = 64;
+/// Most descriptors of written partials on their way from the shards to the finalizing
+/// coordinator (the channel); more are closed and finalize opens those by name again.
+pub(crate) const HANDOFF_FILES: usize = 64;
+
+/// A written partial's descriptor, handed from a receiving shard to the coordinator.
+pub(crate) type Handoff = crossbeam_channel::Sender<(u32, File)>;
 
 /// Map an OS error to the protocol's disk error.
 pub(crate) fn disk_error(e: &std::io::Error) -> DiskError {
@@ -43,11 +51,14 @@ pub(crate) enum FileSource {
     /// The sender's sources, opened read-only by path (given by the local user).
     Paths(std::sync::Arc<Vec<PathBuf>>),
     /// The receiver's partial files, opened read-write beneath the destination with openat2:
-    /// the destination, each partial's relative path, each file's size (the manifest's).
+    /// the destination, each partial's relative path, each file's size (the manifest's), and
+    /// which partials the shard creates itself at its first open (`rx::create_partials`
+    /// leaves them to it: small, fresh, one block, in a directory this receive made).
     Beneath(
         std::sync::Arc<crate::files::DestRoot>,
         std::sync::Arc<Vec<String>>,
         std::sync::Arc<Vec<u64>>,
+        std::sync::Arc<Vec<bool>>,
     ),
 }
 
@@ -121,7 +132,8 @@ fn direct_alignment(dio_mem: u32, dio_offset: u32, blksize: u32) -> Option<u32> 
     (ok && fits(dio_mem) && fits(dio_offset) && fits(blksize)).then_some(align)
 }
 
-/// Opens the O_DIRECT twin of `file` (`rel` beneath `dest`): `None` where the filesystem
+/// Opens the O_DIRECT twin of `file` with `open` (by the name `file` was opened by, with
+/// `flags` plus O_DIRECT): `None` where the filesystem
 /// refuses it (EINVAL), holds data in memory anyway (tmpfs, ramfs), or wants an alignment
 /// beyond [`MAX_DIRECT_ALIGN`]. The twin must be the same inode, or someone swapped the name
 /// between the opens.
@@ -143,7 +155,7 @@ fn open_direct_twin(
         Err(_) => Some(MAX_DIRECT_ALIGN),
     };
     let Some(align) = align else { return Ok(None) };
-    let twin = match open(flags | rustix::fs::OFlags::DIRECT) {
+    let twin = match open(flags | OFlags::DIRECT) {
         Ok(fd) => File::from(fd),
         Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => return Ok(None),
         Err(e) => return Err(errno_error(e.raw_os_error())),
@@ -165,6 +177,28 @@ pub(crate) struct OpenFiles {
     /// Try O_DIRECT for the receiver's partials.
     is_direct_wanted: bool,
     direct_stats: DirectStats,
+    /// Receiver: the partials left to the shards that this shard has created.
+    created: FileSet,
+    /// Receiver: where written partials left to this shard go for finalize.
+    handoff: Option<Handoff>,
+}
+
+/// A set of manifest indices, one bit each (at most `MAX_FILES` bits: 128 KiB).
+#[derive(Debug, Default)]
+struct FileSet(Vec<u64>);
+
+impl FileSet {
+    fn has(&self, file: u32) -> bool {
+        self.0.get(file as usize / 64).is_some_and(|w| w & (1 << (file % 64)) != 0)
+    }
+    fn insert(&mut self, file: u32, files: usize) {
+        if self.0.is_empty() {
+            self.0 = vec![0; files.div_ceil(64)];
+        }
+        if let Some(w) = self.0.get_mut(file as usize / 64) {
+            *w |= 1 << (file % 64);
+        }
+    }
 }
 
 impl OpenFiles {
@@ -175,6 +209,29 @@ impl OpenFiles {
             syscalls: 0,
             is_direct_wanted: false,
             direct_stats: DirectStats::default(),
+            created: FileSet::default(),
+            handoff: None,
+        }
+    }
+
+    /// Hand the descriptors of written partials left to this shard to the coordinator
+    /// ([`hand_over`](Self::hand_over)).
+    pub fn with_handoff(mut self, handoff: Option<Handoff>) -> Self {
+        self.handoff = handoff;
+        self
+    }
+
+    /// The one block of `file` has been written and hashed: if it is a partial this shard
+    /// created (one block, so no other shard has it) and no operation on it is in flight, its
+    /// descriptor goes to the coordinator, whose finalize then needs no `openat2` and this
+    /// shard no `close`. With the channel full it is simply closed.
+    pub fn hand_over(&mut self, file: u32) {
+        let Some(handoff) = &self.handoff else { return };
+        if !self.created.has(file) || self.open.get(&file).is_none_or(|o| o.pins > 0) {
+            return;
+        }
+        if let Some(o) = self.open.remove(&file) {
+            let _ = handoff.try_send((file, o.file));
         }
     }
 
@@ -206,11 +263,19 @@ impl OpenFiles {
                     reserve: None,
                 })
             }
-            FileSource::Beneath(dest, rel, sizes) => {
-                let rel = rel.get(file as usize).ok_or(DiskError::Missing)?;
-                let small = sizes.get(file as usize).is_some_and(|&s| s <= SMALL_FILE_BYTES);
-                let flags = rustix::fs::OFlags::RDWR;
-                let file = crate::files::dest::open_beneath(dest.as_fd(), rel, flags, 0)
+            FileSource::Beneath(dest, rel, sizes, deferred) => {
+                let i = file as usize;
+                let rel = rel.get(i).ok_or(DiskError::Missing)?;
+                let small = sizes.get(i).is_some_and(|&s| s <= SMALL_FILE_BYTES);
+                // A partial left to this shard is created by its first open, exclusively: the
+                // directory is one this receive made, so nothing may be there yet, and a name
+                // that exists (a race with someone else) is refused, never opened.
+                let create = deferred.get(i).copied().unwrap_or(false) && !self.created.has(file);
+                let (flags, mode) = match create {
+                    true => (OFlags::RDWR | OFlags::CREATE | OFlags::EXCL, PARTIAL_MODE),
+                    false => (OFlags::RDWR, 0),
+                };
+                let file = crate::files::dest::open_beneath(dest.as_fd(), rel, flags, mode)
                     .map(File::from)
                     .map_err(|e| errno_error(e.raw_os_error()))?;
                 if small {
@@ -255,6 +320,11 @@ impl OpenFiles {
             }
             self.syscalls += 1;
             let f = self.open_one(file)?;
+            if let FileSource::Beneath(_, _, sizes, deferred) = &self.source
+                && deferred.get(file as usize).copied().unwrap_or(false)
+            {
+                self.created.insert(file, sizes.len());
+            }
             // A sender's twin is tried at its first read (`pin_for_read`), and counted there.
             if self.is_direct_wanted && matches!(self.source, FileSource::Beneath(..)) {
                 match f.direct {
