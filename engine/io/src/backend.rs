@@ -160,8 +160,20 @@ pub struct IoStats {
     /// Disk reads and writes submitted through the shard's io_uring (no syscall of their
     /// own); 0 when the shard used pread/pwrite. Filled in by the transfer runtime.
     pub disk_ring_ops: u64,
-    /// Of those, writes made with O_DIRECT (aligned middles of the receiver's writes).
+    /// Of those, operations made with O_DIRECT: the aligned middles of the receiver's
+    /// writes, the sender's reads through its sources' O_DIRECT twins.
     pub disk_direct_ops: u64,
+    /// Sender: ring reads through the buffered descriptor (sources without an O_DIRECT twin,
+    /// resends at unaligned offsets). Not counted: mapped sources, pread/pwrite.
+    pub disk_buffered_reads: u64,
+    /// O_DIRECT operations the kernel refused with EINVAL after the twin opened, redone
+    /// buffered (the file stays buffered).
+    pub disk_direct_fallbacks: u64,
+    /// What backs the disk buffers (staging arenas, read slots; the lesser over shards and
+    /// regions): `None` when no shard reported one.
+    pub disk_buffers_backing: Option<crate::buf::Backing>,
+    /// What backs the network receive buffers (the lesser over shards).
+    pub net_buffers_backing: Option<crate::buf::Backing>,
     /// Receiver files for which O_DIRECT was wanted and not used (the filesystem refused
     /// it, or it is tmpfs/ramfs, where it brings nothing).
     pub disk_direct_refused_files: u64,
@@ -201,6 +213,13 @@ impl IoStats {
         self.disk_syscalls += other.disk_syscalls;
         self.disk_ring_ops += other.disk_ring_ops;
         self.disk_direct_ops += other.disk_direct_ops;
+        self.disk_buffered_reads += other.disk_buffered_reads;
+        self.disk_direct_fallbacks += other.disk_direct_fallbacks;
+        use crate::buf::Backing;
+        self.disk_buffers_backing =
+            Backing::weaker(self.disk_buffers_backing, other.disk_buffers_backing);
+        self.net_buffers_backing =
+            Backing::weaker(self.net_buffers_backing, other.net_buffers_backing);
         self.disk_direct_refused_files += other.disk_direct_refused_files;
         self.disk_fixed_ops += other.disk_fixed_ops;
         self.disk_fixed_bytes += other.disk_fixed_bytes;

@@ -1,9 +1,12 @@
-//! Buffer pool: one contiguous anonymous mapping cut into fixed-size slots.
+//! Buffer pool: one contiguous anonymous mapping cut into fixed-size slots; and the disk
+//! buffers ([`disk_buffers`]): 4 KiB-aligned slices of one such mapping.
 //!
 //! Role: every datagram buffer of a shard lives here, allocated once at start-up (STYLE.md rule
-//! 7: no allocation per datagram). The region is backed by reserved huge pages (MAP_HUGETLB)
-//! when `/proc/meminfo` shows free ones, otherwise by a normal anonymous mapping advised
-//! `MADV_HUGEPAGE` so transparent huge pages can back it; [`BufPool::backing`] reports which.
+//! 7: no allocation per datagram), and so do a shard's disk buffers (the receiver's staging
+//! arenas, the read slots the proto shards borrow). A region is backed by reserved huge pages
+//! (MAP_HUGETLB) when `/proc/meminfo` shows enough free ones, otherwise by a normal anonymous
+//! mapping advised `MADV_HUGEPAGE` so transparent huge pages can back it;
+//! [`BufPool::backing`] and [`disk_buffers`] report which.
 //!
 //! Invariants:
 //! - The slot stride is an odd multiple of 64 bytes, so it is never a multiple of 4096: slots
@@ -18,8 +21,17 @@
 //!   at a time, never to the whole region, because the kernel may be writing other slots
 //!   concurrently. Whoever lends a slot to the kernel must not touch it through [`BufPool::slot`]
 //!   or [`BufPool::slot_mut`] until the kernel's completion for it has been reaped.
+//! - Disk buffers start on [`DISK_BUF_ALIGN`] boundaries (O_DIRECT needs aligned memory), so
+//!   unlike the pool's slots they are multiples of 4 KiB apart. The CPU never works through
+//!   several of them in lockstep: one `memmove` reads one read slot into datagrams, BLAKE3
+//!   hashes one piece, the receive callback copies into one arena; the lockstep reads (the
+//!   batched AES and CMAC over up to 64 datagrams) are over the datagram slots, which keep
+//!   the odd stride.
+//! - Each [`DiskBuf`] is a disjoint slice owned by one holder (it is not `Clone`), so a
+//!   `&mut` to its bytes is the only reference to them; the region lives while any slice does.
 
 use memmap2::{Advice, MmapMut, MmapOptions, MmapRaw};
+use std::sync::Arc;
 
 /// Cache line size the stride is padded to.
 const CACHE_LINE_BYTES: usize = 64;
@@ -31,6 +43,13 @@ const HUGE_PAGE_BYTES: usize = 1 << HUGE_PAGE_SHIFT;
 pub const MAX_SLOTS: usize = 1 << 15;
 /// Upper bound on one slot's size (a GRO-coalesced receive plus headers fits well below it).
 pub const MAX_SLOT_BYTES: usize = 1 << 20;
+/// Alignment of every disk buffer: the largest O_DIRECT memory alignment the shards handle
+/// (`transfer::store::MAX_DIRECT_ALIGN`).
+pub const DISK_BUF_ALIGN: usize = 4096;
+/// Most disk buffers cut from one region (a sender's 16 read slots, a receiver's 8 arenas).
+pub const MAX_DISK_BUFS: usize = 64;
+/// Largest disk buffer (a block of the layout is at most this).
+pub const MAX_DISK_BUF_BYTES: usize = 64 << 20;
 
 /// Which memory backs a pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +60,9 @@ pub enum Backing {
     Thp,
     /// Normal anonymous memory; THP advice was refused.
     Normal,
+    /// Heap memory: the anonymous mapping itself failed (disk buffers only; the network
+    /// pool fails instead).
+    Heap,
 }
 
 impl Backing {
@@ -50,6 +72,27 @@ impl Backing {
             Backing::HugeTlb => "hugetlb",
             Backing::Thp => "thp",
             Backing::Normal => "normal",
+            Backing::Heap => "heap",
+        }
+    }
+}
+
+impl Backing {
+    /// Order from least to most: heap, normal, thp, hugetlb.
+    fn rank(self) -> u8 {
+        match self {
+            Backing::Heap => 0,
+            Backing::Normal => 1,
+            Backing::Thp => 2,
+            Backing::HugeTlb => 3,
+        }
+    }
+
+    /// The lesser of two backings (of several regions reported as one): `None` is no region.
+    pub fn weaker(a: Option<Backing>, b: Option<Backing>) -> Option<Backing> {
+        match (a, b) {
+            (Some(x), Some(y)) => Some(if x.rank() <= y.rank() { x } else { y }),
+            (x, y) => x.or(y),
         }
     }
 }
@@ -249,6 +292,103 @@ fn map_region(total: usize, free_huge_pages: u64) -> Result<(MmapRaw, Backing), 
     Ok((MmapRaw::from(map), backing))
 }
 
+/// One anonymous mapping of a shard's disk buffers, shared by its [`DiskBuf`] slices.
+#[derive(Debug)]
+struct Region {
+    map: MmapRaw,
+}
+
+#[derive(Debug)]
+enum DiskMemory {
+    /// `len` bytes at `start` of a region.
+    Mapped { region: Arc<Region>, start: usize, len: usize },
+    /// The fallback when the region could not be mapped.
+    Heap(Box<[u8]>),
+}
+
+/// One disk buffer: a [`DISK_BUF_ALIGN`]-aligned slice of a hugepage-backed (or THP-advised)
+/// region, or heap memory when mapping failed. It never moves while it lives, so its address
+/// can be registered with a ring.
+#[derive(Debug)]
+pub struct DiskBuf(DiskMemory);
+
+impl DiskBuf {
+    /// A heap buffer of `bytes` (not aligned): the stand-in when no region can be had.
+    pub fn heap(bytes: usize) -> DiskBuf {
+        DiskBuf(DiskMemory::Heap(vec![0; bytes].into()))
+    }
+}
+
+impl std::ops::Deref for DiskBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            DiskMemory::Mapped { region, start, len } => {
+                let ptr = region.map.as_ptr().wrapping_add(*start);
+                // SAFETY: `disk_buffers` cut `[start, start + len)` inside the live mapping
+                // (the `Arc` keeps it mapped) and gave it to this one `DiskBuf` alone; `&self`
+                // forbids a `&mut` to the same bytes for the borrow's duration.
+                unsafe { std::slice::from_raw_parts(ptr, *len) }
+            }
+            DiskMemory::Heap(b) => b,
+        }
+    }
+}
+
+impl std::ops::DerefMut for DiskBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &mut self.0 {
+            DiskMemory::Mapped { region, start, len } => {
+                let ptr = region.map.as_mut_ptr().wrapping_add(*start);
+                // SAFETY: as in `deref`; `&mut self` makes this the only reference to these
+                // bytes (no other `DiskBuf` covers them).
+                unsafe { std::slice::from_raw_parts_mut(ptr, *len) }
+            }
+            DiskMemory::Heap(b) => b,
+        }
+    }
+}
+
+impl haul_proto::session::SlotMemory for DiskBuf {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+/// `count` disk buffers of `bytes` each, every one starting on a [`DISK_BUF_ALIGN`]
+/// boundary, cut from one region backed as [`BufPool`]'s is (hugetlb when enough reserved
+/// huge pages are free, else THP-advised). If the region cannot be mapped, heap buffers
+/// (`Backing::Heap`, not aligned) stand in, so a host without the memory for a mapping still
+/// transfers (as before hugepage-backed disk buffers). The limits ([`MAX_DISK_BUFS`],
+/// [`MAX_DISK_BUF_BYTES`]) are our own callers' business: beyond them this is our bug.
+pub fn disk_buffers(count: usize, bytes: usize) -> Result<(Vec<DiskBuf>, Backing), BufError> {
+    if count == 0 || count > MAX_DISK_BUFS {
+        return Err(BufError::Geometry("disk buffer count must be 1..=MAX_DISK_BUFS"));
+    }
+    if bytes == 0 || bytes > MAX_DISK_BUF_BYTES {
+        return Err(BufError::Geometry("disk buffer size must be 1..=MAX_DISK_BUF_BYTES"));
+    }
+    let stride = bytes.next_multiple_of(DISK_BUF_ALIGN);
+    let total = (stride * count).next_multiple_of(HUGE_PAGE_BYTES);
+    let free_huge = std::fs::read_to_string("/proc/meminfo")
+        .map(|text| parse_hugepages_free(&text))
+        .unwrap_or(0);
+    let Ok((map, backing)) = map_region(total, free_huge) else {
+        let heap = (0..count).map(|_| DiskBuf::heap(bytes)).collect();
+        return Ok((heap, Backing::Heap));
+    };
+    let region = Arc::new(Region { map });
+    let bufs = (0..count)
+        .map(|i| {
+            DiskBuf(DiskMemory::Mapped { region: region.clone(), start: i * stride, len: bytes })
+        })
+        .collect();
+    Ok((bufs, backing))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -311,6 +451,31 @@ mod tests {
         let id = pool.alloc().unwrap();
         pool.slot_mut(id).unwrap().fill(0xab);
         assert!(pool.slot(id).unwrap().iter().all(|b| *b == 0xab));
+    }
+
+    #[test]
+    fn disk_buffers_are_aligned_disjoint_and_follow_reserved_huge_pages() {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let free_before = parse_hugepages_free(&meminfo);
+        let (mut bufs, backing) = disk_buffers(3, (1 << 20) + 100).unwrap();
+        println!("huge pages free {free_before}: disk buffers {}", backing.name());
+        // 3 x (1 MiB + 4 KiB) needs two huge pages.
+        if free_before >= 2 {
+            assert_eq!(backing, Backing::HugeTlb);
+        } else {
+            assert!(matches!(backing, Backing::Thp | Backing::Normal), "{backing:?}");
+        }
+        for (i, b) in bufs.iter_mut().enumerate() {
+            assert_eq!(b.len(), (1 << 20) + 100);
+            assert_eq!(b.as_ptr() as usize % DISK_BUF_ALIGN, 0);
+            b.fill(i as u8 + 1);
+        }
+        for (i, b) in bufs.iter().enumerate() {
+            assert!(b.iter().all(|&x| x == i as u8 + 1), "buffer {i} was overwritten");
+        }
+        assert!(disk_buffers(0, 10).is_err());
+        assert!(disk_buffers(MAX_DISK_BUFS + 1, 10).is_err());
+        assert!(disk_buffers(1, MAX_DISK_BUF_BYTES + 1).is_err());
     }
 
     #[test]

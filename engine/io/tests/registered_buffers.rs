@@ -14,21 +14,14 @@
 // every buffer below outlives its operations (each test drains the ring before freeing).
 #![allow(unsafe_code)]
 
-use haul_io::backend::{BackendKind, IoStats};
-use haul_io::transfer::{
-    Keys, RecvJob, RecvOptions, SendJob, TransferReport, bind_shards, prepare_receive,
-    run_receiver, run_sender,
-};
+mod transfers;
+
+use haul_io::backend::IoStats;
 use haul_io::udp::{UdpOptions, UdpSocket};
 use haul_io::uring::{FixedState, UringBackend};
-use haul_proto::crypto::{SessionSecret, SuiteId};
-use haul_proto::rate::RateLimits;
-use haul_proto::session::{FileEntry, Manifest, Outcome, Role, SessionParams};
-use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
+use transfers::{dir_in, pin_to_one_core, shm};
 
 /// Set in the child process of the refusal test.
 const CHILD_ENV: &str = "HAUL_TEST_REGBUF_CHILD";
@@ -50,18 +43,6 @@ fn ring() -> Option<UringBackend> {
     }
 }
 
-fn dir_in(base: &Path, tag: &str) -> PathBuf {
-    let d = base.join(format!("haul-regbuf-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn shm() -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() }
-}
-
 /// Pushes one operation and waits for its completion; returns its result.
 fn one_op(ring: &mut UringBackend, push: impl FnOnce(&mut UringBackend)) -> i32 {
     push(ring);
@@ -77,7 +58,7 @@ fn one_op(ring: &mut UringBackend, push: impl FnOnce(&mut UringBackend)) -> i32 
 #[test]
 fn fixed_ops_round_trip_and_buffers_outside_regions_use_plain_ops() {
     let Some(mut ring) = ring() else { return };
-    let dir = dir_in(&std::env::temp_dir(), "ring");
+    let dir = dir_in(&std::env::temp_dir(), "regbuf-ring");
     let path = dir.join("f");
     std::fs::write(&path, b"").unwrap();
     let file = std::fs::File::options().read(true).write(true).open(&path).unwrap();
@@ -118,77 +99,6 @@ fn fixed_ops_round_trip_and_buffers_outside_regions_use_plain_ops() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// One transfer of one `FILE_BYTES` file with `shards` shards from `src_dir` to `dst_dir`;
-/// checks the copy and returns (sender, receiver) reports.
-fn transfer(
-    shards: u8,
-    src_dir: &Path,
-    dst_dir: &Path,
-    seed: u64,
-) -> (TransferReport, TransferReport) {
-    let src = src_dir.join("f");
-    let mut rng = haul_proto::rng::Rng::new(seed);
-    let mut bytes = vec![0u8; FILE_BYTES];
-    rng.fill_bytes(&mut bytes);
-    std::fs::write(&src, &bytes).unwrap();
-    let entry = FileEntry { name: "f".into(), size: FILE_BYTES as u64, mode: 0o600, mtime_ns: 0 };
-    let manifest = Arc::new(Manifest::new(vec![entry], 20).unwrap());
-    let mut params = SessionParams::new(7, SuiteId::Aes128CfbCmac);
-    params.shards = shards;
-    params.rate = RateLimits { min_bps: 0, target_bps: 2_000_000_000 };
-    params.idle_timeout = haul_proto::time::Duration::from_secs(20);
-    let keys = |role| Keys {
-        secret: SessionSecret([3u8; 32]),
-        client_random: [4; 32],
-        server_random: [5; 32],
-        role,
-    };
-    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let rsock = bind_shards(lo, shards, Some(BackendKind::Uring)).unwrap();
-    let ssock = bind_shards(lo, shards, Some(BackendKind::Uring)).unwrap();
-    let peers = rsock.local_addrs();
-    let options = RecvOptions::default();
-    let resume = prepare_receive(dst_dir, &manifest, &options).unwrap();
-    let rjob = RecvJob {
-        params: params.clone(),
-        keys: keys(Role::Server),
-        manifest: manifest.clone(),
-        dest: dst_dir.to_path_buf(),
-        options,
-        sockets: rsock,
-        resume: resume.clone(),
-        pin_cores: false,
-    };
-    let receiver = std::thread::spawn(move || run_receiver(rjob, None));
-    let sources = vec![src];
-    let sjob = SendJob {
-        params,
-        keys: keys(Role::Client),
-        manifest,
-        sources,
-        sockets: ssock,
-        peers,
-        resume,
-        pin_cores: false,
-    };
-    let sent = run_sender(sjob, None).unwrap();
-    let received = receiver.join().unwrap().unwrap();
-    assert_eq!((sent.outcome, received.outcome), (Outcome::Complete, Outcome::Complete));
-    assert!(std::fs::read(dst_dir.join("f")).unwrap() == bytes, "the copy differs");
-    (sent, received)
-}
-
-/// Pins the calling thread (and the threads it spawns from now on) to CPU 0.
-fn pin_to_one_core() {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it; the call reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        assert_eq!(rc, 0, "sched_setaffinity");
-    }
-}
-
 fn assert_fixed_used(io: &IoStats, end: &str) {
     assert_eq!(
         io.disk_fixed_refused, 0,
@@ -211,9 +121,13 @@ fn transfers_use_registered_buffers_with_one_and_several_shards_on_one_core() {
         for (shards, base, tag) in
             [(1u8, shm(), "shm1"), (3, shm(), "shm3"), (2, std::env::temp_dir(), "tmp2")]
         {
-            let (src, dst) =
-                (dir_in(&shm(), &format!("{tag}-src")), dir_in(&base, &format!("{tag}-dst")));
-            let (sent, received) = transfer(shards, &src, &dst, u64::from(shards));
+            let (src, dst) = (
+                // Not tmpfs: a large tmpfs source is memory-mapped, not read (`SourceMaps`).
+                dir_in(&std::env::temp_dir(), &format!("regbuf-{tag}-src")),
+                dir_in(&base, &format!("regbuf-{tag}-dst")),
+            );
+            let (sent, received) =
+                transfers::transfer(shards, &src, &dst, u64::from(shards), FILE_BYTES);
             assert_fixed_used(&sent.io, &format!("sender, {shards} shards"));
             assert_fixed_used(&received.io, &format!("receiver, {shards} shards"));
             println!(
@@ -233,8 +147,10 @@ fn transfers_use_registered_buffers_with_one_and_several_shards_on_one_core() {
 
 /// The child's side: registration is refused, the transfer completes anyway.
 fn refused_registration_in_child() {
-    let (src, dst) = (dir_in(&shm(), "child-src"), dir_in(&shm(), "child-dst"));
-    let (sent, received) = transfer(2, &src, &dst, 99);
+    // The source on disk, not tmpfs, where it would be memory-mapped instead of read.
+    let src = dir_in(&std::env::temp_dir(), "regbuf-child-src");
+    let dst = dir_in(&shm(), "regbuf-child-dst");
+    let (sent, received) = transfers::transfer(2, &src, &dst, 99, FILE_BYTES);
     for (io, end) in [(&sent.io, "sender"), (&received.io, "receiver")] {
         assert!(io.disk_fixed_refused > 0, "{end}: registration was not refused: {io:?}");
         assert_eq!(io.disk_fixed_errno, libc::ENOMEM, "{end}: {io:?}");

@@ -29,9 +29,12 @@
 
 use super::store::{MAX_DIRECT_ALIGN, OpenFiles, errno_error};
 use crate::backend::Backend;
+use crate::buf::{Backing, DiskBuf, disk_buffers};
 use crate::mapped::{MapAdvice, Mapping};
 use crate::uring::{DiskDone, UringBackend};
-use haul_proto::session::{DiskError, DiskRead, ReceiverShard, SenderShard, SourceView};
+use haul_proto::session::{
+    DiskError, DiskRead, ReceiverShard, SenderShard, SlotMemory, SourceView,
+};
 use haul_proto::time::Instant as ProtoInstant;
 use std::time::Duration;
 
@@ -49,6 +52,10 @@ pub const DISK_IO_ENV: &str = "HAUL_DISK_IO";
 /// 4 KiB page cost what the copy did, and the faults stall the shard thread where io-wq
 /// workers read in parallel).
 pub const SOURCE_MAP_ENV: &str = "HAUL_SOURCE_MAP";
+/// Environment variable: `heap` keeps the disk buffers (staging arenas, read slots) on the
+/// heap, as before they came from hugepage-backed regions (`buf::disk_buffers`): for A/B
+/// measurements, and a way out should a host misbehave with them.
+pub const DISK_BUFFERS_ENV: &str = "HAUL_DISK_BUFFERS";
 /// Sources at least this large are mapped; smaller ones keep the ring reads, whose cost per
 /// file (one read) is less than a map's (mmap, the page-table set-up, munmap).
 pub(crate) const MAP_MIN_BYTES: u64 = 4 << 20;
@@ -86,6 +93,8 @@ const TAG_WRITE: u64 = 1 << 63;
 /// Parts of one staged write: unaligned head (buffered), aligned middle (O_DIRECT when the
 /// file has it), unaligned tail (buffered).
 const PARTS: usize = 3;
+/// The part tag of a sender's read through the O_DIRECT twin (a buffered read is part 0).
+const PART_DIRECT_READ: usize = 1;
 
 const _: () = assert!(STAGING_RUNS <= 256 && MIN_FREE_STAGING < STAGING_BUFFERS);
 const _: () = assert!(STAGING_BUFFERS <= 256 && STAGING_BUFFERS <= STAGING_RUNS);
@@ -147,11 +156,18 @@ pub(crate) trait ReadClient {
     /// The whole read slot, to register with the ring once (`uring::fixed`).
     fn read_slot_region(&mut self, slot: u8) -> &mut [u8];
     fn on_read(&mut self, now: ProtoInstant, slot: u8, res: Result<usize, DiskError>);
+    /// Read slots and the bytes of each.
+    fn read_slots(&self) -> (usize, usize);
+    /// Lends the read slots the driver's memory before any read: how many took it.
+    fn use_read_memory(&mut self, bufs: Vec<DiskBuf>) -> usize;
+    /// The size of `file` when its reads may go through an O_DIRECT twin (a sender's
+    /// source), `None` to read buffered (the receiver's verification reads).
+    fn direct_read_size(&self, file: u32) -> Option<u64>;
 }
 
 /// Both proto shard kinds have the same inherent read methods.
 macro_rules! read_client {
-    ($shard:ty) => {
+    ($shard:ty, $direct:expr) => {
         impl ReadClient for $shard {
             fn poll_read(&mut self) -> Option<DiskRead> {
                 self.poll_disk()
@@ -165,11 +181,39 @@ macro_rules! read_client {
             fn on_read(&mut self, now: ProtoInstant, slot: u8, res: Result<usize, DiskError>) {
                 self.handle_disk(now, slot, res);
             }
+            fn read_slots(&self) -> (usize, usize) {
+                <$shard>::read_slots(self)
+            }
+            fn use_read_memory(&mut self, bufs: Vec<DiskBuf>) -> usize {
+                let bufs = bufs.into_iter().map(|b| Box::new(b) as Box<dyn SlotMemory>);
+                <$shard>::use_read_memory(self, bufs)
+            }
+            fn direct_read_size(&self, file: u32) -> Option<u64> {
+                $direct(self, file)
+            }
         }
     };
 }
-read_client!(SenderShard);
-read_client!(ReceiverShard);
+read_client!(SenderShard, |s: &SenderShard, file| s.file_size(file));
+read_client!(ReceiverShard, |_: &ReceiverShard, _| None);
+
+/// Gives `client`'s read slots 4 KiB-aligned, hugepage-backed (or THP-advised) memory
+/// (`buf::disk_buffers`) in place of the heap buffers the proto shard made: what backs them
+/// now (`Heap` when the shard kept its own).
+pub(crate) fn lend_read_memory<C: ReadClient>(client: &mut C) -> Backing {
+    if is_heap_forced() {
+        return Backing::Heap;
+    }
+    let (count, bytes) = client.read_slots();
+    match disk_buffers(count, bytes) {
+        Ok((bufs, backing)) => match client.use_read_memory(bufs) == count {
+            true => backing,
+            false => Backing::Heap,
+        },
+        // Our own geometry (a block beyond `MAX_DISK_BUF_BYTES`): the shard's own memory.
+        Err(_) => Backing::Heap,
+    }
+}
 
 /// When a sender maps its sources (`HAUL_SOURCE_MAP`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -395,6 +439,22 @@ pub(crate) fn issue_sender_reads(
     }
 }
 
+/// Whether `HAUL_DISK_BUFFERS=heap` asks for heap disk buffers.
+fn is_heap_forced() -> bool {
+    std::env::var(DISK_BUFFERS_ENV).is_ok_and(|v| v.trim() == "heap")
+}
+
+/// Disk buffers for the stager: `count` of `bytes` from `buf::disk_buffers`, or heap ones
+/// (`HAUL_DISK_BUFFERS=heap`, or our own geometry refused).
+fn arenas(count: usize, bytes: usize) -> (Vec<DiskBuf>, Backing) {
+    let heap =
+        || (std::iter::repeat_with(|| DiskBuf::heap(bytes)).take(count).collect(), Backing::Heap);
+    if is_heap_forced() {
+        return heap();
+    }
+    disk_buffers(count, bytes).unwrap_or_else(|_| heap())
+}
+
 /// The ring, if this shard's disk I/O goes through it.
 fn ring_of(backend: &mut Backend, mode: DiskMode) -> Option<&mut UringBackend> {
     match (backend, mode) {
@@ -424,7 +484,9 @@ pub(crate) fn issue_reads<C: ReadClient>(
     }
 }
 
-/// Puts read `r` on the ring (the ring has room), or reads it at once when it cannot.
+/// Puts read `r` on the ring (the ring has room), or reads it at once when it cannot. A
+/// sender's read goes through the source's O_DIRECT twin when it has one and the read is
+/// aligned ([`direct_read_len`]), through the buffered descriptor otherwise.
 fn push_read<C: ReadClient>(
     ring: &mut UringBackend,
     files: &mut OpenFiles,
@@ -432,33 +494,67 @@ fn push_read<C: ReadClient>(
     r: DiskRead,
     now: ProtoInstant,
 ) {
-    let fd = match files.pin(r.file) {
-        Ok(fd) => fd,
+    let pinned = match client.direct_read_size(r.file) {
+        Some(size) => files.pin_for_read(r.file, size),
+        None => files.pin(r.file).map(|fd| (fd, None)),
+    };
+    let (fd, direct) = match pinned {
+        Ok(fds) => fds,
         Err(e) => {
             client.on_read(now, r.slot, Err(e));
             return;
         }
     };
     let region = client.read_slot_region(r.slot);
-    // SAFETY: a proto shard's read slot is one Vec allocated at the shard's creation and
-    // never resized or freed before the shard; `DiskIo::drain` releases the registration
-    // before the shard is dropped. A slot already registered costs a table look-up.
-    unsafe { ring.register_fixed(region.as_mut_ptr(), region.len()) };
+    let (region_ptr, region_len) = (region.as_mut_ptr(), region.len());
+    // SAFETY: a proto shard's read slot is memory allocated at the shard's creation (its own
+    // Vec, or the `DiskBuf` lent by `lend_read_memory`) and never resized or freed before
+    // the shard; `DiskIo::drain` releases the registration before the shard is dropped. A
+    // slot already registered costs a table look-up.
+    unsafe { ring.register_fixed(region_ptr, region_len) };
     let buf = client.read_buffer(r.slot);
     let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-    // SAFETY: the buffer is the unfilled part of the proto shard's read slot, a Vec
-    // allocated once at the shard's creation; until `handle_disk` for it the shard neither
-    // reuses the slot nor touches that part (a sender may send from the part before it), which we call only after taking this completion, and
-    // `DiskIo::drain` takes every completion before the shard is dropped. The descriptor
-    // stays open: it is pinned until the completion (`unpin`).
-    let pushed = unsafe {
-        ring.push_disk_read(fd, buf.as_mut_ptr(), len, r.offset, tag(r.file, r.slot, false, 0))
+    let room = region_len - (buf.as_ptr() as usize - region_ptr as usize);
+    let (fd, len, part) = match direct.and_then(|(dfd, align)| {
+        Some((dfd, direct_read_len(buf.as_ptr(), r.offset, len, align, room)?))
+    }) {
+        Some((dfd, n)) => (dfd, n, PART_DIRECT_READ),
+        None => (fd, len, 0),
     };
-    if pushed.is_err() {
-        files.unpin(r.file);
-        let res = files.read_at(r.file, r.offset, client.read_buffer(r.slot));
-        client.on_read(now, r.slot, res);
+    // SAFETY: the buffer is the unfilled part of the proto shard's read slot, allocated once
+    // at the shard's creation; until `handle_disk` for it the shard neither reuses the slot
+    // nor touches that part or any byte after it (it reads only what was filled; a sender
+    // may send from the part before it). A direct read may run past the asked length up to
+    // the alignment, never past the slot (`room`), and the proto shard takes no more than it
+    // asked for. We call `handle_disk` only after taking this completion, and
+    // `DiskIo::drain` takes every completion before the shard is dropped. The descriptors
+    // stay open: pinned until the completion (`unpin`).
+    let pushed = unsafe {
+        ring.push_disk_read(fd, buf.as_mut_ptr(), len, r.offset, tag(r.file, r.slot, false, part))
+    };
+    match pushed {
+        Ok(()) if client.direct_read_size(r.file).is_some() => {
+            files.count_read(part == PART_DIRECT_READ);
+        }
+        Ok(()) => {}
+        Err(_) => {
+            files.unpin(r.file);
+            let res = files.read_at(r.file, r.offset, client.read_buffer(r.slot));
+            client.on_read(now, r.slot, res);
+        }
     }
+}
+
+/// The length of an O_DIRECT read of `len` bytes at file offset `offset` into `buf`, where
+/// `room` bytes of the slot lie from `buf` on: `len` rounded up to `align` (the kernel stops
+/// at the end of the file, so the unaligned tail of a source is read directly too), or `None`
+/// when the buffer or the offset is not aligned or the slot has no room for the rounding
+/// (then the read is buffered).
+fn direct_read_len(buf: *const u8, offset: u64, len: u32, align: u32, room: usize) -> Option<u32> {
+    let rounded = len.checked_next_multiple_of(align)?;
+    let aligned =
+        (buf as usize).is_multiple_of(align as usize) && offset.is_multiple_of(u64::from(align));
+    (aligned && len > 0 && rounded as usize <= room).then_some(rounded)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -491,7 +587,7 @@ struct StageBuf {
 }
 
 impl StageBuf {
-    fn data<'a>(&self, arenas: &'a [Box<[u8]>]) -> &'a [u8] {
+    fn data<'a>(&self, arenas: &'a [DiskBuf]) -> &'a [u8] {
         &arenas[usize::from(self.arena)][self.start..self.start + self.len]
     }
 
@@ -504,8 +600,10 @@ impl StageBuf {
 #[derive(Debug)]
 pub(crate) struct Stager {
     mode: DiskMode,
-    /// The memory runs are staged in, allocated once.
-    arenas: Vec<Box<[u8]>>,
+    /// The memory runs are staged in, allocated once (`buf::disk_buffers`).
+    arenas: Vec<DiskBuf>,
+    /// What backs the arenas.
+    backing: Backing,
     /// The arena new runs go to while they fit.
     arena_now: u8,
     /// The runs.
@@ -526,7 +624,7 @@ impl Stager {
         };
         // Room to start at an aligned address and then at any offset within a block.
         let bytes = STAGING_BYTES + 2 * MAX_DIRECT_ALIGN as usize;
-        let arenas = (0..n).map(|_| vec![0u8; bytes].into_boxed_slice()).collect();
+        let (arenas, backing) = arenas(n, bytes);
         let mut bufs = Vec::with_capacity(runs);
         for _ in 0..runs {
             bufs.push(StageBuf {
@@ -542,7 +640,12 @@ impl Stager {
             });
         }
         let order = std::collections::VecDeque::with_capacity(runs);
-        Stager { mode, arenas, arena_now: 0, bufs, order, filling: None, direct_ops: 0 }
+        Stager { mode, arenas, backing, arena_now: 0, bufs, order, filling: None, direct_ops: 0 }
+    }
+
+    /// What backs the write arenas.
+    pub(crate) fn backing(&self) -> Backing {
+        self.backing
     }
 
     /// Writes submitted with O_DIRECT so far.
@@ -688,8 +791,8 @@ impl Stager {
     /// registration refused) and changes nothing.
     fn register(&mut self, ring: &mut UringBackend) {
         for arena in &mut self.arenas {
-            // SAFETY: each arena is a boxed slice allocated once in `Stager::new` and freed
-            // only with the stager, after `DiskIo::drain` released the registration. Every
+            // SAFETY: each arena is a `DiskBuf` allocated once in `Stager::new` (it never
+            // moves) and freed only with the stager, after `DiskIo::drain` released the registration. Every
             // run lies inside one arena, so its writes find the arena's registration.
             unsafe { ring.register_fixed(arena.as_mut_ptr(), arena.len()) };
         }
@@ -835,7 +938,17 @@ impl DiskIo {
                 }
             } else {
                 files.unpin(file);
-                client.on_read(now, index, ring_result(result));
+                // A filesystem that took the O_DIRECT open but refuses the read: the file
+                // reads buffered from now on, and this read is asked for again (a transient
+                // error to the proto shard).
+                let res = match (part, result) {
+                    (PART_DIRECT_READ, r) if r == -libc::EINVAL => {
+                        files.refuse_direct_reads(file);
+                        Err(DiskError::Interrupted)
+                    }
+                    _ => ring_result(result),
+                };
+                client.on_read(now, index, res);
             }
         }
     }

@@ -7,9 +7,10 @@
 //! when it has one (`transfer::disk`). Nothing here allocates per datagram: the batch arrays,
 //! the send area and the write staging buffers are allocated once.
 
-use super::disk::{DiskIo, SourceMaps, Stager, issue_reads, issue_sender_reads};
+use super::disk::{DiskIo, SourceMaps, Stager, issue_reads, issue_sender_reads, lend_read_memory};
 use super::store::OpenFiles;
 use crate::backend::{Backend, IoStats};
+use crate::buf::Backing;
 use crossbeam_channel::{Receiver, Sender};
 use haul_proto::crypto::MAX_BATCH;
 use haul_proto::session::{
@@ -123,7 +124,13 @@ fn io_stats(w: &Wiring) -> IoStats {
         crate::backend::Backend::Uring(b) => b.disk_ops_submitted(),
         crate::backend::Backend::Portable(_) => 0,
     };
-    IoStats { disk_syscalls: w.files.syscalls(), disk_ring_ops, ..w.backend.stats() }
+    let net_buffers_backing = Some(w.backend.recv_pool_backing());
+    IoStats {
+        disk_syscalls: w.files.syscalls(),
+        disk_ring_ops,
+        net_buffers_backing,
+        ..w.backend.stats()
+    }
 }
 
 /// Hand the shard's queued events to the coordinator. Called after every batch of received
@@ -199,6 +206,8 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
     let mut area = SendArea::new(w.datagram_size);
     let disk = DiskIo::new(&w.backend);
     let mut maps = SourceMaps::new(disk.mode);
+    let read_backing = lend_read_memory(&mut shard);
+    w.files.want_direct(disk.is_direct_wanted());
     let mut ceiling_known = false;
     let mut last_resent = 0;
     let mut failed = false;
@@ -284,9 +293,15 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
     disk.drain(&mut w.backend, &mut w.files, &mut shard, None, w.clock.now());
     let pmtu = Some((shard.pmtu().datagram_size(), *shard.pmtu().stats()));
     let base = io_stats(&w);
+    let direct = w.files.direct_stats();
     let io = IoStats {
         disk_syscalls: base.disk_syscalls + maps.syscalls(),
         disk_mapped_bytes: maps.lent_bytes(),
+        disk_direct_ops: direct.reads_direct,
+        disk_buffered_reads: direct.reads_buffered,
+        disk_direct_fallbacks: direct.direct_fallbacks,
+        disk_direct_refused_files: direct.files_refused,
+        disk_buffers_backing: Some(read_backing),
         ..base
     };
     ShardEnd { stats: *shard.stats(), io, pmtu }
@@ -296,6 +311,7 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
     let mut area = SendArea::new(w.datagram_size);
     let disk = DiskIo::new(&w.backend);
     let mut staging = Stager::new(disk.mode);
+    let read_backing = lend_read_memory(&mut shard);
     w.files.want_direct(disk.is_direct_wanted());
     while !shard.is_closed() && !w.stop.load(Ordering::Relaxed) {
         let now = w.clock.now();
@@ -352,6 +368,7 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
     let io = IoStats {
         disk_direct_ops: staging.direct_ops(),
         disk_direct_refused_files: direct.files_refused,
+        disk_buffers_backing: Backing::weaker(Some(staging.backing()), Some(read_backing)),
         ..io_stats(&w)
     };
     ShardEnd { stats: *shard.stats(), io, pmtu: Some(shard.pmtu_seen()) }

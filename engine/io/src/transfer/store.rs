@@ -71,21 +71,44 @@ pub(crate) const MAX_DIRECT_ALIGN: u32 = 4096;
 struct Open {
     file: File,
     /// A second, O_DIRECT descriptor of the same inode and the alignment it needs, when
-    /// asked for and the filesystem allows it (receiver partials only).
+    /// asked for and the filesystem allows it (receiver partials at open; sender sources at
+    /// their first read, [`OpenFiles::pin_for_read`]).
     direct: Option<(File, u32)>,
+    /// Sender: whether the twin was tried (opened or refused), or the kernel later refused a
+    /// read through it (then it is kept open but not used).
+    direct_read: DirectRead,
     /// Ring operations in flight on these descriptors: they are not closed while any are.
     pins: u32,
     /// The receiver's reservation ahead of its writes (`None` for the sender's sources).
     reserve: Option<ReserveAhead>,
 }
 
-/// How one end's disk writes went: O_DIRECT where allowed, buffered otherwise.
+/// A sender source's O_DIRECT twin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirectRead {
+    /// Not tried yet (or a receiver partial, whose twin is decided at open).
+    Untried,
+    /// Tried: `Open::direct` says whether there is one.
+    Tried,
+    /// The kernel refused a read through the twin (EINVAL): buffered from now on.
+    Refused,
+}
+
+/// How one end's disk I/O went: O_DIRECT where allowed, buffered otherwise.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct DirectStats {
     /// Files opened whose filesystem accepted O_DIRECT.
     pub files_direct: u64,
     /// Files opened with O_DIRECT asked for and refused (or not worth it: tmpfs).
     pub files_refused: u64,
+    /// Sender: reads submitted through an O_DIRECT twin.
+    pub reads_direct: u64,
+    /// Sender: ring reads through the buffered descriptor (resends at unaligned offsets,
+    /// sources without a twin).
+    pub reads_buffered: u64,
+    /// O_DIRECT reads the kernel refused with EINVAL after the twin opened; each is read
+    /// again buffered, and its file reads buffered from then on.
+    pub direct_fallbacks: u64,
 }
 
 /// The alignment of the receiver's O_DIRECT writes: the kernel's DIO alignment raised to
@@ -109,14 +132,15 @@ fn direct_alignment(dio_mem: u32, dio_offset: u32, blksize: u32) -> Option<u32> 
     (ok && fits(dio_mem) && fits(dio_offset) && fits(blksize)).then_some(align)
 }
 
-/// Opens the O_DIRECT twin of `file` (`rel` beneath `dest`): `None` where the filesystem
+/// Opens the O_DIRECT twin of `file` with `open` (by the name `file` was opened by, with
+/// `flags` plus O_DIRECT): `None` where the filesystem
 /// refuses it (EINVAL), holds data in memory anyway (tmpfs, ramfs), or wants an alignment
 /// beyond [`MAX_DIRECT_ALIGN`]. The twin must be the same inode, or someone swapped the name
 /// between the opens.
 fn open_direct_twin(
-    dest: &crate::files::DestRoot,
-    rel: &str,
     file: &File,
+    open: impl FnOnce(rustix::fs::OFlags) -> rustix::io::Result<std::os::fd::OwnedFd>,
+    flags: rustix::fs::OFlags,
 ) -> Result<Option<(File, u32)>, DiskError> {
     use rustix::fs::{AtFlags, StatxFlags};
     if crate::files::space::is_memory_fs(file) {
@@ -131,8 +155,7 @@ fn open_direct_twin(
         Err(_) => Some(MAX_DIRECT_ALIGN),
     };
     let Some(align) = align else { return Ok(None) };
-    let flags = OFlags::RDWR | OFlags::DIRECT;
-    let twin = match crate::files::dest::open_beneath(dest.as_fd(), rel, flags, 0) {
+    let twin = match open(flags | OFlags::DIRECT) {
         Ok(fd) => File::from(fd),
         Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => return Ok(None),
         Err(e) => return Err(errno_error(e.raw_os_error())),
@@ -232,7 +255,13 @@ impl OpenFiles {
             FileSource::Paths(paths) => {
                 let path = paths.get(file as usize).ok_or(DiskError::Missing)?;
                 let file = File::open(path).map_err(|e| disk_error(&e))?;
-                Ok(Open { file, direct: None, pins: 0, reserve: None })
+                Ok(Open {
+                    file,
+                    direct: None,
+                    direct_read: DirectRead::Untried,
+                    pins: 0,
+                    reserve: None,
+                })
             }
             FileSource::Beneath(dest, rel, sizes, deferred) => {
                 let i = file as usize;
@@ -254,7 +283,13 @@ impl OpenFiles {
                     // and it was not sized at creation) and no O_DIRECT twin: a few buffered
                     // writes, made durable by the finalize batch's syncfs, cost less than the
                     // twin's open and stats (docs/FILES.md, "Many small files").
-                    return Ok(Open { file, direct: None, pins: 0, reserve: None });
+                    return Ok(Open {
+                        file,
+                        direct: None,
+                        direct_read: DirectRead::Untried,
+                        pins: 0,
+                        reserve: None,
+                    });
                 }
                 // The coordinator set the partial's final size at creation.
                 let size = file.metadata().map_err(|e| disk_error(&e))?.len();
@@ -262,11 +297,14 @@ impl OpenFiles {
                 // A reservation that is off at creation means a memory filesystem (one
                 // `fstatfs` told): no O_DIRECT twin there either, so no second `fstatfs`.
                 let direct = match self.is_direct_wanted && reserve.is_on() {
-                    true => open_direct_twin(dest, rel, &file)?,
+                    true => {
+                        let open = |f| crate::files::dest::open_beneath(dest.as_fd(), rel, f, 0);
+                        open_direct_twin(&file, open, rustix::fs::OFlags::RDWR)?
+                    }
                     false => None,
                 };
                 let reserve = Some(reserve);
-                Ok(Open { file, direct, pins: 0, reserve })
+                Ok(Open { file, direct, direct_read: DirectRead::Untried, pins: 0, reserve })
             }
         }
     }
@@ -287,7 +325,8 @@ impl OpenFiles {
             {
                 self.created.insert(file, sizes.len());
             }
-            if self.is_direct_wanted {
+            // A sender's twin is tried at its first read (`pin_for_read`), and counted there.
+            if self.is_direct_wanted && matches!(self.source, FileSource::Beneath(..)) {
                 match f.direct {
                     Some(_) => self.direct_stats.files_direct += 1,
                     None => self.direct_stats.files_refused += 1,
@@ -320,6 +359,66 @@ impl OpenFiles {
         let o = self.open(file)?;
         o.pins += 1;
         Ok((o.file.as_raw_fd(), o.direct.as_ref().map(|(f, a)| (f.as_raw_fd(), *a))))
+    }
+
+    /// Sender: the descriptor of `file` for one ring read, kept open until
+    /// [`unpin`](Self::unpin), and its O_DIRECT twin with the alignment it needs when O_DIRECT
+    /// is wanted, the source is larger than `SMALL_FILE_BYTES` (`size`, from the manifest),
+    /// and its filesystem allows it. The twin is opened at the first such read, by the same
+    /// path, and must be the same inode; small sources never pay for it.
+    pub fn pin_for_read(
+        &mut self,
+        file: u32,
+        size: u64,
+    ) -> Result<(RawFd, Option<(RawFd, u32)>), DiskError> {
+        let wanted = self.is_direct_wanted && size > SMALL_FILE_BYTES;
+        let path = match &self.source {
+            FileSource::Paths(paths) if wanted => paths.get(file as usize).cloned(),
+            _ => None,
+        };
+        let o = self.open(file)?;
+        let mut tried = None;
+        if let (Some(path), DirectRead::Untried) = (path, o.direct_read) {
+            o.direct_read = DirectRead::Tried;
+            let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC;
+            let open = |f| rustix::fs::open(&path, f, rustix::fs::Mode::empty());
+            o.direct = open_direct_twin(&o.file, open, flags)?;
+            tried = Some(o.direct.is_some());
+        }
+        o.pins += 1;
+        let direct = match o.direct_read {
+            DirectRead::Tried => o.direct.as_ref().map(|(f, a)| (f.as_raw_fd(), *a)),
+            DirectRead::Untried | DirectRead::Refused => None,
+        };
+        let fd = o.file.as_raw_fd();
+        if let Some(opened) = tried {
+            // fstatfs, statx, the open and two fstat; a memory filesystem stops at fstatfs.
+            self.syscalls += if opened { 5 } else { 1 };
+            let count = match opened {
+                true => &mut self.direct_stats.files_direct,
+                false => &mut self.direct_stats.files_refused,
+            };
+            *count += 1;
+        }
+        Ok((fd, direct))
+    }
+
+    /// Sender: counts one ring read, through the twin or the buffered descriptor.
+    pub fn count_read(&mut self, direct: bool) {
+        match direct {
+            true => self.direct_stats.reads_direct += 1,
+            false => self.direct_stats.reads_buffered += 1,
+        }
+    }
+
+    /// The kernel refused an O_DIRECT read of `file` (EINVAL): counted, and its reads go
+    /// through the buffered descriptor from now on (the twin closes with the file, once no
+    /// operation uses it).
+    pub fn refuse_direct_reads(&mut self, file: u32) {
+        self.direct_stats.direct_fallbacks += 1;
+        if let Some(o) = self.open.get_mut(&file) {
+            o.direct_read = DirectRead::Refused;
+        }
     }
 
     /// One ring operation on `file` finished.

@@ -43,6 +43,49 @@ pub const SEQ_COUNTER_MAX: u64 = (1 << 56) - 1;
 /// slots a sender went back to its socket after 3 files; 16 let 10,000 files of 1-64 KiB
 /// through about 1.5x faster on loopback (benches/RESULTS.md, small files).
 pub const MAX_DISK_READS: usize = 16;
+/// Memory for one read slot. The shards allocate their own (`Vec<u8>`); a driver may lend
+/// its own instead before any read starts (`SenderShard::use_read_memory`,
+/// `ReceiverShard::use_read_memory`): engine/io lends 4 KiB-aligned slices of a
+/// hugepage-backed region, so its reads can be O_DIRECT and registered with its ring. The
+/// memory must not move while the slot lives (a driver registers its address once).
+pub trait SlotMemory: Send + std::fmt::Debug {
+    /// The slot's bytes.
+    fn bytes(&self) -> &[u8];
+    /// The slot's bytes, writable.
+    fn bytes_mut(&mut self) -> &mut [u8];
+}
+
+impl SlotMemory for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+/// Puts `bufs` in place of the read slots' memory, in slot order, while every slot is free:
+/// how many were taken (none once a read started; a buffer shorter than `block` is not
+/// taken, and that slot keeps its own).
+fn lend_read_memory<'a>(
+    slots: impl Iterator<Item = &'a mut Box<dyn SlotMemory>>,
+    all_free: bool,
+    block: usize,
+    bufs: impl IntoIterator<Item = Box<dyn SlotMemory>>,
+) -> usize {
+    if !all_free {
+        return 0;
+    }
+    let mut taken = 0;
+    for (slot, buf) in slots.zip(bufs) {
+        if buf.bytes().len() >= block {
+            *slot = buf;
+            taken += 1;
+        }
+    }
+    taken
+}
+
 /// Most payload bytes the receiver lets wait on disk writes before it drops new data (which is
 /// then NAKed): bounds the driver's buffers held for writes.
 pub const MAX_PENDING_WRITE_BYTES: u64 = 64 << 20;

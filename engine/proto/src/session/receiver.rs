@@ -47,7 +47,7 @@ struct VerifyRead {
     file_offset: u64,
     len: u32,
     filled: u32,
-    buf: Vec<u8>,
+    buf: Box<dyn SlotMemory>,
 }
 
 /// The block being hashed from the bytes written to it, front to back (no read-back).
@@ -159,7 +159,7 @@ impl ReceiverShard {
                 file_offset: 0,
                 len: 0,
                 filled: 0,
-                buf: vec![0; block],
+                buf: Box::new(vec![0u8; block]),
             })
             .collect();
         let last_data_end = stream_end
@@ -627,7 +627,7 @@ impl ReceiverShard {
     pub fn disk_buffer_mut(&mut self, slot: u8) -> &mut [u8] {
         match self.reads.get_mut(usize::from(slot)) {
             Some(r) if r.state == ReadState::Reading => {
-                &mut r.buf[r.filled as usize..r.len as usize]
+                &mut r.buf.bytes_mut()[r.filled as usize..r.len as usize]
             }
             _ => &mut [],
         }
@@ -638,9 +638,25 @@ impl ReceiverShard {
     /// never resized, so its address holds for the shard's life.
     pub fn disk_slot_region(&mut self, slot: u8) -> &mut [u8] {
         match self.reads.get_mut(usize::from(slot)) {
-            Some(r) => &mut r.buf[..],
+            Some(r) => r.buf.bytes_mut(),
             None => &mut [],
         }
+    }
+
+    /// Lends the verification read slots the driver's memory (see [`SlotMemory`]) in place
+    /// of their own, before any read: how many slots took it.
+    pub fn use_read_memory(
+        &mut self,
+        bufs: impl IntoIterator<Item = Box<dyn SlotMemory>>,
+    ) -> usize {
+        let all_free = self.reads.iter().all(|r| r.state == ReadState::Free);
+        let block = self.layout.block_size() as usize;
+        lend_read_memory(self.reads.iter_mut().map(|r| &mut r.buf), all_free, block, bufs)
+    }
+
+    /// Verification read slots and the bytes of each (a block).
+    pub fn read_slots(&self) -> (usize, usize) {
+        (self.reads.len(), self.layout.block_size() as usize)
     }
 
     pub fn handle_disk(&mut self, _now: Instant, slot: u8, result: Result<usize, DiskError>) {
@@ -657,7 +673,7 @@ impl ReceiverShard {
             ReadStep::Done => {
                 r.state = ReadState::Free;
                 let blocks = self.layout.manifest().blocks_in(r.file);
-                let data = &r.buf[..r.len as usize];
+                let data = &r.buf.bytes()[..r.len as usize];
                 let hash = hash_block(data, r.block_in_file, self.layout.block_size(), blocks);
                 let (file, block_in_file) = (r.file, r.block_in_file);
                 self.life.push(ShardEvent::BlockHashed { file, block_in_file, hash });

@@ -145,7 +145,7 @@ struct ReadSlot {
     repeats: u8,
     /// The bytes are lent by the driver's [`SourceView`], not in `buf`.
     mapped: bool,
-    buf: Vec<u8>,
+    buf: Box<dyn SlotMemory>,
 }
 
 #[derive(Debug)]
@@ -240,7 +240,7 @@ impl SenderShard {
                 cursor: 0,
                 repeats: 0,
                 mapped: false,
-                buf: vec![0; block as usize],
+                buf: Box::new(vec![0u8; block as usize]),
             })
             .collect();
         let last_data = stream_end.checked_sub(block).and_then(|s| {
@@ -430,7 +430,7 @@ impl SenderShard {
         match self.slots.get_mut(usize::from(slot)) {
             Some(s) => {
                 let end = (s.filled + s.want).min(s.len);
-                &mut s.buf[s.filled as usize..end as usize]
+                &mut s.buf.bytes_mut()[s.filled as usize..end as usize]
             }
             None => &mut [],
         }
@@ -442,9 +442,25 @@ impl SenderShard {
     /// [`disk_buffer_mut`](Self::disk_buffer_mut) says.
     pub fn disk_slot_region(&mut self, slot: u8) -> &mut [u8] {
         match self.slots.get_mut(usize::from(slot)) {
-            Some(s) => &mut s.buf[..],
+            Some(s) => s.buf.bytes_mut(),
             None => &mut [],
         }
+    }
+
+    /// Lends the read slots the driver's memory (see [`SlotMemory`]) in place of their own,
+    /// before any read: how many slots took it.
+    pub fn use_read_memory(
+        &mut self,
+        bufs: impl IntoIterator<Item = Box<dyn SlotMemory>>,
+    ) -> usize {
+        let all_free = self.slots.iter().all(|s| s.state == SlotState::Free && !s.in_flight);
+        let block = self.layout.block_size() as usize;
+        lend_read_memory(self.slots.iter_mut().map(|s| &mut s.buf), all_free, block, bufs)
+    }
+
+    /// Read slots and the bytes of each (a block).
+    pub fn read_slots(&self) -> (usize, usize) {
+        (self.slots.len(), self.layout.block_size() as usize)
     }
 
     pub fn handle_disk(&mut self, _now: Instant, slot: u8, result: Result<usize, DiskError>) {
@@ -459,7 +475,7 @@ impl SenderShard {
             && s.filled > before
             && let Some(h) = s.hasher.as_mut()
         {
-            h.update(&s.buf[before as usize..s.filled as usize]);
+            h.update(&s.buf.bytes()[before as usize..s.filled as usize]);
         }
         self.on_read_step(slot, step);
     }
@@ -886,7 +902,7 @@ impl SenderShard {
         let from = (pos - s.start) as usize;
         let src = match s.mapped {
             true => view.bytes(s.file, file_offset, len as usize),
-            false => s.buf.get(from..from + len as usize),
+            false => s.buf.bytes().get(from..from + len as usize),
         };
         // A lent slot whose view no longer lends its bytes: the driver lost its source.
         let Some(src) = src.filter(|b| b.len() == len as usize) else {

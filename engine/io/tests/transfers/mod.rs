@@ -1,0 +1,104 @@
+//! Shared helpers of the whole-transfer tests of the disk path (`registered_buffers`,
+//! `disk_buffers`): one in-process transfer over loopback with io_uring shards, temporary
+//! directories, pinning to one core.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code)]
+
+use haul_io::backend::BackendKind;
+use haul_io::transfer::{
+    Keys, RecvJob, RecvOptions, SendJob, TransferReport, bind_shards, prepare_receive,
+    run_receiver, run_sender,
+};
+use haul_proto::crypto::{SessionSecret, SuiteId};
+use haul_proto::rate::RateLimits;
+use haul_proto::session::{FileEntry, Manifest, Outcome, Role, SessionParams};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A fresh directory `haul-<tag>-<pid>` under `base`.
+pub fn dir_in(base: &Path, tag: &str) -> PathBuf {
+    let d = base.join(format!("haul-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// /dev/shm (tmpfs), or the temporary directory where it is missing.
+pub fn shm() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() }
+}
+
+/// One transfer of one file of `bytes` random bytes with `shards` shards from `src_dir` to
+/// `dst_dir`; checks the copy and returns (sender, receiver) reports.
+pub fn transfer(
+    shards: u8,
+    src_dir: &Path,
+    dst_dir: &Path,
+    seed: u64,
+    bytes: usize,
+) -> (TransferReport, TransferReport) {
+    let src = src_dir.join("f");
+    let mut rng = haul_proto::rng::Rng::new(seed);
+    let mut data = vec![0u8; bytes];
+    rng.fill_bytes(&mut data);
+    std::fs::write(&src, &data).unwrap();
+    let entry = FileEntry { name: "f".into(), size: bytes as u64, mode: 0o600, mtime_ns: 0 };
+    let manifest = Arc::new(Manifest::new(vec![entry], 20).unwrap());
+    let mut params = SessionParams::new(7, SuiteId::Aes128CfbCmac);
+    params.shards = shards;
+    params.rate = RateLimits { min_bps: 0, target_bps: 2_000_000_000 };
+    params.idle_timeout = haul_proto::time::Duration::from_secs(20);
+    let keys = |role| Keys {
+        secret: SessionSecret([3u8; 32]),
+        client_random: [4; 32],
+        server_random: [5; 32],
+        role,
+    };
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let rsock = bind_shards(lo, shards, Some(BackendKind::Uring)).unwrap();
+    let ssock = bind_shards(lo, shards, Some(BackendKind::Uring)).unwrap();
+    let peers = rsock.local_addrs();
+    let options = RecvOptions::default();
+    let resume = prepare_receive(dst_dir, &manifest, &options).unwrap();
+    let rjob = RecvJob {
+        params: params.clone(),
+        keys: keys(Role::Server),
+        manifest: manifest.clone(),
+        dest: dst_dir.to_path_buf(),
+        options,
+        sockets: rsock,
+        resume: resume.clone(),
+        pin_cores: false,
+    };
+    let receiver = std::thread::spawn(move || run_receiver(rjob, None));
+    let sources = vec![src];
+    let sjob = SendJob {
+        params,
+        keys: keys(Role::Client),
+        manifest,
+        sources,
+        sockets: ssock,
+        peers,
+        resume,
+        pin_cores: false,
+    };
+    let sent = run_sender(sjob, None).unwrap();
+    let received = receiver.join().unwrap().unwrap();
+    assert_eq!((sent.outcome, received.outcome), (Outcome::Complete, Outcome::Complete));
+    assert!(std::fs::read(dst_dir.join("f")).unwrap() == data, "the copy differs");
+    (sent, received)
+}
+
+/// Pins the calling thread (and the threads it spawns from now on) to CPU 0.
+pub fn pin_to_one_core() {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it; the call reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(rc, 0, "sched_setaffinity");
+    }
+}
