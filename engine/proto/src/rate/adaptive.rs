@@ -93,6 +93,12 @@ pub const PROBE_GROWTH: f64 = 0.125;
 /// by, so a share of the window would overshoot in proportion to the RTT (measured: a 60 ms
 /// queue swing every 6 RTT at 1 s RTT with 6%/RTT growth).
 pub const PROBE_MAX_STEP: Duration = Duration::from_millis(8);
+/// A lone flow below the link estimate regrows this share of the gap per RTT (see
+/// `AdaptiveRate::regrowth_bits`) ...
+const REGROWTH_SHARE: f64 = 0.25;
+/// ... while what it was delivered over the last RTT (loss-adjusted) is at least this share
+/// of what it sent.
+const REGROWTH_DELIVERED: f64 = 0.9;
 /// A sender that sent less than this share of what its rate allowed over the last RTT did not
 /// keep up: its window does not grow. Half, not 0.8: at 0.8 a sender held back by the receive
 /// window in the simulator's 10%-loss cells at long RTT stopped growing and lost 1–3% of goodput.
@@ -181,6 +187,9 @@ struct Sample {
     /// Whether a queue showed ([`SATURATED_QUEUE`]): the bottleneck was busy, so what it
     /// carried for a lone flow was its rate.
     saturated: bool,
+    /// What the flow had sent over the RTT before this sample, as a rate
+    /// ([`AdaptiveRate::sent_ceiling_bps`] then).
+    sent_rtt_bps: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -208,6 +217,13 @@ pub struct AdaptiveRate {
     /// handful of datagrams), and its highest value during startup, bits per second.
     carried_avg_bps: f64,
     startup_peak_bps: f64,
+    /// The rate the blind round's first [`INITIAL_BLIND_BITS`] went out at (0: none), and what
+    /// the flow sent over startup's last RTT when it ended (the drain's window is at most that
+    /// rate × base RTT); see [`AdaptiveRate::sent_ceiling_bps`].
+    blind_burst_bps: f64,
+    exit_sent_bps: f64,
+    /// The rate the drain saw the bottleneck carry (see `AdaptiveRate::regrowth_bits`).
+    regrow_to_bps: f64,
     /// The bottleneck rate the last startup measured (its peak delivered rate), for `α`.
     link_estimate_bps: Option<f64>,
     /// The rate startup began at, and the bits sent before the first delivered rate was
@@ -264,6 +280,9 @@ impl AdaptiveRate {
             loss_samples: 0,
             carried_avg_bps: 0.0,
             startup_peak_bps: 0.0,
+            blind_burst_bps: 0.0,
+            exit_sent_bps: f64::INFINITY,
+            regrow_to_bps: 0.0,
             link_estimate_bps: None,
             initial_rate_bps: rate_bps.max(1),
             // A first rate that is half a target the user set is the user's word on the path
@@ -348,6 +367,7 @@ impl AdaptiveRate {
         // `now` read a 38 Mbit blind round as 190 ms of queue to come (traced on the emulator),
         // which held the drain at half the link for an RTT.
         // (`first_send` is only set before the first feedback.)
+        let sent_rtt_bps = self.sent_ceiling_bps(now);
         let from = self.first_send.take().map_or(now, |t| t.min(now));
         self.history.push_back(Sample {
             at: now,
@@ -356,6 +376,7 @@ impl AdaptiveRate {
             allowed_bits: allowed,
             carried_bps,
             saturated: q >= SATURATED_QUEUE,
+            sent_rtt_bps,
         });
         while self.history.front().is_some_and(|h| now.saturating_since(h.at) > rtt) {
             self.history.pop_front();
@@ -418,6 +439,7 @@ impl AdaptiveRate {
     /// Fold one sample into the base RTT and the smoothed delivered rate.
     fn note_base_and_delivered(
         &mut self,
+        now: Instant,
         s: &FeedbackSample,
         rtt: Duration,
         q: Duration,
@@ -450,7 +472,8 @@ impl AdaptiveRate {
             }
             self.blind_bits = None;
             if self.mode == Mode::Startup {
-                self.startup_peak_bps = self.startup_peak_bps.max(self.carried_avg_bps);
+                let carried = self.carried_avg_bps.min(self.delivery_ceiling_bps(now));
+                self.startup_peak_bps = self.startup_peak_bps.max(carried);
             }
         }
     }
@@ -461,7 +484,7 @@ impl AdaptiveRate {
         let q = q.min(rtt);
         let dt = self.last_feedback.map_or(Duration::ZERO, |t| now.saturating_since(t)).min(rtt);
         self.last_feedback = Some(now);
-        self.note_base_and_delivered(s, rtt, q, dt);
+        self.note_base_and_delivered(now, s, rtt, q, dt);
         // The predicted queue sets the proportional response (what the rate is divided by);
         // the measured one sets the backlog, and so the fixed point shared between flows.
         let carried_now = if recv_rate_bps > 0 { self.carried_bps(recv_rate_bps) } else { 0.0 };
@@ -521,7 +544,7 @@ impl AdaptiveRate {
                     let span = rtt.saturating_mul(YIELD_MAX_RTTS).max(YIELD_MIN_SPAN);
                     self.start_yield(now, w, delivered, span, true, (alpha, rtt_now));
                 }
-                None => self.on_steady_sample(w, step, backlog, alpha, rtt_now),
+                None => self.on_steady_sample(now, w, step, backlog, alpha, rtt_now),
             },
         }
     }
@@ -567,7 +590,15 @@ impl AdaptiveRate {
     }
 
     /// One sample of the window law.
-    fn on_steady_sample(&mut self, w: f64, step: f64, backlog: f64, alpha: f64, rtt_now: Duration) {
+    fn on_steady_sample(
+        &mut self,
+        now: Instant,
+        w: f64,
+        step: f64,
+        backlog: f64,
+        alpha: f64,
+        rtt_now: Duration,
+    ) {
         let err = alpha - backlog;
         // Below `α` the window also grows in proportion to itself (up to PROBE_GROWTH per RTT
         // with an empty queue), so a large window refills the path in a few RTTs instead of by
@@ -575,6 +606,7 @@ impl AdaptiveRate {
         // unchanged.
         let probe =
             (PROBE_GROWTH * w).min(self.rate_bps as f64 * PROBE_MAX_STEP.as_secs_f64() / GAIN);
+        let probe = probe.max(self.regrowth_bits(now, w, backlog, rtt_now) / GAIN);
         let up = if err <= 0.0 {
             err
         } else if self.is_sender_limited() {
@@ -585,6 +617,29 @@ impl AdaptiveRate {
         let grown = w + GAIN * step * up;
         let bound = 2f64.powf(step);
         self.apply(grown.clamp(w / bound, w * bound), rtt_now);
+    }
+
+    /// The window a lone flow below the bottleneck's rate may add in an RTT: [`REGROWTH_SHARE`]
+    /// of the gap between its window and the link estimate × base RTT, beyond what
+    /// [`PROBE_MAX_STEP`] allows. Only while the queue reads empty (measured and predicted),
+    /// what it sends is delivered ([`REGROWTH_DELIVERED`]: nothing queues or is dropped
+    /// beyond the random loss) and it never yielded (a flow that yielded shares the link: its
+    /// estimate is not its share). At a long RTT the step alone was slow: the drain at 1
+    /// Gbit/s, 1 s, 10% loss hands over at ~920 Mbit/s and the law regrew ~7 Mbit/s per RTT.
+    fn regrowth_bits(&self, now: Instant, w: f64, backlog: f64, rtt_now: Duration) -> f64 {
+        let empty = self.yields == 0
+            && backlog < self.rate_bps as f64 * SATURATED_QUEUE.as_secs_f64()
+            && rtt_now < self.base_rtt.saturating_add(SATURATED_QUEUE);
+        let (Some(link), Some(delivered)) = (self.link_estimate_bps, self.delivered_over_rtt_bps())
+        else {
+            return 0.0;
+        };
+        let link = link.max(self.regrow_to_bps);
+        let sent = self.sent_ceiling_bps(now);
+        if !empty || !sent.is_finite() || delivered < REGROWTH_DELIVERED * sent {
+            return 0.0;
+        }
+        REGROWTH_SHARE * (link * self.base_rtt.as_secs_f64() - w).max(0.0)
     }
 
     /// Whether a competitor is arriving: the delivered rate over the last RTT fell under
@@ -599,9 +654,11 @@ impl AdaptiveRate {
     ) -> Option<f64> {
         let delivered = self.delivered_over_rtt_bps()?;
         let decay = (dt.as_secs_f64() / (YIELD_LEVEL_RTTS * rtt.as_secs_f64())).min(1.0);
-        let level = self.level_bps.max(delivered);
-        self.level_bps =
-            if delivered >= level { delivered } else { level - decay * (level - delivered) };
+        // The level is at most what the flow paced at: a real receiver's bursty per-sample
+        // rates read twice the link under load (see `pace_ceiling_bps`).
+        let paced = delivered.min(self.delivery_ceiling_bps(now));
+        let level = self.level_bps.max(paced);
+        self.level_bps = if paced >= level { paced } else { level - decay * (level - paced) };
         let cooldown = rtt.saturating_mul(YIELD_COOLDOWN_RTTS).max(YIELD_COOLDOWN_SPAN);
         let cooling = self.last_yield_end.is_some_and(|t| now.saturating_since(t) < cooldown);
         let arriving = q >= SATURATED_QUEUE
@@ -686,6 +743,7 @@ impl AdaptiveRate {
         // and does not lower the bottleneck estimate.
         let delivered = delivered.max(core::mem::take(&mut self.restart_floor_bps));
         let w_exit = (delivered * self.base_rtt.as_secs_f64()).min(w);
+        self.exit_sent_bps = self.sent_ceiling_bps(now);
         if carried > 0.0 {
             let prev = self.link_estimate_bps.filter(|_| self.restarted).unwrap_or(0.0);
             self.link_estimate_bps = Some(carried.max(prev));
@@ -730,11 +788,60 @@ impl AdaptiveRate {
         // delivered, so they carried its rate. The mean over the whole RTT still holds the
         // ramp at a long RTT (1 Gbit/s, 1 s, 10% loss: the drain ended at 805 Mbit/s and the
         // window law took ~30 s to regrow the rest).
-        let w = self
-            .mean_carried_bps(true)
-            .or_else(|| self.delivered_over_rtt_bps())
-            .map_or(w, |d| w.max(d.min(self.startup_peak_bps) * self.base_rtt.as_secs_f64()));
+        // At most the highest rate startup paced at in its last RTT, not its peak delivered
+        // rate: that peak is a smoothed rate that lags the ramp (1 Gbit/s, 1 s, 10% loss: 900
+        // Mbit/s, while the samples that showed a queue carried 985), and the drain handed
+        // over 10% under the link, which the window law took ~20 s to regrow.
+        let cap =
+            if self.exit_sent_bps.is_finite() { self.exit_sent_bps } else { self.startup_peak_bps };
+        let busy = self.mean_carried_bps(true).map(|d| d.min(cap));
+        if let Some(d) = busy {
+            // The same rate is the bottleneck's, for the regrowth after the drain (not for the
+            // link estimate: the cap is loose, and the newcomer's test needs a tight one).
+            self.regrow_to_bps = self.regrow_to_bps.max(d);
+        }
+        let w = busy
+            .or_else(|| self.delivered_over_rtt_bps().map(|d| d.min(cap)))
+            .map_or(w, |d| w.max(d * self.base_rtt.as_secs_f64()));
         self.apply(w, rtt_now);
+    }
+
+    /// What the flow sent over the last RTT, as a rate (`f64::INFINITY` for a controller
+    /// driven without `on_send`): the bottleneck cannot carry more of this flow than it sent,
+    /// so delivered rates are read at most at this. While the first sample is in the window,
+    /// the blind round's burst counts too (its bits were delivered at the pace they went out,
+    /// above the round's average). On the emulated WAN under load the smoothed delivered rate
+    /// read ~400 Mbit/s on the 200 Mbit/s link while the flow sent 200 (paced at 400: one
+    /// shard of two had all the data, and each shard's receive rate is scaled by the shard
+    /// count), startup's link estimate was twice the link, and a lone flow took the
+    /// newcomer's yield (delivered under 0.9 × that estimate).
+    fn sent_ceiling_bps(&self, now: Instant) -> f64 {
+        if !self.saw_send {
+            return f64::INFINITY;
+        }
+        let from = self.history.front().map_or(self.first_send, |h| Some(h.from));
+        let Some(from) = from else { return f64::INFINITY };
+        let span = now.saturating_since(from);
+        if span < MIN_RTT {
+            return f64::INFINITY;
+        }
+        let sum: f64 = self.history.iter().map(|h| h.sent_bits).sum::<f64>()
+            + self.sent_since_sample_bits as f64;
+        let first_in_window = self.history.front().is_none_or(|h| h.from < h.at);
+        let burst = if first_in_window { self.blind_burst_bps } else { 0.0 };
+        (sum / span.as_secs_f64()).max(burst)
+    }
+
+    /// The most the bottleneck can have delivered of this flow over the last RTT: what it sent
+    /// over the RTT before that (the oldest sample of the last RTT recorded it), or the blind
+    /// round's burst while its sample is in the window. Tighter than
+    /// [`Self::sent_ceiling_bps`] while the rate grows (startup sends twice in this RTT what
+    /// the last one delivered).
+    fn delivery_ceiling_bps(&self, now: Instant) -> f64 {
+        match self.history.front() {
+            Some(h) if h.from >= h.at => h.sent_rtt_bps,
+            _ => self.sent_ceiling_bps(now),
+        }
     }
 
     /// The mean carried rate of the samples of the last RTT that reported one (each sample
@@ -756,11 +863,15 @@ impl AdaptiveRate {
 
     /// The blind round's slowdown: once [`INITIAL_BLIND_BITS`] went out before any delivered
     /// rate was reported, the rate drops to 1/[`BLIND_SLOWDOWN`] of the initial rate.
-    fn on_blind_send(&mut self, bits: u64) {
+    fn on_blind_send(&mut self, now: Instant, bits: u64) {
         let Some(sent) = self.blind_bits.as_mut() else { return };
         *sent = sent.saturating_add(bits);
         if *sent < INITIAL_BLIND_BITS || self.mode != Mode::Startup {
             return;
+        }
+        let span = self.first_send.map_or(Duration::ZERO, |t| now.saturating_since(t));
+        if self.blind_burst_bps == 0.0 && span > Duration::ZERO {
+            self.blind_burst_bps = *sent as f64 / span.as_secs_f64();
         }
         let slow = (self.initial_rate_bps / BLIND_SLOWDOWN)
             .clamp(self.limits.min_bps.max(1), self.limits.target_bps);
@@ -789,7 +900,7 @@ impl RateController for AdaptiveRate {
         if self.last_feedback.is_none() && self.first_send.is_none() {
             self.first_send = Some(now);
         }
-        self.on_blind_send(bits);
+        self.on_blind_send(now, bits);
     }
 
     fn snapshot(&self) -> RateSnapshot {
