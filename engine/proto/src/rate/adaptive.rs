@@ -29,8 +29,12 @@
 //!   [`STARTUP_EXIT_QUEUE`], or when the delivered rate grew by less than
 //!   [`STARTUP_GROWTH`] in [`STARTUP_FLAT_ROUNDS`] rounds in a row (a bottleneck without a
 //!   queue that shows). Loss does not end it (random loss is not congestion);
-//! - the drain then holds the window at the highest delivered rate × base RTT, which empties
-//!   the queue startup built, and hands over to the window law.
+//! - the drain then holds the window at the rate the busy bottleneck carried × base RTT
+//!   (at most what startup sent), which empties the queue startup built, and hands over to the
+//!   window law; a lone flow below that rate regrows a share of the gap per RTT while its
+//!   queue is empty (`regrowth_bits`);
+//! - delivered rates that set the link estimate and the yields' level are read at most at
+//!   what the flow sent (`sent_ceiling_bps`: bursty receive rates read high).
 //!
 //! Yields (docs/RATE.md, "Yields"): a flow that starts into a queue other flows keep takes it
 //! for propagation delay and takes more than its share (0.618 against 0.382 for two flows).
@@ -654,8 +658,8 @@ impl AdaptiveRate {
     ) -> Option<f64> {
         let delivered = self.delivered_over_rtt_bps()?;
         let decay = (dt.as_secs_f64() / (YIELD_LEVEL_RTTS * rtt.as_secs_f64())).min(1.0);
-        // The level is at most what the flow paced at: a real receiver's bursty per-sample
-        // rates read twice the link under load (see `pace_ceiling_bps`).
+        // The level is at most what the flow sent: a real receiver's bursty per-sample rates
+        // read twice the link under load (see `sent_ceiling_bps`).
         let paced = delivered.min(self.delivery_ceiling_bps(now));
         let level = self.level_bps.max(paced);
         self.level_bps = if paced >= level { paced } else { level - decay * (level - paced) };
@@ -788,8 +792,8 @@ impl AdaptiveRate {
         // delivered, so they carried its rate. The mean over the whole RTT still holds the
         // ramp at a long RTT (1 Gbit/s, 1 s, 10% loss: the drain ended at 805 Mbit/s and the
         // window law took ~30 s to regrow the rest).
-        // At most the highest rate startup paced at in its last RTT, not its peak delivered
-        // rate: that peak is a smoothed rate that lags the ramp (1 Gbit/s, 1 s, 10% loss: 900
+        // At most what startup sent over its last RTT (the bottleneck carried no more of it),
+        // not startup's peak delivered rate: that peak is a smoothed rate that lags the ramp (1 Gbit/s, 1 s, 10% loss: 900
         // Mbit/s, while the samples that showed a queue carried 985), and the drain handed
         // over 10% under the link, which the window law took ~20 s to regrow.
         let cap =
