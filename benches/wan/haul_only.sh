@@ -10,6 +10,8 @@
 # Usage: benches/wan/haul_only.sh           (root; about 30 s per scenario)
 # Knobs (environment): SCENARIOS="200M/200ms/1% 200M/200ms/5%" OUT=dir BYTES=n HAUL_FLAGS="..."
 #                       HAUL_WANEMU=path HAUL_BIN=path
+#                       PRE_TCP_SECS=n (iperf3 cubic and bbr for n s each on the same emulator
+#                       first, as run.sh runs them)
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -36,12 +38,20 @@ for scenario in $SCENARIOS; do
         if (b < 67108864) b = 67108864; printf "%d", b }')}
     trace="$OUT/$(tr '/%' '_p' <<<"$scenario").trace"
     wan_up --rate "$rate" --delay "$one_way" --loss "$loss"
+    if [[ ${PRE_TCP_SECS:-0} -gt 0 ]]; then
+        # As run.sh does: TCP cubic and bbr on the same emulator just before haul.
+        wan_tcp_buffers
+        echo "== $scenario: TCP before haul: cubic $(wan_iperf3 cubic "$PRE_TCP_SECS")," \
+            "bbr $(wan_iperf3 bbr "$PRE_TCP_SECS") Mbit/s"
+    fi
     # shellcheck disable=SC2086 # HAUL_FLAGS is a list of flags
-    read -r haul resent <<<"$(HAUL_RATE_TRACE=1 WAN_KEEP_STDERR="$trace" wan_haul "$bytes" \
+    read -r haul resent twice <<<"$(HAUL_RATE_TRACE=1 WAN_KEEP_STDERR="$trace" wan_haul "$bytes" \
         ${HAUL_FLAGS:-})"
-    wan_down
+    wan_down >"$trace.wanemu"
+    wan_restore
+    cat "$trace.wanemu"
     goal=$(awk -v l="$link" -v p="${loss%\%}" -v f="$HAUL_PAYLOAD_FRACTION" \
         'BEGIN { printf "%.1f", 0.95 * (1 - p / 100) * l * f }')
-    echo "== $scenario: haul $haul Mbit/s (target vs the link $goal), resent $resent%," \
+    echo "== $scenario: haul $haul Mbit/s (target vs the link $goal), resent $resent%, twice $twice%," \
         "$((bytes >> 20)) MiB, load \"$(cut -d' ' -f1-3 /proc/loadavg)\", trace $trace"
 done

@@ -150,12 +150,16 @@ wan_haul_build() {
 }
 
 # wan_haul BYTES [FLAGS...]: one `haul send` of a BYTES-long random file from side A to a
-# `haul recv` on side B, default flags plus FLAGS; prints "GOODPUT_MBIT RESENT_PCT" where goodput
-# is file bytes over the sender's whole session time (set-up to verified end), or "- -" when
+# `haul recv` on side B, default flags plus FLAGS; prints "GOODPUT_MBIT RESENT_PCT TWICE_PCT"
+# where goodput is file bytes over the sender's whole session time (set-up to verified end),
+# RESENT_PCT the bytes the sender sent again and TWICE_PCT the bytes that reached the receiver
+# a second time (redundant resends), both as % of the file; or "- - -" when
 # the transfer failed (its output is left under $WAN_TMP). With WAN_KEEP_STDERR=FILE the
-# sender's stderr (e.g. its HAUL_RATE_TRACE lines) is copied to FILE.
+# sender's stderr (e.g. its HAUL_RATE_TRACE lines) is copied to FILE, and both ends' --json
+# summaries to FILE.send.json and FILE.recv.json (the receiver's `resent_bytes` counts the
+# bytes that arrived twice; its `rejects` the datagrams it dropped).
 wan_haul() {
-    local bytes=$1 dir rpid addr out secs resent
+    local bytes=$1 dir rpid addr out secs resent twice
     shift
     dir=$(mktemp -d "$WAN_TMP/haul.XXXXXX")
     mkdir -p "$dir/dest"
@@ -180,20 +184,34 @@ wan_haul() {
         if [[ -n "${WAN_KEEP_STDERR:-}" ]]; then
             cp "$dir/send.err" "$WAN_KEEP_STDERR" 2>/dev/null || true
             cat "$dir/recv.out" "$dir/recv.err" >"$WAN_KEEP_STDERR.recv" 2>/dev/null || true
+            wan_keep_json "$dir" "$WAN_KEEP_STDERR"
         fi
-        echo "- -"
+        echo "- - -"
         return 0
     fi
     wait "$rpid" 2>/dev/null || true
     if [[ -n "${WAN_KEEP_STDERR:-}" ]]; then
         cp "$dir/send.err" "$WAN_KEEP_STDERR"
+        wan_keep_json "$dir" "$WAN_KEEP_STDERR"
     fi
     out=$(grep '^{' "$dir/send.out" | tail -n1)
     secs=$(jq -r '.seconds' <<<"$out")
     resent=$(jq -r '.resent_bytes' <<<"$out")
-    awk -v b="$bytes" -v s="$secs" -v r="$resent" \
-        'BEGIN { printf "%.1f %.2f\n", b * 8 / s / 1e6, 100 * r / b }'
+    twice=$(grep '^{' "$dir/recv.out" | tail -n1 | jq -r '.resent_bytes // 0')
+    awk -v b="$bytes" -v s="$secs" -v r="$resent" -v t="${twice:-0}" \
+        'BEGIN { printf "%.1f %.2f %.2f\n", b * 8 / s / 1e6, 100 * r / b, 100 * t / b }'
     rm -f "$dir/src.bin" "$dir"/dest/*
+}
+
+# wan_keep_json DIR FILE: copies the last --json line of the sender (DIR/send.out) and of the
+# receiver (DIR/recv.out) to FILE.send.json and FILE.recv.json, and each namespace's UDP
+# counters (/proc/net/snmp: RcvbufErrors are datagrams a full socket buffer dropped, which the
+# emulator does not see) to FILE.udp.
+wan_keep_json() {
+    grep '^{' "$1/send.out" 2>/dev/null | tail -n1 >"$2.send.json" || true
+    grep '^{' "$1/recv.out" 2>/dev/null | tail -n1 >"$2.recv.json" || true
+    { in_a grep '^Udp:' /proc/net/snmp | sed 's/^/a /'
+      in_b grep '^Udp:' /proc/net/snmp | sed 's/^/b /'; } >"$2.udp" 2>/dev/null || true
 }
 
 # wan_scp BYTES SECS: scp of a BYTES-long random file from side A to an sshd run inside

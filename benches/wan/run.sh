@@ -9,7 +9,11 @@
 # Prints one table: goodput in Mbit/s and in % of the link.
 #
 #   3. haul with default flags: one file of 50 x BDP (at least 64 MiB) from side A to side B;
-#      goodput = file bytes / the sender's session time (set-up to verified end).
+#      goodput = file bytes / the sender's session time (set-up to verified end); the bytes
+#      it resent (as % of the file) and the bytes that reached the receiver twice are printed
+#      with it. Its rate trace (HAUL_RATE_TRACE=1), both ends' --json summaries and the
+#      emulator's report are kept in OUT/SCENARIO.{trace,trace.send.json,trace.recv.json,wanemu}
+#      so that a bad row can be analysed afterwards.
 #   4. scp (OpenSSH) of min(the haul file, SCP_BYTES) to an sshd inside namespace B, stopped
 #      after SCP_SECS (then the partial file over the time, marked *); the sender's TCP
 #      congestion control (side A's default, which scp does not change) is printed.
@@ -17,6 +21,7 @@
 # Usage: benches/wan/run.sh            (root; about 10 minutes)
 # Knobs (environment): SCENARIOS="200M/20ms/0% ..." CEILING_SECS=5 TCP_SECS=20
 #                       SCP_BYTES=268435456 SCP_SECS=60 HAUL_WANEMU=path HAUL_BIN=path
+#                       OUT=dir (default /tmp/haul-wan-run)
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -32,11 +37,13 @@ SCP_SECS=${SCP_SECS:-60}
 # File bytes per IP byte of a full haul datagram on a 1500-byte IPv4 path: 1420 / 1500
 # (1472-byte UDP payload less 52 bytes of header, offset and tag; the same for every suite).
 HAUL_PAYLOAD_FRACTION=0.9467
+OUT=${OUT:-/tmp/haul-wan-run}
 
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 wan_build
 wan_haul_build
+mkdir -p "$OUT"
 if ! command -v iperf3 >/dev/null 2>&1; then
     # shellcheck source=../../scripts/env.sh
     source "$WAN_ROOT/scripts/env.sh"
@@ -74,20 +81,22 @@ for scenario in $SCENARIOS; do
     bytes=$(awk -v l="$link" -v r="$rtt_ms" 'BEGIN { b = 50 * l * 1e6 * r / 1e3 / 8;
         if (b < 67108864) b = 67108864; printf "%d", b }')
     echo "== $scenario: haul, default flags, $((bytes >> 20)) MiB"
-    read -r haul resent <<<"$(wan_haul "$bytes")"
+    keep="$OUT/$(tr '/%' '_p' <<<"$scenario")"
+    read -r haul resent dup <<<"$(HAUL_RATE_TRACE=1 WAN_KEEP_STDERR="$keep.trace" wan_haul "$bytes")"
     scp_bytes=$((bytes < SCP_BYTES ? bytes : SCP_BYTES))
     echo "== $scenario: scp, $((scp_bytes >> 20)) MiB, at most ${SCP_SECS}s"
     read -r scp scp_cc <<<"$(wan_scp "$scp_bytes" "$SCP_SECS")"
-    wan_down
+    wan_down >"$keep.wanemu"
+    cat "$keep.wanemu"
     wan_restore
     loss_frac=$(awk -v l="${loss%\%}" 'BEGIN { print l / 100 }')
     # Utilization target (issue 4): 0.95 x (1 - loss) x min(link, ceiling) x payload fraction.
     goal=$(awk -v l="$link" -v c="$ceiling" -v p="$loss_frac" -v f="$HAUL_PAYLOAD_FRACTION" \
         'BEGIN { m = (c != "" && c < l) ? c : l; printf "%.1f", 0.95 * (1 - p) * m * f }')
     verdict=$(awk -v h="$haul" -v g="$goal" 'BEGIN { print (h != "-" && h + 0 >= g) ? "PASS" : "FAIL" }')
-    rows+=("$(printf '| %s | %s | %s (%s%%) | %s (%s%%, resent %s%%) | %s %s | %s (%s%%) | %s (%s%%) | %s (%s%%, %s) |' \
+    rows+=("$(printf '| %s | %s | %s (%s%%) | %s (%s%%, resent %s%%, twice %s%%) | %s %s | %s (%s%%) | %s (%s%%) | %s (%s%%, %s) |' \
         "$scenario" "$link" "$ceiling" "$(pct "$ceiling" "$link")" \
-        "$haul" "$(pct "$haul" "$link")" "$resent" "$goal" "$verdict" \
+        "$haul" "$(pct "$haul" "$link")" "$resent" "$dup" "$goal" "$verdict" \
         "$cubic" "$(pct "$cubic" "$link")" "$bbr" "$(pct "$bbr" "$link")" \
         "$scp" "$(pct "${scp%\*}" "$link")" "$scp_cc")")
 done

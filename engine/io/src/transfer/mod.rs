@@ -602,8 +602,8 @@ const TRACE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// `HAUL_RATE_TRACE=1`: every [`TRACE_EVERY`] the sender prints one `rate-trace` line to stderr
 /// with the controller's rate, the rate the shards actually sent at over the interval, the
-/// carried (delivered, loss-adjusted) rate, the measured and predicted queue, the loss estimate
-/// and the mode (docs/RATE.md, "Tracing the real data plane").
+/// carried (delivered, loss-adjusted) rate, the measured and predicted queue, the loss estimate,
+/// the bottleneck rate startup estimated (`α` is taken at no more than 4× it) and the mode (docs/RATE.md, "Tracing the real data plane").
 struct RateTrace {
     started: std::time::Instant,
     last: std::time::Instant,
@@ -628,7 +628,7 @@ impl RateTrace {
         let mbit = |bps: f64| bps / 1e6;
         eprintln!(
             "rate-trace t_ms={} rate_mbit={:.1} sent_mbit={:.1} carried_mbit={:.1} q_ms={:.2} \
-             qpred_ms={:.2} loss={:.4} base_rtt_ms={:.1} mode={}",
+             qpred_ms={:.2} loss={:.4} base_rtt_ms={:.1} link_mbit={:.1} mode={}",
             self.started.elapsed().as_millis(),
             mbit(s.rate_bps as f64),
             mbit(sent as f64 / dt.as_secs_f64()),
@@ -637,6 +637,7 @@ impl RateTrace {
             s.predicted_queue_us as f64 / 1e3,
             s.loss,
             s.base_rtt_us as f64 / 1e3,
+            mbit(s.link_estimate_bps as f64),
             s.mode
         );
     }

@@ -94,12 +94,19 @@ pub struct SenderCoordinator {
     held: VecDeque<u32>,
     rate: Box<dyn RateController>,
     shard_rate_bps: u64,
+    /// Each shard's latest receive rate (IP bits/s) and when it arrived: the session's
+    /// delivered rate is their sum ([`SenderCoordinator::session_recv_rate`]).
+    shard_recv: Vec<(u64, Instant)>,
     node_cap: Option<NodeCapShare>,
     /// Last feedback (or the start): silence is measured from here.
     last_feedback: Instant,
     /// The RTT the last feedback carried (the initial guess before any).
     rtt: Duration,
 }
+
+/// A shard's receive rate counts in the session's for at least this long after it arrived
+/// (and at most an RTT): feedback comes every few milliseconds while a shard receives.
+pub const MIN_SHARD_RATE_AGE: Duration = Duration::from_millis(20);
 
 /// Floor of the blackout threshold.
 pub const MIN_SILENCE: Duration = Duration::from_millis(200);
@@ -123,6 +130,7 @@ impl SenderCoordinator {
             hashers,
             rate: controller_for(params.policy, params.rate),
             shard_rate_bps: 0,
+            shard_recv: vec![(0, Instant::ZERO); usize::from(params.shards.max(1))],
             node_cap: None,
             last_feedback: now,
             rtt: params.initial_rtt,
@@ -178,7 +186,31 @@ impl SenderCoordinator {
         }
     }
 
-    pub fn handle_event(&mut self, now: Instant, _shard: u8, event: ShardEvent) {
+    /// The session's receive rate after `shard` reported `recv_bps`: the sum of every shard's
+    /// latest rate that is at most an RTT (and at least [`MIN_SHARD_RATE_AGE`]) old. Each shard
+    /// measures only the datagrams it was sent; scaling one shard's rate by the number of shards
+    /// is right only while they get equal shares of the bottleneck, and on the emulated WAN one
+    /// shard's share read 190 of 200 Mbit/s, so the session's estimate read 382–467 Mbit/s
+    /// (docs/WANEMU.md). 0 (no rate measured in this sample) stays 0.
+    fn session_recv_rate(&mut self, now: Instant, shard: u8, recv_bps: u64, rtt: Duration) -> u64 {
+        if recv_bps == 0 {
+            return 0;
+        }
+        if let Some(slot) = self.shard_recv.get_mut(usize::from(shard)) {
+            *slot = (recv_bps, now);
+        } else {
+            // A shard index past the session's shards is our bug; count it as one more shard's
+            // worth, as the sum would if the table had room for it.
+            return recv_bps.saturating_mul(self.shard_recv.len() as u64);
+        }
+        let fresh = rtt.max(MIN_SHARD_RATE_AGE);
+        self.shard_recv
+            .iter()
+            .filter(|(bps, at)| *bps > 0 && now.saturating_since(*at) <= fresh)
+            .fold(0u64, |sum, (bps, _)| sum.saturating_add(*bps))
+    }
+
+    pub fn handle_event(&mut self, now: Instant, shard: u8, event: ShardEvent) {
         if self.c.outcome.is_some() {
             return;
         }
@@ -194,10 +226,9 @@ impl SenderCoordinator {
             ShardEvent::Feedback(mut sample) => {
                 self.last_feedback = now;
                 self.rtt = sample.rtt;
-                // A shard reports its own receive rate; the controller paces the session, and
-                // the shards are given equal shares of its rate (`share_rate`).
+                // A shard reports its own receive rate; the controller paces the session.
                 sample.recv_rate_bps =
-                    sample.recv_rate_bps.saturating_mul(u64::from(self.c.shards.max(1)));
+                    self.session_recv_rate(now, shard, sample.recv_rate_bps, sample.rtt);
                 self.rate.on_feedback(now, &sample);
                 self.share_rate(now);
             }
@@ -520,6 +551,64 @@ mod rate_tests {
         assert_eq!(c.rate_bps(), before);
         c.handle_event(Instant::from_nanos(201_000_000), 0, ShardEvent::Sent { ip_bytes: 1500 });
         assert_eq!(c.rate_bps(), before / 2);
+    }
+
+    fn feedback(recv_rate_bps: u64) -> ShardEvent {
+        ShardEvent::Feedback(FeedbackSample {
+            rtt: Duration::from_millis(200),
+            rtt_min: Duration::from_millis(200),
+            queuing_delay: Duration::ZERO,
+            recv_rate_bps,
+            loss_fraction: 0.0,
+        })
+    }
+
+    #[test]
+    fn the_sessions_receive_rate_is_the_sum_of_the_shards_not_one_scaled() {
+        // Seen on the emulated WAN: one of two shards got 190 of a 200 Mbit/s bottleneck; its
+        // rate times two read 380 Mbit/s, and the startup took that for the link.
+        let mut c = coordinator(Policy::Fair);
+        let ms = |n: u64| Instant::from_nanos(n * 1_000_000);
+        assert_eq!(
+            c.session_recv_rate(ms(1), 0, 190_000_000, Duration::from_millis(200)),
+            190_000_000
+        );
+        assert_eq!(
+            c.session_recv_rate(ms(2), 1, 10_000_000, Duration::from_millis(200)),
+            200_000_000
+        );
+        // A newer sample of the same shard replaces its old one.
+        assert_eq!(
+            c.session_recv_rate(ms(3), 0, 180_000_000, Duration::from_millis(200)),
+            190_000_000
+        );
+        // "No rate in this sample" stays no rate.
+        assert_eq!(c.session_recv_rate(ms(4), 1, 0, Duration::from_millis(200)), 0);
+        // A shard silent for more than an RTT no longer counts...
+        assert_eq!(
+            c.session_recv_rate(ms(250), 0, 150_000_000, Duration::from_millis(200)),
+            150_000_000
+        );
+        // ...but a short RTT does not expire a shard within MIN_SHARD_RATE_AGE.
+        assert_eq!(
+            c.session_recv_rate(ms(260), 1, 40_000_000, Duration::from_millis(1)),
+            190_000_000
+        );
+        // A shard index past the session's shards (our bug) never indexes out of bounds.
+        assert_eq!(c.session_recv_rate(ms(261), 9, 1_000, Duration::from_millis(1)), 2_000);
+
+        // What the controller is fed: its delivered-rate estimate stays at the bottleneck.
+        let mut c = coordinator(Policy::Fair);
+        // The busier shard sends more datagrams, so it also reports more often.
+        for i in 0..50u64 {
+            let (shard, bps) = if i % 5 == 4 { (1, 10_000_000) } else { (0, 190_000_000) };
+            c.handle_event(ms(5 * i + 1), shard, feedback(bps));
+        }
+        let carried = c.rate_snapshot().carried_bps;
+        assert!(
+            (150_000_000..=210_000_000).contains(&carried),
+            "carried {carried} bit/s: the sum of the shards is 200 Mbit/s"
+        );
     }
 
     #[test]
