@@ -33,8 +33,6 @@
 //!   (at most what startup sent), which empties the queue startup built, and hands over to the
 //!   window law; a lone flow below that rate regrows a share of the gap per RTT while its
 //!   queue is empty (`regrowth_bits`);
-//! - delivered rates that set the link estimate and the yields' level are read at most at
-//!   what the flow sent (`sent_ceiling_bps`: bursty receive rates read high).
 //!
 //! Yields (docs/RATE.md, "Yields"): a flow that starts into a queue other flows keep takes it
 //! for propagation delay and takes more than its share (0.618 against 0.382 for two flows).
@@ -191,9 +189,6 @@ struct Sample {
     /// Whether a queue showed ([`SATURATED_QUEUE`]): the bottleneck was busy, so what it
     /// carried for a lone flow was its rate.
     saturated: bool,
-    /// What the flow had sent over the RTT before this sample, as a rate
-    /// ([`AdaptiveRate::sent_ceiling_bps`] then).
-    sent_rtt_bps: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -371,7 +366,6 @@ impl AdaptiveRate {
         // `now` read a 38 Mbit blind round as 190 ms of queue to come (traced on the emulator),
         // which held the drain at half the link for an RTT.
         // (`first_send` is only set before the first feedback.)
-        let sent_rtt_bps = self.sent_ceiling_bps(now);
         let from = self.first_send.take().map_or(now, |t| t.min(now));
         self.history.push_back(Sample {
             at: now,
@@ -380,7 +374,6 @@ impl AdaptiveRate {
             allowed_bits: allowed,
             carried_bps,
             saturated: q >= SATURATED_QUEUE,
-            sent_rtt_bps,
         });
         while self.history.front().is_some_and(|h| now.saturating_since(h.at) > rtt) {
             self.history.pop_front();
@@ -443,7 +436,6 @@ impl AdaptiveRate {
     /// Fold one sample into the base RTT and the smoothed delivered rate.
     fn note_base_and_delivered(
         &mut self,
-        now: Instant,
         s: &FeedbackSample,
         rtt: Duration,
         q: Duration,
@@ -476,8 +468,7 @@ impl AdaptiveRate {
             }
             self.blind_bits = None;
             if self.mode == Mode::Startup {
-                let carried = self.carried_avg_bps.min(self.delivery_ceiling_bps(now));
-                self.startup_peak_bps = self.startup_peak_bps.max(carried);
+                self.startup_peak_bps = self.startup_peak_bps.max(self.carried_avg_bps);
             }
         }
     }
@@ -488,7 +479,7 @@ impl AdaptiveRate {
         let q = q.min(rtt);
         let dt = self.last_feedback.map_or(Duration::ZERO, |t| now.saturating_since(t)).min(rtt);
         self.last_feedback = Some(now);
-        self.note_base_and_delivered(now, s, rtt, q, dt);
+        self.note_base_and_delivered(s, rtt, q, dt);
         // The predicted queue sets the proportional response (what the rate is divided by);
         // the measured one sets the backlog, and so the fixed point shared between flows.
         let carried_now = if recv_rate_bps > 0 { self.carried_bps(recv_rate_bps) } else { 0.0 };
@@ -658,11 +649,9 @@ impl AdaptiveRate {
     ) -> Option<f64> {
         let delivered = self.delivered_over_rtt_bps()?;
         let decay = (dt.as_secs_f64() / (YIELD_LEVEL_RTTS * rtt.as_secs_f64())).min(1.0);
-        // The level is at most what the flow sent: a real receiver's bursty per-sample rates
-        // read twice the link under load (see `sent_ceiling_bps`).
-        let paced = delivered.min(self.delivery_ceiling_bps(now));
-        let level = self.level_bps.max(paced);
-        self.level_bps = if paced >= level { paced } else { level - decay * (level - paced) };
+        let level = self.level_bps.max(delivered);
+        self.level_bps =
+            if delivered >= level { delivered } else { level - decay * (level - delivered) };
         let cooldown = rtt.saturating_mul(YIELD_COOLDOWN_RTTS).max(YIELD_COOLDOWN_SPAN);
         let cooling = self.last_yield_end.is_some_and(|t| now.saturating_since(t) < cooldown);
         let arriving = q >= SATURATED_QUEUE
@@ -834,18 +823,6 @@ impl AdaptiveRate {
         let first_in_window = self.history.front().is_none_or(|h| h.from < h.at);
         let burst = if first_in_window { self.blind_burst_bps } else { 0.0 };
         (sum / span.as_secs_f64()).max(burst)
-    }
-
-    /// The most the bottleneck can have delivered of this flow over the last RTT: what it sent
-    /// over the RTT before that (the oldest sample of the last RTT recorded it), or the blind
-    /// round's burst while its sample is in the window. Tighter than
-    /// [`Self::sent_ceiling_bps`] while the rate grows (startup sends twice in this RTT what
-    /// the last one delivered).
-    fn delivery_ceiling_bps(&self, now: Instant) -> f64 {
-        match self.history.front() {
-            Some(h) if h.from >= h.at => h.sent_rtt_bps,
-            _ => self.sent_ceiling_bps(now),
-        }
     }
 
     /// The mean carried rate of the samples of the last RTT that reported one (each sample
