@@ -800,14 +800,10 @@ impl AdaptiveRate {
     }
 
     /// What the flow sent over the last RTT, as a rate (`f64::INFINITY` for a controller
-    /// driven without `on_send`): the bottleneck cannot carry more of this flow than it sent,
-    /// so delivered rates are read at most at this. While the first sample is in the window,
-    /// the blind round's burst counts too (its bits were delivered at the pace they went out,
-    /// above the round's average). On the emulated WAN under load the smoothed delivered rate
-    /// read ~400 Mbit/s on the 200 Mbit/s link while the flow sent 200 (paced at 400: one
-    /// shard of two had all the data, and each shard's receive rate is scaled by the shard
-    /// count), startup's link estimate was twice the link, and a lone flow took the
-    /// newcomer's yield (delivered under 0.9 × that estimate).
+    /// driven without `on_send`): the bottleneck cannot carry more of this flow than it sent.
+    /// While the first sample is in the window, the blind round's burst counts too (its bits
+    /// were delivered at the pace they went out, above the round's average). The drain's
+    /// window and the regrowth's test of "what it sends is delivered" use it.
     fn sent_ceiling_bps(&self, now: Instant) -> f64 {
         if !self.saw_send {
             return f64::INFINITY;
