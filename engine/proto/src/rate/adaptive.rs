@@ -29,8 +29,10 @@
 //!   [`STARTUP_EXIT_QUEUE`], or when the delivered rate grew by less than
 //!   [`STARTUP_GROWTH`] in [`STARTUP_FLAT_ROUNDS`] rounds in a row (a bottleneck without a
 //!   queue that shows). Loss does not end it (random loss is not congestion);
-//! - the drain then holds the window at the highest delivered rate × base RTT, which empties
-//!   the queue startup built, and hands over to the window law.
+//! - the drain then holds the window at the rate the busy bottleneck carried × base RTT
+//!   (at most what startup sent), which empties the queue startup built, and hands over to the
+//!   window law; a lone flow below that rate regrows a share of the gap per RTT while its
+//!   queue is empty (`regrowth_bits`);
 //!
 //! Yields (docs/RATE.md, "Yields"): a flow that starts into a queue other flows keep takes it
 //! for propagation delay and takes more than its share (0.618 against 0.382 for two flows).
@@ -93,6 +95,12 @@ pub const PROBE_GROWTH: f64 = 0.125;
 /// by, so a share of the window would overshoot in proportion to the RTT (measured: a 60 ms
 /// queue swing every 6 RTT at 1 s RTT with 6%/RTT growth).
 pub const PROBE_MAX_STEP: Duration = Duration::from_millis(8);
+/// A lone flow below the link estimate regrows this share of the gap per RTT (see
+/// `AdaptiveRate::regrowth_bits`) ...
+const REGROWTH_SHARE: f64 = 0.25;
+/// ... while what it was delivered over the last RTT (loss-adjusted) is at least this share
+/// of what it sent.
+const REGROWTH_DELIVERED: f64 = 0.9;
 /// A sender that sent less than this share of what its rate allowed over the last RTT did not
 /// keep up: its window does not grow. Half, not 0.8: at 0.8 a sender held back by the receive
 /// window in the simulator's 10%-loss cells at long RTT stopped growing and lost 1–3% of goodput.
@@ -140,8 +148,9 @@ const NEWCOMER_YIELD: Duration = Duration::from_millis(100);
 /// shares the bottleneck (alone, a saturated bottleneck delivers it at its rate; the estimate
 /// is the lesser of the startup's peak and its last RTT's mean, so it does not read high).
 const NEWCOMER_SHARE: f64 = 0.9;
-/// A base RTT this much under the first feedback's is evidence of a queue others keep.
-const NEWCOMER_EVIDENCE: Duration = Duration::from_millis(1);
+/// ... and only if at least this share of the last RTT's samples showed a queue (a standing
+/// queue, not a path's delay varying).
+const NEWCOMER_STANDING_SHARE: f64 = 0.9;
 /// After a yield, the next one waits this many RTTs, and at least [`YIELD_COOLDOWN_SPAN`]
 /// (the yield's own dip in the delivered rate, and the shares moving while the flows settle,
 /// must not start another).
@@ -164,6 +173,24 @@ enum Mode {
     Yield { since: Instant, restore_bits: f64, span: Duration, until_empty: bool },
 }
 
+/// One feedback sample as the last RTT's history keeps it.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    /// When it arrived.
+    at: Instant,
+    /// Since when its bits were sent: the sample's own time except for the first sample, whose
+    /// bits were sent from the first send on (a whole blind round).
+    from: Instant,
+    /// Bits sent since the previous sample, and bits the rate allowed in that time.
+    sent_bits: f64,
+    allowed_bits: f64,
+    /// The sample's carried rate, or 0 if it reported none.
+    carried_bps: f64,
+    /// Whether a queue showed ([`SATURATED_QUEUE`]): the bottleneck was busy, so what it
+    /// carried for a lone flow was its rate.
+    saturated: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct AdaptiveRate {
     policy: Policy,
@@ -175,12 +202,9 @@ pub struct AdaptiveRate {
     /// Smallest RTT seen minus its queuing delay.
     base_rtt: Duration,
     last_feedback: Option<Instant>,
-    /// (when, since when its bits were sent, bits sent since the previous sample, bits the
-    /// rate allowed in that time, the sample's carried rate or 0) over the last RTT, for the
-    /// predictor, to tell a sender that does not keep up, and for the delivered rate over the
-    /// RTT. "Since when" is the sample's own time except for the first sample, whose bits
-    /// were sent from the first send on (a whole blind round).
-    history: VecDeque<(Instant, Instant, f64, f64, f64)>,
+    /// The samples of the last RTT (see [`Sample`]), for the predictor, to tell a sender that
+    /// does not keep up, and for the delivered rate over the RTT.
+    history: VecDeque<Sample>,
     /// When the first datagram before any feedback was sent.
     first_send: Option<Instant>,
     /// Average share of sent traffic the receiver reports lost (random loss, not congestion):
@@ -192,6 +216,13 @@ pub struct AdaptiveRate {
     /// handful of datagrams), and its highest value during startup, bits per second.
     carried_avg_bps: f64,
     startup_peak_bps: f64,
+    /// The rate the blind round's first [`INITIAL_BLIND_BITS`] went out at (0: none), and what
+    /// the flow sent over startup's last RTT when it ended (the drain's window is at most that
+    /// rate × base RTT); see [`AdaptiveRate::sent_ceiling_bps`].
+    blind_burst_bps: f64,
+    exit_sent_bps: f64,
+    /// The rate the drain saw the bottleneck carry (see `AdaptiveRate::regrowth_bits`).
+    regrow_to_bps: f64,
     /// The bottleneck rate the last startup measured (its peak delivered rate), for `α`.
     link_estimate_bps: Option<f64>,
     /// The rate startup began at, and the bits sent before the first delivered rate was
@@ -219,9 +250,8 @@ pub struct AdaptiveRate {
     restarted: bool,
     /// Until when the newcomer's yield ([`NEWCOMER_YIELD`]) may start after the drain.
     newcomer_due_until: Option<Instant>,
-    /// The base RTT the first feedback gave: a lower one later means the flow started into
-    /// a queue that has since drained (see [`NEWCOMER_EVIDENCE`]).
-    first_base_rtt: Duration,
+    /// Yields started so far, for the snapshot.
+    yields: u32,
     /// The last sample's measured and predicted queue, for the snapshot.
     last_queue: Duration,
     last_predicted_queue: Duration,
@@ -249,6 +279,9 @@ impl AdaptiveRate {
             loss_samples: 0,
             carried_avg_bps: 0.0,
             startup_peak_bps: 0.0,
+            blind_burst_bps: 0.0,
+            exit_sent_bps: f64::INFINITY,
+            regrow_to_bps: 0.0,
             link_estimate_bps: None,
             initial_rate_bps: rate_bps.max(1),
             // A first rate that is half a target the user set is the user's word on the path
@@ -268,7 +301,7 @@ impl AdaptiveRate {
             restart_floor_bps: 0.0,
             restarted: false,
             newcomer_due_until: None,
-            first_base_rtt: Duration::MAX,
+            yields: 0,
             last_queue: Duration::ZERO,
             last_predicted_queue: Duration::ZERO,
         }
@@ -334,18 +367,22 @@ impl AdaptiveRate {
         // which held the drain at half the link for an RTT.
         // (`first_send` is only set before the first feedback.)
         let from = self.first_send.take().map_or(now, |t| t.min(now));
-        self.history.push_back((now, from, sent, allowed, carried_bps));
-        while self.history.front().is_some_and(|&(t, ..)| now.saturating_since(t) > rtt) {
+        self.history.push_back(Sample {
+            at: now,
+            from,
+            sent_bits: sent,
+            allowed_bits: allowed,
+            carried_bps,
+            saturated: q >= SATURATED_QUEUE,
+        });
+        while self.history.front().is_some_and(|h| now.saturating_since(h.at) > rtt) {
             self.history.pop_front();
         }
         if q < SATURATED_QUEUE || recv_bps == 0 {
             return q;
         }
-        let span = self
-            .history
-            .front()
-            .map_or(Duration::ZERO, |&(_, from, ..)| now.saturating_since(from));
-        let sum: f64 = self.history.iter().map(|&(_, _, b, ..)| b).sum();
+        let span = self.history.front().map_or(Duration::ZERO, |h| now.saturating_since(h.from));
+        let sum: f64 = self.history.iter().map(|h| h.sent_bits).sum();
         // The delivered rate over the RTT: the smoothed one (one sample's rate covers a few
         // milliseconds; on a real receiver that handles datagrams in bunches it is off by
         // ±50%, and × an RTT that error swamped the measured queue: the emulator showed a
@@ -373,7 +410,7 @@ impl AdaptiveRate {
             return false;
         }
         let (sent, allowed) =
-            self.history.iter().fold((0.0, 0.0), |(s, a), &(_, _, b, x, _)| (s + b, a + x));
+            self.history.iter().fold((0.0, 0.0), |(s, a), h| (s + h.sent_bits, a + h.allowed_bits));
         allowed > 0.0 && sent < LIMITED_SHARE * allowed
     }
 
@@ -396,8 +433,7 @@ impl AdaptiveRate {
         recv_rate_bps as f64 / (1.0 - self.loss_avg)
     }
 
-    /// Fold one sample into the base RTT (and the first one's, see [`NEWCOMER_EVIDENCE`]) and
-    /// the smoothed delivered rate.
+    /// Fold one sample into the base RTT and the smoothed delivered rate.
     fn note_base_and_delivered(
         &mut self,
         s: &FeedbackSample,
@@ -414,9 +450,6 @@ impl AdaptiveRate {
             self.base_rtt = self.base_rtt.min(s.rtt_min.max(MIN_RTT));
         } else if q <= BASE_RTT_MAX_QUEUE || self.base_rtt == Duration::MAX {
             self.base_rtt = self.base_rtt.min(rtt.saturating_sub(q).max(MIN_RTT));
-        }
-        if self.first_base_rtt == Duration::MAX {
-            self.first_base_rtt = self.base_rtt;
         }
         if s.recv_rate_bps > 0 {
             let c = self.carried_bps(s.recv_rate_bps);
@@ -499,41 +532,68 @@ impl AdaptiveRate {
                 // really empties.
                 self.newcomer_due_until = None;
                 let delivered = self.delivered_over_rtt_bps().unwrap_or(self.carried_avg_bps);
-                self.start_yield(now, w, delivered, NEWCOMER_YIELD, false, rtt_now);
+                self.start_yield(now, w, delivered, NEWCOMER_YIELD, false, (alpha, rtt_now));
             }
             Mode::Steady => match self.is_competitor_arriving(now, rtt, dt, q) {
                 Some(delivered) => {
                     let span = rtt.saturating_mul(YIELD_MAX_RTTS).max(YIELD_MIN_SPAN);
-                    self.start_yield(now, w, delivered, span, true, rtt_now);
+                    self.start_yield(now, w, delivered, span, true, (alpha, rtt_now));
                 }
-                None => self.on_steady_sample(w, step, backlog, alpha, rtt_now),
+                None => self.on_steady_sample(now, w, step, backlog, alpha, rtt_now),
             },
         }
     }
 
-    /// Whether the newcomer's yield is due: its drain ended lately, and its base RTT fell by
-    /// [`NEWCOMER_EVIDENCE`] since the first feedback (it started into a queue that others
-    /// keep, and they are draining it) or it shares the bottleneck. A flow alone on its path saw its base RTT in its
-    /// first datagram and does not yield (it would only lose throughput: 1 Gbit/s at 10 ms
-    /// and 10% loss fell from 812 to 753 Mbit/s with an unconditional 100 ms yield).
+    /// Whether the newcomer's yield is due: its drain ended lately, and it shares the
+    /// bottleneck: while a queue shows, it is delivered well under the rate its startup
+    /// measured (a flow alone on a saturated bottleneck is delivered at its rate). A flow alone
+    /// on its path must never yield (it would only lose throughput: 1 Gbit/s at 10 ms and 10%
+    /// loss fell from 812 to 753 Mbit/s with an unconditional 100 ms yield).
+    ///
+    /// A fall of the base RTT since the first feedback is not evidence: it was taken for the
+    /// incumbents' standing queue draining, but a lone flow's first sample reads high too
+    /// (the echoed datagram queued behind the flow's own blind round, and a real path's delay
+    /// varies by a millisecond or more), and on the emulated WAN a lone flow yielded 0.4 s in
+    /// (`engine/sim/tests/yields.rs` reproduces it with 2 ms of jitter).
     fn is_newcomer_yield_due(&self, now: Instant, q: Duration) -> bool {
         if self.newcomer_due_until.is_none_or(|t| now > t) {
             return false;
         }
-        if self.base_rtt.saturating_add(NEWCOMER_EVIDENCE) < self.first_base_rtt {
-            return true;
+        // The queue must stand through the RTT, not show in a sample or two: a path whose
+        // delay varies reads a fraction of a millisecond of "queue" now and then while a lone
+        // flow sends below the link (2 ms of jitter in the simulator: a yield 0.6 s in).
+        if q < SATURATED_QUEUE || self.saturated_share() < NEWCOMER_STANDING_SHARE {
+            return false;
         }
-        // Or a queue shows while the flow gets well under the rate its startup measured: a
-        // flow alone on a saturated bottleneck is delivered at its rate.
-        let (Some(link), Some(delivered)) = (self.link_estimate_bps, self.delivered_over_rtt_bps())
+        // The samples that showed a queue only: the others say nothing of the bottleneck's
+        // rate (the flow may have sent less than it).
+        let (Some(link), Some(delivered)) = (self.link_estimate_bps, self.mean_carried_bps(true))
         else {
             return false;
         };
-        q >= SATURATED_QUEUE && delivered < NEWCOMER_SHARE * link
+        delivered < NEWCOMER_SHARE * link
+    }
+
+    /// The share of the last RTT's samples with a carried rate that showed a queue.
+    fn saturated_share(&self) -> f64 {
+        let (sat, n) = self
+            .history
+            .iter()
+            .filter(|h| h.carried_bps > 0.0)
+            .fold((0u32, 0u32), |(s, n), h| (s + u32::from(h.saturated), n + 1));
+        if n == 0 { 0.0 } else { f64::from(sat) / f64::from(n) }
     }
 
     /// One sample of the window law.
-    fn on_steady_sample(&mut self, w: f64, step: f64, backlog: f64, alpha: f64, rtt_now: Duration) {
+    fn on_steady_sample(
+        &mut self,
+        now: Instant,
+        w: f64,
+        step: f64,
+        backlog: f64,
+        alpha: f64,
+        rtt_now: Duration,
+    ) {
         let err = alpha - backlog;
         // Below `α` the window also grows in proportion to itself (up to PROBE_GROWTH per RTT
         // with an empty queue), so a large window refills the path in a few RTTs instead of by
@@ -541,6 +601,7 @@ impl AdaptiveRate {
         // unchanged.
         let probe =
             (PROBE_GROWTH * w).min(self.rate_bps as f64 * PROBE_MAX_STEP.as_secs_f64() / GAIN);
+        let probe = probe.max(self.regrowth_bits(now, w, backlog, rtt_now) / GAIN);
         let up = if err <= 0.0 {
             err
         } else if self.is_sender_limited() {
@@ -551,6 +612,29 @@ impl AdaptiveRate {
         let grown = w + GAIN * step * up;
         let bound = 2f64.powf(step);
         self.apply(grown.clamp(w / bound, w * bound), rtt_now);
+    }
+
+    /// The window a lone flow below the bottleneck's rate may add in an RTT: [`REGROWTH_SHARE`]
+    /// of the gap between its window and the link estimate × base RTT, beyond what
+    /// [`PROBE_MAX_STEP`] allows. Only while the queue reads empty (measured and predicted),
+    /// what it sends is delivered ([`REGROWTH_DELIVERED`]: nothing queues or is dropped
+    /// beyond the random loss) and it never yielded (a flow that yielded shares the link: its
+    /// estimate is not its share). At a long RTT the step alone was slow: the drain at 1
+    /// Gbit/s, 1 s, 10% loss hands over at ~920 Mbit/s and the law regrew ~7 Mbit/s per RTT.
+    fn regrowth_bits(&self, now: Instant, w: f64, backlog: f64, rtt_now: Duration) -> f64 {
+        let empty = self.yields == 0
+            && backlog < self.rate_bps as f64 * SATURATED_QUEUE.as_secs_f64()
+            && rtt_now < self.base_rtt.saturating_add(SATURATED_QUEUE);
+        let (Some(link), Some(delivered)) = (self.link_estimate_bps, self.delivered_over_rtt_bps())
+        else {
+            return 0.0;
+        };
+        let link = link.max(self.regrow_to_bps);
+        let sent = self.sent_ceiling_bps(now);
+        if !empty || !sent.is_finite() || delivered < REGROWTH_DELIVERED * sent {
+            return 0.0;
+        }
+        REGROWTH_SHARE * (link * self.base_rtt.as_secs_f64() - w).max(0.0)
     }
 
     /// Whether a competitor is arriving: the delivered rate over the last RTT fell under
@@ -578,7 +662,7 @@ impl AdaptiveRate {
     }
 
     /// Hold the window at [`YIELD_SHARE`] of `delivered` × base RTT for `span` (or until the
-    /// queue reads empty), then restore `w`.
+    /// queue reads empty), then restore `w`, at most the window that keeps `α` queued.
     fn start_yield(
         &mut self,
         now: Instant,
@@ -586,10 +670,18 @@ impl AdaptiveRate {
         delivered: f64,
         span: Duration,
         until_empty: bool,
-        rtt_now: Duration,
+        (alpha, rtt_now): (f64, Duration),
     ) {
-        self.mode = Mode::Yield { since: now, restore_bits: w, span, until_empty };
-        let held = YIELD_SHARE * delivered * self.base_rtt.as_secs_f64();
+        self.yields = self.yields.saturating_add(1);
+        // The window to restore carries no queue: what the flow was delivered before the yield
+        // (its recent level, or now) × base RTT, plus its `α`. `w` itself is the rate × (base +
+        // predicted queue): right after a drain it held startup's queue (on the emulated WAN a
+        // restored window sent a 486 Mbit/s burst into the 200 Mbit/s link, 2,495 drops).
+        let base_s = self.base_rtt.as_secs_f64();
+        let no_queue = self.level_bps.max(delivered) * base_s + alpha;
+        let restore_bits = if no_queue > 0.0 { w.min(no_queue) } else { w };
+        self.mode = Mode::Yield { since: now, restore_bits, span, until_empty };
+        let held = YIELD_SHARE * delivered * base_s;
         self.apply(held.min(w), rtt_now);
     }
 
@@ -644,6 +736,7 @@ impl AdaptiveRate {
         // and does not lower the bottleneck estimate.
         let delivered = delivered.max(core::mem::take(&mut self.restart_floor_bps));
         let w_exit = (delivered * self.base_rtt.as_secs_f64()).min(w);
+        self.exit_sent_bps = self.sent_ceiling_bps(now);
         if carried > 0.0 {
             let prev = self.link_estimate_bps.filter(|_| self.restarted).unwrap_or(0.0);
             self.link_estimate_bps = Some(carried.max(prev));
@@ -684,30 +777,78 @@ impl AdaptiveRate {
         // (±50%), and the highest smoothed one read 400–470 Mbit/s on a 200 Mbit/s emulated
         // link. Raised only: tracking it down held the window at what the flow itself sent
         // once the queue was gone (100 Mbit/s, 1000 ms, 5%: 84.86 vs 86.78 Mbit/s).
-        let w = self
-            .delivered_over_rtt_bps()
-            .map_or(w, |d| w.max(d.min(self.startup_peak_bps) * self.base_rtt.as_secs_f64()));
+        // Only the samples that showed a queue: the bottleneck was busy while they were
+        // delivered, so they carried its rate. The mean over the whole RTT still holds the
+        // ramp at a long RTT (1 Gbit/s, 1 s, 10% loss: the drain ended at 805 Mbit/s and the
+        // window law took ~30 s to regrow the rest).
+        // At most what startup sent over its last RTT (the bottleneck carried no more of it),
+        // not startup's peak delivered rate: that peak is a smoothed rate that lags the ramp (1 Gbit/s, 1 s, 10% loss: 900
+        // Mbit/s, while the samples that showed a queue carried 985), and the drain handed
+        // over 10% under the link, which the window law took ~20 s to regrow.
+        let cap =
+            if self.exit_sent_bps.is_finite() { self.exit_sent_bps } else { self.startup_peak_bps };
+        let busy = self.mean_carried_bps(true).map(|d| d.min(cap));
+        if let Some(d) = busy {
+            // The same rate is the bottleneck's, for the regrowth after the drain (not for the
+            // link estimate: the cap is loose, and the newcomer's test needs a tight one).
+            self.regrow_to_bps = self.regrow_to_bps.max(d);
+        }
+        let w = busy
+            .or_else(|| self.delivered_over_rtt_bps().map(|d| d.min(cap)))
+            .map_or(w, |d| w.max(d * self.base_rtt.as_secs_f64()));
         self.apply(w, rtt_now);
+    }
+
+    /// What the flow sent over the last RTT, as a rate (`f64::INFINITY` for a controller
+    /// driven without `on_send`): the bottleneck cannot carry more of this flow than it sent.
+    /// While the first sample is in the window, the blind round's burst counts too (its bits
+    /// were delivered at the pace they went out, above the round's average). The drain's
+    /// window and the regrowth's test of "what it sends is delivered" use it.
+    fn sent_ceiling_bps(&self, now: Instant) -> f64 {
+        if !self.saw_send {
+            return f64::INFINITY;
+        }
+        let from = self.history.front().map_or(self.first_send, |h| Some(h.from));
+        let Some(from) = from else { return f64::INFINITY };
+        let span = now.saturating_since(from);
+        if span < MIN_RTT {
+            return f64::INFINITY;
+        }
+        let sum: f64 = self.history.iter().map(|h| h.sent_bits).sum::<f64>()
+            + self.sent_since_sample_bits as f64;
+        let first_in_window = self.history.front().is_none_or(|h| h.from < h.at);
+        let burst = if first_in_window { self.blind_burst_bps } else { 0.0 };
+        (sum / span.as_secs_f64()).max(burst)
     }
 
     /// The mean carried rate of the samples of the last RTT that reported one (each sample
     /// covers about the same span of the receiver's clock), or `None` if none did.
     fn delivered_over_rtt_bps(&self) -> Option<f64> {
+        self.mean_carried_bps(false)
+    }
+
+    /// The mean carried rate of the last RTT's samples that reported one, of only those that
+    /// showed a queue if `saturated_only`.
+    fn mean_carried_bps(&self, saturated_only: bool) -> Option<f64> {
         let (sum, n) = self
             .history
             .iter()
-            .filter(|&&(.., c)| c > 0.0)
-            .fold((0.0, 0u32), |(s, n), &(.., c)| (s + c, n + 1));
+            .filter(|h| h.carried_bps > 0.0 && (h.saturated || !saturated_only))
+            .fold((0.0, 0u32), |(s, n), h| (s + h.carried_bps, n + 1));
         (n > 0).then(|| sum / f64::from(n))
     }
 
     /// The blind round's slowdown: once [`INITIAL_BLIND_BITS`] went out before any delivered
     /// rate was reported, the rate drops to 1/[`BLIND_SLOWDOWN`] of the initial rate.
-    fn on_blind_send(&mut self, bits: u64) {
+    fn on_blind_send(&mut self, now: Instant, bits: u64) {
         let Some(sent) = self.blind_bits.as_mut() else { return };
         *sent = sent.saturating_add(bits);
         if *sent < INITIAL_BLIND_BITS || self.mode != Mode::Startup {
             return;
+        }
+        let span = self.first_send.map_or(Duration::ZERO, |t| now.saturating_since(t));
+        if self.blind_burst_bps == 0.0 && span > Duration::ZERO {
+            self.blind_burst_bps = *sent as f64 / span.as_secs_f64();
         }
         let slow = (self.initial_rate_bps / BLIND_SLOWDOWN)
             .clamp(self.limits.min_bps.max(1), self.limits.target_bps);
@@ -736,7 +877,7 @@ impl RateController for AdaptiveRate {
         if self.last_feedback.is_none() && self.first_send.is_none() {
             self.first_send = Some(now);
         }
-        self.on_blind_send(bits);
+        self.on_blind_send(now, bits);
     }
 
     fn snapshot(&self) -> RateSnapshot {
@@ -756,6 +897,7 @@ impl RateController for AdaptiveRate {
                 Mode::Steady => "steady",
                 Mode::Yield { .. } => "yield",
             },
+            yields: self.yields,
         }
     }
 

@@ -102,8 +102,12 @@ pub struct RateSnapshot {
     /// The bottleneck rate the last startup measured (0: none yet), which `α` is taken at
     /// when it is under the target (see `AdaptiveRate`).
     pub link_estimate_bps: u64,
-    /// "fixed", "startup", "drain", "steady" or "limited" (the sender did not keep up).
+    /// "fixed", "startup", "drain", "steady", "yield" or "limited" (the sender did not keep
+    /// up).
     pub mode: &'static str,
+    /// Yields so far (the adaptive controller's; docs/RATE.md, "Yields"): a flow alone on
+    /// its path has no one to yield to.
+    pub yields: u32,
 }
 
 pub trait RateController: Send + core::fmt::Debug {
