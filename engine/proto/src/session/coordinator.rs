@@ -569,33 +569,20 @@ mod rate_tests {
         // rate times two read 380 Mbit/s, and the startup took that for the link.
         let mut c = coordinator(Policy::Fair);
         let ms = |n: u64| Instant::from_nanos(n * 1_000_000);
-        assert_eq!(
-            c.session_recv_rate(ms(1), 0, 190_000_000, Duration::from_millis(200)),
-            190_000_000
-        );
-        assert_eq!(
-            c.session_recv_rate(ms(2), 1, 10_000_000, Duration::from_millis(200)),
-            200_000_000
-        );
-        // A newer sample of the same shard replaces its old one.
-        assert_eq!(
-            c.session_recv_rate(ms(3), 0, 180_000_000, Duration::from_millis(200)),
-            190_000_000
-        );
-        // "No rate in this sample" stays no rate.
-        assert_eq!(c.session_recv_rate(ms(4), 1, 0, Duration::from_millis(200)), 0);
-        // A shard silent for more than an RTT no longer counts...
-        assert_eq!(
-            c.session_recv_rate(ms(250), 0, 150_000_000, Duration::from_millis(200)),
-            150_000_000
-        );
-        // ...but a short RTT does not expire a shard within MIN_SHARD_RATE_AGE.
-        assert_eq!(
-            c.session_recv_rate(ms(260), 1, 40_000_000, Duration::from_millis(1)),
-            190_000_000
-        );
-        // A shard index past the session's shards (our bug) never indexes out of bounds.
-        assert_eq!(c.session_recv_rate(ms(261), 9, 1_000, Duration::from_millis(1)), 2_000);
+        // (at ms, shard, its rate, RTT ms, the session's rate expected), in order.
+        let steps: [(u64, u8, u64, u64, u64, &str); 7] = [
+            (1, 0, 190_000_000, 200, 190_000_000, "one shard so far"),
+            (2, 1, 10_000_000, 200, 200_000_000, "the sum, not 2 x 190"),
+            (3, 0, 180_000_000, 200, 190_000_000, "a newer sample replaces its shard's"),
+            (4, 1, 0, 200, 0, "no rate in this sample stays no rate"),
+            (250, 0, 150_000_000, 200, 150_000_000, "a shard silent for over an RTT expires"),
+            (260, 1, 40_000_000, 1, 190_000_000, "not within MIN_SHARD_RATE_AGE"),
+            (261, 9, 1_000, 1, 2_000, "a shard past the session's (our bug): no panic"),
+        ];
+        for (at, shard, bps, rtt_ms, want, why) in steps {
+            let got = c.session_recv_rate(ms(at), shard, bps, Duration::from_millis(rtt_ms));
+            assert_eq!(got, want, "{why}");
+        }
 
         // What the controller is fed: its delivered-rate estimate stays at the bottleneck.
         let mut c = coordinator(Policy::Fair);
