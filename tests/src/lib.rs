@@ -90,6 +90,15 @@ pub fn keygen(dir: &TempDir, name: &str) -> PathBuf {
     p
 }
 
+/// Every source arrived under `dest` by its file name, byte for byte.
+pub fn assert_copied(srcs: &[PathBuf], dest: &Path) {
+    for src in srcs {
+        let name = src.file_name().expect("a source names a file");
+        let same = std::fs::read(src).unwrap() == std::fs::read(dest.join(name)).unwrap();
+        assert!(same, "{} differs from its copy in {}", src.display(), dest.display());
+    }
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -12,7 +12,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use haul_tests::{Receiver, TRANSFER_TIMEOUT, TempDir, keygen, send, stderr, stdout, write_file};
+use haul_tests::{
+    Receiver, TRANSFER_TIMEOUT, TempDir, assert_copied, keygen, send, stderr, stdout, write_file,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -63,10 +65,7 @@ fn transfer(
     let r = recv.finish(TRANSFER_TIMEOUT);
     assert!(out.status.success(), "send failed: {}", stderr(&out));
     assert!(r.status.success(), "recv failed: {}", stderr(&r));
-    for src in srcs {
-        let name = src.file_name().unwrap();
-        assert!(std::fs::read(src).unwrap() == std::fs::read(dest.join(name)).unwrap());
-    }
+    assert_copied(srcs, dest);
     let text = stdout(&r);
     let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
     v["io"].clone()

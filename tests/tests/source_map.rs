@@ -15,7 +15,8 @@
 
 use haul_io::files::checkpoint::Checkpoint;
 use haul_tests::{
-    Receiver, TRANSFER_TIMEOUT, TempDir, haul_bin, keygen, stderr, stdout, wait, write_file,
+    Receiver, TRANSFER_TIMEOUT, TempDir, assert_copied, haul_bin, keygen, stderr, stdout, wait,
+    write_file,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -53,10 +54,7 @@ fn transfer(
     let r = recv.finish(TRANSFER_TIMEOUT);
     assert!(out.status.success(), "send failed: {}", stderr(&out));
     assert!(r.status.success(), "recv failed: {}", stderr(&r));
-    for src in srcs {
-        let name = src.file_name().unwrap();
-        assert!(std::fs::read(src).unwrap() == std::fs::read(dest.join(name)).unwrap());
-    }
+    assert_copied(srcs, &dest);
     serde_json::from_str(stdout(&out).trim()).expect("one JSON line")
 }
 
