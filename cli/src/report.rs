@@ -106,6 +106,7 @@ fn io_json(io: &haul_io::backend::IoStats) -> serde_json::Value {
         "disk_io": if io.disk_ring_ops > 0 { "io_uring" } else { "pread/pwrite" },
         "disk_direct_ops": io.disk_direct_ops,
         "disk_direct_refused_files": io.disk_direct_refused_files,
+        "disk_direct_cached_files": io.disk_direct_cached_files,
         "disk_mode": if io.disk_direct_ops > 0 { "O_DIRECT" } else { "buffered" },
         "disk_buffers": disk_buffers_name(io),
         "disk_buffers_backing": io.disk_buffers_backing.map(|b| b.name()),
