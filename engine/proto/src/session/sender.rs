@@ -211,6 +211,8 @@ pub struct SenderShard {
     /// The receiver's count of accepted payload bytes at the newest feedback sample: the loss
     /// fraction's denominator is what it accepted since, plus what it NAKed.
     fb_recv_ref: Option<u64>,
+    /// Whether [`ShardEvent::FirstPassSent`] was given.
+    first_pass_reported: bool,
     /// The newest feedbacks' receiver times and counts, for the receive rate (at most
     /// [`RATE_POINTS`]).
     rate_points: VecDeque<RatePoint>,
@@ -298,6 +300,7 @@ impl SenderShard {
             sent_ip_bytes: 0,
             fb_naked_bytes: 0,
             fb_recv_ref: None,
+            first_pass_reported: false,
             rate_points: VecDeque::with_capacity(RATE_POINTS),
             fb_last_loss: 0.0,
             file_done: BTreeMap::new(),
@@ -381,6 +384,10 @@ impl SenderShard {
         if self.sent_ip_bytes > 0 {
             let ip_bytes = core::mem::take(&mut self.sent_ip_bytes);
             return Some(ShardEvent::Sent { ip_bytes });
+        }
+        if !self.first_pass_reported && self.next_new >= self.stream_end {
+            self.first_pass_reported = true;
+            return Some(ShardEvent::FirstPassSent);
         }
         self.life.pop()
     }
@@ -1628,6 +1635,25 @@ mod tests {
         // An overtaken feedback reports no rate.
         let late = crate::wire::Feedback { recv_bytes: 1, ..Default::default() };
         assert_eq!(s.windowed_recv_rate(late.ts_echo_us, late.recv_bytes, 0), 0);
+    }
+
+    #[test]
+    fn a_shard_says_once_when_its_whole_stream_has_been_sent() {
+        let t0 = Instant::from_nanos(1_000_000_000);
+        let mut s = shard(t0);
+        s.handle_command(t0, ShardCommand::SetRate { bps: 1_000_000_000 });
+        let mut said = 0;
+        let mut t = t0;
+        for _ in 0..100 {
+            t += Duration::from_millis(1);
+            pump(&mut s, t);
+            while let Some(e) = s.poll_event() {
+                said += usize::from(e == ShardEvent::FirstPassSent);
+                assert!(said == 0 || s.next_new >= s.stream_end, "said before the end");
+            }
+        }
+        assert!(s.next_new >= s.stream_end, "1 MiB at 1 Gbit/s in 100 ms");
+        assert_eq!(said, 1);
     }
 
     /// Regression (simulator, small files, seed 94): blocked on the window with its newest
