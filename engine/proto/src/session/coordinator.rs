@@ -191,7 +191,7 @@ impl SenderCoordinator {
         let shards = u64::from(self.c.shards).max(1);
         let sending_new = self.first_pass_sent.iter().filter(|d| !**d).count() as u64;
         let equal = (rate / shards).max(1);
-        let busy = if sending_new == 0 { equal } else { (rate / sending_new).max(1) };
+        let busy = rate.checked_div(sending_new).map_or(equal, |b| b.max(1));
         for s in 0..self.c.shards {
             let i = usize::from(s);
             let bps = if self.first_pass_sent.get(i).is_some_and(|d| *d) { equal } else { busy };
