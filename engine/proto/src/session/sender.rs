@@ -1354,12 +1354,7 @@ impl SenderShard {
         let span_us = self.rate_span().as_nanos() / 1_000;
         let age = |p: &RatePoint| u64::from(rx_us.wrapping_sub(p.at_us));
         let earlier = self.rate_points.iter().rev().skip(1);
-        // Not before the feedback kept covers the span (at startup: the first ones; at most
-        // RATE_SPAN_MAX late): a rate over a few milliseconds of a receiver that handled its
-        // datagrams in a bunch (a busy CPU) read 1.5–2x the link at startup's exit.
-        let full = self.rate_points.len() == RATE_POINTS;
-        let oldest = if full { earlier.clone().last() } else { None };
-        let Some(reference) = earlier.clone().find(|p| age(p) >= span_us).or(oldest) else {
+        let Some(reference) = earlier.clone().find(|p| age(p) >= span_us).or(earlier.last()) else {
             return 0;
         };
         let payload = recv_bytes.saturating_sub(reference.bytes);
@@ -1631,8 +1626,6 @@ mod tests {
             }
         }
         assert_eq!(s.rate_span(), RATE_SPAN_MAX, "200 ms / 8 = 25 ms, capped");
-        // No rate until 16 ms of feedback is kept (the first feedback is the reference).
-        assert!(rates[..15].iter().all(|&r| r == 0), "{rates:?}");
         let mean_bps = (17 * ip * 8 * 1000) as f64;
         // Once 16 ms of feedback is kept, every sample is within a burst of the mean.
         for &r in &rates[20..] {
