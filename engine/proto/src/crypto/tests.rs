@@ -15,18 +15,43 @@ fn keys_for(suite: SuiteId, secret: [u8; 32], session_id: u64) -> DirectionKeys 
     ks.direction_keys(Direction::ClientToServer, (session_id % 4) as u8)
 }
 
-/// Plaintext datagrams of the given shapes (header ‖ body ‖ zeroed tag space).
+/// Plaintext datagrams of the given shapes (header ‖ body ‖ zeroed tag space), with `seq`
+/// in the header's first 8 bytes (every header here is at least that long).
 fn datagrams(shapes: &[Shape], fill_seed: u64) -> Vec<Vec<u8>> {
+    let mut bufs = random_datagrams(shapes, fill_seed);
+    for (buf, &(_, _, seq)) in bufs.iter_mut().zip(shapes) {
+        buf[..8].copy_from_slice(&seq.to_le_bytes());
+    }
+    bufs
+}
+
+/// Like [`datagrams`], but all random: the header may be shorter than the 8 bytes of `seq`
+/// (the suites only authenticate it; the session layer is what reads `seq` from it).
+fn random_datagrams(shapes: &[Shape], fill_seed: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng::new(fill_seed);
     shapes
         .iter()
-        .map(|&(header_len, body_len, seq)| {
+        .map(|&(header_len, body_len, _)| {
             let mut buf = vec![0u8; header_len + body_len + TAG_LEN];
             rng.fill_bytes(&mut buf[..header_len + body_len]);
-            buf[..8].copy_from_slice(&seq.to_le_bytes());
             buf
         })
         .collect()
+}
+
+/// What a failed open must leave (docs/protocol/03-crypto.md §3): header and tag as received,
+/// and no plaintext in the body. `aes128-cfb-cmac` decrypts in the pass that computes the tag
+/// and then zeroes the body; the other suites verify first and leave it as received.
+fn assert_failed_open(suite: SuiteId, header_len: usize, before: &[u8], after: &[u8]) {
+    let end = before.len() - TAG_LEN;
+    assert_eq!(after.len(), before.len());
+    assert_eq!(after[..header_len], before[..header_len], "{suite:?}: header changed");
+    assert_eq!(after[end..], before[end..], "{suite:?}: tag changed");
+    if suite == SuiteId::Aes128CfbCmac {
+        assert!(after[header_len..end].iter().all(|&b| b == 0), "{suite:?}: body not zeroed");
+    } else {
+        assert_eq!(after[header_len..end], before[header_len..end], "{suite:?}: body changed");
+    }
 }
 
 fn seal_all(suite: &mut dyn Suite, shapes: &[Shape], bufs: &mut [Vec<u8>]) {
@@ -87,10 +112,10 @@ proptest! {
         }
     }
 
-    /// Flipping any one bit (header, body or tag) makes open fail and leaves the datagram
-    /// unchanged; untouched datagrams of the same batch still open.
+    /// Flipping any one bit (header, body or tag) makes open fail and leaves no plaintext
+    /// (see [`assert_failed_open`]); untouched datagrams of the same batch still open.
     #[test]
-    fn any_flipped_bit_fails_and_leaves_body_untouched(
+    fn any_flipped_bit_fails_and_leaves_no_plaintext(
         secret in any::<[u8; 32]>(),
         shapes in shapes(16),
         fill in any::<u64>(),
@@ -115,12 +140,54 @@ proptest! {
             for i in 0..shapes.len() {
                 if tampered[i] {
                     prop_assert!(!ok[i], "tampered datagram {} opened", i);
-                    prop_assert!(bufs[i] == before[i], "a failed open changed datagram {}", i);
+                    assert_failed_open(suite_id, shapes[i].0, &before[i], &bufs[i]);
                 } else {
                     prop_assert!(ok[i]);
                     let end = bufs[i].len() - TAG_LEN;
                     prop_assert_eq!(&bufs[i][..end], &plain[i][..end]);
                 }
+            }
+        }
+    }
+
+    /// The one-pass `aes128-cfb-cmac` path (`fused.rs`) as the data plane drives it: one
+    /// header length per batch (any, so that every CMAC/CFB alignment and prologue length
+    /// occurs), random body lengths that mostly end in a partial block, 1 to 64 datagrams.
+    /// Seal is byte-identical to the serial reference; open restores the plaintext; tampered
+    /// datagrams fail with their body zeroed while the rest of the batch opens.
+    #[test]
+    fn fused_cfb_cmac_matches_reference_with_random_lengths(
+        secret in any::<[u8; 32]>(),
+        header_len in 0usize..=48,
+        bodies in prop::collection::vec((0usize..=1500, any::<u64>(), any::<bool>()), 1..=MAX_BATCH),
+        fill in any::<u64>(),
+    ) {
+        let keys = keys_for(SuiteId::Aes128CfbCmac, secret, 9);
+        let (mut suite, mut reference) = (new_suite(&keys), Reference::new(&keys));
+        let shapes: Vec<Shape> = bodies.iter().map(|&(len, seq, _)| (header_len, len, seq)).collect();
+        let plain = random_datagrams(&shapes, fill);
+        let mut bufs = plain.clone();
+        seal_all(suite.as_mut(), &shapes, &mut bufs);
+        for (i, s) in shapes.iter().enumerate() {
+            let mut serial = plain[i].clone();
+            reference.seal(s.2, s.0, &mut serial);
+            prop_assert!(serial == bufs[i], "datagram {} of {:?} differs", i, s);
+        }
+        for (buf, &(len, seq, tamper)) in bufs.iter_mut().zip(&bodies) {
+            if tamper {
+                let at = (seq as usize) % buf.len();
+                buf[at] ^= 1 << (len % 8);
+            }
+        }
+        let before = bufs.clone();
+        let ok = open_all(suite.as_mut(), &shapes, &mut bufs);
+        for (i, &(_, _, tamper)) in bodies.iter().enumerate() {
+            prop_assert_eq!(ok[i], !tamper, "datagram {}", i);
+            if tamper {
+                assert_failed_open(SuiteId::Aes128CfbCmac, header_len, &before[i], &bufs[i]);
+            } else {
+                let end = bufs[i].len() - TAG_LEN;
+                prop_assert_eq!(&bufs[i][..end], &plain[i][..end], "datagram {}", i);
             }
         }
     }
@@ -144,7 +211,13 @@ proptest! {
             suite.open_batch(&mut jobs);
             prop_assert!(jobs.iter().all(|j| !j.ok));
             drop(jobs);
-            prop_assert_eq!(bufs, before);
+            for ((after, before), &h) in bufs.iter().zip(&before).zip(&header_lens) {
+                if before.len() >= h.saturating_add(TAG_LEN) {
+                    assert_failed_open(suite_id, h, before, after);
+                } else {
+                    prop_assert_eq!(after, before, "a malformed job was touched");
+                }
+            }
         }
     }
 }
@@ -179,7 +252,8 @@ fn wrong_seq_or_wrong_keys_fail() {
             assert!(!tx.open(11, 24, &mut buf), "{suite_id:?}: wrong seq opened");
         }
         assert!(!other.open(10, 24, &mut buf), "{suite_id:?}: wrong direction opened");
-        assert_eq!(buf, sealed);
+        assert_failed_open(suite_id, 24, &sealed, &buf);
+        let mut buf = sealed.clone();
         assert!(tx.open(10, 24, &mut buf));
     }
 }
