@@ -5,27 +5,21 @@
 //! - Body = AES-128-CFB128(enc_key, IV), full-block feedback, partial last block.
 //! - Tag = AES-CMAC(mac_key, header ‖ ciphertext), i.e. over `buf[..len - 16]`, written at
 //!   `buf[len - 16..]`. Encrypt-then-MAC on seal; open verifies (constant time) before it
-//!   accepts anything.
+//!   decrypts and decrypts only what verified; a failed job's body is left untouched.
 //!
-//! Batches run through the one-pass paths in `fused.rs`: per chunk of [`MAX_BATCH`] jobs and
-//! per header length among them (one group on the data plane, whose headers are all 24
-//! bytes), one multi-block call derives the IVs, then CFB and CMAC step through all the
-//! group's datagrams together, block by block.
-//!
-//! Open decrypts in the same pass that computes the tag, so a datagram's body holds plaintext
-//! before its tag is compared. A job whose tag does not match has its body zeroed before
-//! `open_batch` returns (header and tag stay as received; `ok` is false), so no plaintext of
-//! an unauthenticated datagram is left for anything to read (§3, "Rules common to all
-//! suites"). Tested by `any_flipped_bit_fails_and_leaves_no_plaintext` in `tests.rs`.
+//! Per chunk of [`MAX_BATCH`] jobs, one multi-block call derives all IVs. Seal runs the
+//! one-pass path of `fused.rs` per header length among the jobs (one group on the data plane,
+//! whose headers are all 24 bytes): CFB and CMAC step through the datagrams together, block
+//! by block. Open runs the interleaved CMAC over all jobs (`integrity::verify_tags`), then
+//! CFB decryption streams the verified bodies through wide calls (`multibuf.rs`).
 
-use super::fused::{open_lanes, seal_lanes};
+use super::fused::seal_lanes;
 use super::keys::Key128;
-use super::multibuf::{CmacKey, iv_input};
-use super::{Job, MAX_BATCH, Suite, SuiteId};
+use super::multibuf::{CmacKey, cfb_decrypt_lanes, iv_input};
+use super::{Job, MAX_BATCH, Suite, SuiteId, integrity};
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use aes::{Aes128, Block};
 use arrayvec::ArrayVec;
-use ctutils::CtEq;
 
 /// The default suite, keyed for one direction of one shard.
 pub(crate) struct CfbCmac {
@@ -79,31 +73,19 @@ impl CfbCmac {
     }
 
     fn open_chunk(&self, jobs: &mut [Job<'_>]) {
-        jobs.iter_mut().for_each(|j| j.ok = false);
-        for header_len in header_lens(jobs) {
-            let select = |j: &Job<'_>| j.is_well_formed() && j.header_len == header_len;
-            let ivs = self.derive_ivs(jobs, select);
-            let mut tags = [Block::default(); MAX_BATCH];
-            let mut msgs = messages(jobs, select);
-            let n = msgs.len();
-            open_lanes(&self.enc, &self.mac, header_len, &ivs, &mut msgs, &mut tags[..n]);
-            drop(msgs);
-            for (job, tag) in jobs.iter_mut().filter(|j| select(j)).zip(&tags) {
-                let at = job.tag_at();
-                job.ok = tag.0[..].ct_eq(&job.buf[at..]).to_bool();
-                if !job.ok {
-                    // Decrypted before its tag was known: leave no plaintext behind.
-                    job.body_mut().fill(0);
-                }
-            }
-        }
+        integrity::verify_tags(&self.mac, jobs);
+        let ivs = self.derive_ivs(jobs, |j| j.ok);
+        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> =
+            jobs.iter_mut().filter(|j| j.ok).map(Job::body_mut).collect();
+        cfb_decrypt_lanes(&self.enc, &ivs, &mut bodies);
     }
 }
 
-/// The distinct header lengths of the well-formed jobs, in order of first appearance.
+/// The distinct header lengths of the jobs (all well-formed: seal asserts it), in order of
+/// first appearance.
 fn header_lens(jobs: &[Job<'_>]) -> ArrayVec<usize, MAX_BATCH> {
     let mut lens = ArrayVec::new();
-    for job in jobs.iter().filter(|j| j.is_well_formed()) {
+    for job in jobs {
         if !lens.contains(&job.header_len) {
             lens.push(job.header_len);
         }

@@ -1,9 +1,9 @@
 //! `integrity-cmac` (docs/protocol/03-crypto.md §3.3): tag = AES-CMAC(mac_key, header ‖ body),
 //! the body travels in the clear. Only for when an admin has turned encryption off.
 //!
-//! The job-level CMAC passes: [`seal_tags`] writes the tag of every job, [`verify_tags`] checks
-//! them in constant time; both interleave up to [`MAX_BATCH`] datagrams through
-//! [`CmacKey::tag_lanes`]. (`aes128-cfb-cmac` computes its tags in its CFB pass, `fused.rs`.)
+//! Also home of the job-level CMAC passes that `aes128-cfb-cmac` shares: [`seal_tags`] writes
+//! the tag of every job, [`verify_tags`] checks them in constant time; both interleave up to
+//! [`MAX_BATCH`] datagrams through [`CmacKey::tag_lanes`].
 //!
 //! Invariants: `open` changes nothing but `Job::ok`; a job too short for its header and a tag
 //! is never `ok` and never read past its end.
@@ -17,7 +17,7 @@ use ctutils::CtEq;
 
 /// Compute and write the CMAC tag of every job (at most [`MAX_BATCH`]), over
 /// `buf[..len - TAG_LEN]`. Panics on a job that cannot hold its header and a tag (caller bug).
-fn seal_tags(mac: &CmacKey, jobs: &mut [Job<'_>]) {
+pub(crate) fn seal_tags(mac: &CmacKey, jobs: &mut [Job<'_>]) {
     let mut tags = [Block::default(); MAX_BATCH];
     let msgs: ArrayVec<&[u8], MAX_BATCH> = jobs
         .iter()
@@ -36,7 +36,7 @@ fn seal_tags(mac: &CmacKey, jobs: &mut [Job<'_>]) {
 }
 
 /// Verify the tag of every job (at most [`MAX_BATCH`]) in constant time and set `ok`.
-fn verify_tags(mac: &CmacKey, jobs: &mut [Job<'_>]) {
+pub(crate) fn verify_tags(mac: &CmacKey, jobs: &mut [Job<'_>]) {
     let mut tags = [Block::default(); MAX_BATCH];
     let msgs: ArrayVec<&[u8], MAX_BATCH> =
         jobs.iter().filter(|j| j.is_well_formed()).map(|j| &j.buf[..j.tag_at()]).collect();

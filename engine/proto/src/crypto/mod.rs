@@ -4,9 +4,7 @@
 //!
 //! Every datagram of every type is sealed (§3): the header is authenticated,
 //! the body is encrypted (except under the integrity-only suite), and a 16-byte tag follows.
-//! Receivers accept nothing before the tag verifies, and change no session state before that;
-//! a datagram that fails keeps no plaintext (the default suite decrypts in the pass that
-//! computes the tag, then zeroes the body of a failure: `fused.rs`, `cfb_cmac.rs`).
+//! Receivers verify before they decrypt, and before any session state changes.
 //!
 //! Invariants:
 //! - Keys are per session, per direction and per shard; encryption, IV derivation and MAC keys
@@ -102,9 +100,7 @@ pub struct Job<'a> {
     pub header_len: usize,
     pub buf: &'a mut [u8],
     /// Set by `open_batch`: true if the tag verified (and the body is now plaintext). On false
-    /// header and tag are left as received and the body holds no plaintext: zeroed under
-    /// `aes128-cfb-cmac`, as received under the other suites (and for a job too short to
-    /// hold its header and a tag, under every suite). Ignored by `seal_batch`.
+    /// the body is left as it was received. Ignored by `seal_batch`.
     pub ok: bool,
 }
 
@@ -157,8 +153,7 @@ pub trait Suite: Send + core::fmt::Debug {
     /// Panics only on a caller bug: a job whose `buf` is shorter than `header_len + TAG_LEN`.
     fn seal_batch(&mut self, jobs: &mut [Job<'_>]);
 
-    /// Verify every job's tag and, where it verifies, decrypt in place and set `ok`; a job
-    /// that fails keeps no plaintext (see [`Job::ok`]).
+    /// Verify every job's tag and, where it verifies, decrypt in place and set `ok`.
     /// Never panics on any bytes: a job too short to hold a tag is simply not `ok`.
     fn open_batch(&mut self, jobs: &mut [Job<'_>]);
 

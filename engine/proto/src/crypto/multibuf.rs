@@ -1,5 +1,6 @@
-//! Multi-buffer AES-CMAC over up to [`MAX_BATCH`] messages at once, and the lane bookkeeping
-//! the one-pass `aes128-cfb-cmac` paths (`fused.rs`) share with it.
+//! Multi-buffer AES-128 modes over up to [`MAX_BATCH`] datagrams at once: AES-CMAC, CFB128
+//! decryption, and the lane bookkeeping the one-pass seal of `aes128-cfb-cmac` (`fused.rs`)
+//! shares with CMAC.
 //!
 //! CMAC (like CFB encryption) is serial within one message: block `j` needs the cipher output
 //! of block `j - 1`. One message at a time, every AES call waits out the full AES latency.
@@ -8,11 +9,14 @@
 //! pipelines stay full. Lanes are sorted once by descending block count (and their buffers
 //! put in that order), so the lanes still active at any step are a prefix, they drop out as
 //! they finish, and the chaining blocks stay in one contiguous array that is encrypted in
-//! place. `integrity-cmac` tags through [`CmacKey::tag_lanes`].
+//! place.
 //!
-//! Invariants: no heap allocation (stack arrays sized by [`MAX_BATCH`]); output is
-//! byte-identical to RFC 4493 CMAC (KATs below, and the property tests in `tests.rs` against
-//! RustCrypto `cmac`).
+//! CFB decryption is parallel within a message (the keystream is `E(IV), E(C_0), E(C_1), ...`),
+//! so [`cfb_decrypt_lanes`] streams the blocks of all lanes through large multi-block calls.
+//!
+//! Invariants: no heap allocation (stack arrays sized by [`MAX_BATCH`] and [`DECRYPT_CHUNK`]);
+//! output is byte-identical to SP 800-38A CFB128 and RFC 4493 CMAC (KATs below and in
+//! `fused.rs`, and the property tests in `tests.rs` against RustCrypto `cfb-mode` + `cmac`).
 
 use super::MAX_BATCH;
 use super::keys::Key128;
@@ -24,6 +28,9 @@ use zeroize::Zeroize;
 
 /// The AES block length.
 pub(crate) const BLOCK_LEN: usize = 16;
+/// Blocks per multi-block call on the CFB decryption path: a multiple of the widest backend's
+/// parallel width (64 blocks with VAES-512), small enough to stay on the stack (2 KiB).
+const DECRYPT_CHUNK: usize = 128;
 
 /// Lanes sorted by a descending key. With the key a block count, the lanes active at step `s`
 /// are the prefix with `key > s`; `fused.rs` sorts by body length instead.
@@ -96,6 +103,65 @@ pub(crate) fn iv_input(seq: u64) -> Block {
     let mut b = Block::default();
     b[..8].copy_from_slice(&seq.to_le_bytes());
     b
+}
+
+/// CFB128-decrypt every body in place, lane `i` under IV `ivs[i]`.
+///
+/// The keystream input of block `j` is `C_{j-1}` (the IV for `j = 0`), so a run of blocks
+/// `[lo, hi)` needs the ciphertext bytes of blocks `[lo - 1, hi - 1)`: one copy. Each lane is
+/// cut into runs from its end towards its start, and a run's inputs are copied out before the
+/// chunk holding it is flushed; the run below it, flushed later, never needs bytes that an
+/// earlier flush overwrote. So in-place decryption needs no carry between chunks.
+pub(crate) fn cfb_decrypt_lanes(cipher: &Aes128, ivs: &[Block], bodies: &mut [&mut [u8]]) {
+    assert_eq!(ivs.len(), bodies.len(), "multibuf: one IV per lane");
+    let mut keystream = [Block::default(); DECRYPT_CHUNK];
+    // (lane, first block, end block, position in `keystream`) of every run in the chunk.
+    let mut runs = [(0usize, 0usize, 0usize, 0usize); DECRYPT_CHUNK];
+    let (mut filled, mut nruns) = (0, 0);
+    for lane in 0..bodies.len() {
+        let mut hi = bodies[lane].len().div_ceil(BLOCK_LEN);
+        while hi > 0 {
+            if filled == DECRYPT_CHUNK {
+                flush_keystream(cipher, &mut keystream, &runs[..nruns], bodies);
+                (filled, nruns) = (0, 0);
+            }
+            let lo = hi.saturating_sub(DECRYPT_CHUNK - filled);
+            let inputs = &mut keystream[filled..filled + (hi - lo)];
+            let copy_from = if lo == 0 {
+                inputs[0] = ivs[lane];
+                0
+            } else {
+                lo - 1
+            };
+            let dst = Block::slice_as_flattened_mut(&mut inputs[usize::from(lo == 0)..]);
+            dst.copy_from_slice(&bodies[lane][copy_from * BLOCK_LEN..(hi - 1) * BLOCK_LEN]);
+            runs[nruns] = (lane, lo, hi, filled);
+            nruns += 1;
+            filled += hi - lo;
+            hi = lo;
+        }
+    }
+    flush_keystream(cipher, &mut keystream[..filled], &runs[..nruns], bodies);
+}
+
+/// Encrypt the gathered keystream inputs and XOR each run into its lane.
+fn flush_keystream(
+    cipher: &Aes128,
+    keystream: &mut [Block],
+    runs: &[(usize, usize, usize, usize)],
+    bodies: &mut [&mut [u8]],
+) {
+    cipher.encrypt_blocks(keystream);
+    let keystream = Block::slice_as_flattened(keystream);
+    for &(lane, lo, hi, at) in runs {
+        let body = &mut *bodies[lane];
+        let end = (hi * BLOCK_LEN).min(body.len());
+        let run = &mut body[lo * BLOCK_LEN..end];
+        let ks = &keystream[at * BLOCK_LEN..at * BLOCK_LEN + run.len()];
+        for (d, k) in run.iter_mut().zip(ks) {
+            *d ^= k;
+        }
+    }
 }
 
 /// An AES-CMAC key (RFC 4493): the cipher and the subkeys K1, K2, computed once at
@@ -219,6 +285,49 @@ pub(crate) mod tests {
                                     30c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710";
     pub(crate) const SP_CT: &str = "3b3fd92eb72dad20333449f8e83cfb4ac8a64537a0b3a93fcde3cdad9f1ce58b\
                                     26751f67a3cbb140b1808cf187a4f4dfc04b05357c5d1c0eeac4c66f9ff7f2e6";
+
+    fn sp_cipher() -> Aes128 {
+        Aes128::new(&key(SP_KEY).0.into())
+    }
+
+    #[test]
+    fn cfb128_aes128_sp800_38a_decrypt() {
+        let mut buf = decode(SP_CT).unwrap();
+        cfb_decrypt_lanes(&sp_cipher(), &[block(SP_IV)], &mut [&mut buf[..]]);
+        assert_eq!(buf, decode(SP_PT).unwrap());
+    }
+
+    /// Many lanes of different (also partial) lengths: each must equal the SP 800-38A
+    /// plaintext truncated to its length (CFB is a prefix-preserving mode).
+    #[test]
+    fn cfb_decrypt_lanes_match_sp800_38a_prefixes() {
+        let (pt, ct) = (decode(SP_PT).unwrap(), decode(SP_CT).unwrap());
+        let lens: Vec<usize> = (0..MAX_BATCH).map(|i| (i * 7) % (pt.len() + 1)).collect();
+        let mut bufs: Vec<Vec<u8>> = lens.iter().map(|&n| ct[..n].to_vec()).collect();
+        let ivs = vec![block(SP_IV); lens.len()];
+        let mut bodies: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+        cfb_decrypt_lanes(&sp_cipher(), &ivs, &mut bodies);
+        for (b, &n) in bufs.iter().zip(&lens) {
+            assert_eq!(b[..], pt[..n], "decrypt, lane of {n} bytes");
+        }
+    }
+
+    /// Decryption streams blocks through chunks of DECRYPT_CHUNK: a lane far longer than a
+    /// chunk must still decrypt (in place, across chunk boundaries) to what `cfb-mode`
+    /// encrypted.
+    #[test]
+    fn cfb_decrypt_crosses_chunk_boundaries() {
+        use aes::cipher::InnerIvInit;
+        let cipher = sp_cipher();
+        let orig: Vec<u8> = (0..(DECRYPT_CHUNK * 3 + 5) * BLOCK_LEN + 9).map(|i| i as u8).collect();
+        let ivs = [block(SP_IV), block(SP_KEY)];
+        let (mut a, mut b) = (orig.clone(), orig[..100].to_vec());
+        cfb_mode::Encryptor::<&Aes128>::inner_iv_init(&cipher, &ivs[1]).encrypt(&mut a);
+        cfb_mode::Encryptor::<&Aes128>::inner_iv_init(&cipher, &ivs[0]).encrypt(&mut b);
+        cfb_decrypt_lanes(&cipher, &ivs, &mut [&mut b[..], &mut a[..]]);
+        assert_eq!(a, orig);
+        assert_eq!(b[..], orig[..100]);
+    }
 
     // RFC 4493 §4, examples 1-4 (key 2b7e1516..., messages of 0, 16, 40 and 64 bytes).
     pub(crate) const RFC4493: [(usize, &str); 4] = [
