@@ -7,15 +7,13 @@
 //!   `buf[len - 16..]`. Encrypt-then-MAC on seal; open verifies (constant time) before it
 //!   decrypts and decrypts only what verified; a failed job's body is left untouched.
 //!
-//! Per chunk of [`MAX_BATCH`] jobs, one multi-block call derives all IVs. Seal runs the
-//! one-pass path of `fused.rs` per header length among the jobs (one group on the data plane,
-//! whose headers are all 24 bytes): CFB and CMAC step through the datagrams together, block
-//! by block. Open runs the interleaved CMAC over all jobs (`integrity::verify_tags`), then
-//! CFB decryption streams the verified bodies through wide calls (`multibuf.rs`).
+//! Batches run through the multi-buffer paths in `multibuf.rs`: per chunk of [`MAX_BATCH`]
+//! jobs, one multi-block call derives all IVs; on seal, CFB encryption interleaves the jobs
+//! block by block, then CMAC does; on open, the interleaved CMAC verifies all jobs, then CFB
+//! decryption streams the verified bodies through wide calls.
 
-use super::fused::seal_lanes;
 use super::keys::Key128;
-use super::multibuf::{CmacKey, cfb_decrypt_lanes, iv_input};
+use super::multibuf::{CmacKey, cfb_decrypt_lanes, cfb_encrypt_lanes, iv_input};
 use super::{Job, MAX_BATCH, Suite, SuiteId, integrity};
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use aes::{Aes128, Block};
@@ -57,19 +55,12 @@ impl CfbCmac {
 
     fn seal_chunk(&self, jobs: &mut [Job<'_>]) {
         jobs.iter().for_each(Job::assert_sealable);
-        for header_len in header_lens(jobs) {
-            let select = |j: &Job<'_>| j.header_len == header_len;
-            let ivs = self.derive_ivs(jobs, select);
-            let mut tags = [Block::default(); MAX_BATCH];
-            let mut msgs = messages(jobs, select);
-            let n = msgs.len();
-            seal_lanes(&self.enc, &self.mac, header_len, &ivs, &mut msgs, &mut tags[..n]);
-            drop(msgs);
-            for (job, tag) in jobs.iter_mut().filter(|j| select(j)).zip(&tags) {
-                let at = job.tag_at();
-                job.buf[at..].copy_from_slice(tag);
-            }
-        }
+        let ivs = self.derive_ivs(jobs, |_| true);
+        let mut bodies: ArrayVec<&mut [u8], MAX_BATCH> =
+            jobs.iter_mut().map(Job::body_mut).collect();
+        cfb_encrypt_lanes(&self.enc, &ivs, &mut bodies);
+        drop(bodies);
+        integrity::seal_tags(&self.mac, jobs);
     }
 
     fn open_chunk(&self, jobs: &mut [Job<'_>]) {
@@ -79,32 +70,6 @@ impl CfbCmac {
             jobs.iter_mut().filter(|j| j.ok).map(Job::body_mut).collect();
         cfb_decrypt_lanes(&self.enc, &ivs, &mut bodies);
     }
-}
-
-/// The distinct header lengths of the jobs (all well-formed: seal asserts it), in order of
-/// first appearance.
-fn header_lens(jobs: &[Job<'_>]) -> ArrayVec<usize, MAX_BATCH> {
-    let mut lens = ArrayVec::new();
-    for job in jobs {
-        if !lens.contains(&job.header_len) {
-            lens.push(job.header_len);
-        }
-    }
-    lens
-}
-
-/// `header ‖ body` of every job `select` picks, in job order.
-fn messages<'j>(
-    jobs: &'j mut [Job<'_>],
-    select: impl Fn(&Job<'_>) -> bool,
-) -> ArrayVec<&'j mut [u8], MAX_BATCH> {
-    jobs.iter_mut()
-        .filter(|j| select(j))
-        .map(|j| {
-            let at = j.tag_at();
-            &mut j.buf[..at]
-        })
-        .collect()
 }
 
 impl Suite for CfbCmac {

@@ -17,7 +17,6 @@
 //! the stack: no allocation per datagram) and call [`Suite::seal_batch`]/[`Suite::open_batch`].
 
 mod cfb_cmac;
-mod fused;
 mod gcm;
 mod integrity;
 mod keys;

@@ -1,22 +1,19 @@
-//! Multi-buffer AES-128 modes over up to [`MAX_BATCH`] datagrams at once: AES-CMAC, CFB128
-//! decryption, and the lane bookkeeping the one-pass seal of `aes128-cfb-cmac` (`fused.rs`)
-//! shares with CMAC.
+//! Multi-buffer AES-128 modes: CFB128 and AES-CMAC over up to [`MAX_BATCH`] datagrams at once.
 //!
-//! CMAC (like CFB encryption) is serial within one message: block `j` needs the cipher output
-//! of block `j - 1`. One message at a time, every AES call waits out the full AES latency.
-//! Here each message is a *lane*: at every 16-byte step the chaining block of every active
-//! lane is gathered into one array and encrypted with one multi-block call, so AES-NI/VAES
-//! pipelines stay full. Lanes are sorted once by descending block count (and their buffers
-//! put in that order), so the lanes still active at any step are a prefix, they drop out as
-//! they finish, and the chaining blocks stay in one contiguous array that is encrypted in
-//! place.
+//! CFB encryption and CMAC are serial within one message: block `j` needs the cipher output of
+//! block `j - 1`. One datagram at a time, every AES call waits out the full AES latency. Here
+//! each datagram is a *lane*: at every 16-byte step the chaining block of every active lane is
+//! gathered into one array and encrypted with one multi-block call, so AES-NI/VAES pipelines
+//! stay full. Lanes are sorted once by descending block count (and their buffers put in that
+//! order), so the lanes still active at any step are a prefix, they drop out as they finish,
+//! and the chaining blocks stay in one contiguous array that is encrypted in place.
 //!
 //! CFB decryption is parallel within a message (the keystream is `E(IV), E(C_0), E(C_1), ...`),
 //! so [`cfb_decrypt_lanes`] streams the blocks of all lanes through large multi-block calls.
 //!
 //! Invariants: no heap allocation (stack arrays sized by [`MAX_BATCH`] and [`DECRYPT_CHUNK`]);
-//! output is byte-identical to SP 800-38A CFB128 and RFC 4493 CMAC (KATs below and in
-//! `fused.rs`, and the property tests in `tests.rs` against RustCrypto `cfb-mode` + `cmac`).
+//! output is byte-identical to SP 800-38A CFB128 and RFC 4493 CMAC (KATs below, and the
+//! property tests in `tests.rs` against RustCrypto `cfb-mode` + `cmac`).
 
 use super::MAX_BATCH;
 use super::keys::Key128;
@@ -32,29 +29,29 @@ pub(crate) const BLOCK_LEN: usize = 16;
 /// parallel width (64 blocks with VAES-512), small enough to stay on the stack (2 KiB).
 const DECRYPT_CHUNK: usize = 128;
 
-/// Lanes sorted by a descending key. With the key a block count, the lanes active at step `s`
-/// are the prefix with `key > s`; `fused.rs` sorts by body length instead.
-pub(crate) struct LaneOrder {
+/// Lanes sorted by descending block count: lanes active at step `s` are the prefix with
+/// `blocks > s`.
+struct LaneOrder {
     lane: [u8; MAX_BATCH],
-    key: [usize; MAX_BATCH],
-    pub(crate) len: usize,
+    blocks: [usize; MAX_BATCH],
+    len: usize,
 }
 
 impl LaneOrder {
     /// Sort `counts` (one per lane, at most [`MAX_BATCH`]) by descending value; stable.
-    pub(crate) fn new(counts: impl ExactSizeIterator<Item = usize>) -> Self {
+    fn new(counts: impl ExactSizeIterator<Item = usize>) -> Self {
         assert!(counts.len() <= MAX_BATCH, "multibuf: more than MAX_BATCH lanes");
-        let mut order = LaneOrder { lane: [0; MAX_BATCH], key: [0; MAX_BATCH], len: 0 };
+        let mut order = LaneOrder { lane: [0; MAX_BATCH], blocks: [0; MAX_BATCH], len: 0 };
         for (lane, count) in counts.enumerate() {
             // Insertion sort: at most 64 lanes, usually already ordered.
             let mut at = order.len;
-            while at > 0 && order.key[at - 1] < count {
+            while at > 0 && order.blocks[at - 1] < count {
                 order.lane[at] = order.lane[at - 1];
-                order.key[at] = order.key[at - 1];
+                order.blocks[at] = order.blocks[at - 1];
                 at -= 1;
             }
             order.lane[at] = lane as u8;
-            order.key[at] = count;
+            order.blocks[at] = count;
             order.len += 1;
         }
         order
@@ -62,7 +59,7 @@ impl LaneOrder {
 
     /// Shrink `active` to the lanes that still have a block at `step`.
     fn retire(&self, step: usize, active: &mut usize) {
-        while *active > 0 && self.key[*active - 1] <= step {
+        while *active > 0 && self.blocks[*active - 1] <= step {
             *active -= 1;
         }
     }
@@ -75,20 +72,14 @@ impl LaneOrder {
         *active > 0
     }
 
-    /// The caller's index of the `k`-th lane in order.
-    pub(crate) fn lane(&self, k: usize) -> usize {
+    fn lane(&self, k: usize) -> usize {
         usize::from(self.lane[k])
-    }
-
-    /// The sort key of the `k`-th lane in order.
-    pub(crate) fn key(&self, k: usize) -> usize {
-        self.key[k]
     }
 }
 
 /// XOR `src` into the first `dst.len()` (at most 16) bytes of a block-sized `dst`.
 #[inline(always)]
-pub(crate) fn xor_into(dst: &mut [u8], src: &Block) {
+fn xor_into(dst: &mut [u8], src: &Block) {
     if let Some(d) = dst.first_chunk_mut::<BLOCK_LEN>() {
         *d = (u128::from_ne_bytes(*d) ^ u128::from_ne_bytes(src.0)).to_ne_bytes();
     } else {
@@ -103,6 +94,45 @@ pub(crate) fn iv_input(seq: u64) -> Block {
     let mut b = Block::default();
     b[..8].copy_from_slice(&seq.to_le_bytes());
     b
+}
+
+/// CFB128-encrypt every body in place, lane `i` under IV `ivs[i]`, all lanes interleaved.
+///
+/// The bodies are moved into lane order once (`bodies` is left holding empty slices), so the
+/// hot loop walks feedback registers and bodies side by side. At each step, lanes with a block
+/// beyond this one (a prefix) take the full-block path; the rest, whose last block this is,
+/// take the general one.
+pub(crate) fn cfb_encrypt_lanes(cipher: &Aes128, ivs: &[Block], bodies: &mut [&mut [u8]]) {
+    assert_eq!(ivs.len(), bodies.len(), "multibuf: one IV per lane");
+    let order = LaneOrder::new(bodies.iter().map(|b| b.len().div_ceil(BLOCK_LEN)));
+    let mut lanes: ArrayVec<&mut [u8], MAX_BATCH> = ArrayVec::new();
+    // Feedback registers, in lane order: the IV, then each ciphertext block.
+    let mut feedback = [Block::default(); MAX_BATCH];
+    for (k, fb) in feedback.iter_mut().enumerate().take(order.len) {
+        *fb = ivs[order.lane(k)];
+        lanes.push(core::mem::take(&mut bodies[order.lane(k)]));
+    }
+    let (mut active, mut inner) = (order.len, order.len);
+    let mut step = 0;
+    loop {
+        if !order.advance(step, &mut active, &mut inner) {
+            return;
+        }
+        cipher.encrypt_blocks(&mut feedback[..active]);
+        let at = step * BLOCK_LEN;
+        for (fb, body) in feedback[..inner].iter_mut().zip(&mut lanes[..inner]) {
+            // Lanes before `inner` have more blocks after this one: this one is full.
+            if let Some(c) = body[at..].first_chunk_mut::<BLOCK_LEN>() {
+                fb.0 = (u128::from_ne_bytes(*c) ^ u128::from_ne_bytes(fb.0)).to_ne_bytes();
+                *c = fb.0;
+            }
+        }
+        for (fb, body) in feedback[inner..active].iter_mut().zip(&mut lanes[inner..active]) {
+            // The last block of its lane, full or partial: its feedback is never used again.
+            xor_into(&mut body[at..], fb);
+        }
+        step += 1;
+    }
 }
 
 /// CFB128-decrypt every body in place, lane `i` under IV `ivs[i]`.
@@ -204,15 +234,10 @@ impl CmacKey {
         CmacKey { cipher, k1, k2 }
     }
 
-    /// The keyed block cipher, for callers that step CMAC lanes themselves (`fused.rs`).
-    pub(crate) fn cipher(&self) -> &Aes128 {
-        &self.cipher
-    }
-
     /// The CMAC of every message, lane `i` into `tags[i]`, all lanes interleaved.
     ///
-    /// The messages are put in lane order once; lanes with blocks after this step's (a prefix)
-    /// take the plain XOR path, the rest get their subkey.
+    /// As in [`cfb_encrypt_lanes`], the messages are put in lane order once; lanes with blocks
+    /// after this step's (a prefix) take the plain XOR path, the rest get their subkey.
     pub(crate) fn tag_lanes(&self, msgs: &[&[u8]], tags: &mut [Block]) {
         assert_eq!(msgs.len(), tags.len(), "multibuf: one tag per message");
         // A message has max(1, ceil(len / 16)) blocks; the empty message is one padded block.
@@ -245,7 +270,7 @@ impl CmacKey {
 
     /// XOR the last block `rest` (0 to 16 bytes) into the chaining value, with its subkey:
     /// K1 for a full block, K2 for a padded one (RFC 4493 §2.4).
-    pub(crate) fn absorb_last(&self, x: &mut Block, rest: &[u8]) {
+    fn absorb_last(&self, x: &mut Block, rest: &[u8]) {
         if let Some(m) = rest.first_chunk::<BLOCK_LEN>() {
             xor_into(&mut x.0, &Block::from(*m));
             xor_into(&mut x.0, &self.k1);
@@ -271,23 +296,29 @@ pub(crate) mod tests {
         Key128(k)
     }
 
-    pub(crate) fn block(hex: &str) -> Block {
+    fn block(hex: &str) -> Block {
         let mut b = Block::default();
         b.copy_from_slice(&decode(hex).unwrap());
         b
     }
 
-    // NIST SP 800-38A, F.3.13 (CFB128-AES128.Encrypt) and F.3.14 (Decrypt); the plaintext
-    // is also RFC 4493's message, and the key its key.
-    pub(crate) const SP_KEY: &str = "2b7e151628aed2a6abf7158809cf4f3c";
-    pub(crate) const SP_IV: &str = "000102030405060708090a0b0c0d0e0f";
-    pub(crate) const SP_PT: &str = "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51\
-                                    30c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710";
-    pub(crate) const SP_CT: &str = "3b3fd92eb72dad20333449f8e83cfb4ac8a64537a0b3a93fcde3cdad9f1ce58b\
-                                    26751f67a3cbb140b1808cf187a4f4dfc04b05357c5d1c0eeac4c66f9ff7f2e6";
+    // NIST SP 800-38A, F.3.13 (CFB128-AES128.Encrypt) and F.3.14 (Decrypt).
+    const SP_KEY: &str = "2b7e151628aed2a6abf7158809cf4f3c";
+    const SP_IV: &str = "000102030405060708090a0b0c0d0e0f";
+    const SP_PT: &str = "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51\
+                         30c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710";
+    const SP_CT: &str = "3b3fd92eb72dad20333449f8e83cfb4ac8a64537a0b3a93fcde3cdad9f1ce58b\
+                         26751f67a3cbb140b1808cf187a4f4dfc04b05357c5d1c0eeac4c66f9ff7f2e6";
 
     fn sp_cipher() -> Aes128 {
         Aes128::new(&key(SP_KEY).0.into())
+    }
+
+    #[test]
+    fn cfb128_aes128_sp800_38a_encrypt() {
+        let mut buf = decode(SP_PT).unwrap();
+        cfb_encrypt_lanes(&sp_cipher(), &[block(SP_IV)], &mut [&mut buf[..]]);
+        assert_eq!(buf, decode(SP_CT).unwrap());
     }
 
     #[test]
@@ -297,14 +328,19 @@ pub(crate) mod tests {
         assert_eq!(buf, decode(SP_PT).unwrap());
     }
 
-    /// Many lanes of different (also partial) lengths: each must equal the SP 800-38A
-    /// plaintext truncated to its length (CFB is a prefix-preserving mode).
+    /// Many lanes of different (also partial) lengths through both CFB paths: each lane must
+    /// equal the SP 800-38A vector truncated to its length (CFB is a prefix-preserving mode).
     #[test]
-    fn cfb_decrypt_lanes_match_sp800_38a_prefixes() {
+    fn cfb_multibuffer_lanes_match_sp800_38a_prefixes() {
         let (pt, ct) = (decode(SP_PT).unwrap(), decode(SP_CT).unwrap());
         let lens: Vec<usize> = (0..MAX_BATCH).map(|i| (i * 7) % (pt.len() + 1)).collect();
-        let mut bufs: Vec<Vec<u8>> = lens.iter().map(|&n| ct[..n].to_vec()).collect();
+        let mut bufs: Vec<Vec<u8>> = lens.iter().map(|&n| pt[..n].to_vec()).collect();
         let ivs = vec![block(SP_IV); lens.len()];
+        let mut bodies: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+        cfb_encrypt_lanes(&sp_cipher(), &ivs, &mut bodies);
+        for (b, &n) in bufs.iter().zip(&lens) {
+            assert_eq!(b[..], ct[..n], "encrypt, lane of {n} bytes");
+        }
         let mut bodies: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
         cfb_decrypt_lanes(&sp_cipher(), &ivs, &mut bodies);
         for (b, &n) in bufs.iter().zip(&lens) {
@@ -313,24 +349,22 @@ pub(crate) mod tests {
     }
 
     /// Decryption streams blocks through chunks of DECRYPT_CHUNK: a lane far longer than a
-    /// chunk must still decrypt (in place, across chunk boundaries) to what `cfb-mode`
-    /// encrypted.
+    /// chunk must still round-trip (in place, across chunk boundaries).
     #[test]
     fn cfb_decrypt_crosses_chunk_boundaries() {
-        use aes::cipher::InnerIvInit;
         let cipher = sp_cipher();
         let orig: Vec<u8> = (0..(DECRYPT_CHUNK * 3 + 5) * BLOCK_LEN + 9).map(|i| i as u8).collect();
+        let mut a = orig.clone();
+        let mut b = orig[..100].to_vec();
         let ivs = [block(SP_IV), block(SP_KEY)];
-        let (mut a, mut b) = (orig.clone(), orig[..100].to_vec());
-        cfb_mode::Encryptor::<&Aes128>::inner_iv_init(&cipher, &ivs[1]).encrypt(&mut a);
-        cfb_mode::Encryptor::<&Aes128>::inner_iv_init(&cipher, &ivs[0]).encrypt(&mut b);
+        cfb_encrypt_lanes(&cipher, &ivs, &mut [&mut b[..], &mut a[..]]);
         cfb_decrypt_lanes(&cipher, &ivs, &mut [&mut b[..], &mut a[..]]);
         assert_eq!(a, orig);
         assert_eq!(b[..], orig[..100]);
     }
 
     // RFC 4493 §4, examples 1-4 (key 2b7e1516..., messages of 0, 16, 40 and 64 bytes).
-    pub(crate) const RFC4493: [(usize, &str); 4] = [
+    const RFC4493: [(usize, &str); 4] = [
         (0, "bb1d6929e95937287fa37d129b756746"),
         (16, "070a16b46b4d4144f79bdd9dd04a287c"),
         (40, "dfa66747de9ae63030ca32611497c827"),
@@ -374,7 +408,7 @@ pub(crate) mod tests {
     fn lane_order_is_descending_and_stable() {
         let order = LaneOrder::new([3usize, 9, 0, 9, 1].into_iter());
         assert_eq!(&order.lane[..5], &[1, 3, 0, 4, 2]);
-        assert_eq!(&order.key[..5], &[9, 9, 3, 1, 0]);
+        assert_eq!(&order.blocks[..5], &[9, 9, 3, 1, 0]);
         let mut active = order.len;
         order.retire(1, &mut active);
         assert_eq!(active, 3);

@@ -135,13 +135,13 @@ proptest! {
         }
     }
 
-    /// The one-pass `aes128-cfb-cmac` seal (`fused.rs`) as the data plane drives it: one
-    /// header length per batch (any, so that every CMAC/CFB alignment and prologue length
-    /// occurs), random body lengths that mostly end in a partial block, 1 to 64 datagrams.
+    /// `aes128-cfb-cmac` batches as the data plane drives them: one header length per batch
+    /// (any, so that every alignment of CMAC blocks against CFB blocks occurs), random body
+    /// lengths that mostly end in a partial block, 1 to 64 datagrams.
     /// Seal is byte-identical to the serial reference; open restores the plaintext; tampered
     /// datagrams fail and stay as they were while the rest of the batch opens.
     #[test]
-    fn fused_cfb_cmac_matches_reference_with_random_lengths(
+    fn cfb_cmac_batches_match_reference_with_random_lengths(
         secret in any::<[u8; 32]>(),
         header_len in 0usize..=48,
         bodies in prop::collection::vec((0usize..=1500, any::<u64>(), any::<bool>()), 1..=MAX_BATCH),
