@@ -45,13 +45,14 @@ for scenario in $SCENARIOS; do
             "bbr $(wan_iperf3 bbr "$PRE_TCP_SECS") Mbit/s"
     fi
     # shellcheck disable=SC2086 # HAUL_FLAGS is a list of flags
-    read -r haul resent twice <<<"$(HAUL_RATE_TRACE=1 WAN_KEEP_STDERR="$trace" wan_haul "$bytes" \
-        ${HAUL_FLAGS:-})"
+    read -r haul resent twice session <<<"$(HAUL_RATE_TRACE=1 WAN_KEEP_STDERR="$trace" \
+        wan_haul "$bytes" ${HAUL_FLAGS:-})"
     wan_down >"$trace.wanemu"
     wan_restore
     cat "$trace.wanemu"
     goal=$(awk -v l="$link" -v p="${loss%\%}" -v f="$HAUL_PAYLOAD_FRACTION" \
         'BEGIN { printf "%.1f", 0.95 * (1 - p / 100) * l * f }')
-    echo "== $scenario: haul $haul Mbit/s (target vs the link $goal), resent $resent%, twice $twice%," \
+    echo "== $scenario: haul $haul Mbit/s (session $session; target vs the link $goal)," \
+        "resent $resent%, twice $twice%," \
         "$((bytes >> 20)) MiB, load \"$(cut -d' ' -f1-3 /proc/loadavg)\", trace $trace"
 done

@@ -150,11 +150,15 @@ wan_haul_build() {
 }
 
 # wan_haul BYTES [FLAGS...]: one `haul send` of a BYTES-long random file from side A to a
-# `haul recv` on side B, default flags plus FLAGS; prints "GOODPUT_MBIT RESENT_PCT TWICE_PCT"
-# where goodput is file bytes over the sender's whole session time (set-up to verified end),
-# RESENT_PCT the bytes the sender sent again and TWICE_PCT the bytes that reached the receiver
-# a second time (redundant resends), both as % of the file; or "- - -" when
-# the transfer failed (its output is left under $WAN_TMP). With WAN_KEEP_STDERR=FILE the
+# `haul recv` on side B, default flags plus FLAGS; prints
+# "GOODPUT_MBIT RESENT_PCT TWICE_PCT SESSION_MBIT" where goodput is issue 4's definition: file
+# bytes over the time from the first datagram sent (the sender's `first_data_unix_us`) to the
+# verified rename (the receiver's `verified_unix_us`; both ends are on this host's clock),
+# SESSION_MBIT the stricter file bytes over the sender's whole session time (`seconds`: key
+# set-up and the final acknowledgement's way back included), RESENT_PCT the bytes the sender
+# sent again and TWICE_PCT the bytes that reached the receiver a second time (redundant
+# resends), both as % of the file; or "- - - -" when the transfer failed (its output is left
+# under $WAN_TMP). With WAN_KEEP_STDERR=FILE the
 # sender's stderr (e.g. its HAUL_RATE_TRACE lines) is copied to FILE, and both ends' --json
 # summaries to FILE.send.json and FILE.recv.json (the receiver's `resent_bytes` counts the
 # bytes that arrived twice; its `rejects` the datagrams it dropped).
@@ -186,7 +190,7 @@ wan_haul() {
             cat "$dir/recv.out" "$dir/recv.err" >"$WAN_KEEP_STDERR.recv" 2>/dev/null || true
             wan_keep_json "$dir" "$WAN_KEEP_STDERR"
         fi
-        echo "- - -"
+        echo "- - - -"
         return 0
     fi
     wait "$rpid" 2>/dev/null || true
@@ -197,9 +201,14 @@ wan_haul() {
     out=$(grep '^{' "$dir/send.out" | tail -n1)
     secs=$(jq -r '.seconds' <<<"$out")
     resent=$(jq -r '.resent_bytes' <<<"$out")
-    twice=$(grep '^{' "$dir/recv.out" | tail -n1 | jq -r '.resent_bytes // 0')
-    awk -v b="$bytes" -v s="$secs" -v r="$resent" -v t="${twice:-0}" \
-        'BEGIN { printf "%.1f %.2f %.2f\n", b * 8 / s / 1e6, 100 * r / b, 100 * t / b }'
+    first=$(jq -r '.first_data_unix_us // empty' <<<"$out")
+    rout=$(grep '^{' "$dir/recv.out" | tail -n1)
+    twice=$(jq -r '.resent_bytes // 0' <<<"$rout")
+    verified=$(jq -r '.verified_unix_us // empty' <<<"$rout")
+    awk -v b="$bytes" -v s="$secs" -v r="$resent" -v t="${twice:-0}" -v f="${first:-0}" \
+        -v v="${verified:-0}" 'BEGIN {
+            g = (f > 0 && v > f) ? sprintf("%.1f", b * 8 / ((v - f) / 1e6) / 1e6) : "-"
+            printf "%s %.2f %.2f %.1f\n", g, 100 * r / b, 100 * t / b, b * 8 / s / 1e6 }'
     rm -f "$dir/src.bin" "$dir"/dest/*
 }
 

@@ -41,6 +41,11 @@ fn outcome_name(outcome: &Outcome) -> String {
     }
 }
 
+/// Microseconds since the Unix epoch (0 for a clock set before it).
+fn unix_us(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
 fn mbit_per_s(bytes: u64, secs: f64) -> f64 {
     if secs > 0.0 { bytes as f64 * 8.0 / secs / 1e6 } else { 0.0 }
 }
@@ -64,6 +69,8 @@ pub fn to_json(r: &TransferReport, role: &str) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "bytes": r.bytes,
         "seconds": secs,
+        "first_data_unix_us": r.first_data_at.map(unix_us),
+        "verified_unix_us": r.last_verified_at.map(unix_us),
         "mbit_per_s": mbit_per_s(r.bytes, secs),
         "resent_bytes": r.resent_bytes,
         "rejects": rejects_json(&r.rejects),
@@ -106,6 +113,7 @@ fn io_json(io: &haul_io::backend::IoStats) -> serde_json::Value {
         "disk_io": if io.disk_ring_ops > 0 { "io_uring" } else { "pread/pwrite" },
         "disk_direct_ops": io.disk_direct_ops,
         "disk_direct_refused_files": io.disk_direct_refused_files,
+        "disk_direct_cached_files": io.disk_direct_cached_files,
         "disk_mode": if io.disk_direct_ops > 0 { "O_DIRECT" } else { "buffered" },
         "disk_buffers": disk_buffers_name(io),
         "disk_buffers_backing": io.disk_buffers_backing.map(|b| b.name()),

@@ -153,6 +153,17 @@ fn json_summary_parses_and_has_the_fields() {
         let flags = ["--backend", backend, "--json"];
         let (_, out, recv_out) = transfer(&dir, "127.0.0.1:0", std::slice::from_ref(&src), &flags);
         let want = prefixed(&tree(&src), "src");
+        // Goodput by issue 4's definition: first datagram sent (sender) to the last verified
+        // rename (receiver), on the clock this host's two processes share.
+        let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t.trim()).ok();
+        let (first, verified) = match (parse(&out), parse(&recv_out)) {
+            (Some(s), Some(r)) => {
+                (s["first_data_unix_us"].as_u64(), r["verified_unix_us"].as_u64())
+            }
+            _ => (None, None),
+        };
+        let (first, verified) = (first.expect("sender: first_data_unix_us"), verified.unwrap());
+        assert!(first <= verified, "first datagram {first} after the last rename {verified}");
         for (role, text) in [("sender", out), ("receiver", recv_out)] {
             let v: serde_json::Value = serde_json::from_str(text.trim())
                 .unwrap_or_else(|e| panic!("{role}: not one JSON object ({e}): {text}"));

@@ -177,6 +177,9 @@ pub struct IoStats {
     /// Receiver files for which O_DIRECT was wanted and not used (the filesystem refused
     /// it, or it is tmpfs/ramfs, where it brings nothing).
     pub disk_direct_refused_files: u64,
+    /// Sender sources read buffered instead of with O_DIRECT because the page cache held them
+    /// (dirty pages, or at least half of the file cached: `transfer::store`).
+    pub disk_direct_cached_files: u64,
     /// Of the ring's disk operations, those made with registered buffers (`ReadFixed`/
     /// `WriteFixed`, `uring::fixed`).
     pub disk_fixed_ops: u64,
@@ -221,6 +224,7 @@ impl IoStats {
         self.net_buffers_backing =
             Backing::weaker(self.net_buffers_backing, other.net_buffers_backing);
         self.disk_direct_refused_files += other.disk_direct_refused_files;
+        self.disk_direct_cached_files += other.disk_direct_cached_files;
         self.disk_fixed_ops += other.disk_fixed_ops;
         self.disk_fixed_bytes += other.disk_fixed_bytes;
         self.disk_mapped_bytes += other.disk_mapped_bytes;

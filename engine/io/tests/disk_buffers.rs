@@ -6,9 +6,11 @@
 //!   time and the old value is put back, also on failure; skipped, with the reason printed,
 //!   where the kernel cannot reserve the pages or we are not root) they are `hugetlb`, and
 //!   the file arrives identical;
-//! - a source on an ext4 loop device, with 1 and 3 shards pinned to one core, is read with
-//!   O_DIRECT: every first-pass read goes through the O_DIRECT twin (the counters), none is
-//!   refused, and the copy of a file whose size is not a multiple of 4 KiB is identical.
+//! - a source on an ext4 loop device, not in the page cache, with 1 and 3 shards pinned to one
+//!   core, is read with O_DIRECT: every first-pass read goes through the O_DIRECT twin (the
+//!   counters), none is refused, and the copy of a file whose size is not a multiple of 4 KiB
+//!   is identical; the same source still in the page cache (just written: dirty or cached) is
+//!   read buffered, and counted as such.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // `transfers::pin_to_one_core` calls sched_setaffinity.
@@ -23,7 +25,7 @@ use haul_io::uring::UringBackend;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
-use transfers::{dir_in, pin_to_one_core, shm, transfer};
+use transfers::{dir_in, pin_to_one_core, shm, transfer, transfer_with};
 
 /// The tests change or depend on global state (huge page reservation, a mount): one at a time.
 static GLOBAL: Mutex<()> = Mutex::new(());
@@ -228,7 +230,8 @@ fn sources_on_ext4_are_read_with_o_direct_with_one_and_three_shards_on_one_core(
         for shards in [1u8, 3] {
             let src = dir_in(&mount, &format!("src{shards}"));
             let dst = dir_in(&shm(), &format!("dbuf-ext4-dst{shards}"));
-            let (sent, _) = transfer(shards, &src, &dst, 10 + u64::from(shards), ODD_FILE_BYTES);
+            let seed = 10 + u64::from(shards);
+            let (sent, _) = transfer_with(shards, &src, &dst, seed, ODD_FILE_BYTES, true);
             let io = &sent.io;
             println!(
                 "{shards} shards: sender reads {} O_DIRECT, {} buffered, resent {} bytes: {io:?}",
@@ -238,12 +241,23 @@ fn sources_on_ext4_are_read_with_o_direct_with_one_and_three_shards_on_one_core(
             assert!(io.disk_direct_ops >= first_pass, "{shards} shards: {io:?}");
             assert_eq!(io.disk_direct_fallbacks, 0, "{shards} shards: {io:?}");
             assert_eq!(io.disk_direct_refused_files, 0, "{shards} shards: {io:?}");
+            assert_eq!(io.disk_direct_cached_files, 0, "{shards} shards: {io:?}");
             if sent.resent_bytes == 0 {
                 assert_eq!(io.disk_buffered_reads, 0, "{shards} shards: {io:?}");
             }
             let _ = std::fs::remove_dir_all(&src);
             let _ = std::fs::remove_dir_all(&dst);
         }
+        // Just written, in the page cache: read through it (an O_DIRECT read of dirty pages
+        // waits for their writeback).
+        let src = dir_in(&mount, "src-hot");
+        let dst = dir_in(&shm(), "dbuf-ext4-dst-hot");
+        let (sent, _) = transfer_with(2, &src, &dst, 20, ODD_FILE_BYTES, false);
+        let io = &sent.io;
+        println!("hot source: {io:?}");
+        assert_eq!(io.disk_direct_ops, 0, "hot: {io:?}");
+        assert!(io.disk_direct_cached_files >= 1, "hot: {io:?}");
+        assert_eq!(io.disk_direct_fallbacks, 0, "hot: {io:?}");
     });
     let res = t.join();
     drop(fs);

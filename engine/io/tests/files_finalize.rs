@@ -230,6 +230,38 @@ fn batch_finalize_renames_all_and_reports_refusals_per_file() {
     }
 }
 
+/// A batch of a few files (a large file finishing alone) is synced per file, not with
+/// `syncfs`: the same outcome, refusals per file included.
+#[test]
+fn a_small_batch_finalizes_per_file_with_the_same_outcome() {
+    use haul_io::files::{FinalizeBatch, PER_FILE_SYNC_MAX};
+    let (tmp, dest) = dest();
+    fs::create_dir_all(tmp.path().join("a/b")).unwrap();
+    fs::write(tmp.path().join("a/taken"), b"already here").unwrap();
+    let names = ["a/one", "a/b/two", "a/taken"];
+    assert!(names.len() <= PER_FILE_SYNC_MAX);
+    let mut batch = FinalizeBatch::new();
+    for (i, name) in names.iter().enumerate() {
+        let p = write_file(&dest, name, name.as_bytes());
+        let attrs = FinalAttrs { mode: 0o600, mtime_ns: MTIME_NS + i as i64, ..Default::default() };
+        batch.push(p, &attrs, false).unwrap();
+    }
+    let outcomes = batch.commit().unwrap();
+    for (i, (name, outcome)) in outcomes.iter().enumerate() {
+        let path = tmp.path().join(name.as_str());
+        if name.as_str() == "a/taken" {
+            assert!(matches!(outcome, Err(FileError::Exists { .. })), "{outcome:?}");
+            assert_eq!(fs::read(&path).unwrap(), b"already here");
+            continue;
+        }
+        assert_eq!(outcome.as_ref().unwrap().mode, 0o600, "{name}");
+        assert_eq!(fs::read(&path).unwrap(), name.as_str().as_bytes());
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.mtime() * 1_000_000_000 + meta.mtime_nsec(), MTIME_NS + i as i64);
+    }
+    assert!(!tmp.path().join("a/.one.haul-partial").exists(), "renamed, not left as a partial");
+}
+
 #[test]
 fn longest_names_get_hashed_partials_and_still_checkpoint_and_finalize() {
     use haul_io::files::{CheckpointWriter, FileIdentity};

@@ -26,7 +26,7 @@ pub mod space;
 pub mod walk;
 pub mod xattr;
 
-pub use batch::{BatchOutcome, FinalizeBatch, MAX_FINALIZE_BATCH};
+pub use batch::{BatchOutcome, FinalizeBatch, MAX_FINALIZE_BATCH, PER_FILE_SYNC_MAX};
 pub use checkpoint::{
     Checkpoint, CheckpointWriter, FileIdentity, FingerprintKind, Leftover, Loaded, ResumeLevel,
     ResumePlan, StartOver, checkpoint_interval_bytes, fingerprint, load_leftover,

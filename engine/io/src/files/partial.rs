@@ -390,6 +390,17 @@ impl PartialFile {
         Ok(done)
     }
 
+    /// fsync: data and attributes durable.
+    pub(crate) fn sync_all(&self) -> Result<(), FileError> {
+        self.file.sync_all().map_err(|e| FileError::io(self.name.as_str(), Op::Sync, e))
+    }
+
+    /// fsync of the directory the file is renamed in: the rename durable.
+    pub(crate) fn sync_parent(&self) -> Result<(), FileError> {
+        rustix::fs::fsync(self.parent.as_fd())
+            .map_err(|e| FileError::io(self.name.as_str(), Op::SyncDir, e))
+    }
+
     /// Renames the partial to the final name and removes the checkpoint; no sync.
     pub(crate) fn rename_into_place(&self, overwrite: bool) -> Result<(), FileError> {
         rename_into_place(&self.parent, &self.partial, &self.name, overwrite)?;

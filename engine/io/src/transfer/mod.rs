@@ -148,6 +148,13 @@ pub struct TransferReport {
     pub datagram_size: Option<u16>,
     /// Path-MTU probing counters, all shards (a receiver counts only `probes_acked`).
     pub pmtu: haul_proto::pmtu::PmtuStats,
+    /// Sender: when (wall clock) the coordinator heard of the first datagram sent, within a
+    /// millisecond of it. With the receiver's [`last_verified_at`](Self::last_verified_at)
+    /// it gives goodput as issue 4 defines it (first datagram sent to verified rename) where
+    /// both ends share a clock (benches/wan: two namespaces of one host).
+    pub first_data_at: Option<std::time::SystemTime>,
+    /// Receiver: when (wall clock) the last file was verified and renamed into place.
+    pub last_verified_at: Option<std::time::SystemTime>,
 }
 
 #[derive(Debug, Error)]
@@ -472,6 +479,8 @@ struct ReceiverSide {
     failure: Option<String>,
     /// Files whose owner or some extended attribute asked for could not be applied.
     attrs_skipped: u64,
+    /// When the last file was renamed into place.
+    last_verified_at: Option<std::time::SystemTime>,
 }
 
 impl ReceiverSide {
@@ -512,6 +521,9 @@ impl ReceiverSide {
         op: FileOp,
         res: Result<(), (haul_proto::session::DiskError, String)>,
     ) {
+        if res.is_ok() {
+            self.last_verified_at = Some(std::time::SystemTime::now());
+        }
         let res = res.map_err(|(disk, message)| {
             self.failure.get_or_insert(message);
             disk
@@ -553,23 +565,31 @@ impl Side for ReceiverSide {
     }
 }
 
-/// Drive one side's coordinator until its outcome is known and its shards have ended.
+/// Drive one side's coordinator until its outcome is known and its shards have ended; also
+/// says when the first `Sent` event came (the sender's first datagram).
 fn drive(
     side: &mut dyn Side,
     threads: Threads,
     total: u64,
     progress: Option<&(dyn Fn(&Progress) + Sync)>,
     cancel: &CancelHandle,
-) -> Result<Vec<ShardEnd>, TransferError> {
+) -> Result<(Vec<ShardEnd>, Option<std::time::SystemTime>), TransferError> {
     let started = std::time::Instant::now();
     let clock = Clock::new();
     let mut last_progress = started;
     let mut ended_at = None;
+    let mut first_sent = None;
     let mut trace = RateTrace::from_env(started);
     loop {
         if let Ok((s, ev)) = threads.events.recv_timeout(PROGRESS_EVERY) {
+            if first_sent.is_none() && matches!(ev, ShardEvent::Sent { .. }) {
+                first_sent = Some(std::time::SystemTime::now());
+            }
             side.handle_event(clock.now(), s, ev);
             while let Ok((s, ev)) = threads.events.try_recv() {
+                if first_sent.is_none() && matches!(ev, ShardEvent::Sent { .. }) {
+                    first_sent = Some(std::time::SystemTime::now());
+                }
                 side.handle_event(clock.now(), s, ev);
             }
         }
@@ -596,7 +616,7 @@ fn drive(
             side.abort(AbortReason::Cancelled);
         }
     }
-    threads.join()
+    Ok((threads.join()?, first_sent))
 }
 
 /// How often `HAUL_RATE_TRACE` prints a line.
@@ -682,6 +702,8 @@ fn report(
         attrs_skipped: 0,
         datagram_size: ends.iter().filter_map(|e| e.pmtu.map(|p| p.0)).min(),
         pmtu: pmtu_sum(ends),
+        first_data_at: None,
+        last_verified_at: None,
     }
 }
 
@@ -783,8 +805,9 @@ pub fn run_sender_cancellable(
         },
     )?;
     let total = manifest.total_bytes().saturating_sub(resume.iter().sum());
-    let ends = drive(&mut coord, threads, total, progress, cancel)?;
+    let (ends, first_data_at) = drive(&mut coord, threads, total, progress, cancel)?;
     let mut r = report(&coord, &manifest, &ends, backend, started, cpu0, true);
+    r.first_data_at = first_data_at;
     if let Outcome::Aborted {
         reason: AbortReason::DiskReadFailed,
         by_peer: false,
@@ -892,9 +915,11 @@ pub fn run_receiver_cancellable(
         touched: Vec::new(),
         failure: None,
         attrs_skipped: 0,
+        last_verified_at: None,
     };
-    let ends = drive(&mut side, threads, total, progress, cancel)?;
+    let (ends, _) = drive(&mut side, threads, total, progress, cancel)?;
     let mut r = report(&side, &manifest, &ends, backend, started, cpu0, false);
+    r.last_verified_at = side.last_verified_at;
     if let (Outcome::Aborted { .. }, Some(msg)) = (r.outcome, side.failure.take()) {
         r.detail = Some(msg);
     }

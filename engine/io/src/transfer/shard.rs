@@ -301,6 +301,7 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
         disk_buffered_reads: direct.reads_buffered,
         disk_direct_fallbacks: direct.direct_fallbacks,
         disk_direct_refused_files: direct.files_refused,
+        disk_direct_cached_files: direct.files_cached,
         disk_buffers_backing: Some(read_backing),
         ..base
     };

@@ -32,7 +32,8 @@ pub fn shm() -> PathBuf {
 }
 
 /// One transfer of one file of `bytes` random bytes with `shards` shards from `src_dir` to
-/// `dst_dir`; checks the copy and returns (sender, receiver) reports.
+/// `dst_dir`; checks the copy and returns (sender, receiver) reports. The source is left in
+/// the page cache as written.
 pub fn transfer(
     shards: u8,
     src_dir: &Path,
@@ -40,11 +41,27 @@ pub fn transfer(
     seed: u64,
     bytes: usize,
 ) -> (TransferReport, TransferReport) {
+    transfer_with(shards, src_dir, dst_dir, seed, bytes, false)
+}
+
+/// [`transfer`], with the source written to disk and dropped from the page cache first if
+/// `cold` (as a file that has not been read lately is).
+pub fn transfer_with(
+    shards: u8,
+    src_dir: &Path,
+    dst_dir: &Path,
+    seed: u64,
+    bytes: usize,
+    cold: bool,
+) -> (TransferReport, TransferReport) {
     let src = src_dir.join("f");
     let mut rng = haul_proto::rng::Rng::new(seed);
     let mut data = vec![0u8; bytes];
     rng.fill_bytes(&mut data);
     std::fs::write(&src, &data).unwrap();
+    if cold {
+        evict(&src);
+    }
     let entry = FileEntry { name: "f".into(), size: bytes as u64, mode: 0o600, mtime_ns: 0 };
     let manifest = Arc::new(Manifest::new(vec![entry], 20).unwrap());
     let mut params = SessionParams::new(7, SuiteId::Aes128CfbCmac);
@@ -90,6 +107,16 @@ pub fn transfer(
     assert_eq!((sent.outcome, received.outcome), (Outcome::Complete, Outcome::Complete));
     assert!(std::fs::read(dst_dir.join("f")).unwrap() == data, "the copy differs");
     (sent, received)
+}
+
+/// Writes `path`'s dirty pages to disk and drops its pages from the page cache.
+pub fn evict(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: posix_fadvise reads only its integer arguments; the descriptor is open.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise(DONTNEED)");
 }
 
 /// Pins the calling thread (and the threads it spawns from now on) to CPU 0.

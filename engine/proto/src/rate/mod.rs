@@ -78,7 +78,8 @@ pub struct FeedbackSample {
     pub queuing_delay: Duration,
     /// IP-layer bits per second the receiver accepted over the interval this sample covers.
     pub recv_rate_bps: u64,
-    /// Fraction of datagrams sent in the interval that the receiver reported lost, 0.0–1.0.
+    /// Fraction of the data the receiver saw in the interval that it reported lost (NAKed ÷
+    /// (NAKed + accepted)), 0.0–1.0.
     pub loss_fraction: f64,
 }
 

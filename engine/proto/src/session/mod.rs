@@ -393,6 +393,9 @@ pub enum ShardEvent {
     Feedback(FeedbackSample),
     /// Sender: IP-layer bytes sent since the last such event.
     Sent { ip_bytes: u64 },
+    /// Sender: every byte of the shard's stream has been sent once; what is left is resends.
+    /// Once per shard. Its share of the rate goes to the shards still sending new data.
+    FirstPassSent,
     /// Receiver: the peer says `file` is whole, with this size and checksum.
     PeerFileDone { file: u32, size: u64, hash: crate::checksum::Hash },
     /// Sender: the peer verified `file` (or found a mismatch).

@@ -25,7 +25,7 @@ use crate::rate::FeedbackSample;
 use crate::time::{Duration, Instant};
 use crate::wire::{Body, HEADER_LEN, PacketType, encode_data_prefix};
 use arrayvec::ArrayVec;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Source bytes a driver can lend the sender without reading them into a read slot: a
 /// memory map of the source file (engine/io `mapped`). The sender hashes a piece from the
@@ -62,6 +62,20 @@ impl<'a> RxDatagram<'a> {
 
 /// Most bytes one retransmission read covers.
 const MAX_RESEND_READ: u64 = 256 << 10;
+/// Feedback points kept for the receive rate (one per feedback interval, 2 ms: 64 ms).
+const RATE_POINTS: usize = 32;
+/// The receive rate is measured over an eighth of the RTT, at most this long.
+const RATE_SPAN_MAX: Duration = Duration::from_millis(16);
+
+/// One feedback's receiver time and the receiver's running counts, for the receive rate.
+#[derive(Clone, Copy, Debug)]
+struct RatePoint {
+    at_us: u32,
+    /// Payload bytes accepted so far (the feedback's `recv_bytes`).
+    bytes: u64,
+    /// Datagrams accepted so far, as the feedbacks that arrived counted them.
+    datagrams: u64,
+}
 /// Most files whose `FileDone` shard 0 keeps resending at once.
 const MAX_FILE_DONE_PENDING: usize = 4096;
 /// A `FileDone` not yet acknowledged is resent after the control resend interval, doubled
@@ -192,10 +206,18 @@ pub struct SenderShard {
     probe_start: Option<u64>,
     probe_backoff: u32,
     sent_ip_bytes: u64,
-    /// File bytes sent (first pass and resends) since the last feedback sample.
-    fb_sent_bytes: u64,
     /// Bytes newly NAKed (not already waiting for a resend) since the last feedback sample.
     fb_naked_bytes: u64,
+    /// The receiver's count of accepted payload bytes at the newest feedback sample: the loss
+    /// fraction's denominator is what it accepted since, plus what it NAKed.
+    fb_recv_ref: Option<u64>,
+    /// Whether [`ShardEvent::FirstPassSent`] was given.
+    first_pass_reported: bool,
+    /// The newest feedbacks' receiver times and counts, for the receive rate (at most
+    /// [`RATE_POINTS`]).
+    rate_points: VecDeque<RatePoint>,
+    /// The loss fraction of the newest sample that reported arrivals.
+    fb_last_loss: f64,
     /// Files whose `FileDone` waits for its ack: size, hash, when it is next due (`None`:
     /// never sent) and how many times it was sent.
     file_done: BTreeMap<u32, (u64, crate::checksum::Hash, Option<Instant>, u32)>,
@@ -276,8 +298,11 @@ impl SenderShard {
             probe_start: None,
             probe_backoff: 0,
             sent_ip_bytes: 0,
-            fb_sent_bytes: 0,
             fb_naked_bytes: 0,
+            fb_recv_ref: None,
+            first_pass_reported: false,
+            rate_points: VecDeque::with_capacity(RATE_POINTS),
+            fb_last_loss: 0.0,
             file_done: BTreeMap::new(),
             life: Life::new(),
             idle_timeout: params.idle_timeout,
@@ -359,6 +384,10 @@ impl SenderShard {
         if self.sent_ip_bytes > 0 {
             let ip_bytes = core::mem::take(&mut self.sent_ip_bytes);
             return Some(ShardEvent::Sent { ip_bytes });
+        }
+        if !self.first_pass_reported && self.next_new >= self.stream_end {
+            self.first_pass_reported = true;
+            return Some(ShardEvent::FirstPassSent);
         }
         self.life.pop()
     }
@@ -941,7 +970,6 @@ impl SenderShard {
             // this copy arrived: this copy answers it.
             self.resend.remove(pos..pos + len);
         }
-        self.fb_sent_bytes += len;
         self.pmtu.on_data_sent(now);
         let dlen = body + len as usize + crate::crypto::TAG_LEN;
         self.ep.sent(now);
@@ -1114,32 +1142,19 @@ impl SenderShard {
         };
         self.base_owd_us = Some(base);
         let queuing_us = (fb.owd_us_min.wrapping_sub(base) as i32).max(0) as u64;
-        // The receive rate over the receiver's own interval: the receiver's clock when it sent
-        // this feedback is the newest datagram's timestamp + its one-way delay + how long the
-        // echo was held (the clock offset cancels in the difference). Timing by arrival here
-        // read feedback that a busy sender handled in a bunch as rates of many Gbit/s (seen on
-        // the emulated WAN: a 200 Mbit/s link read as 24–106 Gbit/s).
+        // The receiver's clock when it sent this feedback: the newest datagram's timestamp +
+        // its one-way delay + how long the echo was held (the clock offset cancels in
+        // differences). Timing by arrival here read feedback that a busy sender handled in a
+        // bunch as rates of many Gbit/s (seen on the emulated WAN: a 200 Mbit/s link read as
+        // 24–106 Gbit/s).
         let rx_sent_us = fb.ts_echo_us.wrapping_add(fb.owd_us_last).wrapping_add(fb.echo_delay_us);
         self.note_large_delivery(&fb);
-        let recv_rate_bps = match self.last_feedback {
-            Some((t_us, bytes)) if (rx_sent_us.wrapping_sub(t_us) as i32) > 0 => {
-                let payload = fb.recv_bytes.saturating_sub(bytes);
-                let ip =
-                    payload + u64::from(fb.datagrams) * (DATA_OVERHEAD as u64 + self.ip_overhead);
-                let interval_us = u64::from(rx_sent_us.wrapping_sub(t_us));
-                (u128::from(ip) * 8 * 1_000_000 / u128::from(interval_us)) as u64
-            }
-            _ => 0,
-        };
+        let recv_rate_bps = self.windowed_recv_rate(rx_sent_us, fb.recv_bytes, fb.datagrams);
         // A feedback overtaken on the way by a newer one does not move the reference back.
         if self.last_feedback.is_none_or(|(t_us, _)| (rx_sent_us.wrapping_sub(t_us) as i32) > 0) {
             self.last_feedback = Some((rx_sent_us, fb.recv_bytes));
         }
-        // Loss: bytes newly NAKed over bytes sent since the last sample (§7.2); reported, not
-        // acted on by the controllers (random loss is not congestion).
-        let naked = core::mem::take(&mut self.fb_naked_bytes);
-        let sent = core::mem::take(&mut self.fb_sent_bytes);
-        let loss_fraction = if sent == 0 { 0.0 } else { (naked as f64 / sent as f64).min(1.0) };
+        let loss_fraction = self.loss_since_last_sample(fb.recv_bytes);
         let sample = FeedbackSample {
             rtt: self.srtt,
             rtt_min: if self.rtt_min == Duration::MAX { Duration::ZERO } else { self.rtt_min },
@@ -1311,6 +1326,80 @@ impl SenderShard {
         }
     }
 
+    /// The receive rate over the receiver's own clock, over the span back to the newest
+    /// earlier feedback at least [`rate_span`](Self::rate_span) old (or the oldest kept): IP
+    /// bits accepted ÷ receiver time. 0 for the first feedback and for one overtaken by a
+    /// newer one (no rate reported).
+    ///
+    /// Regression (emulated WAN, 200 Mbit/s, two shards): over one feedback interval (2 ms)
+    /// a shard's rate swings with the pacing batches of both shards at the bottleneck (one
+    /// shard's batch can get the whole link for a millisecond), and the session's rate, the
+    /// sum of the shards' latest, read 358–1,496 Mbit/s at startup's exit (six runs; one
+    /// shard: 194). A link estimate of 465 Mbit/s then regrew the rate to 420 Mbit/s, filled
+    /// the 1-BDP queue and dropped 184 datagrams.
+    fn windowed_recv_rate(&mut self, rx_us: u32, recv_bytes: u64, datagrams: u32) -> u64 {
+        let newest = self.rate_points.back().copied();
+        if newest.is_some_and(|p| (rx_us.wrapping_sub(p.at_us) as i32) <= 0) {
+            return 0;
+        }
+        let point = RatePoint {
+            at_us: rx_us,
+            bytes: recv_bytes,
+            datagrams: newest.map_or(0, |p| p.datagrams) + u64::from(datagrams),
+        };
+        if self.rate_points.len() == RATE_POINTS {
+            self.rate_points.pop_front();
+        }
+        self.rate_points.push_back(point);
+        let span_us = self.rate_span().as_nanos() / 1_000;
+        let age = |p: &RatePoint| u64::from(rx_us.wrapping_sub(p.at_us));
+        let earlier = self.rate_points.iter().rev().skip(1);
+        let Some(reference) = earlier.clone().find(|p| age(p) >= span_us).or(earlier.last()) else {
+            return 0;
+        };
+        let payload = recv_bytes.saturating_sub(reference.bytes);
+        let count = point.datagrams.saturating_sub(reference.datagrams);
+        let ip = payload + count * (DATA_OVERHEAD as u64 + self.ip_overhead);
+        let interval_us = age(reference).max(1);
+        (u128::from(ip) * 8 * 1_000_000 / u128::from(interval_us)).min(u128::from(u64::MAX)) as u64
+    }
+
+    /// The span the receive rate is measured over: an eighth of the RTT, at most
+    /// [`RATE_SPAN_MAX`], and never less than back to the previous feedback (a short path's
+    /// controller must see its startup's doubling without lag: at 10 ms RTT a 16 ms average
+    /// ended startup at 600 of 1000 Mbit/s).
+    fn rate_span(&self) -> Duration {
+        self.srtt.div(8).min(RATE_SPAN_MAX)
+    }
+
+    /// Loss since the previous sample (§7.2): bytes newly NAKed over those bytes plus the
+    /// payload the receiver accepted meanwhile. Both describe the same stretch of the
+    /// receiver's arrivals. Reported, not acted on by the controllers (random loss is not
+    /// congestion), but the delivered rate is divided by `1 - loss` to get the rate the
+    /// bottleneck carried.
+    ///
+    /// Regression (emulated WAN, 200 Mbit/s / 200 ms / 5%): the denominator was the bytes sent
+    /// since the last sample. NAKs describe datagrams sent an RTT before, so while the sender
+    /// was stalled (a slow disk read) the NAKs of what it had sent at full rate were divided by
+    /// almost nothing: the loss read 0.42, the carried rate 322 Mbit/s on a 200 Mbit/s link,
+    /// and the fall back to the real figure looked like a competitor's arrival (a yield).
+    ///
+    /// A feedback that reports nothing accepted since the newest one (overtaken by it on the
+    /// way, or an interval with only NAKs) repeats the last fraction and leaves the NAKed
+    /// bytes to the next sample, which has arrivals to weigh them against.
+    fn loss_since_last_sample(&mut self, recv_bytes: u64) -> f64 {
+        let accepted = match self.fb_recv_ref {
+            Some(r) if recv_bytes.wrapping_sub(r) as i64 > 0 => recv_bytes.wrapping_sub(r),
+            Some(_) => return self.fb_last_loss,
+            None => recv_bytes,
+        };
+        self.fb_recv_ref = Some(recv_bytes);
+        let naked = core::mem::take(&mut self.fb_naked_bytes);
+        let total = naked.saturating_add(accepted);
+        self.fb_last_loss = if total == 0 { 0.0 } else { naked as f64 / total as f64 };
+        self.fb_last_loss
+    }
+
     fn on_probe_ack(&mut self, now: Instant, id: u32, size: u16) {
         self.pmtu.handle_probe_ack(now, id, size);
         self.sync_datagram_size();
@@ -1479,6 +1568,92 @@ mod tests {
         pump(&mut s, t + Duration::from_millis(1));
         let len = hole.end - hole.start;
         assert_eq!(s.ep.stats.data_bytes_resent, len, "the hole was sent once");
+    }
+
+    /// Regression (emulated WAN, 200 Mbit/s / 200 ms / 5%): the loss fraction divided the
+    /// bytes NAKed since the last sample by the bytes *sent* since it. NAKs describe what was
+    /// sent an RTT earlier: while the sender stalled, 5% of the full-rate traffic of an RTT ago
+    /// over next to nothing read 0.42, the controller took the link for 322 Mbit/s and then
+    /// yielded as the figure came back down. Now: NAKed ÷ (NAKed + accepted meanwhile).
+    #[test]
+    fn the_loss_fraction_counts_what_the_receiver_saw_not_what_was_sent_meanwhile() {
+        let (mut s, _) = sending_shard(Instant::from_nanos(1_000_000_000), None);
+        let p = s.payload_max;
+        assert_eq!(s.loss_since_last_sample(1000 * p), 0.0, "the first sample: nothing NAKed");
+        // Nothing sent since (a stall); the receiver accepted 95 datagrams and NAKed 5.
+        s.fb_naked_bytes = 5 * p;
+        let loss = s.loss_since_last_sample(1095 * p);
+        assert!((loss - 0.05).abs() < 1e-9, "{loss}");
+        // A feedback overtaken by a newer one accepted nothing new: the last fraction again,
+        // its NAKs weighed at the next sample, and the reference stays at the newest.
+        s.fb_naked_bytes = p;
+        assert!((s.loss_since_last_sample(1090 * p) - 0.05).abs() < 1e-9);
+        let loss = s.loss_since_last_sample(1194 * p);
+        assert!((loss - 0.01).abs() < 1e-9, "1 NAKed of 100 seen since 1095: {loss}");
+        assert_eq!(s.loss_since_last_sample(1294 * p), 0.0, "nothing NAKed: no loss");
+    }
+
+    /// Regression (emulated WAN, two shards): a shard's rate over one feedback interval
+    /// swings with the pacing batches at the bottleneck, and the session's rate (the shards'
+    /// sum) read 358–1,496 Mbit/s on a 200 Mbit/s link at startup's exit. Over an eighth of
+    /// the RTT the swings cancel.
+    #[test]
+    fn the_receive_rate_is_measured_over_an_eighth_of_the_rtt_not_one_interval() {
+        let t0 = Instant::from_nanos(1_000_000_000);
+        let mut s = shard(t0);
+        let ip = s.payload_max + DATA_OVERHEAD as u64 + s.ip_overhead;
+        let rtt = Duration::from_millis(200);
+        // Every millisecond a feedback; 34 datagrams arrived in every other millisecond.
+        let (mut bytes, mut rates) = (0u64, Vec::new());
+        for k in 1..=60u64 {
+            let now = t0 + rtt + Duration::from_millis(k);
+            let datagrams = if k % 2 == 0 { 34 } else { 0 };
+            bytes += datagrams * s.payload_max;
+            let sent = Instant::from_nanos(now.as_nanos() - rtt.as_nanos());
+            let fb = crate::wire::Feedback {
+                recv_bytes: bytes,
+                ts_echo_us: sent.as_wire_us(),
+                echo_delay_us: 0,
+                owd_us_min: 100_000,
+                owd_us_last: 100_000,
+                datagrams: datagrams as u32,
+            };
+            s.on_feedback(now, fb);
+            while let Some(e) = s.poll_event() {
+                if let ShardEvent::Feedback(sample) = e {
+                    rates.push(sample.recv_rate_bps);
+                }
+            }
+        }
+        assert_eq!(s.rate_span(), RATE_SPAN_MAX, "200 ms / 8 = 25 ms, capped");
+        let mean_bps = (17 * ip * 8 * 1000) as f64;
+        // Once 16 ms of feedback is kept, every sample is within a burst of the mean.
+        for &r in &rates[20..] {
+            let err = (r as f64 - mean_bps).abs() / mean_bps;
+            assert!(err < 0.1, "{r} bit/s against {mean_bps}: {rates:?}");
+        }
+        // An overtaken feedback reports no rate.
+        let late = crate::wire::Feedback { recv_bytes: 1, ..Default::default() };
+        assert_eq!(s.windowed_recv_rate(late.ts_echo_us, late.recv_bytes, 0), 0);
+    }
+
+    #[test]
+    fn a_shard_says_once_when_its_whole_stream_has_been_sent() {
+        let t0 = Instant::from_nanos(1_000_000_000);
+        let mut s = shard(t0);
+        s.handle_command(t0, ShardCommand::SetRate { bps: 1_000_000_000 });
+        let mut said = 0;
+        let mut t = t0;
+        for _ in 0..100 {
+            t += Duration::from_millis(1);
+            pump(&mut s, t);
+            while let Some(e) = s.poll_event() {
+                said += usize::from(e == ShardEvent::FirstPassSent);
+                assert!(said == 0 || s.next_new >= s.stream_end, "said before the end");
+            }
+        }
+        assert!(s.next_new >= s.stream_end, "1 MiB at 1 Gbit/s in 100 ms");
+        assert_eq!(said, 1);
     }
 
     /// Regression (simulator, small files, seed 94): blocked on the window with its newest
