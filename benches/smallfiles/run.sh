@@ -16,6 +16,8 @@ set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=benches/loopback/lib.sh
 source "$top/benches/loopback/lib.sh"
+# shellcheck source=benches/smallfiles/lib.sh
+source "$top/benches/smallfiles/lib.sh"
 
 case "${1:-}" in
 -h | --help)
@@ -41,17 +43,7 @@ LOG=$W/log
 mkdir -p "$LOG" "$W/src"
 
 # The tree: FILES_PER_DIR files per directory, sizes uniform in 1..64 KiB, seeded contents.
-python3 - "$W/src" "$FILES" "$SEED" "$FILES_PER_DIR" <<'EOF'
-import os, random, sys
-root, files, seed, per_dir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-rng = random.Random(seed)
-for i in range(files):
-    d = os.path.join(root, "d%03d" % (i // per_dir))
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "f%05d.bin" % i), "wb") as f:
-        f.write(rng.randbytes(rng.randint(1, 64) * 1024))
-EOF
-tree_digest() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-64; }
+small_tree "$W/src" "$FILES" "$SEED" "$FILES_PER_DIR"
 SRC_DIGEST=$(tree_digest "$W/src")
 SRC_BYTES=$(du -sb --apparent-size "$W/src" | cut -f1)
 echo "tree: $FILES files, $SRC_BYTES bytes, digest $SRC_DIGEST"

@@ -750,13 +750,14 @@ impl Stager {
         })
     }
 
-    /// Ends the buffer being filled: queued for the ring, or written now (sync mode).
+    /// Ends the buffer being filled: queued for the ring, or written now (sync mode, or a
+    /// small file on a memory filesystem: `OpenFiles::is_write_now`).
     fn seal(&mut self, files: &mut OpenFiles, shard: &mut ReceiverShard, now: ProtoInstant) {
         let Some(i) = self.filling.take() else { return };
         let b = &mut self.bufs[usize::from(i)];
         b.state = StageState::Sealed;
         self.order.push_back(i);
-        if self.mode == DiskMode::Sync {
+        if self.mode == DiskMode::Sync || files.is_write_now(b.file) {
             let res = files.write_at(b.file, b.offset, b.data(&self.arenas));
             b.state = StageState::Done(res);
             self.report_in_order(shard, now);

@@ -178,6 +178,11 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100
 /// How long a side may keep going after its outcome is known before its shards are stopped
 /// (the receiver's shard 0 lingers to say Complete).
 const WIND_DOWN: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the coordinator looks whether its shards have ended, once the outcome is known
+/// (until then it wakes for each event or every [`PROGRESS_EVERY`]). Measured: waiting a
+/// whole progress interval there cost each end up to 100 ms after the last file was in place,
+/// a tenth of a 10,000-small-file transfer (docs/FILES.md, "Where the small-files time goes").
+const WIND_DOWN_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Bind one UDP socket per shard on `ip` (port 0: the kernel picks), with the chosen backend.
 pub fn bind_shards(
@@ -581,7 +586,10 @@ fn drive(
     let mut first_sent = None;
     let mut trace = RateTrace::from_env(started);
     loop {
-        if let Ok((s, ev)) = threads.events.recv_timeout(PROGRESS_EVERY) {
+        // Once the outcome is known the shards end without a word (no event): look for their
+        // end often, or the process sits out a whole progress interval after its transfer.
+        let wait = if ended_at.is_some() { WIND_DOWN_POLL } else { PROGRESS_EVERY };
+        if let Ok((s, ev)) = threads.events.recv_timeout(wait) {
             if first_sent.is_none() && matches!(ev, ShardEvent::Sent { .. }) {
                 first_sent = Some(std::time::SystemTime::now());
             }
