@@ -21,6 +21,21 @@ struct Net {
     rng: Rng,
 }
 
+impl Net {
+    /// Puts the batch `out` (one datagram per 2048 bytes, lengths in `lens`) on the wire,
+    /// each datagram lost with probability `loss`: whether the batch held any.
+    fn carry(&mut self, now: Instant, (out, lens): (&[u8], &[usize]), to_rx: bool, s: u8) -> bool {
+        for (i, &len) in lens.iter().enumerate() {
+            if !self.rng.chance(self.loss) {
+                self.order += 1;
+                let d = out[i * 2048..i * 2048 + len].to_vec();
+                self.q.push(Reverse((now + self.delay, self.order, to_rx, s, d)));
+            }
+        }
+        !lens.is_empty()
+    }
+}
+
 struct Run {
     first: u64,
     sent_data: Vec<Vec<u8>>,
@@ -136,23 +151,9 @@ fn run_blocks(
                     busy = true;
                 }
                 let n = ss[s].poll_transmit(now, &mut out, 2048, &mut lens);
-                for i in 0..n {
-                    busy = true;
-                    if !net.rng.chance(net.loss) {
-                        net.order += 1;
-                        let d = out[i * 2048..i * 2048 + lens[i]].to_vec();
-                        net.q.push(Reverse((now + net.delay, net.order, true, s as u8, d)));
-                    }
-                }
+                busy |= net.carry(now, (&out, &lens[..n]), true, s as u8);
                 let n = rs[s].poll_transmit(now, &mut out, 2048, &mut lens);
-                for i in 0..n {
-                    busy = true;
-                    if !net.rng.chance(net.loss) {
-                        net.order += 1;
-                        let d = out[i * 2048..i * 2048 + lens[i]].to_vec();
-                        net.q.push(Reverse((now + net.delay, net.order, false, s as u8, d)));
-                    }
-                }
+                busy |= net.carry(now, (&out, &lens[..n]), false, s as u8);
                 while let Some(ev) = ss[s].poll_event() {
                     sc.handle_event(now, s as u8, ev);
                     busy = true;
