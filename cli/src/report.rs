@@ -109,14 +109,21 @@ struct JsonFile<'a> {
 /// A 32-byte digest as 64 lowercase hex digits, encoded on the stack.
 struct Hex32([u8; 32]);
 
+impl Hex32 {
+    fn encode<'b>(&self, out: &'b mut [u8; 64]) -> &'b str {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0xf)];
+        }
+        // Only ASCII digits were written.
+        std::str::from_utf8(out).unwrap_or_default()
+    }
+}
+
 impl serde::Serialize for Hex32 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut out = [0u8; 64];
-        // Cannot fail: the output is exactly twice the input's length.
-        if hex::encode_to_slice(self.0, &mut out).is_err() {
-            return Err(serde::ser::Error::custom("hex buffer size"));
-        }
-        s.serialize_str(std::str::from_utf8(&out).map_err(serde::ser::Error::custom)?)
+        s.serialize_str(self.encode(&mut [0u8; 64]))
     }
 }
 
@@ -155,15 +162,16 @@ pub fn to_json(r: &TransferReport, role: &str) -> serde_json::Value {
 /// Write the JSON summary and a newline to stdout in one buffered pass.
 fn print_json(r: &TransferReport, role: &str) {
     use std::io::Write;
-    let mut out = std::io::BufWriter::with_capacity(JSON_BUFFER_BYTES, std::io::stdout().lock());
+    let mut out = std::io::BufWriter::with_capacity(SUMMARY_BUFFER_BYTES, std::io::stdout().lock());
     // Stdout closed or full: nothing sensible to do with the summary; the exit code stands.
     let _ = serde_json::to_writer(&mut out, &JsonSummary::new(r, role));
     let _ = out.write_all(b"\n");
     let _ = out.flush();
 }
 
-/// Buffer of the streamed JSON summary: about 130 bytes per file are written in 64 KiB pieces.
-const JSON_BUFFER_BYTES: usize = 64 << 10;
+/// Buffer of the summary on stdout (JSON or text): about 130 (JSON) or 90 (text) bytes per
+/// file go out in 64 KiB writes, not one `write` per line through stdout's line buffer.
+const SUMMARY_BUFFER_BYTES: usize = 64 << 10;
 
 /// How an end did its disk I/O: "io_uring, O_DIRECT", "io_uring, buffered" or
 /// "pread/pwrite, buffered".
@@ -214,8 +222,12 @@ pub fn print(r: &TransferReport, role: &str, json: bool) {
         print_json(r, role);
         return;
     }
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(SUMMARY_BUFFER_BYTES, std::io::stdout().lock());
     let secs = r.elapsed.as_secs_f64();
-    println!(
+    // Stdout closed or full: nothing sensible to do with the summary; the exit code stands.
+    let _ = writeln!(
+        out,
         "{}: {} file(s), {} bytes in {:.2} s ({:.1} Mbit/s), resent {} bytes, backend {}, disk {}, CPU {:.2} s",
         outcome_name(&r.outcome),
         r.files.len(),
@@ -234,11 +246,13 @@ pub fn print(r: &TransferReport, role: &str, json: bool) {
             .filter(|(_, v)| v.as_u64() != Some(0))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        println!("rejected datagrams: {}", parts.join(" "));
+        let _ = writeln!(out, "rejected datagrams: {}", parts.join(" "));
     }
+    let mut hex = [0u8; 64];
     for f in &r.files {
-        println!("{}  {}", hex::encode(f.blake3), f.name);
+        let _ = writeln!(out, "{}  {}", Hex32(f.blake3).encode(&mut hex), f.name);
     }
+    let _ = out.flush();
 }
 
 /// A progress bar on stderr when it is a terminal: bytes, rate, ETA and resent bytes.
