@@ -426,3 +426,51 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
     };
     ShardEnd { stats: *shard.stats(), io, pmtu: Some(shard.pmtu_seen()) }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::backend::{BackendBuilder, BackendKind};
+
+    /// Far longer than any wait a waker should leave: a wait that only its timeout ends makes
+    /// the test fail (`DEADLINE`), it does not measure anything.
+    const LONG_WAIT: Duration = Duration::from_secs(120);
+    const DEADLINE: Duration = Duration::from_secs(60);
+
+    /// A wait that only the waker can end (nothing is sent to the socket) returns once it
+    /// wakes, twice in a row: the ring's poll is queued again and the eventfd read back.
+    #[test]
+    fn a_waker_ends_a_shards_wait_on_either_backend() {
+        for kind in [BackendKind::Portable, BackendKind::Uring] {
+            let addr = "127.0.0.1:0".parse().unwrap();
+            let Ok((mut backend, _)) = BackendBuilder::new(addr).force(kind).build() else {
+                println!("note: {kind:?} is unavailable here; skipped");
+                continue;
+            };
+            let waker = Arc::new(ShardWaker::new().expect("eventfd"));
+            backend.watch_waker(waker.raw_fd()).unwrap();
+            let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+            let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+            let keep = waker.clone();
+            let thread = std::thread::spawn(move || {
+                // The waker's descriptor stays open while the backend uses it.
+                let _keep = keep;
+                for round in 0..2 {
+                    ready_tx.send(round).unwrap();
+                    let n = backend.recv_segments(LONG_WAIT, |_, _, _| {}).unwrap();
+                    done_tx.send(n).unwrap();
+                }
+            });
+            for round in 0..2 {
+                assert_eq!(ready_rx.recv_timeout(DEADLINE).unwrap(), round);
+                waker.wake();
+                let n = done_rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+                    panic!("{kind:?}: round {round}: the wake did not end the wait")
+                });
+                assert_eq!(n, 0, "{kind:?}: nothing was sent to the socket");
+            }
+            thread.join().unwrap();
+        }
+    }
+}
