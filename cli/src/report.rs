@@ -156,6 +156,7 @@ impl<'a> JsonSummary<'a> {
 
 /// The JSON summary object (docs/CLI.md), for callers that add fields to it.
 pub fn to_json(r: &TransferReport, role: &str) -> serde_json::Value {
+    // Cannot fail: every map key is a string and every value serializes.
     serde_json::to_value(JsonSummary::new(r, role)).unwrap_or(serde_json::Value::Null)
 }
 
