@@ -210,7 +210,6 @@ fn io_json(io: &haul_io::backend::IoStats) -> serde_json::Value {
         "disk_direct_fallbacks": io.disk_direct_fallbacks,
         "disk_fixed_ops": io.disk_fixed_ops,
         "disk_fixed_bytes": io.disk_fixed_bytes,
-        "disk_mapped_bytes": io.disk_mapped_bytes,
         "datagrams_sent": io.datagrams_sent, "datagrams_received": io.datagrams_received,
         "recv_buffers": io.recv_buffers, "recv_rearms": io.recv_rearms,
         "syscalls_per_1000_datagrams": io.syscalls_per_1000_datagrams(),

@@ -164,7 +164,7 @@ pub struct IoStats {
     /// writes, the sender's reads through its sources' O_DIRECT twins.
     pub disk_direct_ops: u64,
     /// Sender: ring reads through the buffered descriptor (sources without an O_DIRECT twin,
-    /// resends at unaligned offsets). Not counted: mapped sources, pread/pwrite.
+    /// resends at unaligned offsets). Not counted: pread/pwrite.
     pub disk_buffered_reads: u64,
     /// O_DIRECT operations the kernel refused with EINVAL after the twin opened, redone
     /// buffered (the file stays buffered).
@@ -190,9 +190,6 @@ pub struct IoStats {
     pub disk_fixed_refused: u64,
     /// The errno of the last refusal (0: none).
     pub disk_fixed_errno: i32,
-    /// Source bytes a sender lent from memory maps of its files instead of reading them
-    /// (`transfer::disk::SourceMaps`).
-    pub disk_mapped_bytes: u64,
 }
 
 impl IoStats {
@@ -227,7 +224,6 @@ impl IoStats {
         self.disk_direct_cached_files += other.disk_direct_cached_files;
         self.disk_fixed_ops += other.disk_fixed_ops;
         self.disk_fixed_bytes += other.disk_fixed_bytes;
-        self.disk_mapped_bytes += other.disk_mapped_bytes;
         self.disk_fixed_refused += other.disk_fixed_refused;
         if other.disk_fixed_errno != 0 {
             self.disk_fixed_errno = other.disk_fixed_errno;

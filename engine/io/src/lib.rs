@@ -18,7 +18,6 @@ pub mod cpu;
 pub mod error;
 pub mod fallback;
 pub mod files;
-pub mod mapped;
 pub mod secmem;
 pub mod transfer;
 pub mod tun;

@@ -101,6 +101,16 @@ fn disk_buffers_are_thp_backed_by_default() {
     assert_eq!(received.io.disk_buffers_backing, Some(want), "receiver: {:?}", received.io);
 }
 
+/// A test directory outside the loop mount (in /dev/shm), removed when the test ends, passed or
+/// not.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// `vm.nr_hugepages` raised by [`HUGE_PAGES`]; the old value is written back on drop.
 struct HugePageReservation {
     old: u64,
@@ -252,6 +262,7 @@ fn sources_on_ext4_are_read_with_o_direct_with_one_and_three_shards_on_one_core(
         // waits for their writeback).
         let src = dir_in(&mount, "src-hot");
         let dst = dir_in(&shm(), "dbuf-ext4-dst-hot");
+        let _dst_removed = RemoveOnDrop(dst.clone());
         let (sent, _) = transfer_with(2, &src, &dst, 20, ODD_FILE_BYTES, false);
         let io = &sent.io;
         println!("hot source: {io:?}");

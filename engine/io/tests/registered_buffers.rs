@@ -122,7 +122,6 @@ fn transfers_use_registered_buffers_with_one_and_several_shards_on_one_core() {
             [(1u8, shm(), "shm1"), (3, shm(), "shm3"), (2, std::env::temp_dir(), "tmp2")]
         {
             let (src, dst) = (
-                // Not tmpfs: a large tmpfs source is memory-mapped, not read (`SourceMaps`).
                 dir_in(&std::env::temp_dir(), &format!("regbuf-{tag}-src")),
                 dir_in(&base, &format!("regbuf-{tag}-dst")),
             );
@@ -147,7 +146,6 @@ fn transfers_use_registered_buffers_with_one_and_several_shards_on_one_core() {
 
 /// The child's side: registration is refused, the transfer completes anyway.
 fn refused_registration_in_child() {
-    // The source on disk, not tmpfs, where it would be memory-mapped instead of read.
     let src = dir_in(&std::env::temp_dir(), "regbuf-child-src");
     let dst = dir_in(&shm(), "regbuf-child-dst");
     let (sent, received) = transfers::transfer(2, &src, &dst, 99, FILE_BYTES);

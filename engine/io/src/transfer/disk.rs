@@ -2,10 +2,7 @@
 //! submitted on the shard's own io_uring when it has one, with pread/pwrite on the shard
 //! thread otherwise (the portable backend, a ring without Read/Write, or `HAUL_DISK_IO=sync`).
 //!
-//! Reads go straight into the proto shard's read-slot buffers, except a sender's reads of a
-//! large source on a memory filesystem: [`SourceMaps`] maps it (`crate::mapped`) and lends
-//! the proto shard the mapped bytes, which it hashes and copies into datagrams with no read
-//! copy and no hand-off to an io-wq worker. Writes go from [`Stager`]
+//! Reads go straight into the proto shard's read-slot buffers. Writes go from [`Stager`]
 //! buffers, into which the receive callback copies contiguous payloads. A buffer is one run
 //! (one file, contiguous bytes) placed in one of a few large arenas: a large file's run
 //! fills an arena, while the runs of many small files share one, one after the other (each
@@ -30,11 +27,8 @@
 use super::store::{MAX_DIRECT_ALIGN, OpenFiles, errno_error};
 use crate::backend::Backend;
 use crate::buf::{Backing, DiskBuf, disk_buffers};
-use crate::mapped::{MapAdvice, Mapping};
 use crate::uring::{DiskDone, UringBackend};
-use haul_proto::session::{
-    DiskError, DiskRead, ReceiverShard, SenderShard, SlotMemory, SourceView,
-};
+use haul_proto::session::{DiskError, DiskRead, ReceiverShard, SenderShard, SlotMemory};
 use haul_proto::time::Instant as ProtoInstant;
 use std::time::Duration;
 
@@ -43,32 +37,10 @@ use std::time::Duration;
 /// when the backend is io_uring, with O_DIRECT for the receiver's aligned writes where the
 /// filesystem allows it).
 pub const DISK_IO_ENV: &str = "HAUL_DISK_IO";
-/// Environment variable choosing when the sender maps its sources instead of reading them:
-/// `tmpfs` (large sources without holes on memory filesystems: tmpfs, ramfs), `on` (large
-/// sources without holes on any filesystem; a cold file on a disk then faults in on the
-/// shard thread), anything else or unset: never. Off by default: on this 2-core VM the
-/// map cost the sender about 4% more CPU per GiB than the ring reads and ran slower
-/// (docs/DATAPLANE.md, "Session of 2026-11-30": the page-table set-up and tear-down of every
-/// 4 KiB page cost what the copy did, and the faults stall the shard thread where io-wq
-/// workers read in parallel).
-pub const SOURCE_MAP_ENV: &str = "HAUL_SOURCE_MAP";
 /// Environment variable: `heap` keeps the disk buffers (staging arenas, read slots) on the
 /// heap, as before they came from hugepage-backed regions (`buf::disk_buffers`): for A/B
 /// measurements, and a way out should a host misbehave with them.
 pub const DISK_BUFFERS_ENV: &str = "HAUL_DISK_BUFFERS";
-/// Sources at least this large are mapped; smaller ones keep the ring reads, whose cost per
-/// file (one read) is less than a map's (mmap, the page-table set-up, munmap).
-pub(crate) const MAP_MIN_BYTES: u64 = 4 << 20;
-/// Most sources one sender shard keeps mapped at once. A source whose map is not lending
-/// to a read slot is unmapped to make room; when all are lending, a new one is read.
-const MAX_SOURCE_MAPS: usize = 4;
-/// Once this many bytes of a map were lent since its last trim, they are unmapped from the
-/// process (`MADV_DONTNEED`; they stay in the page cache): mapped pages count in the RSS,
-/// so without it a 16 GiB source would show as 16 GiB resident.
-const TRIM_BYTES: usize = 2 << 20;
-/// Large sources remembered as not to be mapped (holes, another filesystem, a refused
-/// map), so their next pieces do not ask again.
-const MAX_UNMAPPED_REMEMBERED: usize = 8;
 /// Write arenas of one receiver shard.
 pub(crate) const STAGING_BUFFERS: usize = 8;
 /// Bytes of one write arena: contiguous payloads coalesce into one write.
@@ -212,230 +184,6 @@ pub(crate) fn lend_read_memory<C: ReadClient>(client: &mut C) -> Backing {
         },
         // Our own geometry (a block beyond `MAX_DISK_BUF_BYTES`): the shard's own memory.
         Err(_) => Backing::Heap,
-    }
-}
-
-/// When a sender maps its sources (`HAUL_SOURCE_MAP`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MapPolicy {
-    Off,
-    MemoryFs,
-    Any,
-}
-
-/// One mapped source.
-#[derive(Debug)]
-struct SourceMap {
-    file: u32,
-    map: Mapping,
-    /// Bytes lent since the last trim (offsets in the map).
-    lent: std::ops::Range<usize>,
-    /// When it last lent (a counter), to unmap the least recently used first.
-    used: u64,
-}
-
-/// A sender shard's memory maps of its large sources, lending their bytes to the proto
-/// shard in place of reads (module doc).
-///
-/// Invariants: at most [`MAX_SOURCE_MAPS`] maps; a map is dropped only while no read slot
-/// holds bytes it lent (`SenderShard::is_lending_file`), so every lent slot finds its bytes
-/// at transmit; a map that faulted (its file shrank) fails the transfer for that file before
-/// any datagram sealed from it is sent.
-#[derive(Debug)]
-pub(crate) struct SourceMaps {
-    policy: MapPolicy,
-    maps: Vec<SourceMap>,
-    not_mapped: arrayvec::ArrayVec<u32, MAX_UNMAPPED_REMEMBERED>,
-    uses: u64,
-    /// Bytes lent from maps.
-    lent_bytes: u64,
-    /// mmap, madvise and fstatfs/lseek calls made.
-    syscalls: u64,
-}
-
-impl SourceView for SourceMaps {
-    fn bytes(&self, file: u32, offset: u64, len: usize) -> Option<&[u8]> {
-        let m = self.maps.iter().find(|m| m.file == file)?;
-        let start = usize::try_from(offset).ok()?;
-        m.map.bytes().get(start..start.checked_add(len)?)
-    }
-}
-
-impl SourceMaps {
-    /// The policy `HAUL_SOURCE_MAP` asks for; `mode` Sync (the portable backend, or
-    /// `HAUL_DISK_IO=sync`) maps nothing, so the fallback paths stay as they were.
-    pub(crate) fn new(mode: DiskMode) -> SourceMaps {
-        let policy = match std::env::var(SOURCE_MAP_ENV).as_deref().map(str::trim) {
-            _ if mode == DiskMode::Sync => MapPolicy::Off,
-            Ok("tmpfs") => MapPolicy::MemoryFs,
-            Ok("on") => MapPolicy::Any,
-            _ => MapPolicy::Off,
-        };
-        SourceMaps {
-            policy,
-            maps: Vec::with_capacity(MAX_SOURCE_MAPS),
-            not_mapped: arrayvec::ArrayVec::new(),
-            uses: 0,
-            lent_bytes: 0,
-            syscalls: 0,
-        }
-    }
-
-    /// Bytes lent from maps so far.
-    pub(crate) fn lent_bytes(&self) -> u64 {
-        self.lent_bytes
-    }
-
-    /// mmap/madvise/fstatfs/lseek calls made so far.
-    pub(crate) fn syscalls(&self) -> u64 {
-        self.syscalls
-    }
-
-    /// Serves read `r` from a map when its file is (or can be) mapped: true when the shard
-    /// took the lent bytes or the transfer failed for the file; false to read as usual.
-    fn serve(
-        &mut self,
-        files: &mut OpenFiles,
-        shard: &mut SenderShard,
-        r: DiskRead,
-        now: ProtoInstant,
-    ) -> bool {
-        let lent_before = shard.is_slot_lent(r.slot);
-        let Some(i) = self.map_for(files, shard, r.file) else {
-            if lent_before {
-                // Its earlier pieces were lent; the rest cannot be read into the slot.
-                shard.handle_source_error(r.file, DiskError::Io);
-                return true;
-            }
-            return false;
-        };
-        self.uses += 1;
-        let m = &mut self.maps[i];
-        m.used = self.uses;
-        let start = usize::try_from(r.offset).unwrap_or(usize::MAX).min(m.map.len());
-        let end = start.saturating_add(r.len as usize).min(m.map.len());
-        // The pages fault in as the hash reads them (the kernel maps 16 per fault). Populating
-        // the piece first (`MADV_POPULATE_READ`, one call per piece) cost more: it marks
-        // every page accessed and moves it on the LRU.
-        if !shard.handle_disk_view(now, r.slot, &m.map.bytes()[start..end]) {
-            return false;
-        }
-        // The hash read every lent byte: a fault during it (the file shrank) shows now.
-        if m.map.is_faulted() {
-            shard.handle_source_error(r.file, DiskError::Missing);
-        }
-        m.lent = if m.lent.is_empty() {
-            start..end
-        } else {
-            m.lent.start.min(start)..m.lent.end.max(end)
-        };
-        self.lent_bytes += (end - start) as u64;
-        true
-    }
-
-    /// The index of `file`'s map, mapping it now if it should be and there is room.
-    fn map_for(&mut self, files: &mut OpenFiles, shard: &SenderShard, file: u32) -> Option<usize> {
-        if let Some(i) = self.maps.iter().position(|m| m.file == file) {
-            return Some(i);
-        }
-        let size = shard.file_size(file)?;
-        if self.policy == MapPolicy::Off || size < MAP_MIN_BYTES || self.not_mapped.contains(&file)
-        {
-            return None;
-        }
-        if self.maps.len() >= MAX_SOURCE_MAPS {
-            let idle = self.maps.iter().enumerate().filter(|(_, m)| !shard.is_lending_file(m.file));
-            let (i, _) = idle.min_by_key(|(_, m)| m.used)?;
-            self.maps.swap_remove(i);
-            self.syscalls += 1;
-        }
-        match self.map_file(files, file, size) {
-            Some(map) => {
-                self.maps.push(SourceMap { file, map, lent: 0..0, used: self.uses });
-                Some(self.maps.len() - 1)
-            }
-            None => {
-                if self.not_mapped.is_full() {
-                    self.not_mapped.remove(0);
-                }
-                self.not_mapped.push(file);
-                None
-            }
-        }
-    }
-
-    /// Maps `file` whole when the policy allows it: on a memory filesystem (or any, with
-    /// `HAUL_SOURCE_MAP=on`) and without holes, whose pages a shared map would allocate
-    /// (a 16 GiB sparse source on tmpfs would fill memory with zero pages).
-    fn map_file(&mut self, files: &mut OpenFiles, file: u32, size: u64) -> Option<Mapping> {
-        let f = files.file(file).ok()?;
-        self.syscalls += 2;
-        if self.policy == MapPolicy::MemoryFs && !crate::files::space::is_memory_fs(f) {
-            return None;
-        }
-        // Fewer blocks than bytes: holes (SEEK_HOLE would walk the whole page cache).
-        let st = rustix::fs::fstat(f).ok()?;
-        if (st.st_blocks as u64).saturating_mul(512) < size {
-            return None;
-        }
-        self.syscalls += 1;
-        Mapping::read_only(f, 0, usize::try_from(size).ok()?).ok()
-    }
-
-    /// After a send batch was sealed: the file of a map that faulted (its source shrank;
-    /// the batch may hold zeros and must not be sent), if any, whose map is dropped (the
-    /// caller fails the transfer, so nothing sends from it again); and once a map lent
-    /// [`TRIM_BYTES`], the lent bytes below those a read slot still holds are unmapped. The
-    /// bytes slots hold stay lent, for a later trim: unmapped now, they would fault in again
-    /// when sent and never be unmapped (measured: 31 MiB resident per shard for 1 GiB).
-    pub(crate) fn after_seal(&mut self, shard: &SenderShard) -> Option<u32> {
-        if let Some(i) = self.maps.iter().position(|m| m.map.is_faulted()) {
-            return Some(self.maps.swap_remove(i).file);
-        }
-        for m in &mut self.maps {
-            if m.lent.len() < TRIM_BYTES {
-                continue;
-            }
-            let floor = shard.lent_floor(m.file).map_or(usize::MAX, |f| f as usize);
-            let end = floor.clamp(m.lent.start, m.lent.end);
-            if end > m.lent.start {
-                self.syscalls += 1;
-                let _ = m.map.advise(m.lent.start..end, MapAdvice::DropPages);
-                m.lent = if end < m.lent.end { end..m.lent.end } else { 0..0 };
-            }
-        }
-        None
-    }
-}
-
-/// Sender: starts the reads the proto shard asks for, lending the bytes of mapped sources
-/// (`SourceMaps`) and reading the rest as [`issue_reads`] does.
-pub(crate) fn issue_sender_reads(
-    backend: &mut Backend,
-    mode: DiskMode,
-    files: &mut OpenFiles,
-    maps: &mut SourceMaps,
-    shard: &mut SenderShard,
-    now: ProtoInstant,
-) {
-    if maps.policy == MapPolicy::Off {
-        return issue_reads(backend, mode, files, shard, now);
-    }
-    loop {
-        if ring_of(backend, mode).is_some_and(|ring| !ring.disk_has_room()) {
-            return;
-        }
-        let Some(r) = shard.poll_disk() else { return };
-        if maps.serve(files, shard, r, now) {
-            continue;
-        }
-        match ring_of(backend, mode) {
-            Some(ring) => push_read(ring, files, shard, r, now),
-            None => {
-                let res = files.read_at(r.file, r.offset, shard.disk_buffer_mut(r.slot));
-                shard.handle_disk(now, r.slot, res);
-            }
-        }
     }
 }
 

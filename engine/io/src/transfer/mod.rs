@@ -847,8 +847,7 @@ pub fn run_sender_cancellable(
 }
 
 /// What became of source `file` that could not be read to its end: it shrank below its
-/// size when the transfer started (a read found its end early, or a memory map of it
-/// faulted), or it is gone.
+/// size when the transfer started (a read found its end early), or it is gone.
 fn source_changed_message(sources: &[PathBuf], manifest: &Manifest, file: u32) -> Option<String> {
     let path = sources.get(file as usize)?;
     let size = manifest.file(file)?.size;

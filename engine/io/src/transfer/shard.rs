@@ -7,7 +7,7 @@
 //! when it has one (`transfer::disk`). Nothing here allocates per datagram: the batch arrays,
 //! the send area and the write staging buffers are allocated once.
 
-use super::disk::{DiskIo, SourceMaps, Stager, issue_reads, issue_sender_reads, lend_read_memory};
+use super::disk::{DiskIo, Stager, issue_reads, lend_read_memory};
 use super::store::OpenFiles;
 use crate::backend::{Backend, IoStats};
 use crate::buf::Backing;
@@ -255,7 +255,6 @@ fn set_path_ceiling(shard: &mut SenderShard, w: &Wiring, peer: SocketAddr) {
 pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEnd {
     let mut area = SendArea::new(w.datagram_size);
     let disk = DiskIo::new(&w.backend);
-    let mut maps = SourceMaps::new(disk.mode);
     let read_backing = lend_read_memory(&mut shard);
     w.files.want_direct(disk.is_direct_wanted());
     watch_waker(&mut w);
@@ -287,7 +286,7 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
         let now = w.clock.now();
         disk.take_done(&mut w.backend, &mut w.files, &mut shard, None, now);
         shard.handle_timeout(now);
-        issue_sender_reads(&mut w.backend, disk.mode, &mut w.files, &mut maps, &mut shard, now);
+        issue_reads(&mut w.backend, disk.mode, &mut w.files, &mut shard, now);
         // No peer yet (it is learnt from the first authenticated datagram): send nothing, so
         // no data is spent into the void and none goes anywhere but to the proven peer.
         while let Some(peer) = w.peer {
@@ -296,15 +295,9 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
                 set_path_ceiling(&mut shard, &w, peer);
             }
             let (buf, lens) = (&mut area.buf, &mut area.lens);
-            let n = shard.poll_transmit_from(w.clock.now(), buf, area.stride, lens, &maps);
+            let n = shard.poll_transmit(w.clock.now(), buf, area.stride, lens);
             if n == 0 {
                 break;
-            }
-            // A mapped source that shrank under the batch: its bytes read as zeros, so the
-            // batch is dropped and the transfer fails for that file.
-            if let Some(file) = maps.after_seal(&shard) {
-                shard.handle_source_error(file, haul_proto::session::DiskError::Missing);
-                continue;
             }
             let seg = area.longest(n);
             match area.send(&mut w.backend, peer, n, seg) {
@@ -346,8 +339,6 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
     let base = io_stats(&w);
     let direct = w.files.direct_stats();
     let io = IoStats {
-        disk_syscalls: base.disk_syscalls + maps.syscalls(),
-        disk_mapped_bytes: maps.lent_bytes(),
         disk_direct_ops: direct.reads_direct,
         disk_buffered_reads: direct.reads_buffered,
         disk_direct_fallbacks: direct.direct_fallbacks,

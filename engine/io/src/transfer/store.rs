@@ -374,11 +374,6 @@ impl OpenFiles {
         self.open.get_mut(&file).ok_or(DiskError::Missing)
     }
 
-    /// `file`, opened if needed (the sender maps large sources from it: `disk::SourceMaps`).
-    pub fn file(&mut self, file: u32) -> Result<&File, DiskError> {
-        Ok(&self.open(file)?.file)
-    }
-
     /// The descriptor of `file` for one ring operation, opened if needed and kept open until
     /// [`unpin`](Self::unpin).
     pub fn pin(&mut self, file: u32) -> Result<RawFd, DiskError> {

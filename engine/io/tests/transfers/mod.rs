@@ -1,6 +1,7 @@
-//! Shared helpers of the whole-transfer tests of the disk path (`registered_buffers`,
-//! `disk_buffers`): one in-process transfer over loopback with io_uring shards, temporary
-//! directories, pinning to one core.
+//! Shared set-up of the whole-transfer tests (`transfer_loopback`, `registered_buffers`,
+//! `disk_buffers`): one in-process transfer over loopback ([`run_transfer`]: any files, shard
+//! count, backend and block size; [`transfer`]: one random file on io_uring shards), random
+//! source files, temporary directories, pinning to one core.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
@@ -31,6 +32,38 @@ pub fn shm() -> PathBuf {
     if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() }
 }
 
+/// How a transfer runs: shards, backend and block size.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    pub shards: u8,
+    pub backend: BackendKind,
+    /// log2 of the block size (20: 1 MiB blocks).
+    pub block_log2: u8,
+}
+
+impl Setup {
+    /// `shards` io_uring shards, 1 MiB blocks.
+    pub fn uring(shards: u8) -> Setup {
+        Setup { shards, backend: BackendKind::Uring, block_log2: 20 }
+    }
+}
+
+/// One file of a transfer: where the sender reads it and what the manifest says of it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub entry: FileEntry,
+}
+
+/// Writes `size` pseudo-random bytes (from `seed`) to `path` and returns them.
+pub fn write_random(path: &Path, size: usize, seed: u64) -> Vec<u8> {
+    let mut rng = haul_proto::rng::Rng::new(seed);
+    let mut data = vec![0u8; size];
+    rng.fill_bytes(&mut data);
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
 /// One transfer of one file of `bytes` random bytes with `shards` shards from `src_dir` to
 /// `dst_dir`; checks the copy and returns (sender, receiver) reports. The source is left in
 /// the page cache as written.
@@ -55,17 +88,28 @@ pub fn transfer_with(
     cold: bool,
 ) -> (TransferReport, TransferReport) {
     let src = src_dir.join("f");
-    let mut rng = haul_proto::rng::Rng::new(seed);
-    let mut data = vec![0u8; bytes];
-    rng.fill_bytes(&mut data);
-    std::fs::write(&src, &data).unwrap();
+    let data = write_random(&src, bytes, seed);
     if cold {
         evict(&src);
     }
     let entry = FileEntry { name: "f".into(), size: bytes as u64, mode: 0o600, mtime_ns: 0 };
-    let manifest = Arc::new(Manifest::new(vec![entry], 20).unwrap());
+    let reports = run_transfer(Setup::uring(shards), &[Source { path: src, entry }], dst_dir);
+    assert!(std::fs::read(dst_dir.join("f")).unwrap() == data, "the copy differs");
+    reports
+}
+
+/// One in-process transfer of `sources` into `dst_dir` over loopback, both ends as `setup`
+/// says; asserts both ends complete and returns (sender, receiver) reports. The caller
+/// checks the copies.
+pub fn run_transfer(
+    setup: Setup,
+    sources: &[Source],
+    dst_dir: &Path,
+) -> (TransferReport, TransferReport) {
+    let entries = sources.iter().map(|s| s.entry.clone()).collect();
+    let manifest = Arc::new(Manifest::new(entries, setup.block_log2).unwrap());
     let mut params = SessionParams::new(7, SuiteId::Aes128CfbCmac);
-    params.shards = shards;
+    params.shards = setup.shards;
     params.rate = RateLimits { min_bps: 0, target_bps: 2_000_000_000 };
     params.idle_timeout = haul_proto::time::Duration::from_secs(20);
     let keys = |role| Keys {
@@ -75,8 +119,8 @@ pub fn transfer_with(
         role,
     };
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let rsock = bind_shards(lo, shards, Some(BackendKind::Uring)).unwrap();
-    let ssock = bind_shards(lo, shards, Some(BackendKind::Uring)).unwrap();
+    let rsock = bind_shards(lo, setup.shards, Some(setup.backend)).unwrap();
+    let ssock = bind_shards(lo, setup.shards, Some(setup.backend)).unwrap();
     let peers = rsock.local_addrs();
     let options = RecvOptions::default();
     let resume = prepare_receive(dst_dir, &manifest, &options).unwrap();
@@ -91,12 +135,11 @@ pub fn transfer_with(
         pin_cores: false,
     };
     let receiver = std::thread::spawn(move || run_receiver(rjob, None));
-    let sources = vec![src];
     let sjob = SendJob {
         params,
         keys: keys(Role::Client),
         manifest,
-        sources,
+        sources: sources.iter().map(|s| s.path.clone()).collect(),
         sockets: ssock,
         peers,
         resume,
@@ -104,12 +147,14 @@ pub fn transfer_with(
     };
     let sent = run_sender(sjob, None).unwrap();
     let received = receiver.join().unwrap().unwrap();
-    assert_eq!((sent.outcome, received.outcome), (Outcome::Complete, Outcome::Complete));
-    assert!(std::fs::read(dst_dir.join("f")).unwrap() == data, "the copy differs");
+    let what = format!("{setup:?} into {}", dst_dir.display());
+    assert_eq!(sent.outcome, Outcome::Complete, "sender, {what}");
+    assert_eq!(received.outcome, Outcome::Complete, "receiver, {what}");
     (sent, received)
 }
 
 /// Writes `path`'s dirty pages to disk and drops its pages from the page cache.
+#[allow(unsafe_code)] // one libc call, below; the includers need no crate-wide allow
 pub fn evict(path: &Path) {
     use std::os::fd::AsRawFd;
     let f = std::fs::File::open(path).unwrap();
@@ -120,6 +165,7 @@ pub fn evict(path: &Path) {
 }
 
 /// Pins the calling thread (and the threads it spawns from now on) to CPU 0.
+#[allow(unsafe_code)] // one libc call, below; the includers need no crate-wide allow
 pub fn pin_to_one_core() {
     // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it; the call reads it.
     unsafe {

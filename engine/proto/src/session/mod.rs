@@ -28,7 +28,7 @@ mod tests;
 pub use coordinator::{ReceiverCoordinator, SenderCoordinator};
 pub use layout::{FileEntry, Layout, LayoutError, Manifest};
 pub use receiver::ReceiverShard;
-pub use sender::{NoSourceView, RxDatagram, SenderShard, SourceView};
+pub use sender::{RxDatagram, SenderShard};
 
 use crate::crypto::{Direction, KeySchedule, SuiteId};
 use crate::rate::{FeedbackSample, Policy, RateLimits};

@@ -27,26 +27,6 @@ use crate::wire::{Body, HEADER_LEN, PacketType, encode_data_prefix};
 use arrayvec::ArrayVec;
 use std::collections::{BTreeMap, VecDeque};
 
-/// Source bytes a driver can lend the sender without reading them into a read slot: a
-/// memory map of the source file (engine/io `mapped`). The sender hashes a piece from the
-/// lent bytes as it "reads" it ([`SenderShard::handle_disk_view`]) and copies payloads from
-/// them when it builds datagrams ([`SenderShard::poll_transmit_from`]), so the file's bytes
-/// pass through memory once less than with a read into a slot.
-pub trait SourceView {
-    /// `len` bytes of `file` from `offset`, or `None` when this view does not hold them.
-    fn bytes(&self, file: u32, offset: u64, len: usize) -> Option<&[u8]>;
-}
-
-/// A view that lends nothing: every read goes into the read slots.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoSourceView;
-
-impl SourceView for NoSourceView {
-    fn bytes(&self, _file: u32, _offset: u64, _len: usize) -> Option<&[u8]> {
-        None
-    }
-}
-
 /// One datagram handed to a shard, and what the shard made of it.
 #[derive(Debug)]
 pub struct RxDatagram<'a> {
@@ -157,8 +137,6 @@ struct ReadSlot {
     cursor: u64,
     /// Further copies of this (resend) slot still to send.
     repeats: u8,
-    /// The bytes are lent by the driver's [`SourceView`], not in `buf`.
-    mapped: bool,
     buf: Box<dyn SlotMemory>,
 }
 
@@ -261,7 +239,6 @@ impl SenderShard {
                 hasher: None,
                 cursor: 0,
                 repeats: 0,
-                mapped: false,
                 buf: Box::new(vec![0u8; block as usize]),
             })
             .collect();
@@ -494,7 +471,7 @@ impl SenderShard {
 
     pub fn handle_disk(&mut self, _now: Instant, slot: u8, result: Result<usize, DiskError>) {
         let Some(s) = self.slots.get_mut(usize::from(slot)) else { return };
-        if !s.in_flight || s.mapped {
+        if !s.in_flight {
             return;
         }
         s.in_flight = false;
@@ -507,57 +484,6 @@ impl SenderShard {
             h.update(&s.buf.bytes()[before as usize..s.filled as usize]);
         }
         self.on_read_step(slot, step);
-    }
-
-    /// The read `poll_disk` asked for into `slot` is served by `bytes`, lent from the
-    /// driver's [`SourceView`] (the same bytes it will lend for these offsets at transmit),
-    /// instead of read into the slot: a first-pass piece is hashed from them, nothing is
-    /// copied. Fewer bytes than asked is a short read (the next piece continues), none is the
-    /// end of the file (`DiskError::Missing`). A slot is lent or read for its whole life:
-    /// the first piece decides.
-    /// Returns false, changing nothing, when the slot is not waiting for a read or already
-    /// holds read bytes (the driver then reads into it as usual).
-    pub fn handle_disk_view(&mut self, _now: Instant, slot: u8, bytes: &[u8]) -> bool {
-        let Some(s) = self.slots.get_mut(usize::from(slot)) else { return false };
-        if !s.in_flight || (s.filled > 0 && !s.mapped) {
-            return false;
-        }
-        s.in_flight = false;
-        s.mapped = true;
-        let n = bytes.len().min(s.want as usize);
-        let step = read_step(&mut s.filled, s.len, Ok(n));
-        if s.first_pass
-            && let Some(h) = s.hasher.as_mut()
-        {
-            h.update(&bytes[..n]);
-        }
-        self.on_read_step(slot, step);
-        true
-    }
-
-    /// Whether slot `slot` reads through the driver's [`SourceView`] (its first piece was
-    /// lent): the driver serves its next pieces the same way.
-    pub fn is_slot_lent(&self, slot: u8) -> bool {
-        self.slots.get(usize::from(slot)).is_some_and(|s| s.mapped && s.state != SlotState::Free)
-    }
-
-    /// Whether a live read slot holds bytes of `file` lent by the driver's view: the driver
-    /// must keep lending them (its mapping of `file` stays).
-    pub fn is_lending_file(&self, file: u32) -> bool {
-        self.slots.iter().any(|s| s.mapped && s.state != SlotState::Free && s.file == file)
-    }
-
-    /// The lowest offset of `file` a live read slot holds lent bytes from (`None`: none):
-    /// the driver may unmap the lent bytes below it, which no slot will send again.
-    pub fn lent_floor(&self, file: u32) -> Option<u64> {
-        let live = self.slots.iter().filter(|s| s.mapped && s.state != SlotState::Free);
-        live.filter(|s| s.file == file).map(|s| s.file_offset).min()
-    }
-
-    /// The driver found `file`'s source unusable outside a read (its memory map faulted:
-    /// the file shrank under the transfer): the transfer fails with a read error for it.
-    pub fn handle_source_error(&mut self, file: u32, error: DiskError) {
-        self.life.fail(AbortReason::DiskReadFailed, Some(error), Some(file));
     }
 
     fn on_read_step(&mut self, slot: u8, step: ReadStep) {
@@ -675,7 +601,6 @@ impl SenderShard {
         s.len = (range.end - range.start) as u32;
         s.filled = 0;
         s.repeats = repeats;
-        s.mapped = false;
     }
 
     /// Less than one RTT of first-pass data is left: a resend queued now arrives after the
@@ -735,28 +660,13 @@ impl SenderShard {}
 // ---- transmit ----
 
 impl SenderShard {
-    /// Seals the next batch into `out` (one datagram per `stride` bytes, lengths in `lens`):
-    /// [`poll_transmit_from`](Self::poll_transmit_from) for a driver that lends no source
-    /// bytes.
+    /// Seals the next batch into `out` (one datagram per `stride` bytes, lengths in `lens`).
     pub fn poll_transmit(
         &mut self,
         now: Instant,
         out: &mut [u8],
         stride: usize,
         lens: &mut [usize],
-    ) -> usize {
-        self.poll_transmit_from(now, out, stride, lens, &NoSourceView)
-    }
-
-    /// Seals the next batch, copying the payloads of lent slots from `view` (the view that
-    /// lent them to [`handle_disk_view`](Self::handle_disk_view)).
-    pub fn poll_transmit_from(
-        &mut self,
-        now: Instant,
-        out: &mut [u8],
-        stride: usize,
-        lens: &mut [usize],
-        view: &dyn SourceView,
     ) -> usize {
         if self.life.phase.is_closed() || stride < self.datagram_size {
             return 0;
@@ -808,7 +718,7 @@ impl SenderShard {
                 break;
             }
             let Some(chunk) = chunks.next() else { break };
-            match self.build_data(now, (slot, pos, len), chunk, view) {
+            match self.build_data(now, slot, pos, len, chunk) {
                 Ok((seq, dlen)) => {
                     lens[n] = dlen;
                     n += 1;
@@ -921,26 +831,19 @@ impl SenderShard {
     fn build_data(
         &mut self,
         now: Instant,
-        (slot, pos, len): (usize, u64, u64),
+        slot: usize,
+        pos: u64,
+        len: u64,
         chunk: &mut [u8],
-        view: &dyn SourceView,
     ) -> Result<(u64, usize), AbortReason> {
         let seq = self.ep.begin(now, PacketType::Data, chunk)?;
-        let s = &self.slots[slot];
-        let file_offset = s.file_offset + (pos - s.start);
-        let from = (pos - s.start) as usize;
-        let src = match s.mapped {
-            true => view.bytes(s.file, file_offset, len as usize),
-            false => s.buf.bytes().get(from..from + len as usize),
-        };
-        // A lent slot whose view no longer lends its bytes: the driver lost its source.
-        let Some(src) = src.filter(|b| b.len() == len as usize) else {
-            return Err(AbortReason::DiskReadFailed);
-        };
-        encode_data_prefix(s.file, file_offset, &mut chunk[HEADER_LEN..]);
-        let body = HEADER_LEN + crate::wire::DATA_PREFIX_LEN;
-        chunk[body..body + len as usize].copy_from_slice(src);
         let s = &mut self.slots[slot];
+        let file_offset = s.file_offset + (pos - s.start);
+        encode_data_prefix(s.file, file_offset, &mut chunk[HEADER_LEN..]);
+        let from = (pos - s.start) as usize;
+        let body = HEADER_LEN + crate::wire::DATA_PREFIX_LEN;
+        // `next_data` hands out only ranges inside the slot's filled bytes.
+        chunk[body..body + len as usize].copy_from_slice(&s.buf.bytes()[from..from + len as usize]);
         s.cursor += len;
         let first_pass = s.first_pass;
         let mut done = s.cursor >= s.start + u64::from(s.len);

@@ -21,12 +21,18 @@ struct Net {
     rng: Rng,
 }
 
-/// The test's source files, lent to the sender as a driver's memory maps would be.
-struct Lend<'a>(&'a [Vec<u8>]);
-
-impl SourceView for Lend<'_> {
-    fn bytes(&self, file: u32, offset: u64, len: usize) -> Option<&[u8]> {
-        self.0.get(file as usize)?.get(offset as usize..offset as usize + len)
+impl Net {
+    /// Puts the batch `out` (one datagram per 2048 bytes, lengths in `lens`) on the wire,
+    /// each datagram lost with probability `loss`: whether the batch held any.
+    fn carry(&mut self, now: Instant, (out, lens): (&[u8], &[usize]), to_rx: bool, s: u8) -> bool {
+        for (i, &len) in lens.iter().enumerate() {
+            if !self.rng.chance(self.loss) {
+                self.order += 1;
+                let d = out[i * 2048..i * 2048 + len].to_vec();
+                self.q.push(Reverse((now + self.delay, self.order, to_rx, s, d)));
+            }
+        }
+        !lens.is_empty()
     }
 }
 
@@ -112,11 +118,6 @@ fn run_blocks(
     // Odd seeds report writes with their bytes (blocks written in order are hashed from them),
     // even seeds without (every block is read back), so both paths run under loss and faults.
     let hash_from_writes = seed % 2 == 1;
-    // Two seeds of three lend the even files' bytes to the sender (`handle_disk_view`, as
-    // a memory map does) instead of reading them into its slots; with write faults, half of
-    // the lent pieces come short (the next piece continues the read).
-    let lends = |file: u32| seed % 3 != 2 && file.is_multiple_of(2);
-    let view = Lend(&sent_data);
     let mut read_backs = 0;
     let mut max_read = 0;
     let mut net = Net {
@@ -138,14 +139,8 @@ fn run_blocks(
                 while let Some(r) = ss[s].poll_disk() {
                     max_read = max_read.max(r.len);
                     let data = &sent_data[r.file as usize][r.offset as usize..][..r.len as usize];
-                    if lends(r.file) {
-                        let short = write_faults > 0.0 && net.rng.chance(0.5) && data.len() > 1;
-                        let n = if short { data.len() / 2 } else { data.len() };
-                        assert!(ss[s].handle_disk_view(now, r.slot, &data[..n]));
-                    } else {
-                        ss[s].disk_buffer_mut(r.slot).copy_from_slice(data);
-                        ss[s].handle_disk(now, r.slot, Ok(r.len as usize));
-                    }
+                    ss[s].disk_buffer_mut(r.slot).copy_from_slice(data);
+                    ss[s].handle_disk(now, r.slot, Ok(r.len as usize));
                     busy = true;
                 }
                 while let Some(r) = rs[s].poll_disk() {
@@ -155,29 +150,10 @@ fn run_blocks(
                     rs[s].handle_disk(now, r.slot, Ok(r.len as usize));
                     busy = true;
                 }
-                for (to_rx, n) in [
-                    (true, ss[s].poll_transmit_from(now, &mut out, 2048, &mut lens, &view)),
-                    (false, 0),
-                ] {
-                    let _ = to_rx;
-                    for i in 0..n {
-                        busy = true;
-                        if !net.rng.chance(net.loss) {
-                            net.order += 1;
-                            let d = out[i * 2048..i * 2048 + lens[i]].to_vec();
-                            net.q.push(Reverse((now + net.delay, net.order, true, s as u8, d)));
-                        }
-                    }
-                }
+                let n = ss[s].poll_transmit(now, &mut out, 2048, &mut lens);
+                busy |= net.carry(now, (&out, &lens[..n]), true, s as u8);
                 let n = rs[s].poll_transmit(now, &mut out, 2048, &mut lens);
-                for i in 0..n {
-                    busy = true;
-                    if !net.rng.chance(net.loss) {
-                        net.order += 1;
-                        let d = out[i * 2048..i * 2048 + lens[i]].to_vec();
-                        net.q.push(Reverse((now + net.delay, net.order, false, s as u8, d)));
-                    }
-                }
+                busy |= net.carry(now, (&out, &lens[..n]), false, s as u8);
                 while let Some(ev) = ss[s].poll_event() {
                     sc.handle_event(now, s as u8, ev);
                     busy = true;
