@@ -305,6 +305,18 @@ impl Backend {
         })
     }
 
+    /// Lets a write to the eventfd `fd` end the backend's waits at once (a coordinator's
+    /// command for an idle shard). `fd` must stay open as long as this backend.
+    pub fn watch_waker(&mut self, fd: i32) -> Result<(), IoError> {
+        match self {
+            Backend::Uring(b) => b.watch_waker(fd),
+            Backend::Portable(b) => {
+                b.watch_waker(fd);
+                Ok(())
+            }
+        }
+    }
+
     /// Like [`Backend::recv_batch`], but calls `on_buffer(from, payload, segment_bytes)` once
     /// per receive buffer, with every datagram of a GRO-coalesced buffer at once (each
     /// `segment_bytes` long, the last possibly shorter) and writable: the shape batched

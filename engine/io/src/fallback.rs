@@ -39,6 +39,8 @@ pub struct PortableBackend {
     plan: SendPlan,
     rx: RecvMsgs,
     stats: IoStats,
+    /// An eventfd whose readiness ends a wait early ([`PortableBackend::watch_waker`]).
+    waker: Option<i32>,
 }
 
 /// Preallocated `recvmmsg` state.
@@ -58,6 +60,13 @@ struct RecvMsgs {
 unsafe impl Send for PortableBackend {}
 
 impl PortableBackend {
+    /// Ends every later wait of [`Self::recv_segments`] as soon as the eventfd `fd` (kept
+    /// open by the caller for this backend's life) becomes readable; the wait reads it back
+    /// to zero.
+    pub fn watch_waker(&mut self, fd: i32) {
+        self.waker = Some(fd);
+    }
+
     /// Wraps a bound socket (which must be nonblocking) and preallocates the batch state.
     pub fn new(socket: UdpSocket) -> Result<PortableBackend, IoError> {
         let mut pool = BufPool::new(RECV_MSGS, RECV_BUFFER_BYTES)?;
@@ -79,7 +88,13 @@ impl PortableBackend {
             pool,
             slots: slots.into_boxed_slice(),
         };
-        Ok(PortableBackend { socket, plan: SendPlan::new(), rx, stats: IoStats::default() })
+        Ok(PortableBackend {
+            socket,
+            plan: SendPlan::new(),
+            rx,
+            stats: IoStats::default(),
+            waker: None,
+        })
     }
 
     /// The socket this backend drives.
@@ -153,7 +168,7 @@ impl PortableBackend {
                 return Ok(0);
             }
             self.stats.syscalls += 1;
-            if !poll_fd(fd, libc::POLLIN, wait_ms)? {
+            if !poll_fd_or_wake(fd, self.waker, wait_ms)? {
                 return Ok(0);
             }
             n = self.recvmmsg(fd)?;
@@ -210,6 +225,38 @@ impl PortableBackend {
             _ => Err(err),
         }
     }
+}
+
+/// Reads a nonblocking eventfd back to zero (nothing to read is fine: another reader or a
+/// spurious wake-up got there first).
+pub(crate) fn clear_eventfd(fd: i32) {
+    let mut count = 0u64;
+    // SAFETY: reads at most 8 bytes into a local u64; an eventfd read is exactly 8 bytes.
+    let _ = unsafe { libc::read(fd, (&raw mut count).cast(), std::mem::size_of::<u64>()) };
+}
+
+/// Waits up to `timeout_ms` for input on `fd` or, when given, on the eventfd `waker` (which
+/// is then read back to zero); true if `fd` is ready.
+pub(crate) fn poll_fd_or_wake(
+    fd: i32,
+    waker: Option<i32>,
+    timeout_ms: i32,
+) -> Result<bool, IoError> {
+    let Some(w) = waker else { return poll_fd(fd, libc::POLLIN, timeout_ms) };
+    let mut pfds = [
+        libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: w, events: libc::POLLIN, revents: 0 },
+    ];
+    // SAFETY: `pfds` is an array of two valid pollfds on our stack and we pass its length.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    if rc < 0 {
+        let err = last_os_error("poll");
+        return if err.errno() == Some(libc::EINTR) { Ok(false) } else { Err(err) };
+    }
+    if pfds[1].revents != 0 {
+        clear_eventfd(w);
+    }
+    Ok(pfds[0].revents != 0)
 }
 
 /// Waits up to `timeout_ms` for `events` on `fd`; true if ready.

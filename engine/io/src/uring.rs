@@ -77,6 +77,8 @@ pub enum OpKind {
     Cancel = 3,
     /// A disk read or write (`uring::disk`).
     Disk = 4,
+    /// The poll of the shard's wake-up eventfd ([`UringBackend::watch_waker`]).
+    Wake = 5,
 }
 
 /// Packs kind, slot index and generation into a `user_data` value.
@@ -91,6 +93,7 @@ pub fn decode_user_data(value: u64) -> Option<(OpKind, u16, u32)> {
         2 => OpKind::Send,
         3 => OpKind::Cancel,
         4 => OpKind::Disk,
+        5 => OpKind::Wake,
         _ => return None,
     };
     if (value >> 48) & 0xff != 0 {
@@ -247,6 +250,9 @@ pub struct UringBackend {
     stats: IoStats,
     disk: disk::DiskOps,
     fixed: fixed::FixedTable,
+    /// The eventfd whose readiness ends a wait early, and whether its poll is queued.
+    waker: Option<i32>,
+    is_wake_armed: bool,
 }
 
 impl std::fmt::Debug for UringBackend {
@@ -311,6 +317,8 @@ impl UringBackend {
             stats: IoStats::default(),
             disk: disk::DiskOps::new(),
             fixed: fixed::FixedTable::new(),
+            waker: None,
+            is_wake_armed: false,
         })
     }
 
@@ -539,8 +547,12 @@ impl UringBackend {
                     returned |= cqueue::buffer_select(c.flags).is_some();
                 }
                 Some((OpKind::Disk, i, g)) => self.disk.on_completion(i, g, c.result),
+                Some((OpKind::Wake, _, _)) => self.on_wake(),
                 _ => {}
             }
+        }
+        if self.waker.is_some() && !self.is_wake_armed {
+            self.arm_wake()?;
         }
         if returned {
             self.buf_ring.publish();
@@ -612,6 +624,32 @@ impl UringBackend {
         let seg = segment_bytes_of(payload_len, gro);
         on(from, payload, seg);
         datagram_count(payload_len, seg)
+    }
+
+    /// Ends every later wait of [`Self::recv_segments`] as soon as `fd` (an eventfd the
+    /// caller keeps open for this backend's life) becomes readable: a one-shot poll of it
+    /// rides the ring and is queued again after each wake-up, which also reads the eventfd
+    /// back to zero. A poll holds no buffer of ours, so closing the ring cancels it safely.
+    pub fn watch_waker(&mut self, fd: i32) -> Result<(), IoError> {
+        self.waker = Some(fd);
+        if !self.is_wake_armed { self.arm_wake() } else { Ok(()) }
+    }
+
+    fn arm_wake(&mut self) -> Result<(), IoError> {
+        let Some(fd) = self.waker else { return Ok(()) };
+        let entry = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+            .build()
+            .user_data(encode_user_data(OpKind::Wake, 0, 0));
+        self.push(&entry)?;
+        self.is_wake_armed = true;
+        Ok(())
+    }
+
+    fn on_wake(&mut self) {
+        self.is_wake_armed = false;
+        if let Some(fd) = self.waker {
+            crate::fallback::clear_eventfd(fd);
+        }
     }
 
     /// Queues the multishot receive.

@@ -134,11 +134,14 @@ fn push_children(
         if children.len() >= max_files {
             return Err(FileError::TooManyFiles { max: max_files });
         }
-        children.push(entry);
+        children.push((entry.file_name(), entry));
     }
-    children.sort_by_key(|e| e.file_name());
-    for entry in children.into_iter().rev() {
-        let (child, path) = (entry.file_name(), entry.path());
+    // Each name is taken once: a sort keyed by `DirEntry::file_name` built two `OsString`s per
+    // comparison (about 1,400 per directory of 100 files). Names in one directory are
+    // unique, so an unstable sort gives the same order.
+    children.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (child, entry) in children.into_iter().rev() {
+        let path = entry.path();
         let Some(c) = child.to_str() else {
             walk.note(WalkNote::Unnameable { path, why: "not UTF-8".into() });
             continue;
@@ -147,7 +150,11 @@ fn push_children(
         // the whole path: one lookup per file instead of one per component (the 10,000-file
         // tree of benches/smallfiles: 29-39 → 26 ms, docs/FILES.md "The sender's walk").
         let meta = entry.metadata().map_err(|e| path_error(&path, Op::Stat, e))?;
-        stack.push((path, format!("{name}/{c}"), depth + 1, Some(meta)));
+        let mut relative = String::with_capacity(name.len() + 1 + c.len());
+        relative.push_str(name);
+        relative.push('/');
+        relative.push_str(c);
+        stack.push((path, relative, depth + 1, Some(meta)));
     }
     Ok(())
 }

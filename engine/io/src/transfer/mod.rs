@@ -304,13 +304,22 @@ struct Threads {
     events: Receiver<(u8, ShardEvent)>,
     counters: Vec<Arc<Counters>>,
     stop: Arc<AtomicBool>,
+    wakers: Vec<Option<Arc<shard::ShardWaker>>>,
 }
 
 impl Threads {
     fn command(&self, shard: u8, cmd: ShardCommand) {
+        let ends = matches!(
+            cmd,
+            ShardCommand::SendComplete | ShardCommand::Close | ShardCommand::Abort { .. }
+        );
         if let Some(tx) = self.commands.get(usize::from(shard)) {
             // A shard that already ended has nothing to do with it.
             let _ = tx.send(cmd);
+        }
+        // After the send, so the woken shard finds the command.
+        if let (true, Some(Some(w))) = (ends, self.wakers.get(usize::from(shard))) {
+            w.wake();
         }
     }
 
@@ -361,11 +370,18 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let clock = Clock::new();
     let cores = if pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { vec![] };
-    let mut t =
-        Threads { handles: vec![], commands: vec![], events: ev_rx, counters: vec![], stop };
+    let mut t = Threads {
+        handles: vec![],
+        commands: vec![],
+        events: ev_rx,
+        counters: vec![],
+        stop,
+        wakers: vec![],
+    };
     for (i, backend) in sockets.backends.into_iter().enumerate() {
         let (cmd_tx, cmd_rx) = bounded(CHANNEL_CAPACITY);
         let counters = Arc::new(Counters::default());
+        let waker = shard::ShardWaker::new().map(Arc::new);
         let wiring = Wiring {
             index: i as u8,
             backend,
@@ -378,6 +394,7 @@ where
             counters: counters.clone(),
             files: files(),
             stop: t.stop.clone(),
+            waker: waker.clone(),
         };
         let run = make(wiring);
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
@@ -393,6 +410,7 @@ where
         t.handles.push(handle);
         t.commands.push(cmd_tx);
         t.counters.push(counters);
+        t.wakers.push(waker);
     }
     Ok(t)
 }

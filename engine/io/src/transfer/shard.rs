@@ -23,11 +23,54 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Longest a shard waits for the socket before looking at its timers and commands again.
-/// Nothing wakes a shard for a coordinator's command, so this is also how late an idle shard
-/// may see one: at the end of a transfer the Complete and Close commands of both ends each
-/// waited up to it (20 ms before: 22-34 ms of a 60 ms tail after the last file was in
-/// place, docs/FILES.md). An idle shard wakes 200 times a second for it.
+/// A command that ends a shard's part (Complete, Close, Abort) wakes it at once through its
+/// [`ShardWaker`]; any other command waits for the shard's next look, at most this long.
+/// An idle shard wakes 200 times a second for it.
 const MAX_WAIT: Duration = Duration::from_millis(5);
+
+/// An eventfd that ends a shard's wait at once: the coordinator writes it after a command
+/// that ends the shard's part, so the end of a transfer (the receiver's Complete and Close,
+/// then the sender's, one after the other) no longer waits up to [`MAX_WAIT`] for each
+/// (docs/FILES.md). Other commands do not write it: they are frequent (rates, file acks) and
+/// a shard that is busy sees them within one loop anyway.
+#[derive(Debug)]
+pub(crate) struct ShardWaker(std::os::fd::OwnedFd);
+
+impl ShardWaker {
+    /// A nonblocking eventfd; `None` when the kernel refuses one (the shard then sees its
+    /// commands within [`MAX_WAIT`], as before).
+    pub fn new() -> Option<Self> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor that
+        // nothing else owns.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` was just created above and is owned by nothing else.
+        Some(ShardWaker(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
+    }
+
+    /// Ends the shard's current or next wait. EAGAIN (the counter full) means a wake-up is
+    /// pending already.
+    pub fn wake(&self) {
+        let one = 1u64;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.0);
+        // SAFETY: writes exactly the 8 bytes of a local u64, the size an eventfd takes.
+        let _ = unsafe { libc::write(fd, (&raw const one).cast(), std::mem::size_of::<u64>()) };
+    }
+
+    fn raw_fd(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+}
+
+/// Lets `w`'s waker end the shard's waits; without one (or if the ring refuses its poll) the
+/// shard sees commands within [`MAX_WAIT`].
+fn watch_waker(w: &mut Wiring) {
+    if let Some(waker) = &w.waker {
+        let _ = w.backend.watch_waker(waker.raw_fd());
+    }
+}
 
 /// What a shard thread reports when it ends.
 #[derive(Debug, Default, Clone)]
@@ -86,6 +129,9 @@ pub(crate) struct Wiring {
     pub files: OpenFiles,
     /// Set by the coordinator when the side is over, so a shard never waits forever.
     pub stop: Arc<AtomicBool>,
+    /// Written by the coordinator after a command that ends the shard's part. Declared after
+    /// `backend`, so the backend (whose ring may poll it) drops first.
+    pub waker: Option<Arc<ShardWaker>>,
 }
 
 /// The send area: `MAX_BATCH` datagram slots at a stride that is not a multiple of 4 KiB.
@@ -211,6 +257,7 @@ pub(crate) fn run_sender_shard(mut w: Wiring, mut shard: SenderShard) -> ShardEn
     let disk = DiskIo::new(&w.backend);
     let read_backing = lend_read_memory(&mut shard);
     w.files.want_direct(disk.is_direct_wanted());
+    watch_waker(&mut w);
     let mut ceiling_known = false;
     let mut last_resent = 0;
     let mut failed = false;
@@ -309,6 +356,7 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
     let mut staging = Stager::new(disk.mode);
     let read_backing = lend_read_memory(&mut shard);
     w.files.want_direct(disk.is_direct_wanted());
+    watch_waker(&mut w);
     while !shard.is_closed() && !w.stop.load(Ordering::Relaxed) {
         let now = w.clock.now();
         while let Ok(cmd) = w.commands.try_recv() {
@@ -368,4 +416,52 @@ pub(crate) fn run_receiver_shard(mut w: Wiring, mut shard: ReceiverShard) -> Sha
         ..io_stats(&w)
     };
     ShardEnd { stats: *shard.stats(), io, pmtu: Some(shard.pmtu_seen()) }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::backend::{BackendBuilder, BackendKind};
+
+    /// Far longer than any wait a waker should leave: a wait that only its timeout ends makes
+    /// the test fail (`DEADLINE`), it does not measure anything.
+    const LONG_WAIT: Duration = Duration::from_secs(120);
+    const DEADLINE: Duration = Duration::from_secs(60);
+
+    /// A wait that only the waker can end (nothing is sent to the socket) returns once it
+    /// wakes, twice in a row: the ring's poll is queued again and the eventfd read back.
+    #[test]
+    fn a_waker_ends_a_shards_wait_on_either_backend() {
+        for kind in [BackendKind::Portable, BackendKind::Uring] {
+            let addr = "127.0.0.1:0".parse().unwrap();
+            let Ok((mut backend, _)) = BackendBuilder::new(addr).force(kind).build() else {
+                println!("note: {kind:?} is unavailable here; skipped");
+                continue;
+            };
+            let waker = Arc::new(ShardWaker::new().expect("eventfd"));
+            backend.watch_waker(waker.raw_fd()).unwrap();
+            let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+            let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+            let keep = waker.clone();
+            let thread = std::thread::spawn(move || {
+                // The waker's descriptor stays open while the backend uses it.
+                let _keep = keep;
+                for round in 0..2 {
+                    ready_tx.send(round).unwrap();
+                    let n = backend.recv_segments(LONG_WAIT, |_, _, _| {}).unwrap();
+                    done_tx.send(n).unwrap();
+                }
+            });
+            for round in 0..2 {
+                assert_eq!(ready_rx.recv_timeout(DEADLINE).unwrap(), round);
+                waker.wake();
+                let n = done_rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+                    panic!("{kind:?}: round {round}: the wake did not end the wait")
+                });
+                assert_eq!(n, 0, "{kind:?}: nothing was sent to the socket");
+            }
+            thread.join().unwrap();
+        }
+    }
 }
