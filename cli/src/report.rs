@@ -160,14 +160,14 @@ pub fn to_json(r: &TransferReport, role: &str) -> serde_json::Value {
     serde_json::to_value(JsonSummary::new(r, role)).unwrap_or(serde_json::Value::Null)
 }
 
-/// Write the JSON summary and a newline to stdout in one buffered pass.
-fn print_json(r: &TransferReport, role: &str) {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::with_capacity(SUMMARY_BUFFER_BYTES, std::io::stdout().lock());
-    // Stdout closed or full: nothing sensible to do with the summary; the exit code stands.
-    let _ = serde_json::to_writer(&mut out, &JsonSummary::new(r, role));
-    let _ = out.write_all(b"\n");
-    let _ = out.flush();
+/// Write the JSON summary and a newline to `out`.
+fn write_json(
+    out: &mut impl std::io::Write,
+    r: &TransferReport,
+    role: &str,
+) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, &JsonSummary::new(r, role))?;
+    out.write_all(b"\n")
 }
 
 /// Buffer of the summary on stdout (JSON or text): about 130 (JSON) or 90 (text) bytes per
@@ -216,17 +216,21 @@ fn io_json(io: &haul_io::backend::IoStats) -> serde_json::Value {
     })
 }
 
-/// Print the summary on stdout, as text or JSON.
+/// Print the summary on stdout, as text or JSON, in one buffered pass. If stdout is closed or
+/// its file full, says so on stderr; the transfer's exit code stands (its files are in place).
 pub fn print(r: &TransferReport, role: &str, json: bool) {
-    if json {
-        print_json(r, role);
-        return;
-    }
     use std::io::Write;
     let mut out = std::io::BufWriter::with_capacity(SUMMARY_BUFFER_BYTES, std::io::stdout().lock());
+    let written = if json { write_json(&mut out, r, role) } else { write_text(&mut out, r) };
+    if let Err(e) = written.and_then(|()| out.flush()) {
+        eprintln!("haul: the {role}'s summary could not be written to stdout: {e}");
+    }
+}
+
+/// The human summary: one line of totals, the rejects if any, then `BLAKE3-hex  name` per file.
+fn write_text(out: &mut impl std::io::Write, r: &TransferReport) -> std::io::Result<()> {
     let secs = r.elapsed.as_secs_f64();
-    // Stdout closed or full: nothing sensible to do with the summary; the exit code stands.
-    let _ = writeln!(
+    writeln!(
         out,
         "{}: {} file(s), {} bytes in {:.2} s ({:.1} Mbit/s), resent {} bytes, backend {}, disk {}, CPU {:.2} s",
         outcome_name(&r.outcome),
@@ -238,7 +242,7 @@ pub fn print(r: &TransferReport, role: &str, json: bool) {
         r.backend.name(),
         disk_name(&r.io),
         r.cpu_seconds
-    );
+    )?;
     let rejects = rejects_json(&r.rejects);
     if let Some(m) = rejects.as_object().filter(|m| m.values().any(|v| v.as_u64() != Some(0))) {
         let parts: Vec<String> = m
@@ -246,13 +250,13 @@ pub fn print(r: &TransferReport, role: &str, json: bool) {
             .filter(|(_, v)| v.as_u64() != Some(0))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let _ = writeln!(out, "rejected datagrams: {}", parts.join(" "));
+        writeln!(out, "rejected datagrams: {}", parts.join(" "))?;
     }
     let mut hex = [0u8; 64];
     for f in &r.files {
-        let _ = writeln!(out, "{}  {}", Hex32(f.blake3).encode(&mut hex), f.name);
+        writeln!(out, "{}  {}", Hex32(f.blake3).encode(&mut hex), f.name)?;
     }
-    let _ = out.flush();
+    Ok(())
 }
 
 /// A progress bar on stderr when it is a terminal: bytes, rate, ETA and resent bytes.
