@@ -284,7 +284,7 @@ fn blocks_larger_than_a_read_piece_arrive_whole() {
         assert_eq!(r.sender, Some(Outcome::Complete), "seed {seed} at {:?}", r.now);
         assert_eq!(r.receiver, Some(Outcome::Complete), "seed {seed}");
         assert_eq!(r.sent_data, r.recv_data, "seed {seed}");
-        assert!(r.max_read <= 256 << 10, "read of {} bytes", r.max_read);
+        assert!(r.max_read <= sender::READ_PIECE, "read of {} bytes", r.max_read);
     }
     let resume = [2 * block + 5000, 0];
     let r = run_blocks(&sizes, &resume, 1, (0.0, 9), SuiteId::Aes128CfbCmac, 20);
