@@ -91,13 +91,14 @@ bench_haul_available() {
 # bench_setup WORK_PARENT TMPFS_BYTES: the namespace, and a tmpfs mounted at BENCH_WORK.
 bench_setup() {
     BENCH_WORK=$(mktemp -d "$1/haulbench.XXXXXX")
-    mount -t tmpfs -o "size=$2,mode=0700" haulbench "$BENCH_WORK"
+    mount -t tmpfs -o "size=$2,mode=0700${BENCH_TMPFS_HUGE:+,huge=$BENCH_TMPFS_HUGE}" haulbench \
+        "$BENCH_WORK"
     BENCH_TMPFS=$BENCH_WORK
     BENCH_NS="haulbench-$$"
     ip netns add "$BENCH_NS"
     ip -n "$BENCH_NS" link set lo mtu 1500 up
     echo "namespace $BENCH_NS: lo mtu $(ip netns exec "$BENCH_NS" cat /sys/class/net/lo/mtu);" \
-        "tmpfs $BENCH_WORK ($(numfmt --to=iec "$2"))"
+        "tmpfs $BENCH_WORK ($(numfmt --to=iec "$2"), huge=${BENCH_TMPFS_HUGE:-never})"
 }
 
 # bench_ns_kill: end every process in our namespace (all started by this benchmark), by pid.
