@@ -9,7 +9,8 @@
 #
 #   benches/loopback/ab.sh BIN_A BIN_B          1 GiB, 6 runs of each
 #
-# Env: SIZE (1G), RUNS (6 per binary), BENCH_STEP_TIMEOUT (600 s per process). Needs root.
+# Env: SIZE (1G), RUNS (6 per binary), BENCH_STEP_TIMEOUT (600 s per process), BENCH_TMPFS_HUGE
+# (a tmpfs `huge=` option such as within_size; default none). Needs root.
 # The absolute figures on a loaded machine are floors; the CPU s/GiB difference between the
 # interleaved binaries is what this measures.
 set -euo pipefail

@@ -6,7 +6,8 @@
 # of load on this shared machine hits every tool alike. For each tool: the median Gbit/s of RUNS
 # runs, CPU seconds per GiB on each end, peak RSS of each end, steal% during its runs, and a
 # check of the received file against the source, and for haul the syscalls per 1,000 datagrams
-# of each end (from its --json summary). Then the issue's targets with PASS/FAIL, and
+# of each end (from its --json summary); beside them, what reading and writing the file alone
+# cost on this tmpfs (`dd`), the floor under every tool's CPU per GiB. Then the issue's targets with PASS/FAIL, and
 # the memory item (haul's peak RSS for a 1 GiB file and a 16 GiB sparse file).
 #
 #   benches/loopback/run.sh            4 GiB, 5 runs per tool
@@ -14,7 +15,8 @@
 #
 # Env: SIZE (4G), RUNS (5), TOOLS ("haul blast iperf3 scp quic"), MEMORY (1; 0 skips the
 #      memory item), MEMORY_DEST (/var/tmp: the memory item's 16 GiB lands on disk, not in RAM),
-#      BENCH_STEP_TIMEOUT (600 s per process), HAUL_BIN (a prebuilt haul instead of this tree's).
+#      BENCH_STEP_TIMEOUT (600 s per process), HAUL_BIN (a prebuilt haul instead of this tree's),
+#      BENCH_TMPFS_HUGE (a tmpfs `huge=` option such as within_size; default none, 4 KiB pages).
 # Needs root. Installs iperf3, openssh-server/client, jq and time with apt-get when missing.
 # Gbit/s = file bytes x 8 / wall time from starting the sender until both ends have exited
 # (the received file is complete and closed), except the raw blaster, which has no file and
@@ -182,6 +184,21 @@ run_quic() {
     record quic "$i" "$status" "$(gbit "$BYTES" "$t0" "$t1")" "$p.send" "$p.recv" "blake3=$s"
 }
 
+# The tmpfs's own cost, beside the tools' (once per run, same conditions): CPU seconds (user +
+# sys) of reading the source with `dd` into /dev/null, and of writing as many zero bytes into a
+# new file with `dd`. No tool moving the file can use less than the read on its sending end and
+# the write on its receiving end. Appends "READ_CPU WRITE_CPU" (seconds) to $FLOOR.
+FLOOR=$W/floor
+run_floor() {
+    local r w
+    r=$(/usr/bin/time -f '%U %S' dd if="$W/src.bin" of=/dev/null bs=1M status=none 2>&1 |
+        awk 'END {print $1 + $2}')
+    w=$(/usr/bin/time -f '%U %S' dd if=/dev/zero of="$W/dst/floor" bs=1M count=$((BYTES >> 20)) \
+        status=none 2>&1 | awk 'END {print $1 + $2}')
+    rm -f "$W/dst/floor"
+    echo "$r $w" >>"$FLOOR"
+}
+
 # --- the runs -----------------------------------------------------------------------------
 [[ $HAUL_OK -eq 1 ]] && "$BIN/haul" keygen "$W/haul.key" >/dev/null
 [[ " $TOOLS " == *" scp "* ]] && bench_sshd_setup "$W/ssh"
@@ -197,6 +214,7 @@ for i in $(seq "$RUNS"); do
         steal_ticks[$tool]=$((${steal_ticks[$tool]:-0} + s1 - s0))
         total_ticks[$tool]=$((${total_ticks[$tool]:-0} + t1 - t0))
     done
+    run_floor
 done
 
 # --- the table ----------------------------------------------------------------------------
@@ -241,6 +259,11 @@ for tool in haul blast iperf3 scp quic; do
 done
 echo "(gbit_s: median; */G: median CPU seconds (user+sys) per GiB moved; *_MiB: peak RSS, max over"
 echo " runs; blast has no file: its gbit_s is its receiver's own, over the datagrams that arrived)"
+floor_read=$(per_gib "$(cut -d' ' -f1 "$FLOOR" | bench_median)")
+floor_write=$(per_gib "$(cut -d' ' -f2 "$FLOOR" | bench_median)")
+echo "tmpfs floor (dd, median of $RUNS): reading the source ${floor_read} CPU s/GiB (below any"
+echo " sender's send_cpu/G), writing a new file ${floor_write} CPU s/GiB (below any receiver's"
+echo " recv_cpu/G, except iperf3's, which writes nothing)"
 if [[ " $TOOLS " == *" haul "* && $HAUL_OK -eq 1 ]]; then
     # Per end: (network + disk syscalls) x 1000 / (datagrams sent + received), from IoStats.
     sys_of() {
