@@ -5,7 +5,9 @@
 //! Run: `RUSTFLAGS="-C target-cpu=native" cargo bench -p haul-benches --bench crypto`
 //! (add `-- --quick` for a short run). Criterion prints the throughput of each case; after the
 //! groups a summary table gives GB/s per core for every (suite, size, op, serial|batch) and the
-//! batch/serial ratios of `aes128-cfb-cmac` against the acceptance thresholds of issue 2.
+//! batch/serial ratios of `aes128-cfb-cmac` against the acceptance thresholds of issue 2, then
+//! the per-byte floor of a default transfer in CPU seconds per GiB (the suite's batch path at
+//! 1472-byte datagrams, and the whole-file checksum, BLAKE3).
 //!
 //! Layout: the datagrams of a batch live in one arena, `stride` bytes apart, where the
 //! stride is never a multiple of 4 KiB: buffers 4 KiB apart alias in the L1 cache's
@@ -208,6 +210,7 @@ fn summary(quick: bool) {
         "suite", "bytes", "batch", "op", "path", "GB/s"
     );
     let mut ratios = Vec::new();
+    let mut default_batch = Vec::new();
     for suite in SuiteId::ALL {
         for len in SIZES {
             for batch in BATCHES {
@@ -220,6 +223,9 @@ fn summary(quick: bool) {
                     }
                     if suite == SuiteId::Aes128CfbCmac && batch == MAX_BATCH {
                         ratios.push((len, op, batch_gbps / serial));
+                        if len == SIZES[0] {
+                            default_batch.push((op, batch_gbps));
+                        }
                     }
                 }
             }
@@ -234,6 +240,47 @@ fn summary(quick: bool) {
         let verdict = if ratio >= min { "PASS" } else { "FAIL" };
         println!("{len:>6} {:>5}: {ratio:>5.2}x (need {min}x) {verdict}", op_name(op));
     }
+    // The per-byte work no end of a default transfer can skip, as CPU seconds per GiB: the
+    // suite's batch path at the default datagram size, and the whole-file checksum.
+    let blake3 = checksum_gbps(samples);
+    let per_gib = |gbps: f64| (1u64 << 30) as f64 / 1e9 / gbps;
+    println!("\n== per-byte floor of a default transfer: CPU seconds per GiB, one core");
+    for (op, gbps) in default_batch {
+        let (name, len, op) = (SuiteId::Aes128CfbCmac.name(), SIZES[0], op_name(op));
+        println!("{name} {op} ({len} B x {MAX_BATCH}): {:.3} s/GiB", per_gib(gbps));
+    }
+    println!(
+        "whole-file checksum (BLAKE3, {} KiB updates): {blake3:.2} GB/s, {:.3} s/GiB",
+        CHECKSUM_PIECE >> 10,
+        per_gib(blake3)
+    );
+}
+
+/// The sender hashes each first-pass read piece as it lands (engine/proto's `READ_PIECE`).
+const CHECKSUM_PIECE: usize = 512 << 10;
+/// The data plane's default block size: one `BlockHasher` per block.
+const CHECKSUM_BLOCK: usize = 1 << 20;
+
+/// The whole-file checksum's rate, GB/s on one core: best of `samples` hashes of one 1 MiB
+/// block fed in read pieces, as the data plane does.
+fn checksum_gbps(samples: usize) -> f64 {
+    use haul_proto::checksum::BlockHasher;
+    let data: Vec<u8> = (0..CHECKSUM_BLOCK).map(|i| (i * 31 + i / 4099) as u8).collect();
+    let hash = |data: &[u8]| {
+        let mut h = BlockHasher::new(3, CHECKSUM_BLOCK as u64, 8);
+        for piece in data.chunks(CHECKSUM_PIECE) {
+            h.update(piece);
+        }
+        black_box(h.finalize())
+    };
+    hash(&data);
+    let mut best = Duration::MAX;
+    for _ in 0..samples {
+        let start = Instant::now();
+        hash(black_box(&data));
+        best = best.min(start.elapsed());
+    }
+    CHECKSUM_BLOCK as f64 / best.as_secs_f64() / 1e9
 }
 
 fn main() {
