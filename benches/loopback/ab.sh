@@ -43,6 +43,7 @@ echo "A: $1 ($("$BIN/a" --version 2>/dev/null || echo '?'))"
 echo "B: $2 ($("$BIN/b" --version 2>/dev/null || echo '?'))"
 head -c "$BYTES" /dev/urandom >"$W/src.bin"
 SRC_SHA=$(sha256sum "$W/src.bin" | cut -d' ' -f1)
+bench_warm_tmpfs "$BYTES"
 "$BIN/a" keygen "$W/haul.key" >/dev/null
 RESULTS=$W/results
 : >"$RESULTS"

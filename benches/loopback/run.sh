@@ -64,6 +64,7 @@ mkdir -p "$LOG" "$W/dst"
 echo "creating the $SIZE source file (random bytes)"
 head -c "$BYTES" /dev/urandom >"$W/src.bin"
 SRC_SHA=$(sha256sum "$W/src.bin" | cut -d' ' -f1)
+bench_warm_tmpfs "$BYTES"
 RESULTS=$W/results # tool run status gbit_s cpu_send cpu_recv rss_send_kib rss_recv_kib note
 
 # record TOOL RUN STATUS GBIT_S SEND_PREFIX RECV_PREFIX NOTE
