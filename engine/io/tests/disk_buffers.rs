@@ -35,9 +35,9 @@ const HUGE_PAGES: u64 = 64;
 /// The source of the O_DIRECT test: several blocks per shard and a tail that is not a
 /// multiple of 4 KiB.
 const ODD_FILE_BYTES: usize = (12 << 20) + 1234;
-/// The sender reads a first-pass block in pieces of 512 KiB (`READ_PIECE`, engine/proto's
+/// The sender reads a first-pass block in pieces of 256 KiB (`READ_PIECE`, engine/proto's
 /// sender): one read per piece.
-const READ_PIECE_BYTES: usize = 512 << 10;
+const READ_PIECE_BYTES: usize = 256 << 10;
 /// The ext4 image's size (sparse).
 const IMAGE_BYTES: u64 = 96 << 20;
 

@@ -82,10 +82,10 @@ const READ_AHEAD_SLOTS: usize = 2;
 /// First-pass blocks are read in pieces of this size, each hashed at once and sent soon
 /// after, so the bytes go from the read through BLAKE3 into the datagrams while they are
 /// still in the L2 cache. The next piece of a block is read once less than this is left
-/// unsent from it. 512 KiB, not 256: each read is a hand-off to an io-wq worker on tmpfs, and
-/// halving them cut the sender's CPU by about 8% (docs/DATAPLANE.md); 1 MiB bought nothing
-/// more.
-pub(crate) const READ_PIECE: u32 = 512 << 10;
+/// unsent from it. Not 512 KiB: that halves the io-wq hand-offs on tmpfs and cut the sender's
+/// CPU by about 8% on loopback, but the simulator's 1 Gbit/s, 10 ms, 10% loss cell then fell
+/// under its utilization target at seed 1 (docs/DATAPLANE.md, 2026-11-30 late morning).
+pub(crate) const READ_PIECE: u32 = 256 << 10;
 /// Most copies of one resend at the tail.
 pub const MAX_TAIL_COPIES: u8 = 3;
 /// Copies of each resend queued in the last RTT of the first pass (see
