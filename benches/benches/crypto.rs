@@ -257,7 +257,7 @@ fn summary(quick: bool) {
 }
 
 /// The sender hashes each first-pass read piece as it lands (engine/proto's `READ_PIECE`).
-const CHECKSUM_PIECE: usize = 512 << 10;
+const CHECKSUM_PIECE: usize = 256 << 10;
 /// The data plane's default block size: one `BlockHasher` per block.
 const CHECKSUM_BLOCK: usize = 1 << 20;
 
