@@ -259,7 +259,7 @@ fn summary(quick: bool) {
 /// The sender hashes each first-pass read piece as it lands (engine/proto's `READ_PIECE`).
 const CHECKSUM_PIECE: usize = 256 << 10;
 /// The data plane's default block size: one `BlockHasher` per block.
-const CHECKSUM_BLOCK: usize = 1 << 20;
+const CHECKSUM_BLOCK: usize = 1 << haul_proto::setup::DEFAULT_BLOCK_SIZE_LOG2;
 
 /// The whole-file checksum's rate, GB/s on one core: best of `samples` hashes of one 1 MiB
 /// block fed in read pieces, as the data plane does.

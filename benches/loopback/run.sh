@@ -7,8 +7,9 @@
 # runs, CPU seconds per GiB on each end, peak RSS of each end, steal% during its runs, and a
 # check of the received file against the source, and for haul the syscalls per 1,000 datagrams
 # of each end (from its --json summary); beside them, what reading and writing the file alone
-# cost on this tmpfs (`dd`), the floor under every tool's CPU per GiB. Then the issue's targets with PASS/FAIL, and
-# the memory item (haul's peak RSS for a 1 GiB file and a 16 GiB sparse file).
+# cost on this tmpfs (`dd`), the floor under every tool's CPU per GiB. Then the issue's
+# targets with PASS/FAIL, and the memory item (haul's peak RSS for a 1 GiB file and a 16 GiB
+# sparse file).
 #
 #   benches/loopback/run.sh            4 GiB, 5 runs per tool
 #   benches/loopback/run.sh --quick    512 MiB, 2 runs per tool

@@ -149,19 +149,16 @@ fn is_better_read_cached(st: crate::files::space::PageCacheState, size: u64) -> 
 }
 
 /// Opens the O_DIRECT twin of `file` with `open` (by the name `file` was opened by, with
-/// `flags` plus O_DIRECT): `None` where the filesystem
-/// refuses it (EINVAL), holds data in memory anyway (tmpfs, ramfs), or wants an alignment
-/// beyond [`MAX_DIRECT_ALIGN`]. The twin must be the same inode, or someone swapped the name
-/// between the opens.
+/// `flags` plus O_DIRECT): `None` where the filesystem refuses it (EINVAL) or wants an
+/// alignment beyond [`MAX_DIRECT_ALIGN`]. Callers have already ruled out a memory filesystem
+/// (tmpfs, ramfs: data in memory anyway), each with the one `fstatfs` it needs for itself.
+/// The twin must be the same inode, or someone swapped the name between the opens.
 fn open_direct_twin(
     file: &File,
     open: impl FnOnce(rustix::fs::OFlags) -> rustix::io::Result<std::os::fd::OwnedFd>,
     flags: rustix::fs::OFlags,
 ) -> Result<Option<(File, u32)>, DiskError> {
     use rustix::fs::{AtFlags, StatxFlags};
-    if crate::files::space::is_memory_fs(file) {
-        return Ok(None);
-    }
     let want = StatxFlags::DIOALIGN | StatxFlags::BASIC_STATS;
     let align = match rustix::fs::statx(file, "", AtFlags::EMPTY_PATH, want) {
         Ok(st) if st.stx_mask & StatxFlags::DIOALIGN.bits() != 0 => {
@@ -332,7 +329,7 @@ impl OpenFiles {
                 let size = file.metadata().map_err(|e| disk_error(&e))?.len();
                 let reserve = ReserveAhead::new(&file, size);
                 // A reservation that is off at creation means a memory filesystem (one
-                // `fstatfs` told): no O_DIRECT twin there either, so no second `fstatfs`.
+                // `fstatfs` told): no O_DIRECT twin there, and none asked of `open_direct_twin`.
                 let direct = match self.is_direct_wanted && reserve.is_on() {
                     true => {
                         let open = |f| crate::files::dest::open_beneath(dest.as_fd(), rel, f, 0);
@@ -421,12 +418,12 @@ impl OpenFiles {
             } else {
                 cached = crate::files::space::page_cache_state(&o.file, 0)
                     .is_some_and(|st| is_better_read_cached(st, size));
-            }
-            if !cached && tried.is_none() {
-                let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC;
-                let open = |f| rustix::fs::open(&path, f, rustix::fs::Mode::empty());
-                o.direct = open_direct_twin(&o.file, open, flags)?;
-                tried = Some(o.direct.is_some());
+                if !cached {
+                    let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC;
+                    let open = |f| rustix::fs::open(&path, f, rustix::fs::Mode::empty());
+                    o.direct = open_direct_twin(&o.file, open, flags)?;
+                    tried = Some(o.direct.is_some());
+                }
             }
         }
         o.pins += 1;
